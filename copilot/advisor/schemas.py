@@ -1,0 +1,187 @@
+"""What the advisor says: diagnoses, proposals, verdicts, token usage, sandbox reports.
+
+These are the advisor's contract with the rest of copilot (the app shows them, the
+history layer commits them, the ledger stores them) and with LLMs (their JSON schemas
+are the forced tools' input schemas). Validation ranges live here, so a proposal that
+parses is a proposal the trainer can apply. No torch, no I/O.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from copilot.events import HParams, OptimizerName, ScheduleName
+
+Health = Literal["healthy", "warning", "critical"]
+Route = Literal["hyperparameters", "architecture", "finish"]
+Role = Literal["assessor", "coder", "checker", "reporter"]
+
+
+class Schema(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Evidence(Schema):
+    """A measured value and the threshold it crossed: what a finding rests on."""
+
+    metric: str = Field(description="metric name, e.g. grad_norm, update_ratio, val_accuracy")
+    value: float | str = Field(description="the measured value")
+    threshold: float | str | None = Field(None, description="the threshold it crossed, if any")
+
+
+class Finding(Schema):
+    what: str = Field(description="the problem in a few words, e.g. 'vanishing gradients'")
+    where: str | None = Field(None, description="module path such as 'block1.conv', or null for the whole model")
+    evidence: list[Evidence] = Field(description="the measurements this finding rests on; at least one")
+    why: str = Field(description="why it matters, in one plain sentence")
+    severity: Literal["info", "warning", "critical"] = "warning"
+
+
+class Diagnosis(Schema):
+    health: Health
+    findings: list[Finding] = Field(default_factory=list)
+    route: Route = Field(description="what to do next: change hyperparameters, change the architecture, or finish")
+    confidence: float = Field(0.5, ge=0.0, le=1.0)
+    summary: str = Field("", description="one or two sentences for the status line")
+    notices: list[str] = Field(default_factory=list, description="not for the LLM: e.g. 'Bedrock throttled; used offline rules'")
+
+    @field_validator("findings")
+    @classmethod
+    def _drop_findings_without_evidence(cls, findings: list[Finding]) -> list[Finding]:
+        # An LLM must cite what it measured; a claim without evidence is not shown.
+        return [finding for finding in findings if finding.evidence]
+
+
+class HParamChange(Schema):
+    """A change to some hyperparameters; fields left out stay as they are."""
+
+    optimizer: OptimizerName | None = None
+    lr: float | None = Field(None, ge=1e-7, le=10)
+    momentum: float | None = Field(None, ge=0.0, le=0.999)
+    weight_decay: float | None = Field(None, ge=0.0, le=1.0)
+    batch_size: int | None = Field(None, ge=1, le=65536)
+    epochs: int | None = Field(None, ge=1, le=100_000)
+    grad_clip: float | None = Field(None, gt=0)
+    schedule: ScheduleName | None = None
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> "HParamChange":
+        if not self.changes():
+            raise ValueError("a hyperparameter change must change at least one value")
+        return self
+
+    def changes(self) -> dict[str, float | int | str]:
+        return self.model_dump(exclude_none=True)
+
+    def apply_to(self, hparams: HParams) -> HParams:
+        return hparams.model_copy(update=self.changes())
+
+
+class HParamAnswer(Schema):
+    """What an LLM returns for the hyperparameter route (the forced tool's input)."""
+
+    summary: str = Field(description="imperative summary, at most 60 characters, e.g. 'Adam at lr 1e-3 instead of SGD at 0.1'")
+    rationale: str = Field(description="why this change addresses the findings, 1-3 sentences")
+    change: HParamChange
+
+
+class ArchitectureAnswer(Schema):
+    """What an LLM returns for the architecture route (the forced tool's input)."""
+
+    summary: str = Field(description="imperative summary, at most 60 characters, e.g. 'add batch norm and residual blocks'")
+    rationale: str = Field(description="why this architecture addresses the findings")
+    changes: list[str] = Field(description="each change in one human-readable line")
+    code: str = Field(description="the complete new model module: same class name, constructor signature, input and output contract")
+
+
+class SandboxReport(Schema):
+    """The structured outcome of checking generated model code in a child process."""
+
+    ok: bool
+    stage: Literal[
+        "passed", "static", "import", "instantiate", "forward", "shape", "backward", "params", "timeout", "memory", "crashed"
+    ]
+    message: str  # one line: what failed and where, or "passed"
+    line: int | None = None  # source line of a static refusal or of the failing frame
+    output_shape: tuple[int, ...] | None = None
+    expected_shape: tuple[int, ...] | None = None
+    param_count: int | None = None
+    forward_backward_ms: float | None = None
+    traceback: str = ""  # trimmed to the frames inside the generated module
+
+
+class HParamProposal(Schema):
+    kind: Literal["hyperparameters"] = "hyperparameters"
+    summary: str
+    rationale: str
+    change: HParamChange
+    before: HParams
+    after: HParams
+
+
+class ArchitectureProposal(Schema):
+    kind: Literal["architecture"] = "architecture"
+    summary: str
+    rationale: str
+    changes: list[str]
+    class_name: str
+    file_name: str  # the model file's name, e.g. "bad_cnn.py"
+    old_code: str
+    code: str
+    sandbox: SandboxReport
+    fix_rounds: int = 0
+
+    def unified_diff(self) -> str:
+        import difflib
+
+        return "".join(
+            difflib.unified_diff(
+                self.old_code.splitlines(keepends=True),
+                self.code.splitlines(keepends=True),
+                fromfile=f"a/{self.file_name}",
+                tofile=f"b/{self.file_name}",
+            )
+        )
+
+
+class FinishProposal(Schema):
+    kind: Literal["finish"] = "finish"
+    summary: str
+    report: str  # markdown
+
+
+Proposal = Annotated[Union[HParamProposal, ArchitectureProposal, FinishProposal], Field(discriminator="kind")]
+
+
+class Verdict(Schema):
+    """The human's answer at the gate (the resume value of the interrupt)."""
+
+    decision: Literal["accept", "reject", "edit"]
+    reason: str | None = None  # why a proposal was rejected: goes back to the advisor
+    edited_code: str | None = None  # decision "edit" for an architecture proposal
+    edited_change: HParamChange | None = None  # decision "edit" for a hyperparameter proposal
+
+
+class TokenUsage(Schema):
+    provider: str  # "offline", "bedrock", "openai"
+    model: str
+    role: Role
+    input_tokens: int = 0
+    output_tokens: int = 0
+
+
+class LedgerEntry(Schema):
+    """One line of `ledger.jsonl`: every proposal and what the human did with it."""
+
+    time: float
+    run_id: str
+    round: int
+    epoch: int
+    trigger: str  # "schedule", "error", "nonfinite", "plateau", "demand"
+    diagnosis: Diagnosis
+    proposal: Proposal
+    verdict: Verdict | None = None  # None while pending
+    tokens: list[TokenUsage] = Field(default_factory=list)
+    commit: str | None = None  # the round's commit, once accepted and committed

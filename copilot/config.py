@@ -1,0 +1,188 @@
+"""Settings: one pydantic-settings model, layered copilot.toml < env COPILOT_* < flags.
+
+Every part reads its knobs from `Settings`; nothing else parses configuration. Nested
+sections map to TOML tables (`[train]`, `[advisor.coder]`) and to environment
+variables with a double underscore (`COPILOT_ADVISOR__ASSESS_EVERY=3`). Unknown keys
+are errors, not silently ignored: a typo in copilot.toml must not change nothing.
+It must not import torch.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from copilot.errors import ConfigError
+
+CONFIG_FILE = "copilot.toml"
+ProviderName = Literal["offline", "bedrock", "openai"]
+ModelArg = float | int | str | bool | None
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ModelSettings(Section):
+    args: dict[str, ModelArg] = Field(default_factory=dict)  # constructor keyword arguments
+
+
+class DataSettings(Section):
+    dataset: str = "shapes"  # shapes | text | cifar10 | imagefolder | custom
+    data_dir: Path | None = None  # cifar10 batches or an image folder
+    download: bool = False  # let torchvision download CIFAR-10 into data_dir
+    custom: str | None = None  # "module.py:function" returning (train, val) datasets
+    train_size: int | None = None  # synthetic sets only; None = the set's default
+    val_size: int | None = None
+    image_size: int = 32  # image folders are resized to this square
+    seed: int = 0
+
+
+class TrainSettings(Section):
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    hparams: dict[str, float | int | str | None] = Field(default_factory=dict)  # override HPARAMS
+    log_every: int = Field(10, ge=1)  # steps between logged steps (all instruments)
+    activation_every: int = Field(50, ge=1)  # steps between dead/saturated-unit samples
+    max_messages_per_sec: float = Field(20.0, gt=0)
+    seed: int = 0
+    checkpoint_every_epoch: bool = True
+
+
+class RoleSettings(Section):
+    """Provider and model for one advisor role; None means the advisor-wide default."""
+
+    provider: ProviderName | None = None
+    model: str | None = None
+
+
+class BedrockSettings(Section):
+    region: str | None = None  # None: the standard AWS chain (AWS_REGION, profile)
+    profile: str | None = None
+    read_timeout_s: float = 600.0  # a timed-out generation is re-sent and billed again
+    connect_timeout_s: float = 10.0
+    max_attempts: int = Field(4, ge=1)
+    thinking_budget_tokens: int = 0  # > 0: a separate free-text thinking call before the forced tool
+    default_model: str = "us.anthropic.claude-3-7-sonnet-20250219-v1:0"
+    fast_model: str = "us.anthropic.claude-3-5-haiku-20241022-v1:0"
+
+
+class OpenAISettings(Section):
+    base_url: str = "http://127.0.0.1:8000/v1"
+    api_key_env: str = "OPENAI_API_KEY"  # name of the variable holding the key, never the key
+    default_model: str = "qwen2.5-coder"
+    fast_model: str | None = None
+    timeout_s: float = 600.0
+    max_retries: int = Field(3, ge=0)
+
+
+class AdvisorSettings(Section):
+    provider: ProviderName = "offline"
+    assess_every: int = Field(2, ge=1)  # epochs between scheduled assessments
+    plateau_window: int = Field(3, ge=2)  # epochs without improvement that trigger at once
+    max_fix_rounds: int = Field(3, ge=0)
+    assessor: RoleSettings = Field(default_factory=RoleSettings)
+    coder: RoleSettings = Field(default_factory=RoleSettings)
+    checker: RoleSettings = Field(default_factory=RoleSettings)
+    reporter: RoleSettings = Field(default_factory=RoleSettings)
+    bedrock: BedrockSettings = Field(default_factory=BedrockSettings)
+    openai: OpenAISettings = Field(default_factory=OpenAISettings)
+
+
+class SandboxSettings(Section):
+    allowed_imports: list[str] = Field(
+        default_factory=lambda: [
+            "torch",
+            "math",
+            "typing",
+            "dataclasses",
+            "functools",
+            "collections",
+            "itertools",
+            "__future__",
+        ]
+    )
+    timeout_s: float = Field(60.0, gt=0)
+    cpu_seconds: int = Field(60, ge=1)
+    memory_mb: int = Field(4096, ge=256)
+    max_params: int = Field(50_000_000, ge=1)
+
+
+class TuiSettings(Section):
+    refresh_hz: float = Field(2.0, gt=0, le=30)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="COPILOT_",
+        env_nested_delimiter="__",
+        toml_file=CONFIG_FILE,
+        extra="forbid",
+    )
+
+    runs_dir: Path = Path(".copilot") / "runs"
+    model: ModelSettings = Field(default_factory=ModelSettings)
+    data: DataSettings = Field(default_factory=DataSettings)
+    train: TrainSettings = Field(default_factory=TrainSettings)
+    advisor: AdvisorSettings = Field(default_factory=AdvisorSettings)
+    sandbox: SandboxSettings = Field(default_factory=SandboxSettings)
+    tui: TuiSettings = Field(default_factory=TuiSettings)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Earlier sources win: flags (init) over environment over copilot.toml.
+        return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls))
+
+    def role(self, role: Literal["assessor", "coder", "checker", "reporter"]) -> RoleSettings:
+        """The provider and model for one advisor role, with the advisor-wide defaults filled in."""
+        chosen: RoleSettings = getattr(self.advisor, role)
+        provider = chosen.provider or self.advisor.provider
+        if chosen.model:
+            return RoleSettings(provider=provider, model=chosen.model)
+        strong = role in ("assessor", "coder")
+        if provider == "bedrock":
+            model = self.advisor.bedrock.default_model if strong else self.advisor.bedrock.fast_model
+        elif provider == "openai":
+            openai = self.advisor.openai
+            model = openai.default_model if strong else (openai.fast_model or openai.default_model)
+        else:
+            model = "rules"
+        return RoleSettings(provider=provider, model=model)
+
+
+def load_settings(overrides: dict[str, Any] | None = None, config_dir: Path | None = None) -> Settings:
+    """Settings from copilot.toml (in `config_dir`, default the working folder), env and flags.
+
+    `overrides` holds the flags, nested like the TOML (`{"train": {"device": "cpu"}}`);
+    a problem anywhere becomes one `ConfigError` naming the key.
+    """
+    toml_path = (config_dir or Path.cwd()) / CONFIG_FILE
+    try:
+
+        class _Located(Settings):
+            model_config = SettingsConfigDict(toml_file=toml_path)
+
+        return _Located(**(overrides or {}))
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        key = ".".join(str(part) for part in first["loc"])
+        raise ConfigError(
+            f"setting '{key}': {first['msg']}",
+            f"fix it in {toml_path.name}, the COPILOT_* environment or the flags",
+        ) from None
+    except (OSError, ValueError) as exc:  # unreadable or malformed TOML
+        raise ConfigError(f"cannot read {toml_path}: {exc}", "fix the TOML syntax") from None

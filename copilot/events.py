@@ -1,0 +1,330 @@
+"""Typed messages between the trainer process and everything else.
+
+This module is the only contract between processes: the parent sends `Command`s on
+one queue, the trainer sends `Event`s on another, and `metrics.jsonl` in the run
+folder holds the same event records, one JSON object per line. Nothing else is
+shared. Every message is a frozen pydantic model with a literal `type` field, so a
+line of `metrics.jsonl` or an item from a queue parses back with `parse_event`.
+
+It must not import torch or any other part of copilot: the app, the advisor and
+the trainer all import it.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Annotated, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator
+
+OptimizerName = Literal["SGD", "Adam", "AdamW", "RMSprop"]
+ScheduleName = Literal["constant", "step", "cosine", "one-cycle"]
+Task = Literal["classification", "sequence"]
+
+
+class Message(BaseModel):
+    """Base of every message: immutable, strict about unknown fields."""
+
+    # NaN and infinity are data here (an exploding loss), so they round-trip as JSON constants.
+    model_config = ConfigDict(frozen=True, extra="forbid", ser_json_inf_nan="constants")
+
+
+# --------------------------------------------------------------------------- hyperparameters
+
+
+class HParams(Message):
+    """The hyperparameters a run trains with; ranges are the advisor's validation ranges too."""
+
+    optimizer: OptimizerName = "SGD"
+    lr: float = Field(0.01, ge=1e-7, le=10)
+    momentum: float = Field(0.0, ge=0.0, le=0.999)
+    weight_decay: float = Field(0.0, ge=0.0, le=1.0)
+    batch_size: int = Field(128, ge=1, le=65536)
+    epochs: int = Field(10, ge=1, le=100_000)
+    grad_clip: float | None = Field(None, gt=0)
+    schedule: ScheduleName = "constant"
+
+    @field_validator("lr", "momentum", "weight_decay", "grad_clip")
+    @classmethod
+    def _finite(cls, value: float | None) -> float | None:
+        if value is not None and not math.isfinite(value):
+            raise ValueError("must be a finite number")
+        return value
+
+
+HPARAM_KEYS: tuple[str, ...] = tuple(HParams.model_fields)
+
+
+# --------------------------------------------------------------------------- descriptions
+
+
+class DataSpec(Message):
+    """What the model is fed and what it must output: enough to build a dummy batch."""
+
+    name: str
+    task: Task
+    input_shape: tuple[int, ...]  # one sample, without the batch dimension
+    input_dtype: Literal["float32", "int64"] = "float32"
+    num_classes: int  # classes for classification, vocabulary size for sequence
+    train_size: int
+    val_size: int
+
+    def expected_output(self, batch: int) -> tuple[int, ...]:
+        """Output shape the task requires for a batch of `batch` samples."""
+        if self.task == "classification":
+            return (batch, self.num_classes)
+        return (batch, self.input_shape[0], self.num_classes)
+
+
+class ModuleInfo(Message):
+    """One module of the model, in forward (registration) order."""
+
+    name: str  # module path such as "block1.conv"; "" for the root
+    type: str  # class name such as "Conv2d"
+    params: int  # parameters owned directly by this module (not its children)
+    detail: str = ""  # short description: "3->16, k=3, pad=1", "p=0.5", ...
+    is_leaf: bool = True
+
+
+class ModelSummary(Message):
+    """The model the trainer is running, for the UI and the advisor."""
+
+    class_name: str
+    source_path: str
+    total_params: int
+    trainable_params: int
+    modules: tuple[ModuleInfo, ...]
+    activations: tuple[str, ...] = ()  # distinct activation types present: "ReLU", "Sigmoid"
+    has_normalization: bool = False
+    has_residual: bool = False  # best effort: a skip connection was seen in forward
+
+
+# --------------------------------------------------------------------------- commands (parent -> trainer)
+
+
+class Pause(Message):
+    type: Literal["pause"] = "pause"
+
+
+class Resume(Message):
+    type: Literal["resume"] = "resume"
+
+
+class Stop(Message):
+    """Finish the current step, write a checkpoint, emit `Finished`, exit."""
+
+    type: Literal["stop"] = "stop"
+    checkpoint: bool = True
+
+
+class SetHParams(Message):
+    """Change hyperparameters between steps; only the fields given change."""
+
+    type: Literal["set_hparams"] = "set_hparams"
+    changes: dict[str, float | int | str | None]
+    round: int | None = None
+
+
+class SwapModel(Message):
+    """Load a new model file and carry over every parameter whose name and shape match."""
+
+    type: Literal["swap_model"] = "swap_model"
+    model_path: str
+    model_name: str | None = None
+    model_args: dict[str, float | int | str | bool | None] = Field(default_factory=dict)
+    round: int | None = None
+
+
+class CheckpointNow(Message):
+    type: Literal["checkpoint_now"] = "checkpoint_now"
+
+
+class EvaluateNow(Message):
+    type: Literal["evaluate_now"] = "evaluate_now"
+
+
+Command = Annotated[
+    Union[Pause, Resume, Stop, SetHParams, SwapModel, CheckpointNow, EvaluateNow],
+    Field(discriminator="type"),
+]
+
+
+# --------------------------------------------------------------------------- events (trainer -> parent)
+
+
+class RunStarted(Message):
+    """First event of a trainer: what runs where, with which hyperparameters."""
+
+    type: Literal["run_started"] = "run_started"
+    run_id: str
+    device: str  # "cpu", "cuda:0", "cuda x4"
+    world_size: int = 1
+    data: DataSpec
+    model: ModelSummary
+    hparams: HParams
+    resumed_from_epoch: int | None = None
+    time: float  # unix seconds
+
+
+class NonFinite(Message):
+    """Where a NaN or infinity first appeared in a step."""
+
+    where: Literal["loss", "gradient", "weight"]
+    module: str | None = None  # first module in forward order, None for the loss
+
+
+class StepRecord(Message):
+    """Metrics of one logged step (every `log_every` steps), measured before any clipping."""
+
+    epoch: int
+    step: int  # global optimizer step
+    loss: float
+    accuracy: float | None
+    lr: float
+    samples_per_sec: float
+    device_memory_mb: float | None = None
+    total_grad_norm: float
+    per_module_grad_norm: dict[str, float] = Field(default_factory=dict)
+    per_module_update_ratio: dict[str, float] = Field(default_factory=dict)
+    nonfinite: NonFinite | None = None
+
+
+class StepBatch(Message):
+    """Logged steps coalesced into one message, so the parent gets ~20 messages a second at most."""
+
+    type: Literal["steps"] = "steps"
+    records: tuple[StepRecord, ...]
+
+
+class ActivationStats(Message):
+    """Dead ReLU units and saturated sigmoid/tanh outputs per layer, sampled at a lower interval."""
+
+    type: Literal["activations"] = "activations"
+    epoch: int
+    step: int
+    dead_fraction: dict[str, float] = Field(default_factory=dict)
+    saturated_fraction: dict[str, float] = Field(default_factory=dict)
+
+
+class EpochSummary(Message):
+    type: Literal["epoch"] = "epoch"
+    epoch: int  # 1-based number of the epoch just finished
+    step: int
+    train_loss: float
+    train_accuracy: float | None
+    val_loss: float | None
+    val_accuracy: float | None
+    initial_loss: float | None = None  # loss of the run's first step
+    expected_initial_loss: float | None = None  # ln(classes) for a classifier
+    lr: float
+    samples_per_sec: float
+    duration_s: float
+    round: int = 0
+
+
+class Evaluated(Message):
+    """Answer to `EvaluateNow`: validation metrics outside the epoch rhythm."""
+
+    type: Literal["evaluated"] = "evaluated"
+    epoch: int
+    step: int
+    val_loss: float
+    val_accuracy: float | None
+
+
+class LogLine(Message):
+    type: Literal["log"] = "log"
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    message: str
+    time: float
+
+
+ErrorKind = Literal["load", "data", "forward", "shape", "nonfinite", "oom", "runtime", "killed"]
+
+
+class TrainerError(Message):
+    """Something stopped training. `hint` is set when the user can fix it."""
+
+    type: Literal["error"] = "error"
+    kind: ErrorKind
+    message: str  # one line
+    hint: str = ""
+    traceback: str = ""  # full text, for the log pane and the advisor
+    epoch: int | None = None
+    step: int | None = None
+    user_error: bool = True  # exit 2 (user can fix) vs 1 (internal)
+
+
+class CheckpointWritten(Message):
+    type: Literal["checkpoint"] = "checkpoint"
+    path: str
+    epoch: int
+    step: int
+
+
+class HParamsApplied(Message):
+    type: Literal["hparams_applied"] = "hparams_applied"
+    hparams: HParams
+    step: int
+    round: int | None = None
+
+
+class ModelSwapped(Message):
+    type: Literal["model_swapped"] = "model_swapped"
+    model: ModelSummary
+    transferred: int  # parameters and buffers copied from the old model
+    total: int  # parameters and buffers in the new model
+    step: int
+    round: int | None = None
+
+
+class StateChanged(Message):
+    type: Literal["state"] = "state"
+    state: Literal["running", "paused", "evaluating", "stopping"]
+
+
+class Finished(Message):
+    type: Literal["finished"] = "finished"
+    reason: Literal["epochs_done", "stopped", "error"]
+    epoch: int
+    step: int
+
+
+Event = Annotated[
+    Union[
+        RunStarted,
+        StepBatch,
+        ActivationStats,
+        EpochSummary,
+        Evaluated,
+        LogLine,
+        TrainerError,
+        CheckpointWritten,
+        HParamsApplied,
+        ModelSwapped,
+        StateChanged,
+        Finished,
+    ],
+    Field(discriminator="type"),
+]
+
+_EVENT_ADAPTER: TypeAdapter[Event] = TypeAdapter(Event)
+_COMMAND_ADAPTER: TypeAdapter[Command] = TypeAdapter(Command)
+
+
+def parse_event(data: str | bytes | dict) -> Event:
+    """Parse one event from a JSON line or a dict (as read back from `metrics.jsonl`)."""
+    if isinstance(data, dict):
+        return _EVENT_ADAPTER.validate_python(data)
+    return _EVENT_ADAPTER.validate_json(data)
+
+
+def parse_command(data: str | bytes | dict) -> Command:
+    if isinstance(data, dict):
+        return _COMMAND_ADAPTER.validate_python(data)
+    return _COMMAND_ADAPTER.validate_json(data)
+
+
+def event_to_json(event: Message) -> str:
+    """One line of `metrics.jsonl`; NaN and infinity are kept as the JSON constants Python reads back."""
+    return event.model_dump_json()

@@ -1,0 +1,109 @@
+"""The layout of a run folder, `.copilot/runs/<run-id>/`, the source of truth on disk.
+
+The trainer writes `metrics.jsonl` (append-only), `events.log`, `checkpoints/` and the
+model files as trained; the advisor writes `ledger.jsonl` and its SQLite checkpoint;
+the report goes to `report.md`. Every part that reads or writes a run finds its files
+here, so no path is spelled twice. It must not import torch.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from copilot.errors import CopilotError
+
+DEFAULT_RUNS_DIR = Path(".copilot") / "runs"
+
+
+def slugify(text: str, max_length: int = 24) -> str:
+    """Lower-case letters, digits and single dashes: safe in a folder or branch name."""
+    slug = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+    return slug[:max_length].rstrip("-") or "model"
+
+
+def new_run_id(model_path: str | Path, now: float | None = None) -> str:
+    """`20261120-234500-bad-cnn-3f2a`: sortable by time, readable, unique."""
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(now))
+    return f"{stamp}-{slugify(Path(model_path).stem)}-{secrets.token_hex(2)}"
+
+
+@dataclass(frozen=True)
+class RunFolder:
+    """Paths inside one run folder. Creating the object touches nothing; `create()` does."""
+
+    path: Path
+
+    @property
+    def run_id(self) -> str:
+        return self.path.name
+
+    @property
+    def metrics(self) -> Path:
+        return self.path / "metrics.jsonl"
+
+    @property
+    def events_log(self) -> Path:
+        return self.path / "events.log"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.path / "checkpoints"
+
+    @property
+    def models(self) -> Path:
+        """Copies of every model file as trained, named `r<round>_<file>.py`."""
+        return self.path / "models"
+
+    @property
+    def ledger(self) -> Path:
+        return self.path / "ledger.jsonl"
+
+    @property
+    def advisor_db(self) -> Path:
+        return self.path / "advisor.sqlite"
+
+    @property
+    def report(self) -> Path:
+        return self.path / "report.md"
+
+    @property
+    def session(self) -> Path:
+        """How the run was started (model, data, settings), so `resume` can start it again."""
+        return self.path / "session.json"
+
+    def latest_checkpoint(self) -> Path | None:
+        found = sorted(self.checkpoints.glob("*.pt"), key=lambda p: p.stat().st_mtime)
+        return found[-1] if found else None
+
+    def create(self) -> "RunFolder":
+        self.checkpoints.mkdir(parents=True, exist_ok=True)
+        self.models.mkdir(parents=True, exist_ok=True)
+        return self
+
+
+def runs_dir(root: Path | None = None) -> Path:
+    return (root or Path.cwd()) / DEFAULT_RUNS_DIR
+
+
+def find_run(name: str | None, root: Path | None = None) -> RunFolder:
+    """A run by id, id prefix or path; the latest run when `name` is None."""
+    base = runs_dir(root)
+    if name:
+        direct = Path(name)
+        if (direct / "metrics.jsonl").exists() or (direct / "session.json").exists():
+            return RunFolder(direct.resolve())
+        matches = sorted(p for p in base.glob(f"{name}*") if p.is_dir()) if base.exists() else []
+        if len(matches) == 1:
+            return RunFolder(matches[0])
+        if len(matches) > 1:
+            names = ", ".join(p.name for p in matches[:5])
+            raise CopilotError(f"run '{name}' is ambiguous: {names}", "give more of the run id")
+        raise CopilotError(f"no run '{name}' under {base}", "list runs with `ls .copilot/runs`")
+    runs = sorted(p for p in base.glob("*") if p.is_dir()) if base.exists() else []
+    if not runs:
+        raise CopilotError(f"no runs under {base}", "start one with `copilot train MODEL.py`")
+    return RunFolder(runs[-1])

@@ -1,0 +1,1 @@
+"""The Textual app. Shows and asks; no training or git logic lives here."""
