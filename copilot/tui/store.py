@@ -1,0 +1,352 @@
+"""The app's metrics store: trainer events in, bounded series and the latest state out.
+
+The ingest thread calls `ingest()` for every event; the UI thread reads `view()` on
+its chart timer. Both sides take one lock for a short time, nothing here blocks on
+I/O, and memory stays bounded however long the run: step series are fixed-size ring
+buffers, per-module histories keep the last few hundred points. `version` grows on
+every change, so a chart can skip rebuilding when nothing moved.
+
+It must not import Textual (the app imports it, not the other way round), so the
+store can be tested and benchmarked without a screen.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections import deque
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from copilot.events import (
+    ActivationStats,
+    CheckpointWritten,
+    EpochSummary,
+    Evaluated,
+    Event,
+    Finished,
+    HParams,
+    HParamsApplied,
+    LogLine,
+    ModelSummary,
+    ModelSwapped,
+    RunStarted,
+    StateChanged,
+    StepBatch,
+    TrainerError,
+)
+
+STEP_SERIES = ("loss", "accuracy", "total_grad_norm", "lr")
+MAX_SERIES = 8  # plotext's cost grows with series count
+MODULE_HISTORY = 240  # points per module sparkline: wider than any terminal row needs
+
+
+class RingSeries:
+    """A fixed-capacity (step, value) series in numpy arrays; old points fall off the front."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self._steps = np.zeros(capacity, dtype=np.float64)
+        self._values = np.zeros(capacity, dtype=np.float64)
+        self._start = 0
+        self._length = 0
+
+    def __len__(self) -> int:
+        return self._length
+
+    def append(self, step: float, value: float) -> None:
+        index = (self._start + self._length) % self.capacity
+        self._steps[index] = step
+        self._values[index] = value
+        if self._length < self.capacity:
+            self._length += 1
+        else:
+            self._start = (self._start + 1) % self.capacity
+
+    def arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        """Copies in time order, safe to hand to another thread."""
+        order = (self._start + np.arange(self._length)) % self.capacity
+        return self._steps[order], self._values[order]
+
+    def last(self) -> float | None:
+        if not self._length:
+            return None
+        return float(self._values[(self._start + self._length - 1) % self.capacity])
+
+
+def minmax_downsample(xs: np.ndarray, ys: np.ndarray, buckets: int) -> tuple[np.ndarray, np.ndarray]:
+    """At most 2×`buckets` points: each bucket keeps its min and max in time order, so spikes survive.
+
+    Drawing cost then depends on the chart's width, not on the run's length.
+    Non-finite values are dropped first: a NaN step is reported elsewhere, and
+    plotext cannot draw it.
+    """
+    finite = np.isfinite(ys)
+    if not finite.all():
+        xs, ys = xs[finite], ys[finite]
+    count = len(xs)
+    if buckets <= 0 or count <= 2 * buckets:
+        return xs, ys
+    per_bucket = count // buckets
+    body = ys[: buckets * per_bucket].reshape(buckets, per_bucket)
+    offsets = np.arange(buckets) * per_bucket
+    picks = [offsets + body.argmin(axis=1), offsets + body.argmax(axis=1)]
+    tail = ys[buckets * per_bucket :]
+    if len(tail):  # the last few points that did not fill a bucket
+        base = buckets * per_bucket
+        picks.append(np.array([base + tail.argmin(), base + tail.argmax()]))
+    order = np.unique(np.concatenate(picks))
+    return xs[order], ys[order]
+
+
+@dataclass(frozen=True)
+class ModuleRow:
+    """One row of the per-module table: latest values and a short history."""
+
+    name: str
+    grad_norm: float | None
+    update_ratio: float | None
+    dead_fraction: float | None
+    saturated_fraction: float | None
+    grad_history: tuple[float, ...]
+
+
+@dataclass(frozen=True)
+class EpochPoint:
+    epoch: int
+    step: int
+    train_loss: float
+    train_accuracy: float | None
+    val_loss: float | None
+    val_accuracy: float | None
+    round: int
+
+
+@dataclass(frozen=True)
+class StoreView:
+    """A consistent copy of the store for one frame; the UI reads only this."""
+
+    version: int
+    run_id: str
+    model_name: str
+    device: str
+    state: str
+    epoch: int
+    step: int
+    samples_per_sec: float | None
+    hparams: HParams | None
+    model: ModelSummary | None
+    steps: dict[str, tuple[np.ndarray, np.ndarray]]
+    epochs: tuple[EpochPoint, ...]
+    round_steps: tuple[tuple[int, int], ...]  # (round, step at which it started)
+    modules: tuple[ModuleRow, ...]
+    update_ratio_steps: dict[str, tuple[np.ndarray, np.ndarray]]
+    last_error: TrainerError | None
+    finished: Finished | None
+
+
+@dataclass
+class _ModuleHistory:
+    grad: deque = field(default_factory=lambda: deque(maxlen=MODULE_HISTORY))
+    update_ratio: float | None = None
+    dead: float | None = None
+    saturated: float | None = None
+
+
+class MetricsStore:
+    """Everything the app draws, fed by trainer events; safe to use from two threads."""
+
+    def __init__(self, capacity: int = 100_000, log_lines: int = 2_000) -> None:
+        self._lock = threading.Lock()
+        self._capacity = capacity
+        self.version = 0
+        self._run_id = ""
+        self._model_name = ""
+        self._device = ""
+        self._state = "starting"
+        self._epoch = 0
+        self._step = 0
+        self._samples_per_sec: float | None = None
+        self._hparams: HParams | None = None
+        self._model: ModelSummary | None = None
+        self._steps = {name: RingSeries(capacity) for name in STEP_SERIES}
+        self._update_ratio_steps: dict[str, RingSeries] = {}
+        self._epochs: list[EpochPoint] = []
+        self._round = 0
+        self._round_steps: list[tuple[int, int]] = [(0, 0)]
+        self._modules: dict[str, _ModuleHistory] = {}
+        self._last_error: TrainerError | None = None
+        self._finished: Finished | None = None
+        self.log: deque[LogLine | TrainerError] = deque(maxlen=log_lines)
+
+    # ------------------------------------------------------------------ writing (ingest thread)
+
+    def ingest(self, event: Event) -> None:
+        with self._lock:
+            self._apply(event)
+            self.version += 1
+
+    def ingest_many(self, events: list[Event]) -> None:
+        if not events:
+            return
+        with self._lock:
+            for event in events:
+                self._apply(event)
+            self.version += 1
+
+    def mark_round(self, round_number: int) -> None:
+        """A round was accepted: charts mark the step where it starts."""
+        with self._lock:
+            self._round = round_number
+            self._round_steps.append((round_number, self._step))
+            self.version += 1
+
+    def _apply(self, event: Event) -> None:
+        if isinstance(event, StepBatch):
+            self._apply_steps(event)
+        elif isinstance(event, EpochSummary):
+            self._epoch = event.epoch
+            self._epochs.append(
+                EpochPoint(
+                    event.epoch,
+                    event.step,
+                    event.train_loss,
+                    event.train_accuracy,
+                    event.val_loss,
+                    event.val_accuracy,
+                    event.round,
+                )
+            )
+        elif isinstance(event, ActivationStats):
+            for name, fraction in event.dead_fraction.items():
+                self._module(name).dead = fraction
+            for name, fraction in event.saturated_fraction.items():
+                self._module(name).saturated = fraction
+        elif isinstance(event, RunStarted):
+            self._run_id = event.run_id
+            self._device = event.device
+            self._model = event.model
+            self._model_name = event.model.class_name
+            self._hparams = event.hparams
+            self._state = "running"
+            if event.resumed_from_epoch is not None:
+                self._epoch = event.resumed_from_epoch
+        elif isinstance(event, ModelSwapped):
+            self._model = event.model
+            self._model_name = event.model.class_name
+            self._modules = {}  # the old model's modules no longer exist
+            self._update_ratio_steps = {}
+        elif isinstance(event, HParamsApplied):
+            self._hparams = event.hparams
+        elif isinstance(event, StateChanged):
+            self._state = event.state
+        elif isinstance(event, TrainerError):
+            self._last_error = event
+            self.log.append(event)
+        elif isinstance(event, LogLine):
+            self.log.append(event)
+        elif isinstance(event, Finished):
+            self._finished = event
+            self._state = "finished" if event.reason != "error" else "crashed"
+        elif isinstance(event, (CheckpointWritten, Evaluated)):
+            pass  # shown through the log lines the trainer sends with them
+
+    def _apply_steps(self, batch: StepBatch) -> None:
+        for record in batch.records:
+            step = record.step
+            self._step = step
+            self._epoch = max(self._epoch, record.epoch - 1)
+            self._samples_per_sec = record.samples_per_sec
+            self._steps["loss"].append(step, record.loss)
+            if record.accuracy is not None:
+                self._steps["accuracy"].append(step, record.accuracy)
+            self._steps["total_grad_norm"].append(step, record.total_grad_norm)
+            self._steps["lr"].append(step, record.lr)
+            for name, norm in record.per_module_grad_norm.items():
+                self._module(name).grad.append(norm)
+            for name, ratio in record.per_module_update_ratio.items():
+                self._module(name).update_ratio = ratio
+                series = self._update_ratio_steps.get(name)
+                if series is None:
+                    series = self._update_ratio_steps[name] = RingSeries(min(self._capacity, 20_000))
+                series.append(step, ratio)
+
+    def _module(self, name: str) -> _ModuleHistory:
+        found = self._modules.get(name)
+        if found is None:
+            found = self._modules[name] = _ModuleHistory()
+        return found
+
+    # ------------------------------------------------------------------ reading (UI thread)
+
+    def _worst_update_ratio_modules(self) -> list[str]:
+        """The modules whose latest update ratio sits furthest from the 1e-3 guide (log distance).
+
+        A chart draws at most `MAX_SERIES` of them, so only those are copied per frame.
+        """
+
+        def distance(name: str) -> float:
+            last = self._update_ratio_steps[name].last()
+            if last is None or not math.isfinite(last) or last <= 0:
+                return math.inf
+            return abs(math.log10(last) + 3.0)
+
+        return sorted(self._update_ratio_steps, key=distance, reverse=True)[:MAX_SERIES]
+
+    def view(self) -> StoreView:
+        with self._lock:
+            return StoreView(
+                version=self.version,
+                run_id=self._run_id,
+                model_name=self._model_name,
+                device=self._device,
+                state=self._state,
+                epoch=self._epoch,
+                step=self._step,
+                samples_per_sec=self._samples_per_sec,
+                hparams=self._hparams,
+                model=self._model,
+                steps={name: series.arrays() for name, series in self._steps.items()},
+                epochs=tuple(self._epochs),
+                round_steps=tuple(self._round_steps),
+                modules=tuple(
+                    ModuleRow(
+                        name=name,
+                        grad_norm=history.grad[-1] if history.grad else None,
+                        update_ratio=history.update_ratio,
+                        dead_fraction=history.dead,
+                        saturated_fraction=history.saturated,
+                        grad_history=tuple(history.grad),
+                    )
+                    for name, history in self._modules.items()
+                ),
+                update_ratio_steps={
+                    name: self._update_ratio_steps[name].arrays() for name in self._worst_update_ratio_modules()
+                },
+                last_error=self._last_error,
+                finished=self._finished,
+            )
+
+
+def module_anomaly(row: ModuleRow) -> str | None:
+    """A short label when a module's numbers cross the thresholds the advisor uses, else None.
+
+    Same thresholds as the offline rules: < 1e-7 vanishing, > 1e3 exploding, non-finite,
+    update ratio outside [1e-5, 1e-1], > 50% dead units, > 30% saturated outputs.
+    """
+    norm = row.grad_norm
+    if norm is not None and not math.isfinite(norm):
+        return "non-finite"
+    if norm is not None and norm < 1e-7:
+        return "vanishing"
+    if norm is not None and norm > 1e3:
+        return "exploding"
+    if row.dead_fraction is not None and row.dead_fraction > 0.5:
+        return "dead"
+    if row.saturated_fraction is not None and row.saturated_fraction > 0.3:
+        return "saturated"
+    ratio = row.update_ratio
+    if ratio is not None and ratio > 0 and (ratio < 1e-5 or ratio > 1e-1):
+        return "update ratio"
+    return None
