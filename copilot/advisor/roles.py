@@ -31,6 +31,8 @@ ValueT = TypeVar("ValueT")
 class RoleReply(Generic[ValueT]):
     value: ValueT
     usage: tuple[TokenUsage, ...] = ()
+    # Shown to the human, never to an LLM: e.g. a provider was unavailable and the rules answered.
+    notices: tuple[str, ...] = ()
 
 
 class AdvisorRoles(Protocol):
