@@ -7,14 +7,18 @@ fails the schema is sent back once with the validation error; a second failure i
 an `AdvisorError`. A provider that cannot be reached after its transport's own
 retries raises `ProviderUnavailable`, on which the advisor falls back to the offline
 rules with a visible notice.
+
+The helpers below the interface (a flat tool schema, the one-correction policy, a
+token tally per call) are what every provider shares, so each does them the same way.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Generic, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from copilot.advisor.schemas import Role, TokenUsage
 from copilot.errors import AdvisorError
@@ -38,6 +42,30 @@ class TextReply:
     usage: TokenUsage
 
 
+@dataclass
+class UsageTally:
+    """The tokens one `structured` or `text` call spends across its requests (thinking, correction)."""
+
+    provider: str
+    model: str
+    role: Role
+    input_tokens: int = 0
+    output_tokens: int = 0
+
+    def add(self, input_tokens: int, output_tokens: int) -> None:
+        self.input_tokens += input_tokens
+        self.output_tokens += output_tokens
+
+    def usage(self) -> TokenUsage:
+        return TokenUsage(
+            provider=self.provider,
+            model=self.model,
+            role=self.role,
+            input_tokens=self.input_tokens,
+            output_tokens=self.output_tokens,
+        )
+
+
 class LLMProvider(Protocol):
     """Bedrock, an OpenAI-compatible server, or a scripted provider in tests."""
 
@@ -56,3 +84,73 @@ class LLMProvider(Protocol):
     ) -> StructuredReply[SchemaT]: ...
 
     def text(self, *, role: Role, model: str, system: str, prompt: str) -> TextReply: ...
+
+
+def tool_input_schema(schema: type[BaseModel]) -> dict[str, Any]:
+    """The schema's JSON schema with every `#/$defs/...` reference inlined.
+
+    Forced-tool and response-format schemas are sent as one self-contained object:
+    Bedrock's `inputSchema.json` and some OpenAI-compatible servers resolve no
+    references, so a flat schema is the one form every provider accepts.
+    """
+    full = schema.model_json_schema()
+    definitions: dict[str, Any] = full.pop("$defs", {})
+
+    def inline(node: Any, resolving: tuple[str, ...]) -> Any:
+        if isinstance(node, list):
+            return [inline(item, resolving) for item in node]
+        if not isinstance(node, dict):
+            return node
+        reference = node.get("$ref")
+        if reference is None:
+            return {key: inline(value, resolving) for key, value in node.items()}
+        name = reference.removeprefix("#/$defs/")
+        if name in resolving:
+            raise ValueError(f"{schema.__name__} is recursive through {name}; a tool schema must be finite")
+        siblings = {key: value for key, value in node.items() if key != "$ref"}
+        return inline({**definitions[name], **siblings}, (*resolving, name))
+
+    return inline(full, ())
+
+
+def describe_validation_error(error: ValidationError) -> str:
+    """Every problem of a failed validation on one line: `path: message; path: message`."""
+    return "; ".join(
+        f"{'.'.join(str(part) for part in problem['loc']) or '(top level)'}: {problem['msg']}"
+        for problem in error.errors()
+    )
+
+
+def correction_text(problem: str, tool_name: str) -> str:
+    """What the model is told when its structured answer is sent back."""
+    return f"That answer was rejected: {problem}. Answer again through '{tool_name}' with input that fits its schema exactly."
+
+
+def ask_with_one_correction(
+    schema: type[SchemaT],
+    tool_name: str,
+    ask: Callable[[str | None], object | None],
+    *,
+    service: str,
+) -> SchemaT:
+    """Ask, validate, and on a bad reply ask once more with the problem; then give up.
+
+    `ask(None)` sends the first request; `ask(problem)` appends the bad reply and the
+    problem to the provider's conversation and sends it again. Each returns the
+    reply's structured payload (the tool input, or the parsed JSON content) or None
+    when the reply holds none.
+    """
+    problem: str | None = None
+    for _ in range(2):
+        payload = ask(problem)
+        if payload is None:
+            problem = f"the reply holds no JSON object for '{tool_name}'"
+            continue
+        try:
+            return schema.model_validate(payload)
+        except ValidationError as error:
+            problem = f"the '{tool_name}' input does not match its schema: {describe_validation_error(error)}"
+    raise AdvisorError(
+        f"{service} gave no valid '{tool_name}' answer after one correction: {problem}",
+        "retry, or choose a stronger model for this role in copilot.toml ([advisor.<role>] model)",
+    )
