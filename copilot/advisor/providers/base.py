@@ -123,7 +123,10 @@ def describe_validation_error(error: ValidationError) -> str:
 
 def correction_text(problem: str, tool_name: str) -> str:
     """What the model is told when its structured answer is sent back."""
-    return f"That answer was rejected: {problem}. Answer again through '{tool_name}' with input that fits its schema exactly."
+    return (
+        f"That answer was rejected: {problem}. "
+        f"Answer again through '{tool_name}' with input that fits its schema exactly."
+    )
 
 
 def ask_with_one_correction(
