@@ -96,7 +96,8 @@ def advance_schedule(scheduler: LRScheduler | None) -> None:
     instead of raising, so a run that outlasts its budget keeps training."""
     if scheduler is None:
         return
-    if isinstance(scheduler, OneCycleLR) and scheduler.last_epoch >= scheduler.total_steps:
+    # OneCycleLR's last step is total_steps - 1; stepping on would climb again, then raise.
+    if isinstance(scheduler, OneCycleLR) and scheduler.last_epoch >= scheduler.total_steps - 1:
         return
     scheduler.step()
 
@@ -183,7 +184,7 @@ def _cosine_factor(progress: float) -> float:
 
 
 def _one_cycle(optimizer: torch.optim.Optimizer, max_lr: float, budget: int, start_step: int) -> OneCycleLR:
-    total_steps = max(budget, start_step, 2)
+    total_steps = max(budget, start_step + 1, 2)
     for group in optimizer.param_groups:
         # OneCycleLR fills these only when started at step 0; a rebuild mid-run must supply them.
         group["initial_lr"] = max_lr / ONE_CYCLE_DIV_FACTOR
