@@ -1,0 +1,334 @@
+"""The advisor's workflow as a LangGraph graph, assembled in one function (`build_graph`).
+
+    assess ─► route ─┬─ hyperparameters: propose_hparams ─► check_hparams ─► (asked again once) ─┐
+                     ├─ architecture:    write_code ─► check_code ◄─► fix_code (≤ max_fix_rounds) ─┤
+                     │                                                                           ▼
+                     │                    human_gate: interrupt() ─► accept / reject ─► record ─► END
+                     │                        ▲   └─ edit ─► check_edit ─┘ (passes)
+                     │                        └──────────────┘ (fails: asked again with the report)
+                     └─ finish:          write_report ─► record ─► END
+    A check that still fails after its retries ends the run with `failure` set and no proposal.
+
+Each node is a plain function of the state that returns the keys it changes. The rules
+LangGraph imposes (see DESIGN.md): resuming after `interrupt()` re-runs the gate's node
+from its first line, so the gate only builds what it shows and waits; every LLM call and
+every sandbox run sits in another node; the only side effect, the ledger line, is in
+`record`, after the verdict, and is idempotent because a re-run writes the same entry.
+Applying an accepted change (git, trainer commands) is the caller's job, not the graph's.
+"""
+
+from __future__ import annotations
+
+import operator
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Annotated, Literal, TypedDict
+
+from langgraph.checkpoint.base import BaseCheckpointSaver
+from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
+from langgraph.graph import END, START, StateGraph
+from langgraph.graph.state import CompiledStateGraph
+from langgraph.types import interrupt
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from copilot.advisor.ledger import append_entry
+from copilot.advisor.providers.base import describe_validation_error
+from copilot.advisor.roles import AdvisorRoles, RoleReply
+from copilot.advisor.schemas import (
+    ArchitectureAnswer,
+    ArchitectureProposal,
+    Diagnosis,
+    FinishProposal,
+    HParamAnswer,
+    HParamChange,
+    HParamProposal,
+    LedgerEntry,
+    Proposal,
+    SandboxReport,
+    TokenUsage,
+    Verdict,
+)
+from copilot.advisor.snapshot import TrainingSnapshot
+from copilot.config import Settings
+from copilot.events import HParams
+from copilot.run_folder import RunFolder
+
+# A proposal that fails its check is sent back this many times more (hyperparameters).
+HPARAM_RETRIES = 1
+
+CodeChecker = Callable[[str, TrainingSnapshot], SandboxReport]
+
+
+class PendingProposal(BaseModel):
+    """What the human gate shows while it waits: the interrupt's value."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    kind: Literal["pending"] = "pending"
+    diagnosis: Diagnosis
+    proposal: Proposal
+    edit_problem: str | None = None  # why the last edit was not taken, one line
+    edit_report: SandboxReport | None = None  # the sandbox's report on edited code that failed
+    tokens: list[TokenUsage] = Field(default_factory=list)
+
+
+class AdvisorState(TypedDict, total=False):
+    snapshot: TrainingSnapshot
+    diagnosis: Diagnosis
+    hparam_answer: HParamAnswer
+    hparam_asks: int
+    feedback: str | None  # why the last hyperparameter answer was sent back
+    code_answer: ArchitectureAnswer
+    code_report: SandboxReport
+    fix_rounds: int
+    proposal: Proposal  # what the advisor proposes; the ledger keeps it as proposed
+    proposed_at: float  # fixed before the gate: the ledger entry's identity
+    failure: str | None  # no proposal could be made: why, in one line
+    verdict: Verdict
+    edited_proposal: Proposal | None  # the human's edit, once it passed its check
+    edit_problem: str | None
+    edit_report: SandboxReport | None
+    entry: LedgerEntry
+    tokens: Annotated[list[TokenUsage], operator.add]
+    notices: Annotated[list[str], operator.add]
+
+
+# Everything the checkpoint stores at the top level of a channel, a write or an interrupt.
+# Naming them lets the serializer rebuild exactly these classes and nothing else.
+CHECKPOINTED_TYPES: tuple[type[BaseModel], ...] = (
+    TrainingSnapshot,
+    Diagnosis,
+    HParamAnswer,
+    ArchitectureAnswer,
+    SandboxReport,
+    HParamProposal,
+    ArchitectureProposal,
+    FinishProposal,
+    Verdict,
+    TokenUsage,
+    LedgerEntry,
+    PendingProposal,
+)
+
+
+def checkpoint_serializer() -> JsonPlusSerializer:
+    """LangGraph's serializer, allowed to rebuild the advisor's own models from a checkpoint."""
+    return JsonPlusSerializer(allowed_msgpack_modules=[(cls.__module__, cls.__name__) for cls in CHECKPOINTED_TYPES])
+
+
+def sandbox_checker(settings: Settings) -> CodeChecker:
+    """Check model code in the sandbox's child process, against the snapshot's model and data."""
+    from copilot.advisor.sandbox import check_model_code
+
+    def check(code: str, snapshot: TrainingSnapshot) -> SandboxReport:
+        return check_model_code(
+            code,
+            class_name=snapshot.class_name,
+            model_args=snapshot.model_args,
+            data=snapshot.data,
+            settings=settings.sandbox,
+        )
+
+    return check
+
+
+def diagnosis_with_notices(state: AdvisorState) -> Diagnosis:
+    """The diagnosis with every notice the roles gave on the way (fallbacks), for the human."""
+    diagnosis = state["diagnosis"]
+    extra = [notice for notice in state.get("notices", []) if notice not in diagnosis.notices]
+    return diagnosis.model_copy(update={"notices": [*diagnosis.notices, *extra]}) if extra else diagnosis
+
+
+def _spent(reply: RoleReply) -> dict:
+    return {"tokens": list(reply.usage), "notices": list(reply.notices)}
+
+
+def hparam_proposal(answer: HParamAnswer, before: HParams) -> HParamProposal | str:
+    """The proposal, or why the answer cannot be one; the answer is validated again, never trusted."""
+    try:
+        checked = HParamAnswer.model_validate(answer.model_dump())
+        after = HParams.model_validate(checked.change.apply_to(before).model_dump())
+    except ValidationError as exc:
+        return f"the change is not valid: {describe_validation_error(exc)}"
+    if after == before:
+        current = ", ".join(f"{key}={value}" for key, value in checked.change.changes().items())
+        return f"the change sets {current}, which the run already uses; propose a change that changes something"
+    return HParamProposal(
+        summary=checked.summary,
+        rationale=checked.rationale,
+        change=checked.change,
+        before=before,
+        after=after,
+    )
+
+
+def architecture_proposal(answer: ArchitectureAnswer, report: SandboxReport, state: AdvisorState) -> ArchitectureProposal:
+    snapshot = state["snapshot"]
+    return ArchitectureProposal(
+        summary=answer.summary,
+        rationale=answer.rationale,
+        changes=answer.changes,
+        class_name=snapshot.class_name,
+        file_name=snapshot.model_file_name,
+        old_code=snapshot.source_code,
+        code=answer.code,
+        sandbox=report,
+        fix_rounds=state.get("fix_rounds", 0),
+    )
+
+
+@dataclass(frozen=True)
+class AdvisorNodes:
+    """The graph's nodes: what each step does with the state, given the roles and the settings."""
+
+    roles: AdvisorRoles
+    settings: Settings
+    check_code_with: CodeChecker
+    run: RunFolder | None  # where the ledger goes; None writes nothing (a dry diagnosis)
+
+    def assess(self, state: AdvisorState) -> dict:
+        reply = self.roles.assess(state["snapshot"])
+        return {"diagnosis": reply.value, **_spent(reply)}
+
+    def propose_hparams(self, state: AdvisorState) -> dict:
+        reply = self.roles.propose_hparams(state["snapshot"], state["diagnosis"], state.get("feedback"))
+        return {"hparam_answer": reply.value, "hparam_asks": state.get("hparam_asks", 0) + 1, **_spent(reply)}
+
+    def check_hparams(self, state: AdvisorState) -> dict:
+        checked = hparam_proposal(state["hparam_answer"], state["snapshot"].hparams)
+        if isinstance(checked, HParamProposal):
+            return {"proposal": checked, "proposed_at": time.time(), "feedback": None}
+        if state["hparam_asks"] > HPARAM_RETRIES:
+            return {"failure": f"no valid hyperparameter change after {state['hparam_asks']} answers: {checked}"}
+        return {"feedback": checked}
+
+    def write_code(self, state: AdvisorState) -> dict:
+        reply = self.roles.write_architecture(state["snapshot"], state["diagnosis"], None)
+        return {"code_answer": reply.value, "fix_rounds": 0, **_spent(reply)}
+
+    def check_code(self, state: AdvisorState) -> dict:
+        answer = state["code_answer"]
+        report = self.check_code_with(answer.code, state["snapshot"])
+        if report.ok:
+            proposal = architecture_proposal(answer, report, state)
+            return {"code_report": report, "proposal": proposal, "proposed_at": time.time()}
+        if state["fix_rounds"] >= self.settings.advisor.max_fix_rounds:
+            failure = (
+                f"the new model still fails the sandbox after {state['fix_rounds']} fix rounds "
+                f"({report.stage}: {report.message})"
+            )
+            return {"code_report": report, "failure": failure}
+        return {"code_report": report}
+
+    def fix_code(self, state: AdvisorState) -> dict:
+        reply = self.roles.fix_architecture(state["snapshot"], state["code_answer"], state["code_report"])
+        return {"code_answer": reply.value, "fix_rounds": state["fix_rounds"] + 1, **_spent(reply)}
+
+    def write_report(self, state: AdvisorState) -> dict:
+        reply = self.roles.write_report(state["snapshot"], state["diagnosis"])
+        summary = state["diagnosis"].summary or "training looks healthy; no change proposed"
+        proposal = FinishProposal(summary=summary, report=reply.value)
+        return {"proposal": proposal, "proposed_at": time.time(), **_spent(reply)}
+
+    def human_gate(self, state: AdvisorState) -> dict:
+        # Re-run from this line on every resume: build what the human sees, wait, nothing else.
+        shown = PendingProposal(
+            diagnosis=diagnosis_with_notices(state),
+            proposal=state["proposal"],
+            edit_problem=state.get("edit_problem"),
+            edit_report=state.get("edit_report"),
+            tokens=state.get("tokens", []),
+        )
+        verdict = interrupt(shown, response_schema=Verdict)
+        return {"verdict": verdict}
+
+    def check_edit(self, state: AdvisorState) -> dict:
+        proposal, verdict = state["proposal"], state["verdict"]
+        if isinstance(proposal, ArchitectureProposal) and verdict.edited_code is not None:
+            report = self.check_code_with(verdict.edited_code, state["snapshot"])
+            if not report.ok:
+                return {"edit_problem": f"the edited code fails the sandbox ({report.stage}: {report.message})", "edit_report": report}
+            edited = proposal.model_copy(update={"code": verdict.edited_code, "sandbox": report})
+            return {"edited_proposal": edited, "edit_problem": None, "edit_report": None}
+        if isinstance(proposal, HParamProposal) and verdict.edited_change is not None:
+            edited_answer = HParamAnswer(summary=proposal.summary, rationale=proposal.rationale, change=verdict.edited_change)
+            checked = hparam_proposal(edited_answer, proposal.before)
+            if isinstance(checked, str):
+                return {"edit_problem": f"the edited change is not taken: {checked}", "edit_report": None}
+            return {"edited_proposal": checked, "edit_problem": None, "edit_report": None}
+        needed = {"architecture": "edited_code", "hyperparameters": "edited_change"}.get(proposal.kind)
+        problem = f"an edit of this proposal needs {needed}" if needed else f"a {proposal.kind} proposal cannot be edited"
+        return {"edit_problem": problem, "edit_report": None}
+
+    def record(self, state: AdvisorState) -> dict:
+        snapshot = state["snapshot"]
+        entry = LedgerEntry(
+            time=state["proposed_at"],
+            run_id=snapshot.run_id,
+            round=snapshot.round,
+            epoch=snapshot.epoch,
+            trigger=snapshot.trigger,
+            diagnosis=diagnosis_with_notices(state),
+            proposal=state["proposal"],
+            verdict=state.get("verdict"),
+            tokens=state.get("tokens", []),
+        )
+        if self.run is not None:
+            append_entry(self.run, entry)
+        return {"entry": entry}
+
+
+def _by_route(state: AdvisorState) -> str:
+    return state["diagnosis"].route
+
+
+def _after_check(state: AdvisorState) -> Literal["proposed", "failed", "retry"]:
+    if state.get("proposal") is not None:
+        return "proposed"
+    return "failed" if state.get("failure") else "retry"
+
+
+def _by_verdict(state: AdvisorState) -> Literal["edit", "decided"]:
+    return "edit" if state["verdict"].decision == "edit" else "decided"
+
+
+def _after_edit(state: AdvisorState) -> Literal["ask_again", "decided"]:
+    return "ask_again" if state.get("edit_problem") else "decided"
+
+
+def build_graph(
+    roles: AdvisorRoles,
+    settings: Settings,
+    checkpointer: BaseCheckpointSaver,
+    *,
+    run: RunFolder | None = None,
+    check_code: CodeChecker | None = None,
+) -> CompiledStateGraph:
+    """The workflow, compiled with `checkpointer` (needed by the gate's interrupt)."""
+    nodes = AdvisorNodes(roles, settings, check_code or sandbox_checker(settings), run)
+    graph = StateGraph(AdvisorState)
+    for name in (
+        "assess", "propose_hparams", "check_hparams", "write_code", "check_code", "fix_code",
+        "write_report", "human_gate", "check_edit", "record",
+    ):  # fmt: skip
+        graph.add_node(name, getattr(nodes, name))
+
+    graph.add_edge(START, "assess")
+    graph.add_conditional_edges(
+        "assess",
+        _by_route,
+        {"hyperparameters": "propose_hparams", "architecture": "write_code", "finish": "write_report"},
+    )
+    graph.add_edge("propose_hparams", "check_hparams")
+    graph.add_conditional_edges(
+        "check_hparams", _after_check, {"proposed": "human_gate", "retry": "propose_hparams", "failed": END}
+    )
+    graph.add_edge("write_code", "check_code")
+    graph.add_conditional_edges("check_code", _after_check, {"proposed": "human_gate", "retry": "fix_code", "failed": END})
+    graph.add_edge("fix_code", "check_code")
+    graph.add_edge("write_report", "record")
+    graph.add_conditional_edges("human_gate", _by_verdict, {"edit": "check_edit", "decided": "record"})
+    graph.add_conditional_edges("check_edit", _after_edit, {"ask_again": "human_gate", "decided": "record"})
+    graph.add_edge("record", END)
+    return graph.compile(checkpointer=checkpointer)

@@ -1,0 +1,197 @@
+"""AdvisorSession: what the app and the CLI use to run the advisor's workflow.
+
+One session holds the compiled graph and its checkpointer. `open(run, ...)` keeps the
+checkpoint in the run folder (`advisor.sqlite`), so a proposal waiting at the human
+gate survives a restart: `pending()` finds it again without calling any provider, and
+`decide(verdict)` resumes the graph. Each assessment is its own LangGraph thread; only
+the newest thread can be waiting, because `assess` refuses to start another while a
+proposal waits.
+
+`in_memory(...)` is for `copilot diagnose`: the same workflow with a checkpointer that
+lives only as long as the session, so a dry diagnosis leaves no pending gate in the
+run folder for the app to find, and writes no ledger line.
+
+The session returns outcomes; it applies nothing. Committing an accepted model file,
+sending `SetHParams`/`SwapModel` to the trainer, and recording the commit in the
+ledger are the caller's.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import uuid
+from typing import Any, Literal
+
+from langgraph.checkpoint.base import BaseCheckpointSaver
+from langgraph.checkpoint.memory import InMemorySaver
+from langgraph.checkpoint.sqlite import SqliteSaver
+from langgraph.graph.state import CompiledStateGraph
+from langgraph.types import Command
+from pydantic import BaseModel, ConfigDict, Field
+
+from copilot.advisor.graph import CodeChecker, PendingProposal, build_graph, checkpoint_serializer, diagnosis_with_notices
+from copilot.advisor.roles import AdvisorRoles
+from copilot.advisor.schemas import (
+    Diagnosis,
+    FinishProposal,
+    LedgerEntry,
+    Proposal,
+    SandboxReport,
+    TokenUsage,
+    Verdict,
+)
+from copilot.advisor.snapshot import TrainingSnapshot
+from copilot.config import Settings
+from copilot.errors import AdvisorError
+from copilot.run_folder import RunFolder
+
+
+class Outcome(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Finished(Outcome):
+    """Training looks healthy: a report, nothing to decide."""
+
+    kind: Literal["finished"] = "finished"
+    diagnosis: Diagnosis
+    proposal: FinishProposal
+    entry: LedgerEntry
+
+
+class Failed(Outcome):
+    """No proposal could be made (its check kept failing); nothing to decide."""
+
+    kind: Literal["failed"] = "failed"
+    diagnosis: Diagnosis
+    message: str
+    report: SandboxReport | None = None  # the last sandbox report, for an architecture route
+    tokens: list[TokenUsage] = Field(default_factory=list)
+
+
+class Decided(Outcome):
+    """The human's verdict on a proposal, as recorded in the ledger."""
+
+    proposal: Proposal
+    verdict: Verdict
+    entry: LedgerEntry
+
+
+class Accepted(Decided):
+    """Apply `proposal`: the one the human accepted, or their edit of it (already checked)."""
+
+    kind: Literal["accepted"] = "accepted"
+
+
+class Rejected(Decided):
+    kind: Literal["rejected"] = "rejected"
+
+
+Assessment = PendingProposal | Finished | Failed
+Decision = Accepted | Rejected | PendingProposal  # pending again: an edit did not pass its check
+
+
+def _outcome_of(values: dict[str, Any]) -> Finished | Failed | Accepted | Rejected:
+    """What a finished thread ended with, read from its final state."""
+    if values.get("failure"):
+        report = values.get("code_report") if values["diagnosis"].route == "architecture" else None
+        return Failed(
+            diagnosis=diagnosis_with_notices(values),
+            message=values["failure"],
+            report=report,
+            tokens=values.get("tokens", []),
+        )
+    entry: LedgerEntry = values["entry"]
+    verdict: Verdict | None = values.get("verdict")
+    if verdict is None:
+        return Finished(diagnosis=entry.diagnosis, proposal=values["proposal"], entry=entry)
+    if verdict.decision == "reject":
+        return Rejected(proposal=values["proposal"], verdict=verdict, entry=entry)
+    return Accepted(proposal=values.get("edited_proposal") or values["proposal"], verdict=verdict, entry=entry)
+
+
+class AdvisorSession:
+    def __init__(self, graph: CompiledStateGraph, checkpointer: BaseCheckpointSaver, connection: sqlite3.Connection | None) -> None:
+        self._graph = graph
+        self._connection = connection
+        # Checkpoint ids are time-ordered across threads: the newest belongs to the latest assessment.
+        newest = next(iter(checkpointer.list(None, limit=1)), None)
+        self._thread_id: str | None = newest.config["configurable"]["thread_id"] if newest else None
+
+    @classmethod
+    def open(
+        cls, run: RunFolder, roles: AdvisorRoles, settings: Settings, *, check_code: CodeChecker | None = None
+    ) -> AdvisorSession:
+        """A session whose checkpoint (and pending proposal) lives in the run folder."""
+        run.path.mkdir(parents=True, exist_ok=True)
+        # One connection shared by the app's threads: SqliteSaver serialises access with its own lock.
+        connection = sqlite3.connect(run.advisor_db, check_same_thread=False)
+        checkpointer = SqliteSaver(connection, serde=checkpoint_serializer())
+        graph = build_graph(roles, settings, checkpointer, run=run, check_code=check_code)
+        return cls(graph, checkpointer, connection)
+
+    @classmethod
+    def in_memory(cls, roles: AdvisorRoles, settings: Settings, *, check_code: CodeChecker | None = None) -> AdvisorSession:
+        """A session that writes nothing anywhere: for a dry diagnosis."""
+        checkpointer = InMemorySaver(serde=checkpoint_serializer())
+        return cls(build_graph(roles, settings, checkpointer, check_code=check_code), checkpointer, None)
+
+    def close(self) -> None:
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
+
+    def __enter__(self) -> AdvisorSession:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def assess(self, snapshot: TrainingSnapshot) -> Assessment:
+        """Diagnose and propose: runs until the human gate waits, or to the end (finish, failure)."""
+        if self.pending() is not None:
+            raise AdvisorError(
+                "a proposal is still waiting for your decision",
+                "accept, reject or edit it before asking the advisor again",
+            )
+        self._thread_id = f"{snapshot.run_id}/r{snapshot.round}/e{snapshot.epoch}/{uuid.uuid4().hex[:8]}"
+        return self._run({"snapshot": snapshot, "tokens": [], "notices": []})
+
+    def pending(self) -> PendingProposal | None:
+        """The proposal waiting at the gate, read from the checkpoint; calls no provider."""
+        if self._thread_id is None:
+            return None
+        interrupts = self._graph.get_state(self._config()).interrupts
+        return interrupts[0].value if interrupts else None
+
+    def decide(self, verdict: Verdict) -> Decision:
+        """Resume the gate with the human's verdict; an edit that fails its check comes back pending."""
+        if self.pending() is None:
+            raise AdvisorError("no proposal is waiting for a decision", "ask the advisor for an assessment first")
+        return self._run(Command(resume=verdict))
+
+    def recover(self) -> Accepted | Rejected | None:
+        """Finish a decision a crash interrupted after the gate (the ledger write is idempotent).
+
+        Returns the outcome the caller never received, or None when nothing was cut short.
+        Work before the gate is not resumed: it would call the providers again; a new
+        assessment starts afresh instead.
+        """
+        if self._thread_id is None:
+            return None
+        state = self._graph.get_state(self._config())
+        if not state.next or state.interrupts or state.values.get("verdict") is None:
+            return None
+        return self._run(None)
+
+    def _run(self, graph_input: Any) -> Any:
+        config = self._config()
+        # "sync": each step is on disk before the next starts, so a crash loses at most one step.
+        self._graph.invoke(graph_input, config, durability="sync")
+        state = self._graph.get_state(config)
+        if state.interrupts:
+            return state.interrupts[0].value
+        return _outcome_of(state.values)
+
+    def _config(self) -> dict[str, Any]:
+        return {"configurable": {"thread_id": self._thread_id}}
