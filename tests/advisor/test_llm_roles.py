@@ -1,0 +1,125 @@
+"""LLMRoles' prompts and models per role, and the LLM roles driving the real workflow."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from copilot.advisor.graph import PendingProposal
+from copilot.advisor.ledger import read_ledger
+from copilot.advisor.llm_roles import AssessorAnswer, LLMRoles
+from copilot.advisor.schemas import Evidence, Finding, Verdict
+from copilot.advisor.session import Accepted, AdvisorSession
+from copilot.advisor.snapshot import TrainingSnapshot, build_snapshot
+from copilot.config import Settings, load_settings
+from tests.advisor.scripted import (
+    FORWARD_FAILURE,
+    ScriptedChecker,
+    ScriptedProvider,
+    code_answer,
+    diagnosis,
+    hparam_answer,
+    write_run,
+)
+
+STRONG_MODEL = "us.anthropic.claude-3-7-sonnet-20250219-v1:0"
+FAST_MODEL = "us.anthropic.claude-3-5-haiku-20241022-v1:0"
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return load_settings({"advisor": {"provider": "bedrock", "coder": {"model": "coder-xl"}}}, config_dir=tmp_path)
+
+
+@pytest.fixture
+def snapshot(tmp_path: Path) -> TrainingSnapshot:
+    return build_snapshot(write_run(tmp_path))
+
+
+def evidenced_finding() -> Finding:
+    return Finding(what="vanishing gradients", where="fc1", evidence=[Evidence(metric="grad_norm", value=3e-8, threshold=1e-7)], why="fc1 does not learn")
+
+
+def test_assessor_gets_the_snapshot_and_findings_without_evidence_are_dropped_with_a_notice(settings, snapshot):
+    unsupported = Finding(what="bad vibes", evidence=[], why="it feels slow")
+    provider = ScriptedProvider(
+        [AssessorAnswer(health="critical", findings=[evidenced_finding(), unsupported], route="architecture", confidence=0.7, summary="fc1 is stuck")]
+    )
+    reply = LLMRoles(provider, settings).assess(snapshot)
+
+    assert [finding.what for finding in reply.value.findings] == ["vanishing gradients"]
+    assert reply.value.route == "architecture" and reply.value.notices == []
+    assert reply.notices == ("1 finding(s) without evidence were dropped",)
+    [request] = provider.requests
+    assert (request.role, request.model, request.tool_name) == ("assessor", STRONG_MODEL, "report_diagnosis")
+    assert snapshot.to_prompt(include_source=False) in request.prompt
+    assert "class TinyNet" not in request.prompt, "the assessor reads measurements, not the source"
+    assert [usage.role for usage in reply.usage] == ["assessor"]
+
+
+def test_hyperparameter_prompt_lists_ranges_and_the_reason_an_answer_was_sent_back(settings, snapshot):
+    provider = ScriptedProvider([{"summary": "Adam", "rationale": "stable", "change": {"optimizer": "Adam", "lr": 0.001}}])
+    reply = LLMRoles(provider, settings).propose_hparams(snapshot, diagnosis("hyperparameters"), "lr 50 is above 10")
+
+    assert reply.value.change.changes() == {"optimizer": "Adam", "lr": 0.001}
+    [request] = provider.requests
+    assert request.tool_name == "propose_hyperparameters"
+    assert "lr: float (>= 1e-07, <= 10)" in request.prompt
+    assert "lr 50 is above 10" in request.prompt
+    assert "vanishing gradients" in request.prompt, "the diagnosis is passed on"
+
+
+def test_coder_gets_the_source_and_the_contract_with_its_own_model(settings, snapshot):
+    provider = ScriptedProvider([code_answer()])
+    LLMRoles(provider, settings).write_architecture(snapshot, diagnosis("architecture"), None)
+
+    [request] = provider.requests
+    assert (request.role, request.model, request.tool_name) == ("coder", "coder-xl", "write_model_module")
+    assert "class TinyNet(nn.Module)" in request.prompt
+    assert "class: TinyNet" in request.prompt
+    assert "shape [batch, 3, 8, 8]" in request.prompt and "output: shape [8, 4]" in request.prompt
+    assert "allowed imports: torch, math" in request.prompt
+    assert "loss_function" in request.system
+
+
+def test_fixer_gets_the_failed_code_and_the_report_on_the_fast_model(settings, snapshot):
+    failed = code_answer("broken code")
+    provider = ScriptedProvider([code_answer()])
+    LLMRoles(provider, settings).fix_architecture(snapshot, failed, FORWARD_FAILURE)
+
+    [request] = provider.requests
+    assert (request.role, request.model, request.tool_name) == ("checker", FAST_MODEL, "fix_model_module")
+    assert "broken code" in request.prompt and "mat1 and mat2 shapes cannot be multiplied" in request.prompt
+    assert '"stage": "forward"' in request.prompt
+
+
+def test_reporter_writes_free_text_on_the_fast_model(settings, snapshot):
+    provider = ScriptedProvider(["# Report\nAccuracy stayed at 0.25."])
+    reply = LLMRoles(provider, settings).write_report(snapshot, diagnosis("finish", health="healthy"))
+    assert reply.value.startswith("# Report")
+    [request] = provider.requests
+    assert (request.role, request.model, request.tool_name) == ("reporter", FAST_MODEL, None)
+
+
+def test_llm_roles_drive_the_workflow_and_every_call_s_tokens_reach_the_ledger(tmp_path, settings):
+    run = write_run(tmp_path)
+    provider = ScriptedProvider(
+        [
+            AssessorAnswer(health="critical", findings=[evidenced_finding()], route="hyperparameters", confidence=0.6, summary="SGD too hot"),
+            hparam_answer("keep it", optimizer="SGD", lr=0.1),  # changes nothing: sent back once
+            hparam_answer(),
+        ]
+    )
+    with AdvisorSession.open(run, LLMRoles(provider, settings), settings, check_code=ScriptedChecker()) as session:
+        pending = session.assess(build_snapshot(run))
+        assert isinstance(pending, PendingProposal)
+        outcome = session.decide(Verdict(decision="accept"))
+
+    assert isinstance(outcome, Accepted) and outcome.proposal.after.optimizer == "Adam"
+    assert len(provider.requests) == 3
+    assert "which the run already uses" in provider.requests[2].prompt
+    [entry] = read_ledger(run)
+    assert [(usage.role, usage.input_tokens) for usage in entry.tokens] == [
+        (request.role, len(request.prompt) // 4) for request in provider.requests
+    ]
