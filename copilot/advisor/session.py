@@ -58,6 +58,10 @@ class Finished(Outcome):
     proposal: FinishProposal
     entry: LedgerEntry
 
+    @property
+    def tokens(self) -> list[TokenUsage]:
+        return self.entry.tokens
+
 
 class Failed(Outcome):
     """No proposal could be made (its check kept failing); nothing to decide."""

@@ -269,3 +269,22 @@ def test_in_memory_session_writes_nothing_in_the_run_folder(run, settings):
     outcome = session.assess(build_snapshot(run))
     assert isinstance(outcome, Finished)
     assert sorted(path.name for path in run.path.rglob("*")) == before
+
+
+@pytest.mark.slow
+def test_real_sandbox_drives_the_fixer_and_checks_the_human_s_edit(run, settings):
+    roles = ScriptedRoles("architecture", code=[code_answer(WRONG_INPUT_CODE)], fixes=[code_answer(GOOD_CODE)])
+    with AdvisorSession.open(run, roles, settings) as session:  # the default checker: the real sandbox
+        pending = session.assess(build_snapshot(run))
+        assert isinstance(pending, PendingProposal)
+        assert pending.proposal.code == GOOD_CODE and pending.proposal.fix_rounds == 1
+        assert pending.proposal.sandbox.ok and pending.proposal.sandbox.output_shape[1:] == (4,)
+        [failure] = roles.reports_seen
+        assert failure.stage == "forward" and "mat1 and mat2" in failure.message
+
+        again = session.decide(Verdict(decision="edit", edited_code=WRONG_SHAPE_CODE))
+        assert isinstance(again, PendingProposal)
+        assert again.edit_report is not None and again.edit_report.stage == "shape"
+
+        outcome = session.decide(Verdict(decision="accept"))
+    assert isinstance(outcome, Accepted) and outcome.proposal.code == GOOD_CODE
