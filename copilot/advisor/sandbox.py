@@ -1,0 +1,207 @@
+"""Checks generated or edited model code before anyone trains with it.
+
+Owns the sandbox's parent side: the static check (`copilot.advisor.static_check`),
+then one child process per check (`sandbox_child.py`) started with `python -I -B`
+in a new session, a scrubbed environment built from an allow-list (no AWS_*, no
+tokens, no keys), a temporary working folder deleted afterwards, and a wall-clock
+timeout after which the whole process group is killed. Whatever the child did (a
+JSON report, a crash, a timeout, an out-of-memory death) becomes one `SandboxReport`
+for the fixer and the human.
+
+It never runs generated code in this process, and `check_model_code` never raises for
+bad code: every failure is a report with `ok=False`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from copilot.advisor.sandbox_child import SandboxJob
+from copilot.advisor.schemas import SandboxReport
+from copilot.advisor.static_check import find_refusal, static_check
+from copilot.config import SandboxSettings
+from copilot.events import DataSpec
+
+__all__ = ["SANDBOX_BATCH_SIZE", "check_model_code", "static_check"]
+
+# The dummy batch's size; an `expected_output` given by a caller starts with it.
+SANDBOX_BATCH_SIZE = 4
+CHILD_SCRIPT = Path(__file__).with_name("sandbox_child.py")
+STDERR_TAIL_CHARS = 2000
+# The child's own alarm rings this long before the parent kills it, so a Python-level
+# endless loop is reported with its line instead of a bare kill.
+ALARM_HEAD_START_S = 1.5
+
+
+def check_model_code(
+    code: str,
+    *,
+    class_name: str,
+    model_args: Mapping[str, object],
+    data: DataSpec,
+    expected_output: tuple[int, ...] | None = None,
+    settings: SandboxSettings,
+) -> SandboxReport:
+    """Statically check `code`, then import, build, run and backpropagate it in a limited child.
+
+    `expected_output` is the output shape for a batch of `SANDBOX_BATCH_SIZE` samples;
+    by default the shape the data's task requires.
+    """
+    refusal = find_refusal(code, settings.allowed_imports)
+    if refusal is not None:
+        return SandboxReport(ok=False, stage="static", message=f"{refusal.message}; {refusal.hint}", line=refusal.line)
+    return _run_in_child(
+        code, class_name=class_name, model_args=model_args, data=data, expected_output=expected_output, settings=settings
+    )
+
+
+@dataclass(frozen=True)
+class _ChildOutcome:
+    records: list[dict]  # the JSON lines the child wrote on its report stream
+    returncode: int
+    killed_by_parent: bool
+    stderr_tail: str
+
+
+def _run_in_child(
+    code: str,
+    *,
+    class_name: str,
+    model_args: Mapping[str, object],
+    data: DataSpec,
+    expected_output: tuple[int, ...] | None,
+    settings: SandboxSettings,
+) -> SandboxReport:
+    """The child-process part of `check_model_code`, without the static check.
+
+    Private: tests call it directly to prove the child's own walls hold when hostile code
+    gets past the static check.
+    """
+    expected = tuple(expected_output or data.expected_output(SANDBOX_BATCH_SIZE))
+    with tempfile.TemporaryDirectory(prefix="copilot-sandbox-", ignore_cleanup_errors=True) as root:
+        # The job and the child's output live beside, not inside, the folder the model may write.
+        workdir = Path(root) / "work"
+        workdir.mkdir()
+        job = SandboxJob(
+            code=code,
+            class_name=class_name,
+            model_args=dict(model_args),
+            task=data.task,
+            input_shape=data.input_shape,
+            input_dtype=data.input_dtype,
+            num_classes=data.num_classes,
+            expected_shape=expected,
+            max_params=settings.max_params,
+            cpu_seconds=settings.cpu_seconds,
+            memory_mb=settings.memory_mb,
+            timeout_s=settings.timeout_s,
+            alarm_s=max(settings.timeout_s - ALARM_HEAD_START_S, settings.timeout_s * 0.8),
+            workdir=str(workdir),
+        )
+        job_path = Path(root) / "job.json"
+        job_path.write_text(job.to_json(), encoding="utf-8")
+        outcome = _run_child(job_path, workdir, Path(root), settings.timeout_s)
+    return _report_from(outcome, job)
+
+
+def _child_environment(workdir: Path) -> dict[str, str]:
+    """A fresh environment from an allow-list: nothing of the parent's (credentials included) is copied."""
+    environment = {
+        "PATH": os.defpath,
+        "HOME": str(workdir),
+        "TMPDIR": str(workdir),
+        "LANG": "C.UTF-8",
+        "LC_ALL": "C.UTF-8",
+        "OMP_NUM_THREADS": "1",
+        "MKL_NUM_THREADS": "1",
+        "OPENBLAS_NUM_THREADS": "1",
+        # glibc reserves address space per malloc arena; few arenas keep RLIMIT_AS about real memory.
+        "MALLOC_ARENA_MAX": "2",
+        "CUDA_VISIBLE_DEVICES": "",
+    }
+    if "LD_LIBRARY_PATH" in os.environ:  # some Python installations need it to load their libraries
+        environment["LD_LIBRARY_PATH"] = os.environ["LD_LIBRARY_PATH"]
+    return environment
+
+
+def _run_child(job_path: Path, workdir: Path, root: Path, timeout_s: float) -> _ChildOutcome:
+    # Files rather than pipes: the child's RLIMIT_FSIZE caps a flood of output, and no pipe can fill up.
+    report_path, stderr_path = root / "report.jsonl", root / "stderr.txt"
+    with open(report_path, "wb") as report_file, open(stderr_path, "wb") as stderr_file:
+        process = subprocess.Popen(
+            [sys.executable, "-I", "-B", str(CHILD_SCRIPT), str(job_path)],
+            stdin=subprocess.DEVNULL,
+            stdout=report_file,
+            stderr=stderr_file,
+            cwd=workdir,
+            env=_child_environment(workdir),
+            start_new_session=True,
+        )
+        killed = False
+        try:
+            process.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            killed = True
+        finally:
+            # The whole group: anything the child managed to start goes with it.
+            try:
+                os.killpg(process.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            process.wait()
+    records = []
+    for line in report_path.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    with open(stderr_path, "rb") as stderr_file:
+        stderr_file.seek(max(0, stderr_path.stat().st_size - STDERR_TAIL_CHARS))
+        stderr_tail = stderr_file.read().decode("utf-8", errors="replace")
+    return _ChildOutcome(records, process.returncode, killed, stderr_tail)
+
+
+def _report_from(outcome: _ChildOutcome, job: SandboxJob) -> SandboxReport:
+    """The child's own report if it wrote one; otherwise what its death tells."""
+    reports = [record for record in outcome.records if "ok" in record]
+    if reports and not outcome.killed_by_parent:
+        try:
+            return SandboxReport.model_validate(reports[-1])
+        except ValidationError as error:
+            return _dead_child_report("crashed", f"the sandbox child wrote an invalid report: {error}", outcome, job)
+    stages = [record["stage"] for record in outcome.records if "stage" in record]
+    stage = stages[-1] if stages else "startup"
+    if outcome.killed_by_parent:
+        message = f"wall-clock limit of {job.timeout_s:g} s exceeded during {stage}; the process was killed"
+        return _dead_child_report("timeout", message, outcome, job)
+    if any("cpu_limit" in record for record in outcome.records) or outcome.returncode == -signal.SIGXCPU:
+        return _dead_child_report("timeout", f"CPU-time limit of {job.cpu_seconds} s exceeded during {stage}", outcome, job)
+    if "MemoryError" in outcome.stderr_tail or "bad_alloc" in outcome.stderr_tail:
+        message = f"memory limit of {job.memory_mb} MB exceeded during {stage}"
+        return _dead_child_report("memory", message, outcome, job)
+    how = (
+        f"was killed by {signal.Signals(-outcome.returncode).name}"
+        if outcome.returncode < 0
+        else f"exited with code {outcome.returncode}"
+    )
+    return _dead_child_report("crashed", f"the sandbox child {how} during {stage} without a report", outcome, job)
+
+
+def _dead_child_report(stage: str, message: str, outcome: _ChildOutcome, job: SandboxJob) -> SandboxReport:
+    return SandboxReport(
+        ok=False,
+        stage=stage,  # type: ignore[arg-type]
+        message=message,
+        expected_shape=job.expected_shape,
+        traceback=outcome.stderr_tail.strip(),
+    )

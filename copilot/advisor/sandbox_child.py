@@ -1,0 +1,553 @@
+"""The sandbox's child process: runs one generated model module under limits and reports.
+
+`copilot.advisor.sandbox` starts this file as a script (`python -I -B sandbox_child.py
+JOB`) in a fresh session, with a scrubbed environment and a temporary working folder.
+Before the generated code exists as a function, the child sets its own resource limits
+(CPU time, address space, file size, no core dumps), imports torch, and installs an
+audit hook that blocks opening files outside the working folder and Python's own
+installation, writing anywhere else, starting processes (fork, exec, spawn, system,
+Popen), killing processes, sockets and ctypes. Then it runs the checks: import,
+instantiate, parameter budget, forward, output shape, backward with finite gradients
+for every trainable parameter. It writes JSON lines to its original stdout (a stage
+marker as each check starts, then one report with SandboxReport's fields); anything
+the model prints goes to stderr.
+
+It imports only the standard library and torch, never copilot: nothing of the parent
+(settings, credentials, open files) is in reach. The parent imports this module only
+for `SandboxJob`, so no torch at module level. Limits are set here and not in a
+`preexec_fn`, which is unsafe in a parent with threads.
+"""
+
+from __future__ import annotations
+
+import faulthandler
+import ctypes
+import json
+import linecache
+import math
+import os
+import platform
+import re
+import resource
+import signal
+import sys
+import sysconfig
+import time
+import traceback
+import types
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+GENERATED_FILENAME = "<generated model>"
+GENERATED_MODULE_NAME = "generated_model"
+MAX_MESSAGE_CHARS = 300
+MAX_TRACEBACK_CHARS = 3000
+FILE_SIZE_LIMIT_BYTES = 16 * 1024 * 1024
+# Freed when memory runs out, so the report can still be built and written.
+MEMORY_RESERVE_BYTES = 8 * 1024 * 1024
+
+# Audit events that start, replace or signal processes, or reach native code or the network.
+BLOCKED_EVENTS = frozenset(
+    {
+        "os.system", "os.exec", "os.spawn", "os.posix_spawn", "os.fork", "os.forkpty", "os.kill",
+        "os.killpg", "subprocess.Popen", "pty.spawn", "socket.__new__", "socket.connect", "socket.bind",
+        "socket.sendto", "socket.sendmsg", "socket.getaddrinfo", "socket.gethostbyname",
+        "socket.gethostbyaddr", "pickle.find_class", "code.__new__", "sys.remote_exec",
+    }
+)  # fmt: skip
+# Audit events that change the file system: allowed inside the working folder only.
+PATH_CHANGING_EVENTS = frozenset(
+    {
+        "os.remove", "os.rename", "os.rmdir", "os.mkdir", "os.chmod", "os.chown", "os.link",
+        "os.symlink", "os.truncate", "os.utime", "shutil.rmtree", "shutil.copyfile", "shutil.move",
+    }
+)  # fmt: skip
+PATH_READING_EVENTS = frozenset({"os.listdir", "os.scandir", "glob.glob"})
+_WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_TRUNC
+
+# Landlock (Linux 5.13+): system call numbers (the same on x86_64 and aarch64) and access rights.
+_LANDLOCK_CREATE_RULESET, _LANDLOCK_ADD_RULE, _LANDLOCK_RESTRICT_SELF = 444, 445, 446
+_LANDLOCK_CREATE_RULESET_VERSION = 1
+_LANDLOCK_RULE_PATH_BENEATH = 1
+_PR_SET_NO_NEW_PRIVS = 38
+_FS_EXECUTE, _FS_WRITE_FILE, _FS_READ_FILE, _FS_READ_DIR = 1 << 0, 1 << 1, 1 << 2, 1 << 3
+_FS_ABI1_ALL = (1 << 13) - 1  # execute .. make_sym
+_FS_REFER, _FS_TRUNCATE, _FS_IOCTL_DEV = 1 << 13, 1 << 14, 1 << 15  # ABI 2, 3, 5
+_NET_BIND_AND_CONNECT_TCP = 0b11  # ABI 4
+_SCOPE_ABSTRACT_UNIX_AND_SIGNAL = 0b11  # ABI 6
+
+
+@dataclass(frozen=True)
+class SandboxJob:
+    """What the parent asks the child to check (the JOB file, JSON)."""
+
+    code: str
+    class_name: str
+    model_args: dict[str, Any]
+    task: str  # "classification" or "sequence"
+    input_shape: tuple[int, ...]
+    input_dtype: str  # "float32" or "int64"
+    num_classes: int
+    expected_shape: tuple[int, ...]  # batch dimension first
+    max_params: int
+    cpu_seconds: int
+    memory_mb: int
+    timeout_s: float  # the parent's wall-clock limit, for messages
+    alarm_s: float  # the child's own wall-clock alarm, shortly before the parent kills it
+    workdir: str
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> SandboxJob:
+        fields = json.loads(text)
+        fields["input_shape"] = tuple(fields["input_shape"])
+        fields["expected_shape"] = tuple(fields["expected_shape"])
+        return cls(**fields)
+
+
+class CpuTimeExceeded(BaseException):
+    """SIGXCPU: the CPU-time limit was reached (a BaseException so `except Exception` cannot keep it)."""
+
+
+class WallTimeExceeded(BaseException):
+    """SIGALRM: the child's wall-clock alarm rang."""
+
+
+class SandboxViolation(PermissionError):
+    """The audit hook refused an action of the generated code."""
+
+
+class CheckFailed(Exception):
+    """A check found a problem that is not an exception of the model (wrong shape, missing gradient)."""
+
+    def __init__(self, stage: str, message: str) -> None:
+        super().__init__(message)
+        self.stage = stage
+        self.message = message
+
+
+# ---------------------------------------------------------------------- limits and guards
+
+
+def apply_limits(job: SandboxJob) -> None:
+    memory_bytes = job.memory_mb * 1024 * 1024
+    resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))
+    # The soft limit raises SIGXCPU (turned into CpuTimeExceeded); the hard one kills
+    # a process whose code swallowed that exception.
+    resource.setrlimit(resource.RLIMIT_CPU, (job.cpu_seconds, job.cpu_seconds + 2))
+    resource.setrlimit(resource.RLIMIT_FSIZE, (FILE_SIZE_LIMIT_BYTES, FILE_SIZE_LIMIT_BYTES))
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    # Fork is refused by the audit hook, not RLIMIT_NPROC: the limit counts every process
+    # and thread of the user (other tools, torch's threads) and does not bind root.
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # an oversized write fails with EFBIG instead of killing
+
+
+def install_timers(job: SandboxJob, on_cpu_limit: Callable[[], None]) -> None:
+    def cpu_limit_reached(signum: int, frame: types.FrameType | None) -> None:
+        on_cpu_limit()
+        raise CpuTimeExceeded()
+
+    def alarm_rang(signum: int, frame: types.FrameType | None) -> None:
+        raise WallTimeExceeded()
+
+    signal.signal(signal.SIGXCPU, cpu_limit_reached)
+    signal.signal(signal.SIGALRM, alarm_rang)
+    signal.setitimer(signal.ITIMER_REAL, job.alarm_s)
+
+
+class AuditGuard:
+    """The audit hook: refuses file, process, network and native-code actions outside the sandbox.
+
+    Reading is allowed in the working folder and in Python's own installation (the
+    standard library and site-packages, where torch lazily imports from); writing and
+    changing files only in the working folder. Every refusal is remembered, so code that
+    swallows the exception still fails the check.
+    """
+
+    def __init__(self, workdir: str) -> None:
+        self.workdir = os.path.realpath(workdir)
+        paths = sysconfig.get_paths()
+        roots = {paths[key] for key in ("stdlib", "platstdlib", "purelib", "platlib") if key in paths}
+        self.read_roots = tuple(sorted({os.path.realpath(root) for root in roots} | {self.workdir}))
+        self.read_files = frozenset({"/dev/null", "/dev/urandom"})
+        self.violations: list[tuple[str, int | None]] = []  # (what was blocked, generated line)
+        self.kernel_confined = False  # Landlock holds the same rules for native code
+        self.active = False
+        self._inside = False
+
+    def __call__(self, event: str, args: tuple[Any, ...]) -> None:
+        if not self.active or self._inside:
+            return
+        self._inside = True
+        try:
+            refusal = self.refusal(event, args)
+            if refusal is not None:
+                self.violations.append((refusal, _generated_line_of_caller()))
+        finally:
+            self._inside = False
+        if refusal is not None:
+            raise SandboxViolation(f"the sandbox blocked {refusal}")
+
+    def refusal(self, event: str, args: tuple[Any, ...]) -> str | None:
+        if event in BLOCKED_EVENTS or event.startswith("ctypes."):
+            return _describe_event(event, args)
+        if event == "open":
+            path, mode, flags = (list(args) + [None, None, None])[:3]
+            writing = (isinstance(mode, str) and any(letter in mode for letter in "wax+")) or (
+                isinstance(flags, int) and bool(flags & _WRITE_FLAGS)
+            )
+            return self.path_refusal(path, writing, "writing" if writing else "reading")
+        if event in PATH_CHANGING_EVENTS:
+            return self.path_refusal(args[0] if args else None, True, event)
+        if event in PATH_READING_EVENTS:
+            return self.path_refusal(args[0] if args and args[0] is not None else ".", False, event)
+        return None
+
+    def path_refusal(self, path: Any, writing: bool, action: str) -> str | None:
+        if isinstance(path, int):  # an inherited descriptor, such as the report stream
+            return f"{action} file descriptor {path}"
+        if not isinstance(path, (str, bytes, os.PathLike)):
+            return None
+        real = os.path.realpath(os.fsdecode(path))
+        if _inside(real, (self.workdir,)):
+            return None
+        if not writing and (real in self.read_files or _inside(real, self.read_roots)):
+            return None
+        return f"{action} {real!r} (outside the sandbox's working folder)"
+
+
+def audit_native_file_doors(torch: Any) -> None:
+    """Make torch's C++ file openers raise the "open" audit event that Python's own `open` raises.
+
+    `torch.save`/`torch.load` on a path and `from_file` open files in C++, out of the audit
+    hook's sight; wrapped, they meet the same rule (and the report names the path).
+    """
+
+    def audited(native: Callable[..., Any], mode: str) -> Callable[..., Any]:
+        def open_checked(filename: Any, *args: Any, **kwargs: Any) -> Any:
+            if isinstance(filename, (str, bytes, os.PathLike)):
+                sys.audit("open", filename, mode, 0)
+            return native(filename, *args, **kwargs)
+
+        return open_checked
+
+    class AuditedFileWriter(torch._C.PyTorchFileWriter):  # subclasses keep torch's isinstance checks working
+        def __init__(self, filename: Any, *args: Any, **kwargs: Any) -> None:
+            audited(lambda *_a, **_k: None, "wb")(filename)
+            super().__init__(filename, *args, **kwargs)
+
+    class AuditedFileReader(torch._C.PyTorchFileReader):
+        def __init__(self, filename: Any, *args: Any, **kwargs: Any) -> None:
+            audited(lambda *_a, **_k: None, "rb")(filename)
+            super().__init__(filename, *args, **kwargs)
+
+    torch._C.PyTorchFileWriter = AuditedFileWriter
+    torch._C.PyTorchFileReader = AuditedFileReader
+    torch.from_file = audited(torch.from_file, "r+b")
+    torch.UntypedStorage.from_file = audited(torch.UntypedStorage.from_file, "r+b")
+    torch.TypedStorage.from_file = audited(torch.TypedStorage.from_file, "r+b")
+
+
+def restrict_with_landlock(guard: AuditGuard) -> bool:
+    """Kernel-enforced backstop for native code: the audit hook's file rules, no TCP, no signals out.
+
+    Audit hooks see only what Python reports; a C++ extension opening a file or a socket
+    is invisible to them. Landlock confines the process itself: read-only beneath the
+    read roots, everything beneath the working folder, nothing else; with ABI 4 no TCP
+    bind or connect, with ABI 6 no signals to processes outside. Returns False where the
+    kernel lacks Landlock; the audit hook still stands then.
+    """
+    if platform.system() != "Linux" or platform.machine() not in ("x86_64", "aarch64"):
+        return False
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.syscall.restype = ctypes.c_long
+    abi = libc.syscall(
+        ctypes.c_long(_LANDLOCK_CREATE_RULESET), None, ctypes.c_long(0), ctypes.c_long(_LANDLOCK_CREATE_RULESET_VERSION)
+    )
+    if abi < 1:
+        return False
+    handled_fs = _FS_ABI1_ALL | (_FS_REFER if abi >= 2 else 0) | (_FS_TRUNCATE if abi >= 3 else 0)
+    handled_fs |= _FS_IOCTL_DEV if abi >= 5 else 0
+    file_rights = (_FS_EXECUTE | _FS_WRITE_FILE | _FS_READ_FILE) | (handled_fs & (_FS_TRUNCATE | _FS_IOCTL_DEV))
+
+    class RulesetAttr(ctypes.Structure):
+        _fields_ = [("handled_access_fs", ctypes.c_uint64), ("handled_access_net", ctypes.c_uint64), ("scoped", ctypes.c_uint64)]
+
+    class PathBeneathAttr(ctypes.Structure):
+        _pack_ = 1
+        _fields_ = [("allowed_access", ctypes.c_uint64), ("parent_fd", ctypes.c_int32)]
+
+    attr = RulesetAttr(
+        handled_fs,
+        _NET_BIND_AND_CONNECT_TCP if abi >= 4 else 0,
+        _SCOPE_ABSTRACT_UNIX_AND_SIGNAL if abi >= 6 else 0,
+    )
+    attr_size = 8 if abi < 4 else 16 if abi < 6 else 24  # the struct grew with the ABI
+    ruleset = libc.syscall(ctypes.c_long(_LANDLOCK_CREATE_RULESET), ctypes.byref(attr), ctypes.c_long(attr_size), ctypes.c_long(0))
+    if ruleset < 0:
+        return False
+    try:
+        rules = [(root, _FS_EXECUTE | _FS_READ_FILE | _FS_READ_DIR) for root in guard.read_roots]
+        rules += [(path, _FS_READ_FILE | _FS_WRITE_FILE) for path in guard.read_files]
+        rules.append((guard.workdir, handled_fs))
+        for path, access in rules:
+            if not os.path.exists(path):
+                continue
+            path_fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
+            try:
+                rule = PathBeneathAttr(access if os.path.isdir(path) else access & file_rights, path_fd)
+                libc.syscall(
+                    ctypes.c_long(_LANDLOCK_ADD_RULE), ctypes.c_long(ruleset), ctypes.c_long(_LANDLOCK_RULE_PATH_BENEATH),
+                    ctypes.byref(rule), ctypes.c_long(0),
+                )  # fmt: skip
+            finally:
+                os.close(path_fd)
+        if libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
+            return False
+        return libc.syscall(ctypes.c_long(_LANDLOCK_RESTRICT_SELF), ctypes.c_long(ruleset), ctypes.c_long(0)) == 0
+    finally:
+        os.close(ruleset)
+
+
+def _inside(path: str, roots: tuple[str, ...]) -> bool:
+    return any(path == root or path.startswith(root.rstrip(os.sep) + os.sep) for root in roots)
+
+
+def _describe_event(event: str, args: tuple[Any, ...]) -> str:
+    shown = ", ".join(repr(arg)[:80] for arg in args[:2])
+    return f"{event}({shown})"
+
+
+def _generated_line_of_caller() -> int | None:
+    frame = sys._getframe(1)
+    while frame is not None:
+        if frame.f_code.co_filename == GENERATED_FILENAME:
+            return frame.f_lineno
+        frame = frame.f_back
+    return None
+
+
+# ---------------------------------------------------------------------- the checks
+
+
+class Checks:
+    """Runs the checks in order, keeping the stage and what was measured for the report."""
+
+    def __init__(self, job: SandboxJob, emit: Callable[[dict[str, Any]], None]) -> None:
+        self.job = job
+        self.emit = emit
+        self.stage = "startup"
+        self.measured: dict[str, Any] = {"expected_shape": list(job.expected_shape)}
+
+    def enter(self, stage: str) -> None:
+        self.stage = stage
+        self.emit({"stage": stage})
+
+    def run(self, torch: Any, guard: AuditGuard) -> None:
+        job = self.job
+        self.enter("import")
+        module = types.ModuleType(GENERATED_MODULE_NAME)
+        sys.modules[GENERATED_MODULE_NAME] = module  # dataclasses look their module up here
+        linecache.cache[GENERATED_FILENAME] = (len(job.code), None, job.code.splitlines(True), GENERATED_FILENAME)
+        compiled = compile(job.code, GENERATED_FILENAME, "exec", dont_inherit=True)
+        guard.active = True
+        exec(compiled, module.__dict__)
+        model_class = module.__dict__.get(job.class_name)
+        if not isinstance(model_class, type) or not issubclass(model_class, torch.nn.Module):
+            defined = sorted(
+                name for name, value in module.__dict__.items()
+                if isinstance(value, type) and issubclass(value, torch.nn.Module) and value.__module__ == GENERATED_MODULE_NAME
+            )  # fmt: skip
+            found = f" (it defines {', '.join(defined)})" if defined else ""
+            raise CheckFailed("import", f"no torch.nn.Module class named {job.class_name}{found}")
+
+        self.enter("instantiate")
+        torch.manual_seed(0)
+        model = model_class(**job.model_args)
+        model.train()
+
+        self.enter("params")
+        param_count = sum(parameter.numel() for parameter in model.parameters())
+        self.measured["param_count"] = param_count
+        if param_count > job.max_params:
+            raise CheckFailed("params", f"{param_count:,} parameters exceed the budget of {job.max_params:,}")
+
+        self.enter("forward")
+        inputs, targets = self.dummy_batch(torch)
+        started = time.perf_counter()
+        output = model(inputs)
+        if not isinstance(output, torch.Tensor):
+            raise CheckFailed("forward", f"forward returned {type(output).__name__}, expected one tensor")
+
+        self.enter("shape")
+        self.measured["output_shape"] = list(output.shape)
+        if tuple(output.shape) != job.expected_shape:
+            raise CheckFailed(
+                "shape", f"output shape {tuple(output.shape)} but the data needs {job.expected_shape}"
+            )
+
+        self.enter("backward")
+        loss = self.loss(torch, model, output, targets)
+        loss.backward()
+        self.measured["forward_backward_ms"] = (time.perf_counter() - started) * 1000.0
+        self.check_gradients(torch, model)
+
+    def dummy_batch(self, torch: Any) -> tuple[Any, Any]:
+        job = self.job
+        batch = job.expected_shape[0]
+        generator = torch.Generator().manual_seed(0)
+        if job.input_dtype == "int64":
+            inputs = torch.randint(job.num_classes, (batch, *job.input_shape), generator=generator)
+        else:
+            inputs = torch.randn((batch, *job.input_shape), generator=generator)
+        target_shape = (batch,) if job.task == "classification" else (batch, job.input_shape[0])
+        return inputs, torch.randint(job.num_classes, target_shape, generator=generator)
+
+    def loss(self, torch: Any, model: Any, output: Any, targets: Any) -> Any:
+        job = self.job
+        loss_function = getattr(model, "loss_function", None)
+        if callable(loss_function):
+            loss = loss_function(output, targets)
+        elif job.expected_shape == (*targets.shape, job.num_classes):
+            loss = torch.nn.functional.cross_entropy(output.reshape(-1, job.num_classes), targets.reshape(-1))
+        else:  # a caller-given output contract that is not class scores
+            loss = output.float().sum()
+        if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
+            raise CheckFailed("backward", "the loss is not a scalar tensor")
+        if not math.isfinite(loss.item()):
+            raise CheckFailed("backward", f"the loss is {loss.item()} on a random batch")
+        return loss
+
+    def check_gradients(self, torch: Any, model: Any) -> None:
+        trainable = [(name, parameter) for name, parameter in model.named_parameters() if parameter.requires_grad]
+        missing = [name for name, parameter in trainable if parameter.grad is None]
+        if missing:
+            raise CheckFailed("backward", f"no gradient reaches {_listed(missing)} (unused in forward?)")
+        nonfinite = [name for name, parameter in trainable if not bool(torch.isfinite(parameter.grad).all())]
+        if nonfinite:
+            raise CheckFailed("backward", f"non-finite gradient in {_listed(nonfinite)}")
+
+
+def _listed(names: list[str], most: int = 6) -> str:
+    shown = ", ".join(names[:most])
+    return shown if len(names) <= most else f"{shown} and {len(names) - most} more"
+
+
+# ---------------------------------------------------------------------- the report
+
+
+def failure_report(checks: Checks, error: BaseException, guard: AuditGuard | None) -> dict[str, Any]:
+    """Turn whatever stopped the checks into the report's fields."""
+    job = checks.job
+    if guard is not None and guard.violations:
+        blocked, line = guard.violations[0]
+        where = f" at line {line}" if line else ""
+        return _report(checks, checks.stage, f"the sandbox blocked {blocked} during {checks.stage}{where}", line, error)
+    if isinstance(error, CheckFailed):
+        return _report(checks, error.stage, error.message, None, None)
+    line = _generated_frames_line(error)
+    where = f" at line {line}" if line else ""
+    if isinstance(error, CpuTimeExceeded):
+        message = f"CPU-time limit of {job.cpu_seconds} s exceeded during {checks.stage}{where}"
+        return _report(checks, "timeout", message, line, error)
+    if isinstance(error, WallTimeExceeded):
+        message = f"wall-clock limit of {job.timeout_s:g} s exceeded during {checks.stage}{where}"
+        return _report(checks, "timeout", message, line, error)
+    if _is_out_of_memory(error):
+        tried = re.search(r"tried to allocate (\d+) bytes", str(error))
+        amount = f" (tried to allocate {int(tried.group(1)) / 1e9:.1f} GB)" if tried else ""
+        message = f"memory limit of {job.memory_mb} MB exceeded during {checks.stage}{where}{amount}"
+        return _report(checks, "memory", message, line, error)
+    stage = checks.stage if checks.stage != "startup" else "crashed"
+    summary = _first_line(traceback.format_exception_only(type(error), error)[-1])
+    if guard is not None and guard.kernel_confined and "Permission denied" in str(error):
+        # Native code the audit hook cannot see, stopped by Landlock.
+        message = f"the sandbox's kernel confinement refused a file or network action during {checks.stage}{where}: {summary}"
+        return _report(checks, stage, message, line, error)
+    return _report(checks, stage, f"{checks.stage} failed{where}: {summary}", line, error)
+
+
+def _report(checks: Checks, stage: str, message: str, line: int | None, error: BaseException | None) -> dict[str, Any]:
+    return {
+        **checks.measured,
+        "ok": False,
+        "stage": stage,
+        "message": _first_line(message)[:MAX_MESSAGE_CHARS],
+        "line": line,
+        "traceback": _generated_traceback(error) if error is not None else "",
+    }
+
+
+def _first_line(text: str) -> str:
+    return text.strip().splitlines()[0] if text.strip() else ""
+
+
+def _is_out_of_memory(error: BaseException) -> bool:
+    if isinstance(error, MemoryError):
+        return True
+    text = str(error)
+    return isinstance(error, RuntimeError) and ("can't allocate memory" in text or "out of memory" in text)
+
+
+def _generated_frames(error: BaseException) -> list[traceback.FrameSummary]:
+    return [frame for frame in traceback.extract_tb(error.__traceback__) if frame.filename == GENERATED_FILENAME]
+
+
+def _generated_frames_line(error: BaseException) -> int | None:
+    frames = _generated_frames(error)
+    return frames[-1].lineno if frames else None
+
+
+def _generated_traceback(error: BaseException) -> str:
+    """The traceback trimmed to the frames inside the generated module, then the exception."""
+    frames = _generated_frames(error)
+    if not frames:
+        return ""
+    text = "".join(traceback.format_list(frames)) + "".join(traceback.format_exception_only(type(error), error))
+    return text if len(text) <= MAX_TRACEBACK_CHARS else text[: MAX_TRACEBACK_CHARS - 4] + " ..."
+
+
+# ---------------------------------------------------------------------- entry point
+
+
+def main(job_path: str) -> None:
+    # The report stream is the original stdout; the model's own prints go to stderr.
+    report_fd = os.dup(1)
+    os.dup2(2, 1)
+    faulthandler.enable()
+
+    def emit(record: dict[str, Any]) -> None:
+        # One unbuffered write per line: safe from inside a signal handler, unlike a text stream.
+        os.write(report_fd, (json.dumps(record) + "\n").encode())
+
+    with open(job_path, encoding="utf-8") as job_file:
+        job = SandboxJob.from_json(job_file.read())
+    checks = Checks(job, emit)
+    reserve = bytearray(MEMORY_RESERVE_BYTES)
+    guard: AuditGuard | None = None
+    try:
+        apply_limits(job)
+        install_timers(job, on_cpu_limit=lambda: emit({"cpu_limit": True}))
+        import torch  # under the limits: a torch that cannot start within them is reported too
+
+        torch.set_num_threads(1)
+        guard = AuditGuard(job.workdir)
+        audit_native_file_doors(torch)
+        guard.kernel_confined = restrict_with_landlock(guard)
+        sys.addaudithook(guard)
+        checks.run(torch, guard)
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        if guard.violations:  # the model swallowed a refusal and carried on
+            raise SandboxViolation("swallowed")
+        emit({**checks.measured, "ok": True, "stage": "passed", "message": "passed"})
+    except BaseException as error:  # every failure, SystemExit and the limits' signals included, is reported
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        del reserve
+        emit(failure_report(checks, error, guard))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])

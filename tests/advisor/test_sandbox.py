@@ -1,0 +1,281 @@
+"""The sandbox's checks: the static check on its own, then real child processes on small models."""
+
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+
+from copilot.advisor.sandbox import SANDBOX_BATCH_SIZE, check_model_code
+from copilot.advisor.static_check import find_refusal, static_check
+from copilot.config import SandboxSettings
+from copilot.errors import SandboxRefusal
+from copilot.events import DataSpec
+
+ALLOWED = SandboxSettings().allowed_imports
+IMAGES = DataSpec(name="shapes", task="classification", input_shape=(3, 8, 8), num_classes=10, train_size=64, val_size=16)
+TOKENS = DataSpec(
+    name="text", task="sequence", input_shape=(6,), input_dtype="int64", num_classes=20, train_size=64, val_size=16
+)
+# Roomy limits: these tests check results, not limits, on a loaded 2-core machine.
+SETTINGS = SandboxSettings(timeout_s=60, cpu_seconds=30)
+
+GOOD_MODEL = '''
+"""A small convolutional classifier: __init__ builds it, forward runs it."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+
+@dataclass(frozen=True)
+class Widths:
+    conv: int = 4
+
+
+class SmallNet(nn.Module):
+    def __init__(self, width: int = 4, num_classes: int = 10) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, width, 3, padding=1)
+        self.norm = nn.BatchNorm2d(width)
+        self.head = nn.Linear(width, num_classes)
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        nn.init.kaiming_normal_(self.conv.weight, nonlinearity="relu")
+        nn.init.zeros_(getattr(self.head, "bias"))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        print("the model may print; it does not disturb the report")
+        x = F.relu(self.norm(self.conv(x))) * math.sqrt(2.0)
+        x = F.adaptive_avg_pool2d(x, 1).flatten(1)
+        return self.head(x)
+
+
+if __name__ == "__main__":
+    print(SmallNet().__class__.__name__)
+'''
+
+
+def _small_net_params(width: int, classes: int = 10) -> int:
+    return (3 * 9 * width + width) + 2 * width + (width * classes + classes)
+
+
+def _model(forward_body: str, init_body: str = "self.linear = nn.Linear(3 * 8 * 8, 10)", extra: str = "") -> str:
+    """A model module whose __init__ and forward bodies a test writes."""
+    init = textwrap.indent(textwrap.dedent(init_body).strip(), " " * 8)
+    forward = textwrap.indent(textwrap.dedent(forward_body).strip(), " " * 8)
+    return (
+        "import torch\nfrom torch import nn\n\n\nclass Model(nn.Module):\n"
+        f"    def __init__(self):\n        super().__init__()\n{init}\n\n"
+        f"    def forward(self, x):\n{forward}\n{extra}"
+    )
+
+
+# ---------------------------------------------------------------------------------- static check
+
+
+def test_static_check_accepts_an_ordinary_model_file() -> None:
+    assert find_refusal(GOOD_MODEL, ALLOWED) is None
+    static_check(GOOD_MODEL, ALLOWED)
+
+
+@pytest.mark.parametrize(
+    ("snippet", "construct"),
+    [
+        ("import os", "import of 'os'"),
+        ("import numpy as np", "import of 'numpy'"),
+        ("from subprocess import run", "import of 'subprocess'"),
+        ("import importlib", "import of 'importlib'"),
+        ("from . import sibling", "a relative import"),
+        ("from torch.nn import *", "'from torch.nn import *'"),
+        ("data = open('/etc/passwd').read()", "use of open()"),
+        ("exec('x = 1')", "use of exec()"),
+        ("value = eval('1 + 1')", "use of eval()"),
+        ("code = compile('1', 'f', 'eval')", "use of compile()"),
+        ("os = __import__('os')", "the name __import__"),
+        ("names = globals()", "use of globals()"),
+        ("names = vars(torch)", "use of vars()"),
+        ("found = ().__class__.__base__.__subclasses__()", "access to attribute __base__"),
+        ("found = torch.nn.Module.forward.__globals__", "access to attribute __globals__"),
+        ("found = print.__self__", "access to attribute __self__"),
+        ("found = __builtins__", "the name __builtins__"),
+        ("found = '{0.__globals__}'.format(torch.nn.Module.forward)", "a string mentioning __globals__"),
+        ("torch.os.system('ls')", "torch.os"),
+        ("import typing\nmodules = typing.sys.modules", "typing.sys"),
+        ("import torch.nn.functional as F\nF.np.save('x', 1)", "torch.nn.functional.np"),
+        ("weights = torch.load('w.pt')", "torch.load"),
+        ("torch.save({}, 'w.pt')", "torch.save"),
+        ("import torch as t\nweights = t.load('w.pt')", "torch.load"),
+        ("from torch import load", "torch.load"),
+        ("from torch import save as keep", "torch.save"),
+        ("model = torch.hub.load('repo', 'net')", "torch.hub"),
+        ("tensor = torch.from_file('x', size=4)", "torch.from_file"),
+        ("storage = torch.UntypedStorage.from_file('x', True, 4)", "torch.UntypedStorage.from_file"),
+        ("torch.ops.load_library('evil.so')", "torch.ops.load_library"),
+        ("thing = torch.classes.evil.Thing()", "torch.classes"),
+        ("net = torch.jit.load('net.pt')", "torch.jit.load"),
+        ("import torch.utils.cpp_extension", "torch.utils.cpp_extension"),
+        ("from torch.utils.data import DataLoader", "torch.utils.data"),
+        ("import torch.multiprocessing", "torch.multiprocessing"),
+        ("fast = torch.compile(torch.nn.Linear(1, 1))", "torch.compile"),
+        ("state = torch._C._get_tracing_state()", "torch._C"),
+        ("torch.zeros(2).numpy().tofile('x')", "access to attribute .tofile"),
+        ("alias = torch\nalias.load('w.pt')", "access to attribute .load"),
+        ("found = getattr(torch, 'o' + 's')", "getattr() with a computed attribute name"),
+        ("found = getattr(torch, '__builtins__')", "access to attribute __builtins__"),
+        ("import functools\nfound = functools.reduce(getattr, ['os'], torch)", "use of getattr()"),
+        ("def probe(error):\n    return error.__traceback__.tb_frame.f_globals", "access to attribute __traceback__"),
+        ("breakpoint()", "use of breakpoint()"),
+    ],
+)
+def test_static_check_refuses_and_names_line_and_construct(snippet: str, construct: str) -> None:
+    code = "import torch\n\n" + snippet + "\n"
+    refusal = find_refusal(code, ALLOWED)
+    assert refusal is not None, snippet
+    assert construct in refusal.message
+    assert refusal.line is not None and refusal.line >= 3
+    assert refusal.message.startswith(f"line {refusal.line}: ")
+    assert refusal.hint
+
+
+def test_static_check_raises_a_refusal_with_line_and_hint() -> None:
+    code = "import torch\n\n\nclass Net(torch.nn.Module):\n    def forward(self, x):\n        open('x', 'w')\n"
+    with pytest.raises(SandboxRefusal) as caught:
+        static_check(code, ALLOWED)
+    assert caught.value.message == "line 6: use of open() is not allowed"
+    assert "files" in caught.value.hint
+
+
+def test_static_check_names_the_line_of_a_syntax_error() -> None:
+    refusal = find_refusal("import torch\n\ndef forward(x:\n    return x\n", ALLOWED)
+    assert refusal is not None and refusal.line == 3
+    assert "syntax error" in refusal.message
+    # Errors that only compiling finds are static too.
+    late = find_refusal("import torch\nreturn 1\n", ALLOWED)
+    assert late is not None and late.line == 2 and "'return' outside function" in late.message
+
+
+def test_allowed_imports_are_configurable_but_never_include_os() -> None:
+    assert find_refusal("import einops\n", [*ALLOWED, "einops"]) is None
+    refusal = find_refusal("import os\n", [*ALLOWED, "os"])
+    assert refusal is not None and "import of 'os'" in refusal.message
+
+
+# ---------------------------------------------------------------------------------- child checks
+
+
+def test_a_good_model_passes_with_shape_params_and_timing() -> None:
+    report = check_model_code(GOOD_MODEL, class_name="SmallNet", model_args={"width": 5}, data=IMAGES, settings=SETTINGS)
+    assert report.ok, report
+    assert report.stage == "passed" and report.message == "passed"
+    assert report.output_shape == report.expected_shape == (SANDBOX_BATCH_SIZE, 10)
+    assert report.param_count == _small_net_params(width=5)  # built with the constructor arguments given
+    assert report.forward_backward_ms is not None and report.forward_backward_ms > 0
+
+
+def test_a_sequence_model_passes_and_its_own_loss_function_is_used() -> None:
+    code = textwrap.dedent(
+        """
+        import torch
+        from torch import nn
+
+
+        class TinyLM(nn.Module):
+            def __init__(self, vocab: int = 20, dim: int = 8):
+                super().__init__()
+                self.embed = nn.Embedding(vocab, dim)
+                self.head = nn.Linear(dim, vocab)
+
+            def forward(self, tokens):
+                return self.head(self.embed(tokens))
+
+            def loss_function(self, outputs, targets):
+                return LOSS
+        """
+    )
+    passing = check_model_code(
+        code.replace("LOSS", "nn.functional.cross_entropy(outputs.flatten(0, 1), targets.flatten())"),
+        class_name="TinyLM", model_args={}, data=TOKENS, settings=SETTINGS,
+    )  # fmt: skip
+    assert passing.ok, passing
+    assert passing.output_shape == (SANDBOX_BATCH_SIZE, 6, 20)
+    nan_loss = check_model_code(
+        code.replace("LOSS", "outputs.sum() * float('nan')"), class_name="TinyLM", model_args={}, data=TOKENS, settings=SETTINGS
+    )
+    assert (nan_loss.ok, nan_loss.stage) == (False, "backward")
+    assert "the loss is nan" in nan_loss.message
+
+
+def test_a_wrong_output_shape_fails_at_shape() -> None:
+    code = GOOD_MODEL.replace("self.head = nn.Linear(width, num_classes)", "self.head = nn.Linear(width, 12)")
+    report = check_model_code(code, class_name="SmallNet", model_args={}, data=IMAGES, settings=SETTINGS)
+    assert (report.ok, report.stage) == (False, "shape")
+    assert report.output_shape == (4, 12) and report.expected_shape == (4, 10)
+    assert "(4, 12)" in report.message and "(4, 10)" in report.message
+
+
+def test_the_expected_output_can_be_given_by_the_caller() -> None:
+    report = check_model_code(
+        GOOD_MODEL, class_name="SmallNet", model_args={}, data=IMAGES, expected_output=(4, 7), settings=SETTINGS
+    )
+    assert (report.stage, report.expected_shape, report.output_shape) == ("shape", (4, 7), (4, 10))
+
+
+def test_an_unused_parameter_fails_at_backward_and_is_named() -> None:
+    code = _model("return self.linear(x.flatten(1))", "self.linear = nn.Linear(3 * 8 * 8, 10)\nself.unused = nn.Linear(4, 4)")
+    report = check_model_code(code, class_name="Model", model_args={}, data=IMAGES, settings=SETTINGS)
+    assert (report.ok, report.stage) == (False, "backward")
+    assert "unused.weight" in report.message and "unused.bias" in report.message
+    assert "linear.weight" not in report.message
+
+
+def test_a_non_finite_gradient_fails_at_backward_and_is_named() -> None:
+    # d/ds sqrt(0 * s) = 0 * inf: the forward is finite, the gradient of `scale` is not.
+    code = _model(
+        "return self.linear(x.flatten(1)) + torch.sqrt(self.scale * 0)",
+        "self.linear = nn.Linear(3 * 8 * 8, 10)\nself.scale = nn.Parameter(torch.ones(1))",
+    )
+    report = check_model_code(code, class_name="Model", model_args={}, data=IMAGES, settings=SETTINGS)
+    assert (report.ok, report.stage) == (False, "backward")
+    assert report.message == "non-finite gradient in scale"
+
+
+def test_a_model_over_the_parameter_budget_fails_at_params() -> None:
+    report = check_model_code(
+        GOOD_MODEL, class_name="SmallNet", model_args={}, data=IMAGES, settings=SETTINGS.model_copy(update={"max_params": 100})
+    )
+    assert (report.ok, report.stage) == (False, "params")
+    assert report.param_count == _small_net_params(width=4)
+    assert "budget of 100" in report.message
+
+
+def test_a_syntax_error_fails_at_static_with_its_line() -> None:
+    code = GOOD_MODEL.replace("return self.head(x)", "return self.head(x))")
+    report = check_model_code(code, class_name="SmallNet", model_args={}, data=IMAGES, settings=SETTINGS)
+    assert (report.ok, report.stage) == (False, "static")
+    assert report.line == code.splitlines().index("        return self.head(x))") + 1
+    assert report.message.startswith(f"line {report.line}: syntax error")
+
+
+def test_a_forward_error_reports_the_failing_line_and_a_trimmed_traceback() -> None:
+    code = _model("hidden = x.flatten(1)\nreturn self.linear(hidden[:, :10])")
+    report = check_model_code(code, class_name="Model", model_args={}, data=IMAGES, settings=SETTINGS)
+    assert (report.ok, report.stage) == (False, "forward")
+    assert report.line == code.splitlines().index("        return self.linear(hidden[:, :10])") + 1
+    assert report.message.startswith(f"forward failed at line {report.line}: RuntimeError: mat1 and mat2 shapes")
+    assert '"<generated model>"' in report.traceback and "site-packages" not in report.traceback
+    assert "self.linear(hidden[:, :10])" in report.traceback
+
+
+def test_a_missing_class_fails_at_import_and_a_bad_argument_at_instantiate() -> None:
+    missing = check_model_code(GOOD_MODEL, class_name="BigNet", model_args={}, data=IMAGES, settings=SETTINGS)
+    assert (missing.stage, missing.message) == ("import", "no torch.nn.Module class named BigNet (it defines SmallNet)")
+    unexpected = check_model_code(GOOD_MODEL, class_name="SmallNet", model_args={"depth": 3}, data=IMAGES, settings=SETTINGS)
+    assert unexpected.stage == "instantiate"
+    assert "unexpected keyword argument 'depth'" in unexpected.message
