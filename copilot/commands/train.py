@@ -1,0 +1,325 @@
+"""`copilot train`: train a model headless, with a progress bar and a table per epoch.
+
+Parses the flags into the same nested shape as copilot.toml, builds a `TrainerSpec`,
+writes it as the run's session.json (so `--resume` can start the run again), runs the
+trainer process and shows what it reports. Exit codes: 0 when training finished or was
+stopped, 2 for a problem the user can fix, 1 for our own failure.
+
+It must not import torch (the trainer does, in its own process) nor train anything here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import re
+import statistics
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console, Group
+from rich.live import Live
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from copilot.config import ModelArg, Settings, load_settings
+from copilot.errors import ConfigError, CopilotError
+from copilot.events import (
+    EpochSummary,
+    Event,
+    Finished,
+    LogLine,
+    RunStarted,
+    Stop,
+    StepBatch,
+    StepRecord,
+    TrainerError,
+)
+from copilot.run_folder import RunFolder, find_run, new_run_id
+from copilot.training.launcher import TrainerProcess, TrainerSpec, ensure_model_file, split_model_spec
+
+RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+POLL_S = 0.2
+STOP_TIMEOUT_S = 60.0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "train",
+        help="train a model without the app, printing progress",
+        description="Train MODEL.py (or MODEL.py:Name) headless and print a table per epoch.",
+    )
+    parser.add_argument("model", nargs="?", metavar="MODEL[:Name]", help="the model file, optionally :ClassOrFactory")
+    parser.add_argument("--dataset", help="shapes (default), text, cifar10, imagefolder or custom")
+    parser.add_argument("--data-dir", type=Path, help="folder of cifar10 batches or of images")
+    parser.add_argument("--epochs", type=int)
+    parser.add_argument("--batch-size", type=int)
+    parser.add_argument("--lr", type=float, help="learning rate")
+    parser.add_argument("--optimizer", help="SGD, Adam, AdamW or RMSprop")
+    parser.add_argument("--device", choices=["auto", "cpu", "cuda"])
+    parser.add_argument("--run-name", help="name of the run folder (default: time and model name)")
+    parser.add_argument(
+        "--model-arg",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="constructor argument of the model; repeat for several",
+    )
+    parser.add_argument("--resume", metavar="RUN", help="continue a run (id, id prefix or folder) from its latest checkpoint")
+    parser.add_argument("--log-every", type=int, help="steps between measured steps")
+    parser.set_defaults(handler=run_train_command)
+
+
+def run_train_command(args: argparse.Namespace) -> int:
+    if args.resume:
+        if args.model:
+            raise ConfigError("give either MODEL or --resume RUN, not both", "a resumed run keeps its own model")
+        spec = _resumed_spec(args)
+    elif args.model:
+        spec = _new_spec(args, load_settings(_flag_overrides(args)))
+    else:
+        raise ConfigError("no model given", "run `copilot train MODEL.py`, or `copilot train --resume RUN`")
+    return run_headless(spec, Console(highlight=False))
+
+
+# --------------------------------------------------------------------------- flags -> spec
+
+
+def _hparam_flags(args: argparse.Namespace) -> dict[str, Any]:
+    given = {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "optimizer": args.optimizer}
+    return {key: value for key, value in given.items() if value is not None}
+
+
+def _flag_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """The flags given, nested like copilot.toml, for `load_settings`."""
+    sections: dict[str, dict[str, Any]] = {
+        "data": {"dataset": args.dataset, "data_dir": args.data_dir},
+        "train": {"device": args.device, "log_every": args.log_every, "hparams": _hparam_flags(args) or None},
+        "model": {"args": _parse_model_args(args.model_arg) or None},
+    }
+    return {
+        section: {key: value for key, value in values.items() if value is not None}
+        for section, values in sections.items()
+        if any(value is not None for value in values.values())
+    }
+
+
+def _parse_model_args(pairs: list[str]) -> dict[str, ModelArg]:
+    parsed: dict[str, ModelArg] = {}
+    for pair in pairs:
+        key, equals, text = pair.partition("=")
+        if not equals or not key.strip().isidentifier():
+            raise ConfigError(f"--model-arg '{pair}' is not KEY=VALUE", "write it like --model-arg width=64")
+        parsed[key.strip()] = _parse_value(text.strip())
+    return parsed
+
+
+def _parse_value(text: str) -> ModelArg:
+    """"64" -> 64, "0.5" -> 0.5, "true" -> True, "none" -> None, anything else stays text."""
+    lowered = text.lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    if lowered in ("none", "null"):
+        return None
+    for convert in (int, float):
+        try:
+            return convert(text)
+        except ValueError:
+            continue
+    return text
+
+
+def _new_spec(args: argparse.Namespace, settings: Settings) -> TrainerSpec:
+    model_path, _name = split_model_spec(args.model)
+    ensure_model_file(model_path)
+    if args.run_name is not None and not RUN_NAME.fullmatch(args.run_name):
+        raise ConfigError(f"run name '{args.run_name}' is not a plain folder name", "use letters, digits, '.', '_' and '-'")
+    folder = RunFolder((settings.runs_dir / (args.run_name or new_run_id(model_path))).resolve())
+    if folder.path.exists():
+        raise ConfigError(f"run folder {folder.path} already exists", "choose another --run-name, or continue it with --resume")
+    folder.create()
+    spec = TrainerSpec(
+        run_folder=folder.path,
+        model_spec=args.model,
+        model_args=settings.model.args,
+        data=settings.data,
+        train=settings.train,
+    )
+    folder.session.write_text(spec.model_dump_json(indent=2) + "\n", encoding="utf-8")
+    return spec
+
+
+def _resumed_spec(args: argparse.Namespace) -> TrainerSpec:
+    """The run's session, continued from its latest checkpoint with the flags given now on top.
+
+    Only hyperparameters named on this command line override the checkpoint's: settings in
+    copilot.toml were already applied when the run started, and changes the advisor made
+    since live in the checkpoint.
+    """
+    if args.dataset or args.data_dir or args.model_arg:
+        raise ConfigError("a resumed run keeps its data set and model arguments", "drop --dataset, --data-dir and --model-arg")
+    settings = load_settings()
+    by_name = settings.runs_dir / args.resume
+    folder = RunFolder(by_name.resolve()) if (by_name / "session.json").exists() else find_run(args.resume)
+    if not folder.session.exists():
+        raise CopilotError(f"{folder.path} has no session.json", "only runs started by `copilot train` can be resumed")
+    session = TrainerSpec.model_validate_json(folder.session.read_text(encoding="utf-8"))
+    checkpoint = folder.latest_checkpoint()
+    if checkpoint is None:
+        raise CopilotError(f"run {folder.run_id} has no checkpoint yet", "start it again with `copilot train MODEL.py`")
+    train_changes: dict[str, Any] = {"hparams": _hparam_flags(args)}
+    if args.device:
+        train_changes["device"] = args.device
+    if args.log_every:
+        train_changes["log_every"] = args.log_every
+    return session.model_copy(
+        update={
+            "run_folder": folder.path,
+            "resume_from": checkpoint,
+            "train": session.train.model_validate({**session.train.model_dump(), **train_changes}),
+        }
+    )
+
+
+# --------------------------------------------------------------------------- running and showing
+
+
+def run_headless(spec: TrainerSpec, console: Console) -> int:
+    """Run the trainer to the end, showing progress; raise `CopilotError` when it failed."""
+    console.print(f"run [bold]{escape(spec.run_folder.name)}[/] in {escape(str(spec.run_folder))}")
+    view = _HeadlessView(console)
+    trainer = TrainerProcess(spec)
+    trainer.start()
+    error: TrainerError | None = None
+    try:
+        with Live(view.renderable, console=console, refresh_per_second=4, transient=False):
+            while True:
+                events = trainer.poll(timeout=POLL_S)
+                for event in events:
+                    view.show(event)
+                    if isinstance(event, TrainerError):
+                        error = error or event
+                        if event.kind == "nonfinite":  # headless: nobody is there to fix it, so end the run
+                            trainer.send(Stop())
+                if any(isinstance(e, Finished) for e in events) or (error is not None and error.kind == "killed"):
+                    break
+    except KeyboardInterrupt:
+        console.print("stopping: writing a checkpoint (Ctrl-C again to abandon it)")
+        try:
+            trainer.stop(STOP_TIMEOUT_S)
+        except KeyboardInterrupt:
+            trainer.kill()
+        raise
+    console.print()
+    trainer.stop(STOP_TIMEOUT_S)
+    if error is not None:
+        failure = CopilotError(error.message, _hint_with_log(error, spec))
+        failure.exit_code = 2 if error.user_error else 1
+        raise failure
+    return 0
+
+
+def _hint_with_log(error: TrainerError, spec: TrainerSpec) -> str:
+    log = RunFolder(spec.run_folder).events_log
+    if not error.traceback:
+        return error.hint
+    return f"{error.hint} (details in {log})" if error.hint else f"details in {log}"
+
+
+class _HeadlessView:
+    """A table of finished epochs above a progress bar for the epoch in progress."""
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+        self.table = Table(title=None, expand=False)
+        for column in ("epoch", "loss", "acc", "val loss", "val acc", "grad norm", "worst module"):
+            self.table.add_column(column, justify="left" if column.startswith("worst") else "right")
+        self.progress = Progress(
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=console
+        )
+        self.renderable = Group(self.table, self.progress)
+        self.epochs = 0
+        self.steps_per_epoch = 1
+        self.epoch_records: list[StepRecord] = []
+        self.task: TaskID | None = None
+        self.epoch_start_step = 0
+
+    def show(self, event: Event) -> None:
+        if isinstance(event, RunStarted):
+            self._started(event)
+        elif isinstance(event, StepBatch):
+            self._steps(event.records)
+        elif isinstance(event, EpochSummary):
+            self._epoch(event)
+        elif isinstance(event, LogLine) and event.level != "debug":
+            self.console.print(escape(event.message), style="yellow" if event.level in ("warning", "error") else None)
+        elif isinstance(event, TrainerError):
+            self.console.print(f"[bold red]{event.kind} error:[/] {escape(event.message)}")
+
+    def _started(self, event: RunStarted) -> None:
+        model, hparams = event.model, event.hparams
+        self.console.print(
+            f"{escape(model.class_name)} ({model.total_params:,} parameters) on {escape(event.data.name)} "
+            f"({event.data.train_size:,} training samples), {escape(event.device)}; "
+            f"{hparams.optimizer} lr {hparams.lr:g}, batch {hparams.batch_size}, {hparams.epochs} epochs"
+        )
+        self.epochs = hparams.epochs
+        per_rank = event.data.train_size // max(event.world_size, 1)
+        self.steps_per_epoch = max(1, math.ceil(per_rank / hparams.batch_size))
+        self.epoch_start_step = 0
+
+    def _steps(self, records: tuple[StepRecord, ...]) -> None:
+        self.epoch_records.extend(records)
+        last = records[-1]
+        if self.task is None:
+            self.epoch_start_step = records[0].step - 1
+            self.task = self.progress.add_task(f"epoch {last.epoch}/{self.epochs}", total=self.steps_per_epoch)
+        self.progress.update(self.task, completed=min(last.step - self.epoch_start_step, self.steps_per_epoch))
+
+    def _epoch(self, event: EpochSummary) -> None:
+        if self.task is not None:
+            self.progress.remove_task(self.task)
+            self.task = None
+        grad_norms = [r.total_grad_norm for r in self.epoch_records if math.isfinite(r.total_grad_norm)]
+        self.table.add_row(
+            str(event.epoch),
+            _number(event.train_loss),
+            _percent(event.train_accuracy),
+            _number(event.val_loss),
+            _percent(event.val_accuracy),
+            _number(statistics.fmean(grad_norms)) if grad_norms else "-",
+            worst_module(self.epoch_records),
+        )
+        self.epoch_records = []
+
+
+def _number(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.4f}" if math.isfinite(value) and 1e-3 <= abs(value) < 1e4 else f"{value:.2e}"
+
+
+def _percent(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.1f}%"
+
+
+def worst_module(records: list[StepRecord]) -> str:
+    """The module whose gradient norm is furthest from the median module's, on a log scale.
+
+    A vanishing layer (1/500 of the median) and an exploding one (x500) are both what an
+    expert would look at first; "-" when there are fewer than two modules to compare.
+    """
+    logs: dict[str, list[float]] = {}
+    for record in records:
+        for name, norm in record.per_module_grad_norm.items():
+            if math.isfinite(norm) and norm > 0:
+                logs.setdefault(name, []).append(math.log10(norm))
+    if len(logs) < 2:
+        return "-"
+    mean_logs = {name: statistics.fmean(values) for name, values in logs.items()}
+    median = statistics.median(mean_logs.values())
+    name, value = max(mean_logs.items(), key=lambda item: abs(item[1] - median))
+    factor = 10 ** (value - median)
+    relation = f"x{factor:.3g}" if factor >= 1 else f"1/{1 / factor:.3g}"
+    return f"{name} {10**value:.2e} ({relation})"

@@ -1,0 +1,181 @@
+"""Start the trainer in its own process and talk to it; the one training module the parent imports.
+
+`TrainerProcess` spawns the worker with the `spawn` start method (safe with CUDA), sends
+it `Command`s on one queue and reads `Event`s from another without ever blocking longer
+than the caller allows. If the trainer dies without saying goodbye (a signal, the
+kernel's out-of-memory killer, a segfault), the parent still gets a `TrainerError` of kind
+"killed" after every event the trainer managed to send.
+
+It must not import torch (the app imports this module and starts quickly) and holds no
+training logic: everything that trains lives in `worker.py`, inside the child.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import queue
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from copilot.config import DataSettings, ModelArg, TrainSettings
+from copilot.errors import ModelLoadError
+from copilot.events import Command, Event, Finished, Stop, TrainerError
+
+
+class TrainerSpec(BaseModel):
+    """Everything a trainer process needs to start; also saved as the run's session.json."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    run_folder: Path
+    model_spec: str  # "file.py" or "file.py:Name"
+    model_args: dict[str, ModelArg] = Field(default_factory=dict)
+    data: DataSettings = Field(default_factory=DataSettings)
+    # train.hparams are the overrides on top of the file's HPARAMS (or, when resuming, on top of the checkpoint's).
+    train: TrainSettings = Field(default_factory=TrainSettings)
+    resume_from: Path | None = None  # a checkpoint file to continue from
+
+
+def split_model_spec(spec: str) -> tuple[Path, str | None]:
+    """`"models/net.py:Net"` -> (path, "Net"); a colon belongs to the name only after a `.py`."""
+    path_part, colon, name = spec.rpartition(":")
+    if colon and path_part.endswith(".py") and name.isidentifier():
+        return Path(path_part), name
+    return Path(spec), None
+
+
+def ensure_model_file(path: Path) -> None:
+    """Fail early, before a process or a run folder exists, when the model file is not there."""
+    if not path.is_file():
+        raise ModelLoadError(
+            f"model file not found: {path}",
+            "check the path (it is relative to the folder you run copilot in)",
+        )
+
+
+def _trainer_entry(spec: TrainerSpec, commands: Any, events: Any) -> None:
+    """Child-side entry; imports the worker (and torch) only here, so the parent never does."""
+    # Ctrl-C in a terminal reaches the whole process group; the parent decides how to stop us.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    from copilot.training.worker import run_trainer
+
+    run_trainer(spec, commands, events)
+
+
+class TrainerProcess:
+    """One trainer child process and its two queues."""
+
+    def __init__(self, spec: TrainerSpec) -> None:
+        self.spec = spec
+        context = multiprocessing.get_context("spawn")
+        self._commands = context.Queue()
+        self._events = context.Queue()
+        # Not a daemon: the trainer may start DataLoader workers, which daemons cannot have.
+        # It watches for its parent instead and stops when the parent is gone.
+        self._process = context.Process(
+            target=_trainer_entry,
+            args=(spec, self._commands, self._events),
+            name=f"copilot-trainer-{spec.run_folder.name}",
+        )
+        self._finished = False  # a Finished event arrived
+        self._death_reported = False
+
+    def start(self) -> None:
+        self._process.start()
+
+    def send(self, command: Command) -> None:
+        """Queue a command for the trainer; it reads commands between steps."""
+        if self._process.is_alive():
+            self._commands.put(command)
+
+    def poll(self, timeout: float = 0.0) -> list[Event]:
+        """Events that arrived, waiting at most `timeout` seconds for the first one."""
+        events: list[Event] = []
+        try:
+            events.append(self._events.get(timeout=timeout) if timeout > 0 else self._events.get_nowait())
+        except queue.Empty:
+            pass
+        events.extend(self._drain())
+        if not events and not self._process.is_alive() and self._process.exitcode is not None:
+            # The child is gone: whatever it sent is in the pipe now; read it before judging.
+            events.extend(self._drain())
+            events.extend(self._death_notice())
+        self._finished = self._finished or any(isinstance(event, Finished) for event in events)
+        return events
+
+    def _drain(self) -> list[Event]:
+        drained: list[Event] = []
+        while True:
+            try:
+                drained.append(self._events.get_nowait())
+            except queue.Empty:
+                return drained
+
+    def _death_notice(self) -> list[Event]:
+        """A `TrainerError` for a child that exited without a `Finished` event, once."""
+        if self._finished or self._death_reported:
+            return []
+        self._death_reported = True
+        code = self._process.exitcode
+        if code is not None and code < 0:
+            name = signal.Signals(-code).name if -code in signal.valid_signals() else f"signal {-code}"
+            message = f"the trainer process was killed by {name} (exit code {code})"
+        else:
+            message = f"the trainer process exited with code {code} without finishing"
+        hint = (
+            "SIGKILL usually means the system ran out of memory: lower the batch size or the model size"
+            if code == -signal.SIGKILL
+            else "see events.log in the run folder"
+        )
+        return [TrainerError(kind="killed", message=message, hint=hint, user_error=False)]
+
+    @property
+    def is_alive(self) -> bool:
+        return self._process.is_alive()
+
+    @property
+    def exitcode(self) -> int | None:
+        return self._process.exitcode
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid
+
+    def stop(self, timeout: float = 30.0, *, checkpoint: bool = True) -> list[Event]:
+        """Ask the trainer to stop, wait up to `timeout` s reading its events, then terminate it.
+
+        Returns the events read meanwhile, ending with its `Finished` (or a "killed" error).
+        """
+        self.send(Stop(checkpoint=checkpoint))
+        events = self._wait_for_exit(timeout)
+        if self._process.is_alive():
+            self._process.terminate()
+            events.extend(self._wait_for_exit(5.0))
+        if self._process.is_alive():
+            self.kill()
+        events.extend(self.poll())
+        self._close_queues()
+        return events
+
+    def kill(self) -> None:
+        """SIGKILL the trainer at once; `poll` then reports it as killed."""
+        self._process.kill()
+        self._process.join(5.0)
+
+    def _wait_for_exit(self, timeout: float) -> list[Event]:
+        # Reading while waiting matters: a child with unsent events cannot exit before they are read.
+        events: list[Event] = []
+        deadline = time.monotonic() + timeout
+        while self._process.is_alive() and time.monotonic() < deadline:
+            events.extend(self.poll(timeout=min(0.1, max(0.0, deadline - time.monotonic()))))
+        self._process.join(0.5)
+        return events
+
+    def _close_queues(self) -> None:
+        # A dead child never reads the commands left in the pipe: do not wait on them at exit.
+        self._commands.cancel_join_thread()
+        self._commands.close()

@@ -1,0 +1,492 @@
+"""Load a user's model file, check it against the data, describe it, and carry weights across a swap.
+
+The user writes an ordinary Python file; we import it under a unique module name, pick
+the model (`file.py:Name`, else `build_model()`, else the one `nn.Module` subclass the
+file defines), and turn every way that can go wrong into a one-line `ModelLoadError`
+with a hint. This runs in the trainer process (and the advisor's sandbox), never in the
+UI: importing a user's file runs their code. It must not train, print or write files.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import inspect
+import itertools
+import re
+import sys
+import traceback
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Literal
+
+import torch
+from torch import nn
+from torch.overrides import TorchFunctionMode
+
+from copilot.errors import ModelLoadError
+from copilot.events import DataSpec, ModelSummary, ModuleInfo
+from copilot.training.launcher import ensure_model_file, split_model_spec
+
+_module_counter = itertools.count()
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A model built from a user's file, with the optional hooks that file defines."""
+
+    model: nn.Module
+    class_name: str
+    source_path: Path
+    file_hparams: dict[str, object] | None  # the file's module-level HPARAMS
+    has_custom_loss: bool  # the model defines loss_function(outputs, targets)
+
+
+class ModelCheckError(ModelLoadError):
+    """The model was built but does not fit the data: its forward fails or its output has the wrong shape."""
+
+    def __init__(self, message: str, hint: str, kind: Literal["forward", "shape"]) -> None:
+        super().__init__(message, hint)
+        self.kind = kind
+
+
+def load_model(spec: str, model_args: Mapping[str, object]) -> LoadedModel:
+    """Import the file named in `spec` ("file.py[:Name]") and build its model with `model_args`."""
+    path, name = split_model_spec(spec)
+    module = _import_file(path)
+    factory, factory_name = _find_factory(module, path, name)
+    model = _build(factory, factory_name, path, model_args)
+    hparams = getattr(module, "HPARAMS", None)
+    if hparams is not None and not isinstance(hparams, Mapping):
+        raise ModelLoadError(
+            f"HPARAMS in {path.name} is a {type(hparams).__name__}, not a dict",
+            'write it as HPARAMS = {"lr": 0.01, ...}',
+        )
+    return LoadedModel(
+        model=model,
+        class_name=type(model).__name__,
+        source_path=path.resolve(),
+        file_hparams=dict(hparams) if hparams is not None else None,
+        has_custom_loss=callable(getattr(model, "loss_function", None)),
+    )
+
+
+def _import_file(path: Path) -> ModuleType:
+    ensure_model_file(path)
+    safe_stem = re.sub(r"\W", "_", path.stem)
+    module_name = f"copilot_user_model_{next(_module_counter)}_{safe_stem}"
+    # The absolute path becomes the code's file name, so tracebacks can be matched to the user's file.
+    import_spec = importlib.util.spec_from_file_location(module_name, path.resolve())
+    if import_spec is None or import_spec.loader is None:
+        raise ModelLoadError(f"{path} is not a Python file", "give a .py file that defines the model")
+    module = importlib.util.module_from_spec(import_spec)
+    # Registered before running so dataclasses and pickling inside the file can find their module.
+    sys.modules[module_name] = module
+    # The file's folder goes on the path so it can import modules that sit beside it.
+    folder = str(path.resolve().parent)
+    added_to_path = folder not in sys.path
+    if added_to_path:
+        sys.path.insert(0, folder)
+    try:
+        import_spec.loader.exec_module(module)
+    except Exception as exc:
+        sys.modules.pop(module_name, None)
+        raise _import_error(exc, path) from None
+    finally:
+        if added_to_path:
+            sys.path.remove(folder)
+    return module
+
+
+def _import_error(exc: Exception, path: Path) -> ModelLoadError:
+    """What went wrong while the file ran its top level: a syntax error, a missing package, anything else."""
+    if isinstance(exc, SyntaxError):
+        return ModelLoadError(f"syntax error in {path.name}:{exc.lineno}: {exc.msg}", "fix that line and run again")
+    where = _user_frame(exc, path)
+    if isinstance(exc, ModuleNotFoundError) and exc.name:
+        return ModelLoadError(
+            f"{where} imports '{exc.name}', which is not installed",
+            f"install it (pip install {exc.name.split('.')[0]}) or remove the import",
+        )
+    if isinstance(exc, ImportError):
+        return ModelLoadError(f"import failed at {where}: {_first_line(exc)}", "fix the import in the model file")
+    return ModelLoadError(
+        f"running {where} failed: {type(exc).__name__}: {_first_line(exc)}",
+        "the model file must import without errors; run `python FILE` to see the whole traceback",
+    )
+
+
+def _find_factory(module: ModuleType, path: Path, name: str | None) -> tuple[Callable[..., object], str]:
+    """The class or function that builds the model, by the rules in the module docstring."""
+    candidates = _defined_modules(module)
+    if name is not None:
+        factory = getattr(module, name, None)
+        if factory is None or not callable(factory):
+            defined = ", ".join(candidates) or "none"
+            raise ModelLoadError(
+                f"{path.name} has no model class or function named '{name}'",
+                f"models defined there: {defined}",
+            )
+        return factory, name
+    build_model = getattr(module, "build_model", None)
+    if callable(build_model):
+        return build_model, "build_model"
+    if not candidates:
+        raise ModelLoadError(
+            f"no model found in {path.name}",
+            "define an nn.Module subclass or a build_model() function in the file",
+        )
+    top_level = _top_level_candidates(candidates)
+    if len(top_level) == 1:
+        return candidates[top_level[0]], top_level[0]
+    names = ", ".join(top_level)
+    raise ModelLoadError(
+        f"several models in {path.name}: {names}",
+        f"pick one with {path.name}:{top_level[0]} (or define build_model())",
+    )
+
+
+def _defined_modules(module: ModuleType) -> dict[str, type[nn.Module]]:
+    """nn.Module subclasses defined in the file itself, not imported into it."""
+    return {
+        attribute_name: value
+        for attribute_name, value in vars(module).items()
+        if inspect.isclass(value) and issubclass(value, nn.Module) and value.__module__ == module.__name__
+    }
+
+
+def _top_level_candidates(candidates: dict[str, type[nn.Module]]) -> list[str]:
+    """Drop classes that another candidate builds in its __init__ (a `Block` used by `Net`)."""
+    init_sources: dict[str, str] = {}
+    for class_name, cls in candidates.items():
+        init = cls.__dict__.get("__init__")
+        try:
+            init_sources[class_name] = inspect.getsource(init) if init is not None else ""
+        except (OSError, TypeError):
+            init_sources[class_name] = ""
+    used = {
+        inner
+        for inner in candidates
+        for outer, source in init_sources.items()
+        if outer != inner and re.search(rf"\b{re.escape(inner)}\b", source)
+    }
+    return [class_name for class_name in candidates if class_name not in used] or list(candidates)
+
+
+def _build(factory: Callable[..., object], factory_name: str, path: Path, model_args: Mapping[str, object]) -> nn.Module:
+    _check_arguments(factory, factory_name, model_args)
+    try:
+        model = factory(**model_args)
+    except Exception as exc:
+        raise ModelLoadError(
+            f"building {factory_name}() failed at {_user_frame(exc, path)}: {type(exc).__name__}: {_first_line(exc)}",
+            "fix the constructor or the model arguments (--model-arg key=value)",
+        ) from None
+    if not isinstance(model, nn.Module):
+        raise ModelLoadError(
+            f"{factory_name}() returned a {type(model).__name__}, not an nn.Module",
+            "return the model instance from it",
+        )
+    return model
+
+
+def _check_arguments(factory: Callable[..., object], factory_name: str, model_args: Mapping[str, object]) -> None:
+    """Name missing or unknown constructor arguments before calling, instead of a TypeError."""
+    try:
+        parameters = inspect.signature(factory).parameters.values()
+    except (TypeError, ValueError):  # no introspectable signature: let the call speak
+        return
+    accepts_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters)
+    named = [p for p in parameters if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    missing = [p.name for p in named if p.default is inspect.Parameter.empty and p.name not in model_args]
+    if missing:
+        example = " ".join(f"--model-arg {name}=..." for name in missing)
+        raise ModelLoadError(
+            f"{factory_name}() needs arguments: {', '.join(missing)}",
+            f"give them with {example} or under [model.args] in copilot.toml",
+        )
+    unknown = [key for key in model_args if key not in {p.name for p in named}]
+    if unknown and not accepts_any:
+        accepted = ", ".join(p.name for p in named) or "none"
+        raise ModelLoadError(
+            f"{factory_name}() takes no argument {', '.join(repr(k) for k in unknown)}",
+            f"arguments it accepts: {accepted}",
+        )
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _user_frame(exc: BaseException, path: Path) -> str:
+    """`file.py:LINE` of the deepest traceback frame inside the user's file, or the file's name."""
+    target = str(path.resolve())
+    lines = [frame.lineno for frame in traceback.extract_tb(exc.__traceback__) if frame.filename == target]
+    return f"{path.name}:{lines[-1]}" if lines else path.name
+
+
+# --------------------------------------------------------------------------- checking against the data
+
+
+def check_forward(loaded: LoadedModel, inputs: torch.Tensor, data: DataSpec) -> None:
+    """Run one forward pass on a few real samples; raise a `ModelCheckError` that says what does not fit.
+
+    Runs in eval mode without gradients, so batch-norm statistics and dropout's random
+    stream are left as they were: a checked model trains exactly like an unchecked one.
+    """
+    model = loaded.model
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            outputs = model(inputs)
+    except Exception as exc:
+        shape = list(inputs.shape)
+        raise ModelCheckError(
+            f"forward pass failed on input {shape} at {_user_frame(exc, loaded.source_path)}: {_first_line(exc)}",
+            f"make the layer sizes fit one sample of shape {list(data.input_shape)} "
+            f"({data.name} data set, task {data.task})",
+            kind="forward",
+        ) from None
+    finally:
+        model.train(was_training)
+    expected = data.expected_output(inputs.shape[0])
+    if not isinstance(outputs, torch.Tensor):
+        raise ModelCheckError(
+            f"forward returned a {type(outputs).__name__}, not a tensor",
+            f"return the logits as one tensor of shape {list(expected)}",
+            kind="shape",
+        )
+    if tuple(outputs.shape) != expected:
+        layout = "[batch, classes]" if data.task == "classification" else "[batch, sequence, vocabulary]"
+        raise ModelCheckError(
+            f"model output has shape {list(outputs.shape)} but the {data.name} data set needs "
+            f"{list(expected)} {layout}",
+            f"make the last layer produce {data.num_classes} outputs per "
+            + ("sample" if data.task == "classification" else "position"),
+            kind="shape",
+        )
+
+
+# --------------------------------------------------------------------------- describing
+
+
+_MODULE_ACTIVATIONS_EXCLUDED = {"MultiheadAttention", "Softmax", "LogSoftmax", "Softmin", "Softmax2d"}
+_FUNCTIONAL_ACTIVATIONS = {
+    "relu": "ReLU",
+    "relu_": "ReLU",
+    "relu6": "ReLU6",
+    "leaky_relu": "LeakyReLU",
+    "leaky_relu_": "LeakyReLU",
+    "sigmoid": "Sigmoid",
+    "sigmoid_": "Sigmoid",
+    "tanh": "Tanh",
+    "tanh_": "Tanh",
+    "gelu": "GELU",
+    "silu": "SiLU",
+    "elu": "ELU",
+    "selu": "SELU",
+    "mish": "Mish",
+    "softplus": "Softplus",
+    "hardswish": "Hardswish",
+}
+_FUNCTIONAL_NORMALIZATIONS = {"batch_norm", "layer_norm", "group_norm", "instance_norm", "rms_norm"}
+_NORMALIZATION_MODULES = {"torch.nn.modules.batchnorm", "torch.nn.modules.normalization", "torch.nn.modules.instancenorm"}
+_ADDITIONS = {"add", "add_", "__add__", "__radd__", "__iadd__"}
+
+
+def summarize_model(model: nn.Module, source_path: str | Path, example_input: torch.Tensor | None = None) -> ModelSummary:
+    """The module tree with own-parameter counts and short details, for the UI and the advisor.
+
+    With `example_input`, one traced forward pass also finds functional activations
+    (`F.relu` in forward) and skip connections; without it those come from modules only.
+    """
+    modules: list[ModuleInfo] = []
+    activations: dict[str, None] = {}  # ordered set
+    has_normalization = False
+    for name, module in model.named_modules():
+        kind = type(module).__name__
+        modules.append(
+            ModuleInfo(
+                name=name,
+                type=kind,
+                params=sum(p.numel() for p in module.parameters(recurse=False)),
+                detail=_module_detail(module),
+                is_leaf=next(module.children(), None) is None,
+            )
+        )
+        if type(module).__module__ == "torch.nn.modules.activation" and kind not in _MODULE_ACTIVATIONS_EXCLUDED:
+            activations[kind] = None
+        if type(module).__module__ in _NORMALIZATION_MODULES or kind.endswith("Norm"):
+            has_normalization = True
+    has_residual = False
+    if example_input is not None:
+        trace = _trace_forward(model, example_input)
+        activations.update(dict.fromkeys(trace.activations))
+        has_normalization = has_normalization or trace.has_normalization
+        has_residual = trace.has_residual
+    return ModelSummary(
+        class_name=type(model).__name__,
+        source_path=str(source_path),
+        total_params=sum(p.numel() for p in model.parameters()),
+        trainable_params=sum(p.numel() for p in model.parameters() if p.requires_grad),
+        modules=tuple(modules),
+        activations=tuple(activations),
+        has_normalization=has_normalization,
+        has_residual=has_residual,
+    )
+
+
+def _module_detail(module: nn.Module) -> str:
+    """A few characters that say what a layer does: "3->16 k=3 p=1", "16384->10", "p=0.5"."""
+    if isinstance(module, nn.modules.conv._ConvNd):
+        text = f"{module.in_channels}->{module.out_channels} k={_compact(module.kernel_size)}"
+        if any(s != 1 for s in module.stride):
+            text += f" s={_compact(module.stride)}"
+        if isinstance(module.padding, str) or any(p != 0 for p in module.padding):
+            text += f" p={_compact(module.padding)}"
+        return text
+    if isinstance(module, nn.Linear):
+        return f"{module.in_features}->{module.out_features}"
+    if isinstance(module, nn.Embedding):
+        return f"{module.num_embeddings}->{module.embedding_dim}"
+    if isinstance(module, nn.modules.batchnorm._NormBase):
+        return str(module.num_features)
+    if isinstance(module, nn.LayerNorm):
+        return _compact(module.normalized_shape)
+    if isinstance(module, nn.GroupNorm):
+        return f"{module.num_groups} groups of {module.num_channels}"
+    if isinstance(module, nn.modules.dropout._DropoutNd):
+        return f"p={module.p}"
+    if isinstance(module, (nn.modules.pooling._MaxPoolNd, nn.modules.pooling._AvgPoolNd)):
+        return f"k={_compact(module.kernel_size)}"
+    if isinstance(module, nn.MultiheadAttention):
+        return f"dim={module.embed_dim} heads={module.num_heads}"
+    if isinstance(module, nn.RNNBase):
+        return f"{module.input_size}->{module.hidden_size} layers={module.num_layers}"
+    if isinstance(module, nn.LeakyReLU):
+        return f"slope={module.negative_slope}"
+    return ""
+
+
+def _compact(value: object) -> str:
+    """(3, 3) -> "3"; (3, 5) -> "3x5"; "same" -> "same"."""
+    if isinstance(value, (tuple, list)):
+        items = [str(v) for v in value]
+        return items[0] if len(set(items)) == 1 else "x".join(items)
+    return str(value)
+
+
+@dataclass(frozen=True)
+class _ForwardTrace:
+    activations: tuple[str, ...]
+    has_normalization: bool
+    has_residual: bool
+
+
+class _LineageMode(TorchFunctionMode):
+    """Watches one forward pass: which tensors each tensor came from, and which functions ran.
+
+    A skip connection is an addition of two tensors where one is an ancestor of the
+    other and at least one layer with parameters ran between them (`x + block(x)`).
+    """
+
+    def __init__(self, example_input: torch.Tensor) -> None:
+        super().__init__()
+        self.layers_started = 0
+        self.functions: set[str] = set()
+        self.has_residual = False
+        # id -> (ancestor bit set incl. itself, layers started when made); `alive` keeps ids from being reused.
+        self._lineage: dict[int, tuple[int, int]] = {}
+        self._alive: list[torch.Tensor] = []
+        self._record(example_input, ancestors=0)
+
+    def _record(self, tensor: torch.Tensor, ancestors: int) -> None:
+        bit = 1 << len(self._alive)
+        self._alive.append(tensor)
+        self._lineage[id(tensor)] = (ancestors | bit, self.layers_started)
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+        kwargs = kwargs or {}
+        result = func(*args, **kwargs)
+        name = getattr(func, "__name__", "")
+        self.functions.add(name)
+        inputs = [t for t in _tensors_in(args) + _tensors_in(tuple(kwargs.values())) if id(t) in self._lineage]
+        if name in _ADDITIONS and len(inputs) == 2:
+            self.has_residual = self.has_residual or self._is_skip(*inputs)
+        ancestors = 0
+        for tensor in inputs:
+            ancestors |= self._lineage[id(tensor)][0]
+        for output in _tensors_in(result if isinstance(result, (tuple, list)) else (result,)):
+            if ancestors:
+                self._record(output, ancestors)
+        return result
+
+    def _is_skip(self, first: torch.Tensor, second: torch.Tensor) -> bool:
+        if first.shape != second.shape:
+            return False
+        older, newer = sorted((self._lineage[id(first)], self._lineage[id(second)]), key=lambda entry: entry[0].bit_length())
+        older_ancestors, older_layers = older
+        newer_ancestors, newer_layers = newer
+        older_own_bit = 1 << (older_ancestors.bit_length() - 1)  # tensors are numbered in creation order
+        return newer_layers > older_layers and bool(newer_ancestors & older_own_bit)
+
+
+def _tensors_in(values: tuple | list) -> list[torch.Tensor]:
+    found: list[torch.Tensor] = []
+    for value in values:
+        if isinstance(value, torch.Tensor):
+            found.append(value)
+        elif isinstance(value, (tuple, list)):
+            found.extend(v for v in value if isinstance(v, torch.Tensor))
+    return found
+
+
+def _trace_forward(model: nn.Module, example_input: torch.Tensor) -> _ForwardTrace:
+    mode = _LineageMode(example_input)
+
+    def count_layer(module: nn.Module, _inputs: object) -> None:
+        if next(module.parameters(recurse=False), None) is not None:
+            mode.layers_started += 1
+
+    handles = [module.register_forward_pre_hook(count_layer) for module in model.modules()]
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad(), mode:
+            model(example_input)
+    except Exception:  # a description is best effort; check_forward reports real failures
+        pass
+    finally:
+        model.train(was_training)
+        for handle in handles:
+            handle.remove()
+    return _ForwardTrace(
+        activations=tuple(sorted({_FUNCTIONAL_ACTIVATIONS[f] for f in mode.functions if f in _FUNCTIONAL_ACTIVATIONS})),
+        has_normalization=bool(mode.functions & _FUNCTIONAL_NORMALIZATIONS),
+        has_residual=mode.has_residual,
+    )
+
+
+# --------------------------------------------------------------------------- swapping
+
+
+def transfer_weights(old: nn.Module, new: nn.Module) -> tuple[int, int]:
+    """Copy every parameter and buffer of `old` whose name and shape match into `new`.
+
+    Returns (tensors copied, tensors in `new`). Nothing is re-initialised: what does not
+    match keeps the new model's own initialisation.
+    """
+    old_tensors = {**dict(old.named_parameters()), **dict(old.named_buffers())}
+    new_tensors = {**dict(new.named_parameters()), **dict(new.named_buffers())}
+    transferred = 0
+    with torch.no_grad():
+        for name, target in new_tensors.items():
+            source = old_tensors.get(name)
+            if source is not None and source.shape == target.shape:
+                target.copy_(source)
+                transferred += 1
+    return transferred, len(new_tensors)
+

@@ -1,0 +1,740 @@
+"""The trainer process: owns the model, optimizer and data, reads commands, emits events.
+
+`run_trainer` is the process entry. It seeds, picks the device, loads the data and the
+user's model, checks one forward pass against the data, resolves the hyperparameters,
+and runs epochs of `loop.train_step`, reading commands between steps (without waiting
+while running, with a timeout while paused). Logged steps are coalesced into
+`StepBatch`es so at most `train.max_messages_per_sec` messages reach the parent. Every
+event except log lines is appended to `metrics.jsonl` (flushed each epoch and at once on
+errors) and described in `events.log` with full tracebacks.
+
+Whatever goes wrong ends as one `TrainerError` (kind, one-line message, hint, traceback)
+followed by `Finished`; a non-finite loss and a swapped model that fails are reported
+without ending the run. Only rank 0 reports and writes the run folder.
+
+It must not print, and holds no measurement logic (that is `loop.py`/`instruments.py`).
+"""
+
+from __future__ import annotations
+
+import math
+import multiprocessing
+import queue
+import random
+import shutil
+import time
+import traceback
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, TextIO
+
+import torch
+from torch import nn
+
+from copilot.errors import ConfigError, CopilotError, DataError, ModelLoadError
+from copilot.events import (
+    ActivationStats,
+    CheckpointNow,
+    CheckpointWritten,
+    Command,
+    EpochSummary,
+    ErrorKind,
+    Evaluated,
+    EvaluateNow,
+    Finished,
+    HParamsApplied,
+    LogLine,
+    Message,
+    ModelSummary,
+    ModelSwapped,
+    NonFinite,
+    Pause,
+    Resume,
+    RunStarted,
+    SetHParams,
+    StateChanged,
+    StepBatch,
+    StepRecord,
+    Stop,
+    SwapModel,
+    TrainerError,
+    event_to_json,
+)
+from copilot.run_folder import RunFolder
+from copilot.training import distributed
+from copilot.training.checkpoints import (
+    Checkpoint,
+    ModelOrigin,
+    capture_rng_states,
+    checkpoint_name,
+    load_checkpoint,
+    restore_rng_states,
+    save_checkpoint,
+)
+from copilot.training.data import DataBundle, batches_per_epoch, iterate_batches, load_data
+from copilot.training.hparams import apply_hparam_changes, build_optimizer, build_scheduler, resolve_hparams
+from copilot.training.instruments import Instruments
+from copilot.training.launcher import TrainerSpec
+from copilot.training.loop import TrainState, evaluate, finish_epoch, make_loss_fn, train_step
+from copilot.training.models import (
+    LoadedModel,
+    ModelCheckError,
+    check_forward,
+    load_model,
+    split_model_spec,
+    summarize_model,
+    transfer_weights,
+)
+
+# Samples in the batch the model is checked and described with before training.
+PROBE_BATCH = 2
+# How long a paused trainer waits for a command before checking that its parent still lives.
+PAUSED_POLL_S = 0.25
+
+FinishReason = Literal["epochs_done", "stopped", "error"]
+
+
+def run_trainer(spec: TrainerSpec, commands: Any, events: Any) -> None:
+    """Process entry: train as `spec` says, reading `Command`s from `commands`, putting `Event`s on `events`.
+
+    The queues only need `get(timeout=)`, `get_nowait()` and `put()`, so tests can run this
+    in a thread with `queue.Queue`s.
+    """
+    _Trainer(spec, commands, events).run()
+
+
+# --------------------------------------------------------------------------- reporting
+
+
+class _Reporter:
+    """Sends events to the parent and writes them to the run folder; silent on ranks other than 0."""
+
+    def __init__(self, events: Any, folder: RunFolder, max_messages_per_sec: float, enabled: bool) -> None:
+        self._events = events
+        self._enabled = enabled
+        self._interval_s = 1.0 / max_messages_per_sec
+        self._pending_steps: list[StepRecord] = []
+        self._pending_activations: ActivationStats | None = None
+        self._last_flush = -math.inf
+        self._metrics: TextIO | None = None
+        self._log: TextIO | None = None
+        if enabled:
+            folder.create()
+            self._metrics = folder.metrics.open("a", encoding="utf-8")
+            self._log = folder.events_log.open("a", encoding="utf-8")
+
+    def emit(self, event: Message) -> None:
+        """Send one event now, after the steps still waiting (so the parent sees them in order)."""
+        self.flush_steps()
+        self._send(event)
+        if isinstance(event, (TrainerError, Finished)):
+            self.sync_files()
+
+    def log(self, message: str, level: Literal["debug", "info", "warning", "error"] = "info") -> None:
+        self.emit(LogLine(level=level, message=message, time=time.time()))
+
+    def add_step(self, record: StepRecord | None, activations: ActivationStats | None) -> None:
+        """Queue a logged step (and an activation sample); send them once per message interval.
+
+        Activation samples are thinned to the latest one per interval, as steps are batched.
+        """
+        if record is not None:
+            self._pending_steps.append(record)
+        if activations is not None:
+            self._pending_activations = activations
+        if time.monotonic() - self._last_flush >= self._interval_s:
+            self.flush_steps()
+
+    def flush_steps(self) -> None:
+        if self._pending_steps:
+            self._send(StepBatch(records=tuple(self._pending_steps)))
+            self._pending_steps = []
+        if self._pending_activations is not None:
+            self._send(self._pending_activations)
+            self._pending_activations = None
+        self._last_flush = time.monotonic()
+
+    def sync_files(self) -> None:
+        for file in (self._metrics, self._log):
+            if file is not None:
+                file.flush()
+
+    def close(self) -> None:
+        self.flush_steps()
+        for file in (self._metrics, self._log):
+            if file is not None:
+                file.close()
+
+    def _send(self, event: Message) -> None:
+        if not self._enabled:
+            return
+        self._events.put(event)
+        if self._metrics is not None and not isinstance(event, LogLine):
+            self._metrics.write(event_to_json(event) + "\n")
+        line = _describe(event)
+        if line is not None and self._log is not None:
+            level = event.level if isinstance(event, LogLine) else "error" if isinstance(event, TrainerError) else "info"
+            self._log.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {level.upper():<7} {line}\n")
+
+
+def _percent(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.1f}%"
+
+
+def _describe(event: Message) -> str | None:
+    """One human-readable line (a traceback for errors) for events.log; None for step data."""
+    if isinstance(event, RunStarted):
+        resumed = f", resumed after epoch {event.resumed_from_epoch}" if event.resumed_from_epoch is not None else ""
+        return (
+            f"run {event.run_id} on {event.device}{resumed}: {event.model.class_name} "
+            f"({event.model.total_params:,} parameters) on {event.data.name}; {event.hparams.model_dump()}"
+        )
+    if isinstance(event, EpochSummary):
+        val_loss = "-" if event.val_loss is None else f"{event.val_loss:.4f}"
+        return (
+            f"epoch {event.epoch}: loss {event.train_loss:.4f} acc {_percent(event.train_accuracy)} "
+            f"val loss {val_loss} val acc {_percent(event.val_accuracy)} lr {event.lr:.3g} ({event.duration_s:.1f} s)"
+        )
+    if isinstance(event, Evaluated):
+        return f"evaluated at step {event.step}: val loss {event.val_loss:.4f} val acc {_percent(event.val_accuracy)}"
+    if isinstance(event, LogLine):
+        return event.message
+    if isinstance(event, TrainerError):
+        lines = [f"{event.kind} error: {event.message}"]
+        if event.hint:
+            lines.append(f"hint: {event.hint}")
+        if event.traceback:
+            lines.append(event.traceback.rstrip())
+        return "\n".join(lines)
+    if isinstance(event, CheckpointWritten):
+        return f"checkpoint {event.path} (epoch {event.epoch}, step {event.step})"
+    if isinstance(event, HParamsApplied):
+        return f"hyperparameters at step {event.step} (round {event.round}): {event.hparams.model_dump()}"
+    if isinstance(event, ModelSwapped):
+        return (
+            f"model is now {event.model.class_name} from {event.model.source_path} at step {event.step}: "
+            f"{event.transferred}/{event.total} tensors carried over"
+        )
+    if isinstance(event, StateChanged):
+        return f"state: {event.state}"
+    if isinstance(event, Finished):
+        return f"finished ({event.reason}) after {event.epoch} epochs, {event.step} steps"
+    return None
+
+
+# --------------------------------------------------------------------------- errors
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else ""
+
+
+def _is_out_of_memory(exc: BaseException) -> bool:
+    if isinstance(exc, (torch.cuda.OutOfMemoryError, MemoryError)):
+        return True
+    text = str(exc)
+    return isinstance(exc, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)
+
+
+def _error_event(exc: BaseException, user_files: set[str], *, epoch: int | None, step: int | None) -> TrainerError:
+    """Classify an exception: what kind, whether the user can fix it, and how."""
+    full = "".join(traceback.format_exception(exc))
+    if isinstance(exc, CopilotError):
+        kind: ErrorKind = (
+            exc.kind if isinstance(exc, ModelCheckError) else
+            "load" if isinstance(exc, ModelLoadError) else
+            "data" if isinstance(exc, DataError) else
+            "runtime"
+        )
+        return TrainerError(kind=kind, message=exc.message, hint=exc.hint, traceback=full, epoch=epoch, step=step)
+    message = f"{type(exc).__name__}: {_first_line(exc)}"
+    if _is_out_of_memory(exc):
+        return TrainerError(
+            kind="oom",
+            message=f"out of memory: {_first_line(exc)}",
+            hint="lower the batch size (--batch-size) or the model size",
+            traceback=full,
+            epoch=epoch,
+            step=step,
+        )
+    frames = traceback.extract_tb(exc.__traceback__)
+    user_frame = next((f for f in reversed(frames) if f.filename in user_files), None)
+    if user_frame is not None:
+        return TrainerError(
+            kind="forward",
+            message=f"{message} (at {Path(user_frame.filename).name}:{user_frame.lineno})",
+            hint="fix the model file; the full traceback is in events.log",
+            traceback=full,
+            epoch=epoch,
+            step=step,
+        )
+    return TrainerError(
+        kind="runtime",
+        message=message,
+        hint="this looks like a bug in copilot; the traceback is in events.log",
+        traceback=full,
+        epoch=epoch,
+        step=step,
+        user_error=False,
+    )
+
+
+def _nonfinite_error(nonfinite: NonFinite, state: TrainState) -> TrainerError:
+    if nonfinite.where == "loss":
+        where = "the loss"
+    else:
+        where = f"{nonfinite.where}s of module '{nonfinite.module}'"
+    return TrainerError(
+        kind="nonfinite",
+        message=f"NaN or infinity in {where} at step {state.step}; training is paused",
+        hint="lower the learning rate, set grad_clip or add normalisation, then resume",
+        epoch=state.epoch + 1,
+        step=state.step,
+    )
+
+
+# --------------------------------------------------------------------------- the trainer
+
+
+@dataclass(frozen=True)
+class _ActiveModel:
+    """The model being trained with everything built around it; kept whole so a failed swap can go back."""
+
+    model: nn.Module
+    loss_fn: Any
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    instruments: Instruments
+    origin: ModelOrigin
+    summary: ModelSummary
+    round: int
+
+
+class _StopRequested(Exception):
+    """Raised between steps when a `Stop` arrived; unwinds the epoch loop."""
+
+
+class _Trainer:
+    def __init__(self, spec: TrainerSpec, commands: Any, events: Any) -> None:
+        self.spec = spec
+        self.settings = spec.train
+        self.commands = commands
+        self.folder = RunFolder(Path(spec.run_folder))
+        self.reporter = _Reporter(events, self.folder, spec.train.max_messages_per_sec, enabled=distributed.is_main())
+        self.paused = False
+        self.stop_request: Stop | None = None
+        self.user_files: set[str] = set()
+        self.state: TrainState | None = None
+        self.generator = torch.Generator()
+        self.epoch_shuffle_state = self.generator.get_state()
+        self.batches_done = 0  # of the epoch in progress, skipped ones included
+        self.skip_batches = 0  # when resuming in the middle of an epoch
+        self.swap_backup: _ActiveModel | None = None
+        self.paused_s = 0.0  # time spent paused in the epoch in progress
+
+    # ----------------------------------------------------------------- run
+
+    def run(self) -> None:
+        reason: FinishReason = "error"
+        try:
+            self._start()
+            reason = self._train()
+        except Exception as exc:
+            state = self.state
+            self.reporter.emit(
+                _error_event(
+                    exc,
+                    self.user_files,
+                    epoch=state.epoch + 1 if state else None,
+                    step=state.step if state else None,
+                )
+            )
+        finally:
+            epoch, step = (self.state.epoch, self.state.step) if self.state else (0, 0)
+            self.reporter.emit(Finished(reason=reason, epoch=epoch, step=step))
+            self.reporter.close()
+
+    def _start(self) -> None:
+        _seed_everything(self.settings.seed)
+        self.generator.manual_seed(self.settings.seed)
+        self.device = distributed.pick_device(self.settings.device)
+        self.data = load_data(
+            self.spec.data, self.device, rank=distributed.rank(), world_size=distributed.world_size()
+        )
+        self.probe_inputs = self._probe_batch(self.data)
+        checkpoint = load_checkpoint(self.spec.resume_from) if self.spec.resume_from else None
+        if checkpoint is None:
+            source, name = split_model_spec(self.spec.model_spec)
+            origin = self._keep_copy(ModelOrigin(source=str(source), path=str(source), name=name, args=dict(self.spec.model_args)), round_number=0)
+        else:
+            origin = checkpoint.model
+        loaded = self._load_checked(origin)
+        model = loaded.model
+        if checkpoint is None:
+            hparams = resolve_hparams(loaded.file_hparams, self.settings.hparams)
+        else:
+            hparams = checkpoint.hparams
+            model.load_state_dict(checkpoint.model_state)
+        optimizer = build_optimizer(model.parameters(), hparams)
+        if checkpoint is not None:
+            optimizer.load_state_dict(checkpoint.optimizer_state)
+        start_step = checkpoint.step if checkpoint else 0
+        self.state = TrainState(
+            model=model,
+            loss_fn=make_loss_fn(model, self.data.spec.task),
+            optimizer=optimizer,
+            scheduler=build_scheduler(optimizer, hparams, steps_per_epoch=self._steps_per_epoch(hparams.batch_size), start_step=start_step),
+            hparams=hparams,
+            instruments=Instruments(model),
+            task=self.data.spec.task,
+            device=self.device,
+            epoch=checkpoint.epoch if checkpoint else 0,
+            step=start_step,
+            initial_loss=checkpoint.initial_loss if checkpoint else None,
+            round=checkpoint.round if checkpoint else 0,
+        )
+        self.origin = origin
+        self.summary = summarize_model(model, origin.source, self.probe_inputs)
+        if checkpoint is not None:
+            if self.settings.hparams:
+                apply_hparam_changes(self.state, self.settings.hparams, steps_per_epoch=self._steps_per_epoch(self._planned_batch_size(self.settings.hparams)))
+            # Last, after building the model drew from the global stream: continue exactly where the run stopped.
+            restore_rng_states(checkpoint.rng_states)
+            self.generator.set_state(checkpoint.shuffle_state)
+            self.epoch_shuffle_state = checkpoint.shuffle_state
+            self.skip_batches = checkpoint.batches_done
+        self.reporter.emit(
+            RunStarted(
+                run_id=self.folder.run_id,
+                device=distributed.describe_device(self.device),
+                world_size=distributed.world_size(),
+                data=self.data.spec,
+                model=self.summary,
+                hparams=self.state.hparams,
+                resumed_from_epoch=checkpoint.epoch if checkpoint else None,
+                time=time.time(),
+            )
+        )
+        if checkpoint is not None:
+            self.reporter.log(f"resumed from {self.spec.resume_from} at epoch {checkpoint.epoch}, step {checkpoint.step}")
+        self.reporter.emit(StateChanged(state="running"))
+
+    def _probe_batch(self, data: DataBundle) -> torch.Tensor:
+        batches = iterate_batches(data.train, PROBE_BATCH, shuffle=False, generator=None, device=self.device)
+        try:
+            inputs, _targets = next(batches)
+        except StopIteration:
+            raise DataError(f"the {data.spec.name} training set is empty", "give it at least one sample") from None
+        finally:
+            batches.close()
+        return inputs
+
+    def _load_checked(self, origin: ModelOrigin) -> LoadedModel:
+        """Build the model `origin` names on the device and check one forward pass on real samples."""
+        spec = origin.path if origin.name is None else f"{origin.path}:{origin.name}"
+        self.user_files.add(str(Path(origin.path).resolve()))
+        loaded = load_model(spec, origin.args)
+        loaded.model.to(self.device)
+        check_forward(loaded, self.probe_inputs, self.data.spec)
+        return loaded
+
+    def _keep_copy(self, origin: ModelOrigin, round_number: int) -> ModelOrigin:
+        """Copy the model file into the run folder as `r<round>_<file>.py`; train from the copy."""
+        source = Path(origin.source)
+        if not source.is_file():
+            return origin  # load_model names the missing file
+        copy = self.folder.models / f"r{round_number}_{source.name}"
+        if distributed.is_main():
+            self.folder.models.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source, copy)
+        return ModelOrigin(source=origin.source, path=str(copy), name=origin.name, args=origin.args)
+
+    def _steps_per_epoch(self, batch_size: int) -> int:
+        return batches_per_epoch(self.data.train, batch_size, distributed.world_size())
+
+    def _planned_batch_size(self, changes: dict[str, Any]) -> int:
+        """The batch size a change asks for (validated later by apply_hparam_changes), for the schedule's budget."""
+        requested = changes.get("batch_size")
+        assert self.state is not None
+        return requested if isinstance(requested, int) and requested > 0 else self.state.hparams.batch_size
+
+    # ----------------------------------------------------------------- epochs and steps
+
+    def _train(self) -> FinishReason:
+        state = self.state
+        assert state is not None
+        try:
+            while True:
+                while state.epoch < state.hparams.epochs:
+                    self._run_epoch(state)
+                if not self.paused:
+                    break
+                # Paused by a non-finite loss in the last epoch: wait, the advisor may add epochs.
+                self._between_steps(state)
+        except _StopRequested:
+            self.reporter.emit(StateChanged(state="stopping"))
+            if self.stop_request is not None and self.stop_request.checkpoint:
+                self._checkpoint(at_epoch_end=False)
+            return "stopped"
+        return "epochs_done"
+
+    def _run_epoch(self, state: TrainState) -> None:
+        epoch_started = time.perf_counter()
+        self.epoch_shuffle_state = self.generator.get_state()
+        skip, self.skip_batches = self.skip_batches, 0
+        self.batches_done = 0
+        self.paused_s = 0.0
+        samples = 0
+        batches = iterate_batches(
+            self.data.train,
+            state.hparams.batch_size,  # a batch size changed mid-epoch applies from the next epoch
+            shuffle=True,
+            generator=self.generator,
+            device=self.device,
+            rank=distributed.rank(),
+            world_size=distributed.world_size(),
+        )
+        for inputs, targets in batches:
+            if self.batches_done < skip:
+                self.batches_done += 1
+                continue
+            self._between_steps(state)
+            self._step(state, inputs, targets)
+            self.batches_done += 1
+            samples += len(inputs)
+        training_s = time.perf_counter() - epoch_started - self.paused_s
+        train_loss, train_accuracy = finish_epoch(state)
+        if not math.isfinite(train_loss):
+            self._report_nonfinite(NonFinite(where="loss"), state)
+        val_loss, val_accuracy = evaluate(state, self._validation_batches(state))
+        self.reporter.emit(
+            EpochSummary(
+                epoch=state.epoch,
+                step=state.step,
+                train_loss=train_loss,
+                train_accuracy=train_accuracy,
+                val_loss=val_loss,
+                val_accuracy=val_accuracy,
+                initial_loss=state.initial_loss,
+                expected_initial_loss=math.log(self.data.spec.num_classes),
+                lr=float(state.optimizer.param_groups[0]["lr"]),
+                samples_per_sec=samples / training_s if training_s > 0 else 0.0,
+                duration_s=time.perf_counter() - epoch_started,
+                round=state.round,
+            )
+        )
+        if self.settings.checkpoint_every_epoch:
+            self._checkpoint(at_epoch_end=True)
+        self.reporter.sync_files()
+
+    def _validation_batches(self, state: TrainState) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        return iterate_batches(
+            self.data.val,
+            state.hparams.batch_size,
+            shuffle=False,
+            generator=None,
+            device=self.device,
+            rank=distributed.rank(),
+            world_size=distributed.world_size(),
+        )
+
+    def _step(self, state: TrainState, inputs: torch.Tensor, targets: torch.Tensor) -> None:
+        log = state.step % self.settings.log_every == 0
+        sample_activations = state.step % self.settings.activation_every == 0
+        try:
+            result = train_step(state, inputs, targets, log=log, sample_activations=sample_activations)
+        except Exception as exc:
+            if self.swap_backup is None:
+                raise
+            self._revert_swap(state, exc)
+            return
+        if self.swap_backup is not None:  # the new model trained one step: the old one can go
+            self.swap_backup.instruments.close()
+            self.swap_backup = None
+        self.reporter.add_step(result.record, result.activations)
+        if result.record is not None and result.record.nonfinite is not None:
+            self._report_nonfinite(result.record.nonfinite, state)
+
+    def _report_nonfinite(self, nonfinite: NonFinite, state: TrainState) -> None:
+        """Report and pause: the run stays alive so the advisor (or the user) can act on it."""
+        self.reporter.emit(_nonfinite_error(nonfinite, state))
+        self._set_paused(True)
+
+    # ----------------------------------------------------------------- commands
+
+    def _between_steps(self, state: TrainState) -> None:
+        """Apply every waiting command; while paused, wait for more. Raises `_StopRequested`."""
+        paused_since = time.perf_counter() if self.paused else None
+        if state.step % self.settings.log_every == 0 and not _parent_alive():
+            self.stop_request = Stop()
+            raise _StopRequested
+        while True:
+            try:
+                command = self.commands.get(timeout=PAUSED_POLL_S) if self.paused else self.commands.get_nowait()
+            except queue.Empty:
+                if not self.paused:
+                    break
+                if not _parent_alive():
+                    self.stop_request = Stop()
+                    raise _StopRequested
+                continue
+            if paused_since is None and isinstance(command, Pause):
+                paused_since = time.perf_counter()
+            self._handle(command, state)
+        if paused_since is not None:
+            self.paused_s += time.perf_counter() - paused_since
+            state.restart_throughput_clock()
+
+    def _handle(self, command: Command, state: TrainState) -> None:
+        if isinstance(command, Pause):
+            self._set_paused(True)
+        elif isinstance(command, Resume):
+            self._set_paused(False)
+        elif isinstance(command, Stop):
+            self.stop_request = command
+            raise _StopRequested
+        elif isinstance(command, SetHParams):
+            self._set_hparams(command, state)
+        elif isinstance(command, SwapModel):
+            self._swap_model(command, state)
+        elif isinstance(command, CheckpointNow):
+            self._checkpoint(at_epoch_end=False)
+        elif isinstance(command, EvaluateNow):
+            self.reporter.emit(StateChanged(state="evaluating"))
+            val_loss, val_accuracy = evaluate(state, self._validation_batches(state))
+            self.reporter.emit(Evaluated(epoch=state.epoch, step=state.step, val_loss=val_loss, val_accuracy=val_accuracy))
+            self.reporter.emit(StateChanged(state="paused" if self.paused else "running"))
+
+    def _set_paused(self, paused: bool) -> None:
+        if paused != self.paused:
+            self.paused = paused
+            self.reporter.emit(StateChanged(state="paused" if paused else "running"))
+
+    def _set_hparams(self, command: SetHParams, state: TrainState) -> None:
+        previous_batch_size = state.hparams.batch_size
+        try:
+            hparams = apply_hparam_changes(
+                state, command.changes, steps_per_epoch=self._steps_per_epoch(self._planned_batch_size(command.changes))
+            )
+        except ConfigError as exc:
+            self.reporter.log(f"hyperparameter change refused: {exc.message} ({exc.hint})", level="error")
+            return
+        if command.round is not None:
+            state.round = command.round
+        self.reporter.emit(HParamsApplied(hparams=hparams, step=state.step, round=command.round))
+        if hparams.batch_size != previous_batch_size:
+            self.reporter.log(f"batch size {hparams.batch_size} applies from the next epoch")
+
+    def _swap_model(self, command: SwapModel, state: TrainState) -> None:
+        """Build the new model, carry matching weights over, train it with a fresh optimizer.
+
+        The old model is kept until the new one has trained one step, so a new model that
+        fails (here or at that step) is reported and the run goes on with the old one.
+        """
+        round_number = command.round if command.round is not None else state.round
+        origin = ModelOrigin(source=command.model_path, path=command.model_path, name=command.model_name, args=dict(command.model_args))
+        try:
+            loaded = self._load_checked(origin)
+        except CopilotError as exc:
+            self.reporter.emit(_swap_refused(exc, state))
+            return
+        origin = self._keep_copy(origin, round_number)
+        new_model = loaded.model
+        transferred, total = transfer_weights(state.model, new_model)
+        self.swap_backup = self._active(state)
+        state.model = new_model
+        state.loss_fn = make_loss_fn(new_model, state.task)
+        state.optimizer = build_optimizer(new_model.parameters(), state.hparams)
+        state.scheduler = build_scheduler(
+            state.optimizer, state.hparams, steps_per_epoch=self._steps_per_epoch(state.hparams.batch_size), start_step=state.step
+        )
+        state.instruments = Instruments(new_model)
+        state.round = round_number
+        self.origin = origin
+        self.summary = summarize_model(new_model, origin.source, self.probe_inputs)
+        self.reporter.emit(ModelSwapped(model=self.summary, transferred=transferred, total=total, step=state.step, round=command.round))
+
+    def _active(self, state: TrainState) -> _ActiveModel:
+        return _ActiveModel(
+            model=state.model,
+            loss_fn=state.loss_fn,
+            optimizer=state.optimizer,
+            scheduler=state.scheduler,
+            instruments=state.instruments,
+            origin=self.origin,
+            summary=self.summary,
+            round=state.round,
+        )
+
+    def _revert_swap(self, state: TrainState, exc: Exception) -> None:
+        backup = self.swap_backup
+        assert backup is not None
+        self.swap_backup = None
+        state.instruments.close()
+        state.model, state.loss_fn, state.optimizer = backup.model, backup.loss_fn, backup.optimizer
+        state.scheduler, state.instruments, state.round = backup.scheduler, backup.instruments, backup.round
+        self.origin, self.summary = backup.origin, backup.summary
+        error = _error_event(exc, self.user_files, epoch=state.epoch + 1, step=state.step)
+        self.reporter.emit(
+            error.model_copy(
+                update={
+                    "message": f"the swapped model failed its first step: {error.message}",
+                    "hint": "training goes on with the previous model; fix the new model and swap again",
+                }
+            )
+        )
+        everything = len(list(backup.model.parameters())) + len(list(backup.model.buffers()))
+        self.reporter.emit(
+            ModelSwapped(model=backup.summary, transferred=everything, total=everything, step=state.step, round=backup.round)
+        )
+
+    def _checkpoint(self, *, at_epoch_end: bool) -> None:
+        state = self.state
+        if state is None or not distributed.is_main():
+            return
+        checkpoint = Checkpoint(
+            model_state=state.model.state_dict(),
+            optimizer_state=state.optimizer.state_dict(),
+            hparams=state.hparams,
+            epoch=state.epoch,
+            step=state.step,
+            round=state.round,
+            batches_done=0 if at_epoch_end else self.batches_done,
+            initial_loss=state.initial_loss,
+            model=self.origin,
+            rng_states=capture_rng_states(),
+            # At an epoch's end the generator already stands where the next epoch starts.
+            shuffle_state=self.generator.get_state() if at_epoch_end else self.epoch_shuffle_state,
+        )
+        path = self.folder.checkpoints / checkpoint_name(state.epoch, state.step, at_epoch_end=at_epoch_end)
+        save_checkpoint(checkpoint, path)
+        self.reporter.emit(CheckpointWritten(path=str(path), epoch=state.epoch, step=state.step))
+
+
+def _swap_refused(exc: CopilotError, state: TrainState) -> TrainerError:
+    kind: ErrorKind = exc.kind if isinstance(exc, ModelCheckError) else "load"
+    return TrainerError(
+        kind=kind,
+        message=f"model swap refused: {exc.message}",
+        hint=f"{exc.hint}; training goes on with the current model" if exc.hint else "training goes on with the current model",
+        epoch=state.epoch + 1,
+        step=state.step,
+    )
+
+
+def _seed_everything(seed: int) -> None:
+    torch.manual_seed(seed)
+    random.seed(seed)
+    try:
+        import numpy
+    except ImportError:
+        return
+    numpy.random.seed(seed)
+
+
+def _parent_alive() -> bool:
+    """False once the process that started us is gone (never an orphan training on its own)."""
+    parent = multiprocessing.parent_process()
+    return parent is None or parent.is_alive()
