@@ -1,0 +1,229 @@
+"""Choosing and writing an architecture proposal from a snapshot and a diagnosis.
+
+The choice: a targeted edit (sigmoid/tanh -> ReLU in the user's own source) when the
+only architectural problem is saturation in a shallow network that otherwise learns;
+otherwise a regenerated module of the same family as the original (image CNN, MLP or
+transformer), sized from the data and the constructor's arguments. After a sandbox
+failure the next attempt is one size more conservative (standard -> compact ->
+minimal); when there is nothing smaller, the answer says so instead of pretending.
+It writes text; it never runs it.
+"""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Literal
+
+from copilot.advisor.codegen.edits import swap_saturating_activations
+from copilot.advisor.codegen.image import image_classifier
+from copilot.advisor.codegen.mlp import mlp_classifier
+from copilot.advisor.codegen.module_file import PROFILES, Bindings, Profile, assemble
+from copilot.advisor.codegen.source import ModelSource, parse_model_source
+from copilot.advisor.codegen.transformer import transformer
+from copilot.advisor.schemas import ArchitectureAnswer, Diagnosis, SandboxReport
+from copilot.errors import AdvisorError
+from copilot.events import DataSpec, ModelSummary
+
+Family = Literal["image", "mlp", "transformer"]
+GENERATORS = {"image": image_classifier, "mlp": mlp_classifier, "transformer": transformer}
+
+CONVOLUTIONS = {"Conv1d", "Conv2d", "Conv3d"}
+TOKEN_LAYERS = {"Embedding", "MultiheadAttention", "TransformerEncoderLayer", "TransformerDecoderLayer", "Transformer"}
+SATURATING = {"Sigmoid", "Tanh", "sigmoid", "tanh"}
+# A network with at most this many weight layers is shallow enough that swapping its
+# activation is enough; deeper plain stacks need normalisation and skips too.
+SHALLOW_WEIGHT_LAYERS = 3
+WEIGHT_LAYERS = CONVOLUTIONS | {"Linear"}
+
+# What a human's rejection reason can ask for, by keywords (lower case).
+SMALLER_WORDS = ("smaller", "minimal", "simpler", "too big", "too large", "fewer parameters", "lighter")
+EDIT_WORDS = ("keep my", "keep the original", "only swap", "just swap", "targeted", "minimal change", "small change")
+REWRITE_WORDS = ("rewrite", "redesign", "regenerate", "full", "not enough", "more than")
+
+
+@dataclass(frozen=True)
+class ModelFacts:
+    """What the architect needs from a snapshot (so it does not depend on the snapshot module)."""
+
+    class_name: str
+    file_name: str
+    source_code: str
+    data: DataSpec
+    model: ModelSummary | None
+    model_args: Mapping[str, object]
+
+
+def _called_names(source: str) -> set[str]:
+    """Names of everything called in the source (`nn.Conv2d(...)` -> "Conv2d"), for a model that never loaded."""
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return set()
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call):
+            func = node.func
+            names.add(func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", ""))
+    return names
+
+
+def layer_types(facts: ModelFacts) -> set[str]:
+    if facts.model is not None:
+        return {info.type for info in facts.model.modules} | set(facts.model.activations)
+    return _called_names(facts.source_code)
+
+
+def choose_family(facts: ModelFacts) -> Family:
+    """The original's family where the data allows it: CNN for images, MLP for flat inputs, transformer for tokens."""
+    if facts.data.input_dtype == "int64":
+        return "transformer"
+    if len(facts.data.input_shape) == 3:
+        types = layer_types(facts)
+        if "Linear" in types and not types & CONVOLUTIONS:
+            return "mlp"
+        return "image"
+    return "mlp"
+
+
+def _contract(facts: ModelFacts) -> tuple[ModelSource, list[str]]:
+    try:
+        return parse_model_source(facts.source_code, facts.class_name), []
+    except AdvisorError as error:
+        # Nothing to keep but the class name: accept whatever arguments the user passes.
+        fallback = ModelSource(
+            class_name=facts.class_name,
+            constructor_signature="self, *args, **kwargs",
+            parameters=(),
+            loss_function=None,
+            hparams_assignment=None,
+            carried_imports=(),
+        )
+        return fallback, [f"the original could not be read ({error.message}); the constructor accepts any arguments"]
+
+
+def generate(facts: ModelFacts, profile: Profile) -> tuple[str, tuple[str, ...], str]:
+    """(code, changes, description) of a regenerated module at `profile` size."""
+    original, notes = _contract(facts)
+    family = choose_family(facts)
+    generated = GENERATORS[family](
+        class_name=facts.class_name,
+        data=facts.data,
+        bindings=Bindings.of(original, facts.model_args),
+        profile=profile,
+    )
+    code = assemble(
+        original=original,
+        original_source=facts.source_code if not notes else "",
+        generated=generated,
+        title=f"{facts.class_name}: {family} architecture proposed by copilot ({profile} size).",
+        keep_imports=profile != "minimal",
+    )
+    kept = [f"kept: class {facts.class_name}, constructor ({original.constructor_signature.removeprefix('self').lstrip(', ')})"]
+    if original.loss_function:
+        kept.append("kept: loss_function")
+    if original.hparams_assignment:
+        kept.append("kept: HPARAMS")
+    return code, (*generated.changes, *kept, *notes), generated.description
+
+
+def _saturating_only(facts: ModelFacts, tags: set[str]) -> bool:
+    """True when swapping the activation is enough: saturation is the problem and the network is shallow."""
+    if "crash" in tags or "chance" in tags or not tags & {"saturated", "vanishing"}:
+        return False
+    if facts.model is None:
+        return False
+    weight_layers = sum(1 for info in facts.model.modules if info.type in WEIGHT_LAYERS)
+    return bool(SATURATING & set(facts.model.activations)) and weight_layers <= SHALLOW_WEIGHT_LAYERS
+
+
+def _mentions(feedback: str | None, words: Iterable[str]) -> bool:
+    return bool(feedback) and any(word in feedback.lower() for word in words)
+
+
+def _cited(diagnosis: Diagnosis) -> str:
+    cited = [finding.what + (f" in {finding.where}" if finding.where else "") for finding in diagnosis.findings[:3]]
+    return "; ".join(cited) if cited else diagnosis.summary
+
+
+def write_architecture(facts: ModelFacts, diagnosis: Diagnosis, tags: set[str], feedback: str | None) -> ArchitectureAnswer:
+    """The first architecture answer for a diagnosis, honouring a human's rejection reason."""
+    wants_edit = _mentions(feedback, EDIT_WORDS)
+    wants_rewrite = _mentions(feedback, REWRITE_WORDS)
+    if (_saturating_only(facts, tags) or wants_edit) and not wants_rewrite:
+        edit = swap_saturating_activations(facts.source_code, {facts.class_name} | _helper_classes(facts.source_code))
+        if edit is not None:
+            return ArchitectureAnswer(
+                summary="swap sigmoid/tanh for ReLU",
+                rationale=(
+                    f"Findings: {_cited(diagnosis)}. The saturating activations pass almost no gradient in their flat "
+                    "tails; ReLU passes it unchanged for positive inputs, and the rest of the model is kept as it is."
+                ),
+                changes=list(edit.changes),
+                code=edit.code,
+            )
+    profile: Profile = "compact" if _mentions(feedback, SMALLER_WORDS) else "standard"
+    code, changes, description = generate(facts, profile)
+    return ArchitectureAnswer(
+        summary=_summary(choose_family(facts)),
+        rationale=f"Findings: {_cited(diagnosis)}. {description} {_why(choose_family(facts))}",
+        changes=list(changes),
+        code=code,
+    )
+
+
+def _helper_classes(source: str) -> set[str]:
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return set()
+    return {node.name for node in tree.body if isinstance(node, ast.ClassDef)}
+
+
+def _summary(family: Family) -> str:
+    return {
+        "image": "conv-BN-ReLU residual CNN with global pooling",
+        "mlp": "residual MLP with layer norm and GELU",
+        "transformer": "pre-layer-norm transformer blocks",
+    }[family]
+
+
+def _why(family: Family) -> str:
+    return {
+        "image": (
+            "Batch norm keeps every layer's input at unit scale and the skip connections carry gradient to the first "
+            "layers, so it trains with the current optimiser settings; pooling replaces the flatten into a huge linear layer."
+        ),
+        "mlp": "Layer norm and skip connections give every layer a gradient path, and GELU does not saturate.",
+        "transformer": (
+            "Layer norm before attention and the MLP (pre-LN) keeps the residual stream's scale, and with it the "
+            "gradient norms, bounded."
+        ),
+    }[family]
+
+
+def fix_architecture(facts: ModelFacts, answer: ArchitectureAnswer, report: SandboxReport) -> ArchitectureAnswer:
+    """The next, more conservative answer after a sandbox failure, or the same code with the failure stated."""
+    failure = f"the sandbox stopped the previous code at the {report.stage} stage: {report.message}"
+    generated = {profile: generate(facts, profile) for profile in PROFILES}
+    matching = [profile for profile, (code, _, _) in generated.items() if code == answer.code]
+    if not matching:
+        # An edit of the user's source, or code written elsewhere: start over from a regenerated module.
+        following: Profile | None = "standard"
+    else:
+        position = PROFILES.index(matching[-1])
+        following = PROFILES[position + 1] if position + 1 < len(PROFILES) else None
+    if following is None:
+        return answer.model_copy(
+            update={
+                "rationale": f"{answer.rationale} Not fixed: {failure}; the offline advisor has no smaller variant to offer.",
+            }
+        )
+    code, changes, description = generated[following]
+    return ArchitectureAnswer(
+        summary=_summary(choose_family(facts)) + ("" if following == "standard" else f" ({following})"),
+        rationale=f"Regenerated at {following} size because {failure}. {description}",
+        changes=list(changes),
+        code=code,
+    )

@@ -1,0 +1,678 @@
+"""The offline rule engine: thresholds on a snapshot -> a Diagnosis, and concrete hyperparameter changes.
+
+Deterministic and local (no network, no randomness): the same snapshot always gives
+the same diagnosis and proposal. Each threshold is a named constant with the source it
+comes from; each finding carries the measured value and the threshold it crossed.
+Which route follows (architecture, hyperparameters, finish) is decided in `route`,
+from what the findings say can fix them. Architecture code is written elsewhere
+(`copilot.advisor.codegen`); this module never writes code or touches files.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Literal
+
+from copilot.advisor.schemas import Diagnosis, Evidence, Finding, HParamAnswer, HParamChange, Route
+from copilot.advisor.snapshot import EXPLODING_GRAD_NORM, SPIKE_FACTOR, VANISHING_GRAD_NORM, TrainingSnapshot
+from copilot.events import HParams
+
+# --------------------------------------------------------------------------- thresholds
+# VANISHING_GRAD_NORM (1e-7), EXPLODING_GRAD_NORM (1e3) and SPIKE_FACTOR (10x the median)
+# live in snapshot.py, which lists the modules past them. 1e-7 and "any non-finite value
+# means explosion" are the published study's rules (issue 3); vanishing and exploding
+# gradients as a function of depth: Glorot and Bengio 2010, Pascanu et al. 2013, who also
+# introduced clipping the norm for the spikes the 10x rule catches.
+
+# A gradient that shrinks by this many decades (log10) from the last module to the first,
+# per parameter, is vanishing on its way back even when no module is below 1e-7.
+# Glorot and Bengio 2010 (fig. 7) show sigmoid stacks losing about one decade per few layers.
+VANISHING_DEPTH_DECADES = 3.0
+
+# Update-to-weight ratio per step: about 1e-3 is healthy; far below it nothing learns, far
+# above it the weights are rewritten every step. Karpathy, CS231n "Neural Networks Part 3:
+# ratio of weights:updates" (~1e-3); the bounds 1e-5 and 1e-1 are two decades either side.
+UPDATE_RATIO_GUIDE = 1e-3
+UPDATE_RATIO_LOW = 1e-5
+UPDATE_RATIO_HIGH = 1e-1
+
+# More than half of a ReLU layer's units never firing: CS231n "Neural Networks Part 1"
+# (as much as 40% of a network can be dead with too high a learning rate); 50% from issue 3.
+DEAD_RELU_FRACTION = 0.5
+# More than 30% of sigmoid/tanh outputs in their flat tails (LeCun et al. 1998 "Efficient
+# BackProp"; Glorot and Bengio 2010 on saturated top layers); 30% from issue 3.
+SATURATED_FRACTION = 0.3
+
+# Accuracy no better than 1.5x chance after 2 epochs means the model is not learning (issue 3).
+CHANCE_FACTOR = 1.5
+CHANCE_AFTER_EPOCHS = 2
+# Loss at initialisation should be about ln(classes) for a softmax classifier (Karpathy,
+# "A Recipe for Training Neural Networks", 2019: "verify loss @ init"); more than 50% away
+# means the initial logits are far too large (or something is wrong with the head).
+INITIAL_LOSS_TOLERANCE = 0.5
+# Loss not falling: less than 1% relative improvement over the plateau window (the
+# advisor's default plateau_window in copilot.config is 3 epochs).
+PLATEAU_EPOCHS = 3
+PLATEAU_IMPROVEMENT = 0.01
+# Over-fitting: validation accuracy 15 points under training accuracy, or validation loss
+# 1.5x the training loss while rising (Goodfellow et al. 2016, ch. 7: the generalisation gap).
+OVERFIT_ACCURACY_GAP = 0.15
+OVERFIT_LOSS_RATIO = 1.5
+# Plain SGD without momentum at lr >= 0.05 oscillates across steep directions and crawls
+# along flat ones; momentum (Sutskever et al. 2013) or Adam (Kingma and Ba 2015) fix that.
+PLAIN_SGD_HIGH_LR = 0.05
+
+Remedy = Literal["architecture", "hyperparameters", "either", "none"]
+# Trainer error kinds a new module fixes, and those a hyperparameter change fixes.
+ARCHITECTURE_ERRORS = {"load", "forward", "shape", "data", "runtime"}
+SATURATING_ACTIVATIONS = {"Sigmoid", "Tanh", "sigmoid", "tanh", "Hardtanh", "hardtanh"}
+SPARSE_UPDATE_MODULES = {"Embedding", "EmbeddingBag"}  # only the rows in a batch move
+
+
+@dataclass(frozen=True)
+class Observation:
+    """A finding plus what could fix it (for routing) and a stable tag (for the proposals)."""
+
+    tag: str
+    finding: Finding
+    remedy: Remedy
+
+
+def _finding(
+    what: str,
+    why: str,
+    evidence: Iterable[Evidence],
+    *,
+    where: str | None = None,
+    severity: Literal["info", "warning", "critical"] = "warning",
+) -> Finding:
+    return Finding(what=what, where=where, evidence=list(evidence), why=why, severity=severity)
+
+
+def _sig(value: float) -> float:
+    """Round to 3 significant figures so evidence reads cleanly and stays deterministic."""
+    if value == 0 or not math.isfinite(value):
+        return value
+    return float(f"{value:.3g}")
+
+
+def _module_types(snapshot: TrainingSnapshot) -> dict[str, str]:
+    return {info.name: info.type for info in snapshot.model.modules} if snapshot.model else {}
+
+
+def _uses_saturating_activation(snapshot: TrainingSnapshot) -> bool:
+    if snapshot.model is not None:
+        return bool(SATURATING_ACTIVATIONS & set(snapshot.model.activations))
+    return any(name in snapshot.source_code for name in ("Sigmoid()", "sigmoid(", "Tanh()", "tanh("))
+
+
+def _accuracy(snapshot: TrainingSnapshot) -> tuple[str, float] | None:
+    row = snapshot.recent_epochs[-1] if snapshot.recent_epochs else None
+    if row is None:
+        return None
+    if row.val_accuracy is not None:
+        return "val_accuracy", row.val_accuracy
+    if row.train_accuracy is not None:
+        return "train_accuracy", row.train_accuracy
+    return None
+
+
+# --------------------------------------------------------------------------- checks
+
+
+def _crash(snapshot: TrainingSnapshot) -> list[Observation]:
+    error = snapshot.error
+    if error is None:
+        return []
+    remedy: Remedy = "architecture" if error.kind in ARCHITECTURE_ERRORS else "hyperparameters"
+    why = {
+        "shape": "the model's layers do not fit the data's shapes, so not one step can run",
+        "forward": "the forward pass fails, so not one step can run",
+        "load": "the model file cannot be loaded, so training cannot start",
+        "oom": "a batch does not fit in memory at this batch size",
+        "nonfinite": "the loss became NaN or infinite and training stopped",
+    }.get(error.kind, "training stopped before its epochs were done")
+    evidence = [Evidence(metric="trainer_error", value=error.kind), Evidence(metric="error_message", value=error.message[:200])]
+    return [Observation("crash", _finding(f"training crashed ({error.kind} error)", f"Training crashed: {why}.", evidence, severity="critical"), remedy)]
+
+
+def _nonfinite(snapshot: TrainingSnapshot) -> list[Observation]:
+    loss = snapshot.trend("step_loss")
+    loss_broken = loss is not None and not math.isfinite(loss.last)
+    if not snapshot.nonfinite_count and not loss_broken:
+        return []
+    first = snapshot.nonfinite[0] if snapshot.nonfinite else None
+    evidence = [Evidence(metric="nonfinite_steps", value=snapshot.nonfinite_count, threshold=0)]
+    if loss_broken:
+        evidence.append(Evidence(metric="loss", value=str(loss.last), threshold="finite"))
+    where = first.module if first else None
+    what = f"non-finite {first.where}" if first else "non-finite loss"
+    why = "NaN or infinite values mean the updates exploded; every step after them is wasted."
+    return [Observation("nonfinite", _finding(what, why, evidence, where=where, severity="critical"), "hyperparameters")]
+
+
+def _gradient_extremes(snapshot: TrainingSnapshot) -> list[Observation]:
+    gradients = snapshot.gradients
+    if gradients is None:
+        return []
+    found: list[Observation] = []
+    medians = {module.name: module.grad_norm_median for module in gradients.modules}
+    if gradients.exploding_modules:
+        name = max(gradients.exploding_modules, key=lambda n: medians[n])
+        found.append(
+            Observation(
+                "exploding",
+                _finding(
+                    "exploding gradients",
+                    "Gradient norms this large make each step overshoot, and the loss diverges.",
+                    [Evidence(metric="grad_norm", value=_sig(medians[name]), threshold=EXPLODING_GRAD_NORM)],
+                    where=name,
+                    severity="critical",
+                ),
+                "hyperparameters",
+            )
+        )
+    elif gradients.spike_steps and math.isfinite(gradients.total_max):
+        found.append(
+            Observation(
+                "spikes",
+                _finding(
+                    "gradient norm spikes",
+                    "Occasional steps with a gradient many times the usual size throw the weights off; clipping caps them.",
+                    [
+                        Evidence(metric="total_grad_norm_max", value=_sig(gradients.total_max), threshold=_sig(SPIKE_FACTOR * gradients.total_median)),
+                        Evidence(metric="spike_steps", value=gradients.spike_steps, threshold=0),
+                    ],
+                ),
+                "hyperparameters",
+            )
+        )
+    if gradients.vanishing_modules:
+        name = min(gradients.vanishing_modules, key=lambda n: medians[n])
+        found.append(
+            Observation(
+                "vanishing",
+                _finding(
+                    "vanishing gradients",
+                    "Layers whose gradient is this small do not learn, whatever the learning rate.",
+                    [
+                        Evidence(metric="grad_norm", value=_sig(medians[name]), threshold=VANISHING_GRAD_NORM),
+                        Evidence(metric="vanishing_modules", value=len(gradients.vanishing_modules), threshold=0),
+                    ],
+                    where=name,
+                    severity="critical",
+                ),
+                "architecture",
+            )
+        )
+    else:
+        decay = _depth_decay(snapshot)
+        if decay is not None and decay < -VANISHING_DEPTH_DECADES:
+            first = gradients.modules[0].name
+            found.append(
+                Observation(
+                    "vanishing",
+                    _finding(
+                        "vanishing gradients toward the input",
+                        "The first layers get a gradient thousands of times smaller per weight than the last, so they barely learn.",
+                        [Evidence(metric="log10_first_to_last_grad_per_weight", value=_sig(decay), threshold=-VANISHING_DEPTH_DECADES)],
+                        where=first,
+                        severity="warning",
+                    ),
+                    "architecture",
+                )
+            )
+    return found
+
+
+def _depth_decay(snapshot: TrainingSnapshot) -> float | None:
+    """log10 of (first module's gradient per weight / last module's): per weight so wide layers compare fairly."""
+    gradients = snapshot.gradients
+    if gradients is None or snapshot.model is None or len(gradients.modules) < 2:
+        return None
+    params = {info.name: info.params for info in snapshot.model.modules}
+    first, last = gradients.modules[0], gradients.modules[-1]
+    if not params.get(first.name) or not params.get(last.name):
+        return None
+    first_rms = first.grad_norm_median / math.sqrt(params[first.name])
+    last_rms = last.grad_norm_median / math.sqrt(params[last.name])
+    if not (first_rms > 0 and last_rms > 0 and math.isfinite(first_rms) and math.isfinite(last_rms)):
+        return None
+    return math.log10(first_rms / last_rms)
+
+
+def _update_ratios(snapshot: TrainingSnapshot, vanishing: bool) -> list[Observation]:
+    gradients = snapshot.gradients
+    if gradients is None:
+        return []
+    types = _module_types(snapshot)
+    ratios = {m.name: m.update_ratio_median for m in gradients.modules if m.update_ratio_median is not None}
+    high = {name: ratio for name, ratio in ratios.items() if ratio > UPDATE_RATIO_HIGH}
+    low = {
+        name: ratio
+        for name, ratio in ratios.items()
+        if ratio < UPDATE_RATIO_LOW and types.get(name) not in SPARSE_UPDATE_MODULES
+    }
+    found: list[Observation] = []
+    if high:
+        found.append(
+            _ratio_observation(
+                "update_ratio_high",
+                "updates too large for the weights",
+                f"Each step rewrites a large part of these weights (healthy is about {UPDATE_RATIO_GUIDE:g}), so training jumps around.",
+                high,
+                UPDATE_RATIO_HIGH,
+            )
+        )
+    # Tiny updates in layers whose gradients vanish are the vanishing finding again, not a learning-rate problem.
+    if low and not vanishing:
+        found.append(
+            _ratio_observation(
+                "update_ratio_low",
+                "updates too small for the weights",
+                f"These weights move by far less than {UPDATE_RATIO_GUIDE:g} of their size per step, so they barely learn.",
+                low,
+                UPDATE_RATIO_LOW,
+            )
+        )
+    return found
+
+
+def _ratio_observation(tag: str, what: str, why: str, ratios: dict[str, float], threshold: float) -> Observation:
+    """One finding for all modules past `threshold`, placed at the one farthest from the guide."""
+    name = max(ratios, key=lambda module: abs(math.log10(max(ratios[module], 1e-30) / UPDATE_RATIO_GUIDE)))
+    evidence = [
+        Evidence(metric="update_ratio", value=_sig(ratios[name]), threshold=threshold),
+        Evidence(metric="modules_past_threshold", value=len(ratios), threshold=0),
+    ]
+    return Observation(tag, _finding(what, why, evidence, where=name), "hyperparameters")
+
+
+def _activations(snapshot: TrainingSnapshot) -> list[Observation]:
+    activations = snapshot.activations
+    if activations is None:
+        return []
+    found: list[Observation] = []
+    dead = {name: value for name, value in activations.dead_fraction.items() if value > DEAD_RELU_FRACTION}
+    if dead:
+        name = max(dead, key=dead.__getitem__)
+        found.append(
+            Observation(
+                "dead_relu",
+                _finding(
+                    "dead ReLU units",
+                    "A ReLU that never fires passes no gradient and never recovers; a lower learning rate keeps more alive.",
+                    [Evidence(metric="dead_fraction", value=_sig(dead[name]), threshold=DEAD_RELU_FRACTION)],
+                    where=name,
+                ),
+                "hyperparameters",
+            )
+        )
+    saturated = {name: value for name, value in activations.saturated_fraction.items() if value > SATURATED_FRACTION}
+    if saturated:
+        name = max(saturated, key=saturated.__getitem__)
+        found.append(
+            Observation(
+                "saturated",
+                _finding(
+                    "saturated activations",
+                    "Sigmoid or tanh outputs stuck near their limits have almost zero slope, so little gradient gets through.",
+                    [Evidence(metric="saturated_fraction", value=_sig(saturated[name]), threshold=SATURATED_FRACTION)],
+                    where=name,
+                ),
+                "architecture",
+            )
+        )
+    return found
+
+
+def _progress(snapshot: TrainingSnapshot) -> list[Observation]:
+    found: list[Observation] = []
+    current = list(snapshot.recent_epochs[-snapshot.epochs_since_change :]) if snapshot.epochs_since_change else []
+    accuracy = _accuracy(snapshot)
+    chance = 1.0 / snapshot.data.num_classes
+    if (
+        snapshot.data.task == "classification"
+        and accuracy is not None
+        and snapshot.epochs_since_change >= CHANCE_AFTER_EPOCHS
+        and accuracy[1] <= CHANCE_FACTOR * chance
+    ):
+        metric, value = accuracy
+        found.append(
+            Observation(
+                "chance",
+                _finding(
+                    "accuracy at chance level",
+                    f"After {snapshot.epochs_since_change} epochs the model does no better than guessing among {snapshot.data.num_classes} classes.",
+                    [Evidence(metric=metric, value=_sig(value), threshold=_sig(CHANCE_FACTOR * chance))],
+                    severity="critical",
+                ),
+                "either",
+            )
+        )
+    if len(current) > PLATEAU_EPOCHS:
+        before = min(row.train_loss for row in current[: -PLATEAU_EPOCHS])
+        latest = current[-1].train_loss
+        if math.isfinite(before) and math.isfinite(latest) and before > 0:
+            improvement = (before - latest) / before
+            if improvement < PLATEAU_IMPROVEMENT:
+                found.append(
+                    Observation(
+                        "plateau",
+                        _finding(
+                            "loss not falling",
+                            f"The training loss has not improved by {PLATEAU_IMPROVEMENT:.0%} in {PLATEAU_EPOCHS} epochs.",
+                            [Evidence(metric=f"train_loss_improvement_{PLATEAU_EPOCHS}_epochs", value=_sig(improvement), threshold=PLATEAU_IMPROVEMENT)],
+                        ),
+                        "either",
+                    )
+                )
+    if current:
+        row = current[-1]
+        gap = (row.train_accuracy - row.val_accuracy) if row.train_accuracy is not None and row.val_accuracy is not None else None
+        rising = len(current) >= 2 and row.val_loss is not None and current[-2].val_loss is not None and row.val_loss > current[-2].val_loss
+        ratio = row.val_loss / row.train_loss if row.val_loss is not None and row.train_loss > 0 else None
+        evidence = []
+        if gap is not None and gap > OVERFIT_ACCURACY_GAP:
+            evidence.append(Evidence(metric="train_minus_val_accuracy", value=_sig(gap), threshold=OVERFIT_ACCURACY_GAP))
+        if ratio is not None and ratio > OVERFIT_LOSS_RATIO and rising:
+            evidence.append(Evidence(metric="val_to_train_loss", value=_sig(ratio), threshold=OVERFIT_LOSS_RATIO))
+        if evidence:
+            found.append(
+                Observation(
+                    "overfitting",
+                    _finding(
+                        "over-fitting",
+                        "The model does much better on the data it trains on than on new data: it memorises instead of generalising.",
+                        evidence,
+                    ),
+                    "hyperparameters",
+                )
+            )
+    return found
+
+
+def _initial_loss(snapshot: TrainingSnapshot) -> list[Observation]:
+    initial, expected = snapshot.initial_loss, snapshot.expected_initial_loss
+    if initial is None or expected is None or expected <= 0 or not math.isfinite(initial):
+        return []
+    if abs(initial - expected) <= INITIAL_LOSS_TOLERANCE * expected:
+        return []
+    return [
+        Observation(
+            "initial_loss",
+            _finding(
+                "initial loss far from ln(classes)",
+                "At initialisation a classifier should be unsure of every class; a very different loss means badly scaled outputs.",
+                [Evidence(metric="initial_loss", value=_sig(initial), threshold=_sig(expected))],
+            ),
+            "none",
+        )
+    ]
+
+
+def _optimizer(snapshot: TrainingSnapshot) -> list[Observation]:
+    hparams = snapshot.hparams
+    if hparams.optimizer != "SGD" or hparams.momentum > 0 or hparams.lr < PLAIN_SGD_HIGH_LR:
+        return []
+    return [
+        Observation(
+            "plain_sgd",
+            _finding(
+                "plain SGD at a high learning rate",
+                "Without momentum, SGD at this rate oscillates across steep directions while crawling along flat ones.",
+                [
+                    Evidence(metric="lr", value=hparams.lr, threshold=PLAIN_SGD_HIGH_LR),
+                    Evidence(metric="momentum", value=hparams.momentum, threshold="> 0"),
+                ],
+                severity="info",
+            ),
+            "hyperparameters",
+        )
+    ]
+
+
+def observe(snapshot: TrainingSnapshot) -> list[Observation]:
+    """Every finding the rules support, most severe first (stable order for equal severity)."""
+    found = _crash(snapshot) + _nonfinite(snapshot)
+    extremes = _gradient_extremes(snapshot)
+    found += extremes
+    found += _update_ratios(snapshot, vanishing=any(o.tag == "vanishing" for o in extremes))
+    found += _activations(snapshot) + _progress(snapshot) + _initial_loss(snapshot)
+    if any(o.finding.severity != "info" for o in found):
+        found += _optimizer(snapshot)
+    order = {"critical": 0, "warning": 1, "info": 2}
+    return sorted(found, key=lambda o: order[o.finding.severity])
+
+
+# --------------------------------------------------------------------------- routing
+
+
+def _rejected_now(snapshot: TrainingSnapshot) -> set[str]:
+    """Kinds of proposals the human rejected since the last accepted change."""
+    rejected: set[str] = set()
+    for proposal in reversed(snapshot.previous):
+        if proposal.decision in ("accept", "edit"):
+            break
+        if proposal.decision == "reject":
+            rejected.add(proposal.kind)
+    return rejected
+
+
+def _hparams_already_tamed(snapshot: TrainingSnapshot) -> bool:
+    """Clipping is on and an accepted hyperparameter round came before: the next fix is structural."""
+    accepted = any(p.kind == "hyperparameters" and p.decision in ("accept", "edit") for p in snapshot.previous)
+    return accepted and snapshot.hparams.grad_clip is not None
+
+
+def route(snapshot: TrainingSnapshot, observations: list[Observation]) -> tuple[Route, float]:
+    """The route and the confidence in it."""
+    tags = {o.tag for o in observations if o.finding.severity != "info"}
+    if not tags - {"initial_loss"}:
+        return "finish", 0.8
+    remedies = {o.remedy for o in observations if o.finding.severity != "info"}
+    crash = next((o for o in observations if o.tag == "crash"), None)
+    if crash is not None:
+        chosen: Route = "architecture" if crash.remedy == "architecture" else "hyperparameters"
+        confidence = 0.9
+    elif tags & {"nonfinite", "exploding"}:
+        structural = snapshot.model is not None and not snapshot.model.has_normalization
+        chosen = "architecture" if structural and _hparams_already_tamed(snapshot) else "hyperparameters"
+        confidence = 0.8
+    elif tags & {"vanishing", "saturated"}:
+        chosen, confidence = "architecture", 0.8
+    elif tags & {"chance", "plateau"}:
+        # A model with saturating units and no normalisation cannot be rescued by the optimiser alone.
+        cannot_learn = _uses_saturating_activation(snapshot) and not (snapshot.model and snapshot.model.has_normalization)
+        chosen = "architecture" if cannot_learn else "hyperparameters"
+        confidence = 0.7 if cannot_learn else 0.6
+    else:
+        chosen, confidence = "hyperparameters", 0.7
+
+    rejected = _rejected_now(snapshot)
+    if chosen in rejected:
+        alternative: Route = "hyperparameters" if chosen == "architecture" else "architecture"
+        supported = alternative in remedies or "either" in remedies
+        if supported and alternative not in rejected and crash is None:
+            return alternative, 0.5
+    return chosen, confidence
+
+
+def assess(snapshot: TrainingSnapshot) -> Diagnosis:
+    observations = observe(snapshot)
+    chosen, confidence = route(snapshot, observations)
+    severities = {o.finding.severity for o in observations}
+    health = "critical" if "critical" in severities else "warning" if "warning" in severities else "healthy"
+    findings = [o.finding for o in observations]
+    if chosen == "finish":
+        summary = _finish_summary(snapshot)
+    else:
+        lead = findings[0]
+        where = f" in {lead.where}" if lead.where else ""
+        summary = f"{lead.what}{where}; proposing a {'new architecture' if chosen == 'architecture' else 'hyperparameter change'}."
+    return Diagnosis(health=health, findings=findings, route=chosen, confidence=confidence, summary=summary[:300])
+
+
+def _finish_summary(snapshot: TrainingSnapshot) -> str:
+    accuracy = _accuracy(snapshot)
+    if accuracy:
+        return f"Training is healthy: {accuracy[0]} {accuracy[1]:.1%} after {snapshot.epoch} epochs; no change needed."
+    return f"Training is healthy after {snapshot.epoch} epochs; no change needed."
+
+
+# --------------------------------------------------------------------------- hyperparameter proposals
+
+# Words in a human's rejection reason, lower case, and what they rule out.
+REFUSES_ADAM = ("adam", "keep sgd", "stay with sgd", "sgd only", "same optimizer", "same optimiser", "optimizer", "optimiser")
+WANTS_ADAM = ("use adam", "try adam", "prefer adam", "switch to adam")
+REFUSES_CLIPPING = ("clip",)
+WANTS_GENTLER = ("too aggressive", "too big", "too much", "too large", "too drastic", "smaller step", "gentler")
+REFUSES_WEIGHT_DECAY = ("weight decay", "weight_decay", "regulari")
+
+# Learning rates the proposals move to: Adam's default (Kingma and Ba 2015), and SGD with
+# momentum 0.9 at a tenth of a plain-SGD rate, which keeps the effective step lr/(1-0.9) the same.
+ADAM_LR = 1e-3
+MOMENTUM = 0.9
+DEFAULT_CLIP = 1.0  # Pascanu et al. 2013 clip at a norm of the order of the usual gradient; 1.0 is the common default
+SGD_WEIGHT_DECAY = 5e-4  # He et al. 2016 (ResNet on CIFAR)
+ADAMW_WEIGHT_DECAY = 0.01  # Loshchilov and Hutter 2019, PyTorch's AdamW default
+
+
+@dataclass(frozen=True)
+class Candidate:
+    summary: str
+    rationale: str
+    change: dict[str, float | int | str]
+
+
+def _mentions(text: str | None, words: Iterable[str]) -> bool:
+    return bool(text) and any(word in text.lower() for word in words)
+
+
+def _lr(value: float) -> float:
+    return max(1e-7, min(10.0, _sig(value)))
+
+
+# Keywords that map an LLM assessor's free-text findings onto the rules' tags.
+TAG_KEYWORDS: dict[str, tuple[str, ...]] = {
+    "nonfinite": ("nan", "non-finite", "nonfinite", "infinite"),
+    "exploding": ("explod", "diverg"),
+    "spikes": ("spike",),
+    "overfitting": ("overfit", "over-fit", "generalis", "generaliz"),
+    "dead_relu": ("dead relu", "dead unit"),
+    "plateau": ("plateau", "not falling", "stall"),
+    "update_ratio_high": ("updates too large", "learning rate too high", "lr too high"),
+    "update_ratio_low": ("updates too small", "learning rate too low", "lr too low"),
+}
+
+
+def diagnosis_tags(snapshot: TrainingSnapshot, diagnosis: Diagnosis) -> set[str]:
+    """The rules' own tags plus those an (LLM) diagnosis names in its findings."""
+    tags = {o.tag for o in observe(snapshot)}
+    for finding in diagnosis.findings:
+        text = f"{finding.what} {finding.why}".lower()
+        tags |= {tag for tag, words in TAG_KEYWORDS.items() if any(word in text for word in words)}
+    return tags
+
+
+def _candidates(snapshot: TrainingSnapshot, tags: set[str], feedback: str | None) -> list[Candidate]:
+    """Changes in order of preference for what the findings say."""
+    hparams = snapshot.hparams
+    gentle = _mentions(feedback, WANTS_GENTLER)
+    no_clip = _mentions(feedback, REFUSES_CLIPPING)
+    no_adam = _mentions(feedback, REFUSES_ADAM) and not _mentions(feedback, WANTS_ADAM)
+    plain_sgd = hparams.optimizer == "SGD" and hparams.momentum == 0
+    found: list[Candidate] = []
+    error = snapshot.error
+
+    if error is not None and error.kind in ("oom", "killed") and hparams.batch_size > 1:
+        smaller = max(1, hparams.batch_size // 2)
+        found.append(Candidate(f"batch size {smaller} instead of {hparams.batch_size}", "The run ran out of memory; half the batch needs about half the activation memory.", {"batch_size": smaller}))
+
+    if tags & {"nonfinite", "exploding"}:
+        lower = _lr(hparams.lr * (0.3 if gentle else 0.1))
+        reason = "The updates exploded (non-finite values or huge gradient norms)"
+        if not no_clip:
+            found.append(Candidate(f"lr {lower:g} and clip gradients at {DEFAULT_CLIP:g}", f"{reason}: a lower learning rate shrinks every step and clipping caps the rare huge ones.", {"lr": lower, "grad_clip": DEFAULT_CLIP}))
+        found.append(Candidate(f"lr {lower:g} instead of {hparams.lr:g}", f"{reason}: a lower learning rate shrinks every step.", {"lr": lower}))
+
+    struggling = tags & {"chance", "plateau", "update_ratio_high", "spikes", "plain_sgd", "dead_relu"}
+    if plain_sgd and struggling:
+        adam = Candidate(
+            f"Adam at lr {ADAM_LR:g} instead of SGD at {hparams.lr:g}",
+            "Plain SGD at this rate oscillates and stalls; Adam scales each parameter's step by its gradient history, "
+            f"and {ADAM_LR:g} is its well-tested default.",
+            {"optimizer": "Adam", "lr": ADAM_LR},
+        )
+        momentum_lr = _lr(hparams.lr * (1 - MOMENTUM))
+        momentum = Candidate(
+            f"SGD momentum {MOMENTUM:g} at lr {momentum_lr:g}",
+            f"Momentum averages the noisy steps of plain SGD; at lr {momentum_lr:g} the effective step lr/(1-momentum) "
+            "stays what it was, so the run keeps its pace without the oscillation.",
+            {"momentum": MOMENTUM, "lr": momentum_lr},
+        )
+        found += [momentum, adam] if no_adam else [adam, momentum]
+
+    gradients = snapshot.gradients
+    if "spikes" in tags and not no_clip and gradients is not None and math.isfinite(gradients.total_median):
+        clip = _sig(max(1e-3, 2 * gradients.total_median))
+        found.append(Candidate(f"clip gradients at {clip:g}", f"The total gradient norm spiked past {SPIKE_FACTOR:g}x its median ({_sig(gradients.total_median):g}); clipping at twice the median leaves normal steps alone and caps the spikes.", {"grad_clip": clip}))
+
+    if tags & {"update_ratio_high", "dead_relu", "spikes"}:
+        lower = _lr(hparams.lr * (0.5 if gentle else 0.3))
+        found.append(Candidate(f"lr {lower:g} instead of {hparams.lr:g}", f"Updates are too large for the weights (or kill ReLU units); a lower rate brings the update-to-weight ratio toward {UPDATE_RATIO_GUIDE:g}.", {"lr": lower}))
+
+    if "update_ratio_low" in tags:
+        ceiling = 1.0 if hparams.optimizer == "SGD" else 1e-2
+        higher = _lr(min(ceiling, hparams.lr * (3 if gentle else 10)))
+        if higher > hparams.lr:
+            found.append(Candidate(f"lr {higher:g} instead of {hparams.lr:g}", f"The weights move by much less than {UPDATE_RATIO_GUIDE:g} of their size per step; a higher rate lets them learn.", {"lr": higher}))
+
+    if "overfitting" in tags:
+        if not _mentions(feedback, REFUSES_WEIGHT_DECAY):
+            if hparams.optimizer in ("Adam", "AdamW"):
+                found.append(Candidate(f"AdamW with weight decay {ADAMW_WEIGHT_DECAY:g}", "The model over-fits; decoupled weight decay (AdamW) pulls the weights toward zero and narrows the gap.", {"optimizer": "AdamW", "weight_decay": ADAMW_WEIGHT_DECAY}))
+            else:
+                decay = max(SGD_WEIGHT_DECAY, _sig(hparams.weight_decay * 5)) if hparams.weight_decay else SGD_WEIGHT_DECAY
+                found.append(Candidate(f"weight decay {decay:g}", "The model over-fits; weight decay penalises large weights and narrows the gap between training and validation.", {"weight_decay": decay}))
+        found.append(Candidate("cosine learning-rate schedule", "The model over-fits; annealing the rate settles it in a flatter minimum before it memorises more.", {"schedule": "cosine"}))
+
+    if tags & {"plateau", "chance"}:
+        if hparams.schedule == "constant":
+            found.append(Candidate("cosine learning-rate schedule", "The loss has stopped falling at a constant rate; annealing it lets the optimiser settle into the minimum it is circling.", {"schedule": "cosine"}))
+        lower = _lr(hparams.lr * (0.5 if gentle else 0.3))
+        found.append(Candidate(f"lr {lower:g} instead of {hparams.lr:g}", "Progress has stalled; a lower rate stops the optimiser from bouncing across the valley.", {"lr": lower}))
+
+    fallback = _lr(hparams.lr * 0.5)
+    found.append(Candidate(f"lr {fallback:g} instead of {hparams.lr:g}", "A smaller learning rate is the safest general change when nothing more specific applies.", {"lr": fallback}))
+    return found
+
+
+def _effective(change: dict[str, float | int | str], hparams: HParams) -> dict[str, float | int | str]:
+    current = hparams.model_dump()
+    return {key: value for key, value in change.items() if current.get(key) != value}
+
+
+def propose_hparams(snapshot: TrainingSnapshot, diagnosis: Diagnosis, feedback: str | None) -> HParamAnswer:
+    """The first candidate that changes something and was not already rejected."""
+    tags = diagnosis_tags(snapshot, diagnosis)
+    rejected = {p.detail for p in snapshot.previous if p.kind == "hyperparameters" and p.decision == "reject"}
+    for candidate in _candidates(snapshot, tags, feedback):
+        change = _effective(candidate.change, snapshot.hparams)
+        if not change:
+            continue
+        detail = ", ".join(f"{key}={value}" for key, value in HParamChange(**change).changes().items())
+        if detail in rejected:
+            continue
+        rationale = candidate.rationale
+        if feedback:
+            rationale += f' (Instead of what was rejected: "{feedback[:120]}".)'
+        return HParamAnswer(summary=candidate.summary[:60], rationale=rationale, change=HParamChange(**change))
+    # Everything was tried and rejected: halve the rate again, which always changes something.
+    return HParamAnswer(
+        summary=f"lr {_lr(snapshot.hparams.lr * 0.5):g}",
+        rationale="Every specific change was rejected; a smaller learning rate is the most conservative step left.",
+        change=HParamChange(lr=_lr(snapshot.hparams.lr * 0.5)),
+    )

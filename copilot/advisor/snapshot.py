@@ -1,0 +1,713 @@
+"""Run metrics -> a bounded `TrainingSnapshot`: everything an advisor role may look at.
+
+The snapshot is read from the run folder's `metrics.jsonl` (the trainer's event
+records, parsed with `copilot.events.parse_event`) plus the model's source and the
+ledger of earlier proposals. It is bounded whatever the run's length: histories are
+summarised (first, best, last, recent slope) and downsampled to a few points,
+per-module statistics come from a window of recent logged steps, and long texts
+(tracebacks, source, module tables) are trimmed. `to_prompt()` renders it for an LLM
+in under 8,000 tokens (characters / 4) for a 100-module model after 1,000 epochs.
+
+Where the data set description comes from, in order: the `data` argument, the run's
+`RunStarted` event, then the data settings in the run's `session.json` (the trainer's
+`TrainerSpec`), resolved through the data registry: a run that crashed before
+`RunStarted`, like the study's `broken_cnn.py`, has only that. Where the source comes
+from: the `source_code` argument, the newest copy in the run's `models/` folder, then
+the file named by the model summary or the session.
+
+It reads files and writes none; torch is imported only for that last data fallback.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import statistics
+from collections import deque
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from copilot.advisor.codegen.source import guess_model_class
+from copilot.advisor.schemas import LedgerEntry
+from copilot.errors import AdvisorError
+from copilot.events import (
+    ActivationStats,
+    DataSpec,
+    EpochSummary,
+    Evaluated,
+    HParams,
+    HParamsApplied,
+    ModelSummary,
+    ModelSwapped,
+    RunStarted,
+    StepBatch,
+    StepRecord,
+    TrainerError,
+    parse_event,
+)
+from copilot.run_folder import RunFolder
+
+ModelArgs = dict[str, float | int | str | bool | None]
+
+# Bounds that keep the snapshot (and its prompt) small whatever the run's length.
+HISTORY_POINTS = 12  # downsampled points kept per metric
+RECENT_EPOCHS = 8  # epochs listed one by one
+SLOPE_WINDOW = 5  # epochs (or logged steps) the recent slope is fitted over
+STEP_WINDOW = 50  # logged steps the per-module statistics are taken over
+MAX_NONFINITE_EVENTS = 5
+MAX_PREVIOUS_PROPOSALS = 6
+MAX_TRACEBACK_CHARS = 1_500
+MAX_SOURCE_CHARS = 12_000
+MAX_PROMPT_MODULES = 110
+MAX_REASON_CHARS = 300
+
+# Thresholds shared with the rules (copilot/advisor/rules.py cites where they come from).
+VANISHING_GRAD_NORM = 1e-7
+EXPLODING_GRAD_NORM = 1e3
+SPIKE_FACTOR = 10.0
+
+
+class Part(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", ser_json_inf_nan="constants")
+
+
+class MetricTrend(Part):
+    """One metric over the run, summarised: never the whole series."""
+
+    name: str
+    count: int
+    first: float
+    best: float
+    best_at: int  # epoch (or step for step metrics) where `best` was reached
+    last: float
+    recent_slope: float | None  # change per epoch (or per logged step) over the last few values
+    points: tuple[float, ...]  # at most HISTORY_POINTS, evenly spaced, first and last included
+
+
+class EpochRow(Part):
+    epoch: int
+    round: int
+    train_loss: float
+    train_accuracy: float | None
+    val_loss: float | None
+    val_accuracy: float | None
+    lr: float
+
+
+class ModuleStats(Part):
+    """One module over the recent window of logged steps."""
+
+    name: str
+    grad_norm_median: float
+    grad_norm_max: float
+    update_ratio_median: float | None
+
+
+class GradientStats(Part):
+    window_steps: int  # logged steps the statistics are taken over
+    total_median: float
+    total_max: float
+    total_last: float
+    spike_steps: int  # logged steps whose total norm exceeded SPIKE_FACTOR x the median
+    modules: tuple[ModuleStats, ...]  # forward order
+    first_to_last_log10_ratio: float | None  # log10(first module's median / last module's median)
+    vanishing_modules: tuple[str, ...]  # median below VANISHING_GRAD_NORM
+    exploding_modules: tuple[str, ...]  # median above EXPLODING_GRAD_NORM
+
+
+class ActivationHealth(Part):
+    epoch: int
+    step: int
+    dead_fraction: dict[str, float]
+    saturated_fraction: dict[str, float]
+
+
+class NonFiniteEvent(Part):
+    epoch: int
+    step: int
+    where: Literal["loss", "gradient", "weight"]
+    module: str | None
+
+
+class TrainerFailure(Part):
+    kind: str
+    message: str
+    hint: str
+    traceback: str  # trimmed to its last MAX_TRACEBACK_CHARS characters
+    epoch: int | None
+    step: int | None
+
+
+class ProposalEffect(Part):
+    metric: str
+    before: float
+    after: float
+    epochs: int  # epochs trained between the two measurements
+
+
+class PreviousProposal(Part):
+    round: int
+    epoch: int
+    kind: str
+    summary: str
+    detail: str  # the hyperparameter change or the listed architecture changes, in one line
+    decision: str  # "accept", "reject", "edit" or "pending"
+    reason: str | None
+    effect: ProposalEffect | None
+
+
+class TrainingSnapshot(Part):
+    """What every advisor role sees. Frozen, bounded, and renderable with `to_prompt()`."""
+
+    run_id: str
+    epoch: int  # epochs finished
+    step: int
+    round: int  # accepted rounds so far
+    trigger: str  # "schedule" | "error" | "nonfinite" | "plateau" | "demand"
+    data: DataSpec
+    model: ModelSummary | None  # None if the model never loaded
+    class_name: str
+    model_args: ModelArgs
+    model_file_name: str
+    source_code: str
+    hparams: HParams
+    epochs_since_change: int  # epochs finished since the last model swap or hyperparameter change
+    history: tuple[MetricTrend, ...]
+    recent_epochs: tuple[EpochRow, ...]
+    initial_loss: float | None
+    expected_initial_loss: float | None
+    gradients: GradientStats | None  # None before the first logged step of the current model
+    activations: ActivationHealth | None
+    nonfinite_count: int
+    nonfinite: tuple[NonFiniteEvent, ...]  # the first MAX_NONFINITE_EVENTS since the last change
+    error: TrainerFailure | None
+    previous: tuple[PreviousProposal, ...]
+
+    def trend(self, name: str) -> MetricTrend | None:
+        return next((trend for trend in self.history if trend.name == name), None)
+
+    def to_prompt(self, *, include_source: bool = True) -> str:
+        """The snapshot as compact text for an LLM (the coder wants the source; others may not)."""
+        return "\n".join(_render(self, include_source))
+
+
+# --------------------------------------------------------------------------- building
+
+
+def _read_events(path: Path) -> Iterator[object]:
+    """Every event in `metrics.jsonl`; a torn last line (the trainer was killed mid-write) is skipped."""
+    if not path.exists():
+        return
+    with path.open(encoding="utf-8") as lines:
+        for line in lines:
+            if not line.strip():
+                continue
+            try:
+                yield parse_event(line)
+            except ValidationError:
+                continue
+
+
+def _downsample(values: Sequence[float], points: int = HISTORY_POINTS) -> tuple[float, ...]:
+    if len(values) <= points:
+        return tuple(values)
+    last = len(values) - 1
+    return tuple(values[round(index * last / (points - 1))] for index in range(points))
+
+
+def _slope(values: Sequence[float]) -> float | None:
+    """Least-squares slope per position of the last SLOPE_WINDOW finite values."""
+    recent = [value for value in values[-SLOPE_WINDOW:] if math.isfinite(value)]
+    if len(recent) < 2:
+        return None
+    mean_x = (len(recent) - 1) / 2
+    mean_y = sum(recent) / len(recent)
+    numerator = sum((x - mean_x) * (y - mean_y) for x, y in enumerate(recent))
+    denominator = sum((x - mean_x) ** 2 for x in range(len(recent)))
+    return numerator / denominator
+
+
+def _trend(name: str, positions: Sequence[int], values: Sequence[float], higher_is_better: bool) -> MetricTrend | None:
+    finite = [(position, value) for position, value in zip(positions, values) if math.isfinite(value)]
+    if not values:
+        return None
+    pick = max if higher_is_better else min
+    best_at, best = pick(finite, key=lambda pair: pair[1]) if finite else (positions[-1], values[-1])
+    return MetricTrend(
+        name=name,
+        count=len(values),
+        first=values[0],
+        best=best,
+        best_at=best_at,
+        last=values[-1],
+        recent_slope=_slope(values),
+        points=_downsample(values),
+    )
+
+
+def _epoch_trends(epochs: Sequence[EpochSummary]) -> list[MetricTrend]:
+    columns: list[tuple[str, bool]] = [
+        ("train_loss", False),
+        ("val_loss", False),
+        ("train_accuracy", True),
+        ("val_accuracy", True),
+    ]
+    trends = []
+    for name, higher_is_better in columns:
+        pairs = [(summary.epoch, getattr(summary, name)) for summary in epochs if getattr(summary, name) is not None]
+        if pairs:
+            trend = _trend(name, [p for p, _ in pairs], [v for _, v in pairs], higher_is_better)
+            if trend:
+                trends.append(trend)
+    return trends
+
+
+def _gradient_stats(records: Sequence[StepRecord], module_order: Sequence[str]) -> GradientStats | None:
+    if not records:
+        return None
+    totals = [record.total_grad_norm for record in records if math.isfinite(record.total_grad_norm)]
+    total_median = statistics.median(totals) if totals else math.nan
+    names = list(module_order) or list(records[-1].per_module_grad_norm)
+    seen = {name for record in records for name in record.per_module_grad_norm}
+    names = [name for name in names if name in seen] + sorted(seen.difference(names))
+    modules = []
+    for name in names:
+        norms = [record.per_module_grad_norm[name] for record in records if name in record.per_module_grad_norm]
+        finite_norms = [norm for norm in norms if math.isfinite(norm)] or [math.inf]
+        ratios = [
+            record.per_module_update_ratio[name]
+            for record in records
+            if math.isfinite(record.per_module_update_ratio.get(name, math.nan))
+        ]
+        modules.append(
+            ModuleStats(
+                name=name,
+                grad_norm_median=statistics.median(finite_norms),
+                grad_norm_max=max(norms),
+                update_ratio_median=statistics.median(ratios) if ratios else None,
+            )
+        )
+    ratio = None
+    if len(modules) >= 2 and modules[0].grad_norm_median > 0 and modules[-1].grad_norm_median > 0:
+        if math.isfinite(modules[0].grad_norm_median) and math.isfinite(modules[-1].grad_norm_median):
+            ratio = math.log10(modules[0].grad_norm_median / modules[-1].grad_norm_median)
+    return GradientStats(
+        window_steps=len(records),
+        total_median=total_median,
+        total_max=max(record.total_grad_norm for record in records),
+        total_last=records[-1].total_grad_norm,
+        spike_steps=sum(1 for value in totals if total_median > 0 and value > SPIKE_FACTOR * total_median),
+        modules=tuple(modules),
+        first_to_last_log10_ratio=ratio,
+        vanishing_modules=tuple(m.name for m in modules if m.grad_norm_median < VANISHING_GRAD_NORM),
+        exploding_modules=tuple(m.name for m in modules if m.grad_norm_median > EXPLODING_GRAD_NORM),
+    )
+
+
+def _trim_traceback(text: str) -> str:
+    """The end of a traceback is where the error is; keep that and say what was cut."""
+    if len(text) <= MAX_TRACEBACK_CHARS:
+        return text
+    tail = text[-MAX_TRACEBACK_CHARS:]
+    return "... (earlier frames cut)\n" + tail[tail.find("\n") + 1 :]
+
+
+def _newest_model_copy(run: RunFolder) -> Path | None:
+    """`models/r<round>_<file>.py` with the highest round (modification time breaks ties)."""
+    if not run.models.is_dir():
+        return None
+
+    def order(path: Path) -> tuple[int, float]:
+        match = re.match(r"r(\d+)_", path.name)
+        return (int(match.group(1)) if match else -1, path.stat().st_mtime)
+
+    copies = sorted(run.models.glob("*.py"), key=order)
+    return copies[-1] if copies else None
+
+
+def _read_session(run: RunFolder) -> Mapping[str, object]:
+    try:
+        loaded = json.loads(run.session.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return loaded if isinstance(loaded, dict) else {}
+
+
+def _session_data(session: Mapping[str, object]) -> DataSpec | None:
+    """The data description of a run that never reached `RunStarted`, from its session's data settings.
+
+    session.json holds the trainer's `DataSettings`, not a `DataSpec`; only the data registry
+    knows the shapes it implies, so this loads the set once (torch, a few seconds for the
+    synthetic sets). It runs only for runs that crashed before training started.
+    """
+    settings = session.get("data")
+    if not isinstance(settings, dict):
+        return None
+    from copilot.config import DataSettings
+
+    try:
+        data_settings = DataSettings.model_validate(settings)
+    except ValidationError:
+        return None
+    import torch
+
+    from copilot.errors import CopilotError
+    from copilot.training.data import load_data
+
+    try:
+        return load_data(data_settings, torch.device("cpu")).spec
+    except CopilotError:
+        return None
+
+
+def _session_model_args(session: Mapping[str, object]) -> ModelArgs:
+    arguments = session.get("model_args")
+    if not isinstance(arguments, dict):
+        return {}
+    return {str(key): value for key, value in arguments.items() if isinstance(value, (int, float, str, bool, type(None)))}
+
+
+def _session_model_path(session: Mapping[str, object]) -> str | None:
+    """The model file of session.json's `model_spec` ("file.py" or "file.py:Name")."""
+    value = session.get("model_spec")
+    if not isinstance(value, str) or not value:
+        return None
+    return value.split(".py:")[0] + ".py" if ".py:" in value else value
+
+
+def _effect(entry: LedgerEntry, later_accept_epoch: int | None, epochs: Sequence[EpochSummary]) -> ProposalEffect | None:
+    """Validation accuracy (or loss) at the proposal's epoch and at the last epoch before the next accepted change."""
+    if entry.verdict is None or entry.verdict.decision == "reject":
+        return None
+    before = [summary for summary in epochs if summary.epoch <= entry.epoch]
+    after = [
+        summary
+        for summary in epochs
+        if summary.epoch > entry.epoch and (later_accept_epoch is None or summary.epoch <= later_accept_epoch)
+    ]
+    if not before or not after:
+        return None
+    for metric in ("val_accuracy", "val_loss", "train_loss"):
+        first, last = getattr(before[-1], metric), getattr(after[-1], metric)
+        if first is not None and last is not None:
+            return ProposalEffect(metric=metric, before=first, after=last, epochs=after[-1].epoch - before[-1].epoch)
+    return None
+
+
+def _proposal_detail(entry: LedgerEntry) -> str:
+    proposal = entry.proposal
+    if proposal.kind == "hyperparameters":
+        return ", ".join(f"{key}={value}" for key, value in proposal.change.changes().items())
+    if proposal.kind == "architecture":
+        return "; ".join(proposal.changes)[:MAX_REASON_CHARS]
+    return ""
+
+
+def _previous(entries: Sequence[LedgerEntry], epochs: Sequence[EpochSummary]) -> tuple[PreviousProposal, ...]:
+    accepted_epochs = [
+        entry.epoch for entry in entries if entry.verdict is not None and entry.verdict.decision != "reject"
+    ]
+    kept = []
+    for entry in entries[-MAX_PREVIOUS_PROPOSALS:]:
+        later = [epoch for epoch in accepted_epochs if epoch > entry.epoch]
+        reason = entry.verdict.reason if entry.verdict else None
+        kept.append(
+            PreviousProposal(
+                round=entry.round,
+                epoch=entry.epoch,
+                kind=entry.proposal.kind,
+                summary=entry.proposal.summary,
+                detail=_proposal_detail(entry),
+                decision=entry.verdict.decision if entry.verdict else "pending",
+                reason=reason[:MAX_REASON_CHARS] if reason else None,
+                effect=_effect(entry, later[0] if later else None, epochs),
+            )
+        )
+    return tuple(kept)
+
+
+def build_snapshot(
+    run: RunFolder,
+    *,
+    source_code: str | None = None,
+    model_args: Mapping[str, float | int | str | bool | None] | None = None,
+    previous: Sequence[LedgerEntry] = (),
+    trigger: str = "demand",
+    round: int = 0,
+    data: DataSpec | None = None,
+) -> TrainingSnapshot:
+    """Read the run folder into a snapshot. An `AdvisorError` when there is nothing to assess."""
+    started: RunStarted | None = None
+    model: ModelSummary | None = None
+    hparams: HParams | None = None
+    change_step = -1  # global step of the last swap or hyperparameter change
+    epochs: list[EpochSummary] = []
+    window: deque[StepRecord] = deque(maxlen=STEP_WINDOW)
+    step_losses: list[float] = []
+    step_numbers: list[int] = []
+    first_step_loss: float | None = None
+    activations: ActivationHealth | None = None
+    nonfinite: list[NonFiniteEvent] = []
+    nonfinite_count = 0
+    error: TrainerError | None = None
+    last_step = 0
+
+    for event in _read_events(run.metrics):
+        if isinstance(event, RunStarted):
+            started, model, hparams = event, event.model, event.hparams
+        elif isinstance(event, ModelSwapped):
+            model, change_step = event.model, event.step
+            window.clear()
+            nonfinite, nonfinite_count = [], 0
+        elif isinstance(event, HParamsApplied):
+            hparams, change_step = event.hparams, event.step
+            window.clear()
+            nonfinite, nonfinite_count = [], 0
+        elif isinstance(event, StepBatch):
+            for record in event.records:
+                if first_step_loss is None:
+                    first_step_loss = record.loss
+                window.append(record)
+                step_losses.append(record.loss)
+                step_numbers.append(record.step)
+                last_step = max(last_step, record.step)
+                if record.nonfinite is not None:
+                    nonfinite_count += 1
+                    if len(nonfinite) < MAX_NONFINITE_EVENTS:
+                        nonfinite.append(
+                            NonFiniteEvent(
+                                epoch=record.epoch,
+                                step=record.step,
+                                where=record.nonfinite.where,
+                                module=record.nonfinite.module,
+                            )
+                        )
+        elif isinstance(event, EpochSummary):
+            epochs.append(event)
+            last_step = max(last_step, event.step)
+        elif isinstance(event, Evaluated):
+            last_step = max(last_step, event.step)
+        elif isinstance(event, ActivationStats):
+            activations = ActivationHealth(
+                epoch=event.epoch,
+                step=event.step,
+                dead_fraction=event.dead_fraction,
+                saturated_fraction=event.saturated_fraction,
+            )
+        elif isinstance(event, TrainerError):
+            error = event
+
+    session = _read_session(run)
+    data = data or (started.data if started else None) or _session_data(session)
+    if data is None:
+        raise AdvisorError(
+            f"run {run.run_id} has no data description (no RunStarted event in {run.metrics.name}, none in session.json)",
+            "pass the data set description explicitly, or train the run again so the trainer records it",
+        )
+
+    source_path: Path | None = None
+    if source_code is None:
+        candidates = [_newest_model_copy(run)]
+        for named in (model.source_path if model else None, _session_model_path(session)):
+            if named:
+                path = Path(named)
+                candidates.append(path if path.is_absolute() else run.path / path)
+                candidates.append(path)
+        source_path = next((path for path in candidates if path is not None and path.is_file()), None)
+        source_code = source_path.read_text(encoding="utf-8") if source_path else ""
+
+    if model is not None:
+        class_name = model.class_name
+        file_name = Path(model.source_path).name
+    else:
+        class_name = guess_model_class(source_code) or ""
+        file_name = re.sub(r"^r\d+_", "", source_path.name) if source_path else Path(_session_model_path(session) or "model.py").name
+    if not class_name:
+        raise AdvisorError(
+            f"run {run.run_id}: cannot tell which model class was trained",
+            "make sure the run's model file defines an nn.Module subclass",
+        )
+
+    current_epochs = [summary for summary in epochs if summary.step > change_step]
+    step_trends = [
+        trend
+        for trend in (
+            _trend("step_loss", step_numbers, step_losses, higher_is_better=False),
+            _trend(
+                "total_grad_norm",
+                [record.step for record in window],
+                [record.total_grad_norm for record in window],
+                higher_is_better=False,
+            ),
+        )
+        if trend is not None
+    ]
+    first_epoch = epochs[0] if epochs else None
+    module_order = [info.name for info in model.modules] if model else []
+    return TrainingSnapshot(
+        run_id=run.run_id,
+        epoch=epochs[-1].epoch if epochs else 0,
+        step=last_step,
+        round=round,
+        trigger=trigger,
+        data=data,
+        model=model,
+        class_name=class_name,
+        model_args=dict(model_args) if model_args is not None else _session_model_args(session),
+        model_file_name=file_name,
+        source_code=source_code,
+        hparams=hparams or HParams(),
+        epochs_since_change=len(current_epochs),
+        history=tuple(_epoch_trends(epochs) + step_trends),
+        recent_epochs=tuple(
+            EpochRow(
+                epoch=summary.epoch,
+                round=summary.round,
+                train_loss=summary.train_loss,
+                train_accuracy=summary.train_accuracy,
+                val_loss=summary.val_loss,
+                val_accuracy=summary.val_accuracy,
+                lr=summary.lr,
+            )
+            for summary in epochs[-RECENT_EPOCHS:]
+        ),
+        initial_loss=(first_epoch.initial_loss if first_epoch and first_epoch.initial_loss is not None else first_step_loss),
+        expected_initial_loss=first_epoch.expected_initial_loss if first_epoch else None,
+        gradients=_gradient_stats(list(window), module_order),
+        activations=activations,
+        nonfinite_count=nonfinite_count,
+        nonfinite=tuple(nonfinite),
+        error=(
+            TrainerFailure(
+                kind=error.kind,
+                message=error.message,
+                hint=error.hint,
+                traceback=_trim_traceback(error.traceback),
+                epoch=error.epoch,
+                step=error.step,
+            )
+            if error
+            else None
+        ),
+        previous=_previous(previous, epochs),
+    )
+
+
+# --------------------------------------------------------------------------- rendering
+
+
+def _number(value: float | None) -> str:
+    if value is None:
+        return "-"
+    if not math.isfinite(value):
+        return str(value)
+    if value == 0 or 1e-3 <= abs(value) < 1e4:
+        return f"{value:.4g}"
+    return f"{value:.2e}"
+
+
+def _fractions(values: Mapping[str, float]) -> str:
+    return ", ".join(f"{name} {fraction:.0%}" for name, fraction in values.items())
+
+
+def _render_model(snapshot: TrainingSnapshot) -> Iterable[str]:
+    model = snapshot.model
+    if model is None:
+        yield f"## Model\n{snapshot.class_name} (never loaded; see the error and the source)"
+        return
+    yield (
+        f"## Model\n{model.class_name}: {model.total_params:,} parameters ({model.trainable_params:,} trainable); "
+        f"activations: {', '.join(model.activations) or 'none'}; "
+        f"normalisation: {'yes' if model.has_normalization else 'no'}; residual: {'yes' if model.has_residual else 'no'}"
+    )
+    stats = {module.name: module for module in snapshot.gradients.modules} if snapshot.gradients else {}
+    yield "module | type | params | detail | grad norm (median) | update/weight (median)"
+    for info in model.modules[:MAX_PROMPT_MODULES]:
+        indent = "  " * info.name.count(".") if info.name else ""
+        measured = stats.get(info.name)
+        grad = _number(measured.grad_norm_median) if measured else ""
+        ratio = _number(measured.update_ratio_median) if measured else ""
+        yield f"{indent}{info.name or '(root)'} | {info.type} | {info.params} | {info.detail} | {grad} | {ratio}"
+    if len(model.modules) > MAX_PROMPT_MODULES:
+        yield f"... {len(model.modules) - MAX_PROMPT_MODULES} more modules"
+
+
+def _render(snapshot: TrainingSnapshot, include_source: bool) -> Iterator[str]:
+    data = snapshot.data
+    yield (
+        f"# Run {snapshot.run_id}: epoch {snapshot.epoch}, step {snapshot.step}, round {snapshot.round}, "
+        f"trigger {snapshot.trigger}, {snapshot.epochs_since_change} epochs since the last change"
+    )
+    yield (
+        f"## Data\n{data.name}: {data.task}, input {list(data.input_shape)} {data.input_dtype}, "
+        f"{data.num_classes} classes, {data.train_size} train / {data.val_size} validation samples"
+    )
+    yield "## Hyperparameters\n" + ", ".join(f"{key}={value}" for key, value in snapshot.hparams.model_dump().items())
+    if snapshot.model_args:
+        yield "constructor arguments: " + ", ".join(f"{key}={value!r}" for key, value in snapshot.model_args.items())
+    yield from _render_model(snapshot)
+    if snapshot.history:
+        yield "## History (first, best @ epoch or step, last, recent slope per epoch or logged step; downsampled)"
+        for trend in snapshot.history:
+            points = " ".join(_number(point) for point in trend.points)
+            yield (
+                f"{trend.name} (n={trend.count}): first {_number(trend.first)}, best {_number(trend.best)} @ {trend.best_at}, "
+                f"last {_number(trend.last)}, slope {_number(trend.recent_slope)}; [{points}]"
+            )
+    if snapshot.recent_epochs:
+        yield "## Recent epochs\nepoch | round | train loss | train acc | val loss | val acc | lr"
+        for row in snapshot.recent_epochs:
+            yield (
+                f"{row.epoch} | {row.round} | {_number(row.train_loss)} | {_number(row.train_accuracy)} | "
+                f"{_number(row.val_loss)} | {_number(row.val_accuracy)} | {_number(row.lr)}"
+            )
+    if snapshot.initial_loss is not None:
+        yield f"initial loss {_number(snapshot.initial_loss)}, expected ~{_number(snapshot.expected_initial_loss)}"
+    gradients = snapshot.gradients
+    if gradients:
+        yield (
+            f"## Gradients (last {gradients.window_steps} logged steps, before clipping)\n"
+            f"total norm: median {_number(gradients.total_median)}, max {_number(gradients.total_max)}, "
+            f"last {_number(gradients.total_last)}, spikes > {SPIKE_FACTOR:g}x median: {gradients.spike_steps}; "
+            f"log10(first module / last module) = {_number(gradients.first_to_last_log10_ratio)}; "
+            f"below {VANISHING_GRAD_NORM:g}: {', '.join(gradients.vanishing_modules) or 'none'}; "
+            f"above {EXPLODING_GRAD_NORM:g}: {', '.join(gradients.exploding_modules) or 'none'}"
+        )
+        if snapshot.model is None:
+            for module in gradients.modules[:MAX_PROMPT_MODULES]:
+                yield f"{module.name}: grad {_number(module.grad_norm_median)}, update/weight {_number(module.update_ratio_median)}"
+    if snapshot.activations:
+        activations = snapshot.activations
+        yield (
+            f"## Activations (step {activations.step})\ndead ReLU fraction: {_fractions(activations.dead_fraction) or 'n/a'}\n"
+            f"saturated sigmoid/tanh fraction: {_fractions(activations.saturated_fraction) or 'n/a'}"
+        )
+    if snapshot.nonfinite_count:
+        events = "; ".join(f"step {e.step}: {e.where} in {e.module or 'loss'}" for e in snapshot.nonfinite)
+        yield f"## Non-finite values: {snapshot.nonfinite_count} logged steps; first: {events}"
+    if snapshot.error:
+        failure = snapshot.error
+        yield f"## Training stopped: {failure.kind} error: {failure.message}"
+        if failure.hint:
+            yield f"hint: {failure.hint}"
+        if failure.traceback:
+            yield f"```\n{failure.traceback.rstrip()}\n```"
+    if snapshot.previous:
+        yield "## Previous proposals"
+        for proposal in snapshot.previous:
+            line = f"round {proposal.round}, epoch {proposal.epoch}, {proposal.kind}: {proposal.summary} ({proposal.detail}) -> {proposal.decision}"
+            if proposal.reason:
+                line += f"; reason: {proposal.reason}"
+            if proposal.effect:
+                effect = proposal.effect
+                line += f"; {effect.metric} {_number(effect.before)} -> {_number(effect.after)} over {effect.epochs} epochs"
+            yield line
+    if include_source and snapshot.source_code:
+        source = snapshot.source_code
+        if len(source) > MAX_SOURCE_CHARS:
+            source = source[:MAX_SOURCE_CHARS] + f"\n# ... {len(snapshot.source_code) - MAX_SOURCE_CHARS} more characters cut"
+        yield f"## Source of {snapshot.model_file_name}\n```python\n{source.rstrip()}\n```"
