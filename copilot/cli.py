@@ -25,6 +25,7 @@ from copilot.errors import CopilotError
 
 COMMAND_MODULES = (
     "copilot.commands.train",
+    "copilot.commands.diagnose",
 )
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import time
 from collections import Counter, deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -276,13 +276,16 @@ FORWARD_FAILURE = SandboxReport(
 
 
 class ScriptedChecker:
-    """A code checker with the sandbox's verdicts on the scripted modules, counting checks."""
+    """A code checker with the sandbox's verdicts on the scripted modules, counting checks.
 
-    reports = {GOOD_CODE: PASSED, WRONG_SHAPE_CODE: SHAPE_FAILURE, WRONG_INPUT_CODE: FORWARD_FAILURE}
+    `more` adds verdicts for other code; `otherwise` answers any code not listed
+    (without it, unlisted code is a test error)."""
 
-    def __init__(self) -> None:
+    def __init__(self, more: Mapping[str, SandboxReport] | None = None, otherwise: SandboxReport | None = None) -> None:
+        self.reports = {GOOD_CODE: PASSED, WRONG_SHAPE_CODE: SHAPE_FAILURE, WRONG_INPUT_CODE: FORWARD_FAILURE, **(more or {})}
+        self.otherwise = otherwise
         self.checked: list[str] = []
 
     def __call__(self, code: str, snapshot: TrainingSnapshot) -> SandboxReport:
         self.checked.append(code)
-        return self.reports[code]
+        return self.reports[code] if self.otherwise is None else self.reports.get(code, self.otherwise)

@@ -19,6 +19,7 @@ from copilot.run_folder import RunFolder
 from tests.advisor.scripted import (
     FORWARD_FAILURE,
     GOOD_CODE,
+    PASSED,
     SHAPE_FAILURE,
     WRONG_INPUT_CODE,
     WRONG_SHAPE_CODE,
@@ -110,8 +111,7 @@ def test_checkpoint_holds_our_models_and_reads_back_without_unregistered_types(r
 
 def test_edited_code_that_passes_the_sandbox_is_accepted(run, settings):
     edited = GOOD_CODE.replace("hidden: int = 16", "hidden: int = 16  # reviewed")
-    checker = ScriptedChecker()
-    checker.reports = {**checker.reports, edited: checker.reports[GOOD_CODE]}
+    checker = ScriptedChecker({edited: PASSED})
     with open_session(run, ScriptedRoles("architecture", code=[code_answer()]), settings, checker) as session:
         pending = session.assess(build_snapshot(run))
         outcome = session.decide(Verdict(decision="edit", edited_code=edited))

@@ -6,15 +6,19 @@ from pathlib import Path
 
 import pytest
 
+from copilot.advisor.factory import build_advisor
 from copilot.advisor.graph import PendingProposal
 from copilot.advisor.ledger import read_ledger
 from copilot.advisor.llm_roles import AssessorAnswer, LLMRoles
+from copilot.advisor.providers.base import ProviderUnavailable
+from copilot.advisor.providers.offline import OfflineAdvisor
 from copilot.advisor.schemas import Evidence, Finding, Verdict
 from copilot.advisor.session import Accepted, AdvisorSession
 from copilot.advisor.snapshot import TrainingSnapshot, build_snapshot
 from copilot.config import Settings, load_settings
 from tests.advisor.scripted import (
     FORWARD_FAILURE,
+    PASSED,
     ScriptedChecker,
     ScriptedProvider,
     code_answer,
@@ -123,3 +127,53 @@ def test_llm_roles_drive_the_workflow_and_every_call_s_tokens_reach_the_ledger(t
     assert [(usage.role, usage.input_tokens) for usage in entry.tokens] == [
         (request.role, len(request.prompt) // 4) for request in provider.requests
     ]
+
+
+def test_the_offline_default_is_the_rule_engine_itself(tmp_path):
+    assert isinstance(build_advisor(load_settings(config_dir=tmp_path)), OfflineAdvisor)
+
+
+def test_each_role_goes_to_its_configured_provider(tmp_path, snapshot):
+    settings = load_settings({"advisor": {"coder": {"provider": "bedrock"}}}, config_dir=tmp_path)
+    provider = ScriptedProvider([code_answer()])
+    advisor = build_advisor(settings, providers={"bedrock": provider})
+
+    assessed = advisor.assess(snapshot)
+    assert provider.requests == [] and assessed.usage == (), "the assessor stayed offline"
+    written = advisor.write_architecture(snapshot, assessed.value, None)
+    assert written.value == code_answer()
+    assert [(request.role, request.model) for request in provider.requests] == [("coder", STRONG_MODEL)]
+    assert advisor.name == "assessor=offline, coder=scripted, checker=offline, reporter=offline"
+
+
+def test_an_unavailable_provider_is_replaced_by_the_rules_for_that_call_with_a_notice(tmp_path, snapshot):
+    settings = load_settings({"advisor": {"provider": "bedrock"}}, config_dir=tmp_path)
+    down = ProviderUnavailable("Bedrock is unavailable after 4 attempt(s): ThrottlingException", "retry later")
+    provider = ScriptedProvider([down, hparam_answer()])
+    advisor = build_advisor(settings, providers={"bedrock": provider})
+
+    assessed = advisor.assess(snapshot)
+    assert assessed.value == OfflineAdvisor().assess(snapshot).value
+    assert assessed.notices == (
+        "scripted was unavailable for the assessor (Bedrock is unavailable after 4 attempt(s): ThrottlingException); "
+        "the offline rules answered instead",
+    )
+    proposed = advisor.propose_hparams(snapshot, assessed.value, None)
+    assert proposed.notices == () and proposed.value == hparam_answer(), "the next call tries the provider again"
+
+
+def test_the_fallback_notice_reaches_the_human_at_the_gate_and_the_ledger(tmp_path):
+    run = write_run(tmp_path)
+    settings = load_settings({"advisor": {"assessor": {"provider": "bedrock"}}}, config_dir=tmp_path)
+    provider = ScriptedProvider([ProviderUnavailable("Bedrock is throttled", "retry later")])
+    advisor = build_advisor(settings, providers={"bedrock": provider})
+    accept_any = ScriptedChecker(otherwise=PASSED)
+
+    with AdvisorSession.open(run, advisor, settings, check_code=accept_any) as session:
+        pending = session.assess(build_snapshot(run))
+        assert isinstance(pending, PendingProposal)
+        session.decide(Verdict(decision="reject", reason="not now"))
+
+    notice = "scripted was unavailable for the assessor (Bedrock is throttled); the offline rules answered instead"
+    assert pending.diagnosis.notices == [notice]
+    assert read_ledger(run)[0].diagnosis.notices == [notice]
