@@ -98,11 +98,10 @@ Decision = Accepted | Rejected | PendingProposal  # pending again: an edit did n
 def _outcome_of(values: dict[str, Any]) -> Finished | Failed | Accepted | Rejected:
     """What a finished thread ended with, read from its final state."""
     if values.get("failure"):
-        report = values.get("code_report") if values["diagnosis"].route == "architecture" else None
         return Failed(
             diagnosis=diagnosis_with_notices(values),
             message=values["failure"],
-            report=report,
+            report=values.get("code_report"),
             tokens=values.get("tokens", []),
         )
     entry: LedgerEntry = values["entry"]
@@ -115,6 +114,8 @@ def _outcome_of(values: dict[str, Any]) -> Finished | Failed | Accepted | Reject
 
 
 class AdvisorSession:
+    """The advisor's workflow for one run: assess, show what waits at the gate, take the verdict."""
+
     def __init__(self, graph: CompiledStateGraph, checkpointer: BaseCheckpointSaver, connection: sqlite3.Connection | None) -> None:
         self._graph = graph
         self._connection = connection
@@ -174,7 +175,7 @@ class AdvisorSession:
             raise AdvisorError("no proposal is waiting for a decision", "ask the advisor for an assessment first")
         return self._run(Command(resume=verdict))
 
-    def recover(self) -> Accepted | Rejected | None:
+    def recover(self) -> Decision | None:
         """Finish a decision a crash interrupted after the gate (the ledger write is idempotent).
 
         Returns the outcome the caller never received, or None when nothing was cut short.
