@@ -106,7 +106,7 @@ def test_reporter_writes_free_text_on_the_fast_model(settings, snapshot):
     assert (request.role, request.model, request.tool_name) == ("reporter", FAST_MODEL, None)
 
 
-def test_llm_roles_drive_the_workflow_and_every_call_s_tokens_reach_the_ledger(tmp_path, settings):
+def test_llm_roles_drive_the_workflow_across_a_restart_and_every_call_s_tokens_reach_the_ledger(tmp_path, settings):
     run = write_run(tmp_path)
     provider = ScriptedProvider(
         [
@@ -117,9 +117,15 @@ def test_llm_roles_drive_the_workflow_and_every_call_s_tokens_reach_the_ledger(t
     )
     with AdvisorSession.open(run, LLMRoles(provider, settings), settings, check_code=ScriptedChecker()) as session:
         pending = session.assess(build_snapshot(run))
-        assert isinstance(pending, PendingProposal)
+    assert isinstance(pending, PendingProposal)
+
+    provider_after_restart = ScriptedProvider([])  # any request would fail: the script is empty
+    restarted = LLMRoles(provider_after_restart, settings)
+    with AdvisorSession.open(run, restarted, settings, check_code=ScriptedChecker()) as session:
+        assert session.pending() == pending
         outcome = session.decide(Verdict(decision="accept"))
 
+    assert provider_after_restart.requests == []
     assert isinstance(outcome, Accepted) and outcome.proposal.after.optimizer == "Adam"
     assert len(provider.requests) == 3
     assert "which the run already uses" in provider.requests[2].prompt
