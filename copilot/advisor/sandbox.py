@@ -23,6 +23,7 @@ import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from pydantic import ValidationError
 
@@ -162,9 +163,11 @@ def _run_child(job_path: Path, workdir: Path, root: Path, timeout_s: float) -> _
     records = []
     for line in report_path.read_text(encoding="utf-8", errors="replace").splitlines():
         try:
-            records.append(json.loads(line))
+            record = json.loads(line)
         except json.JSONDecodeError:
             continue
+        if isinstance(record, dict):
+            records.append(record)
     with open(stderr_path, "rb") as stderr_file:
         stderr_file.seek(max(0, stderr_path.stat().st_size - STDERR_TAIL_CHARS))
         stderr_tail = stderr_file.read().decode("utf-8", errors="replace")
@@ -189,18 +192,25 @@ def _report_from(outcome: _ChildOutcome, job: SandboxJob) -> SandboxReport:
     if "MemoryError" in outcome.stderr_tail or "bad_alloc" in outcome.stderr_tail:
         message = f"memory limit of {job.memory_mb} MB exceeded during {stage}"
         return _dead_child_report("memory", message, outcome, job)
-    how = (
-        f"was killed by {signal.Signals(-outcome.returncode).name}"
-        if outcome.returncode < 0
-        else f"exited with code {outcome.returncode}"
-    )
-    return _dead_child_report("crashed", f"the sandbox child {how} during {stage} without a report", outcome, job)
+    message = f"the sandbox child {_describe_exit(outcome.returncode)} during {stage} without a report"
+    return _dead_child_report("crashed", message, outcome, job)
 
 
-def _dead_child_report(stage: str, message: str, outcome: _ChildOutcome, job: SandboxJob) -> SandboxReport:
+def _describe_exit(returncode: int) -> str:
+    if returncode >= 0:
+        return f"exited with code {returncode}"
+    try:
+        return f"was killed by {signal.Signals(-returncode).name}"
+    except ValueError:
+        return f"was killed by signal {-returncode}"
+
+
+def _dead_child_report(
+    stage: Literal["timeout", "memory", "crashed"], message: str, outcome: _ChildOutcome, job: SandboxJob
+) -> SandboxReport:
     return SandboxReport(
         ok=False,
-        stage=stage,  # type: ignore[arg-type]
+        stage=stage,
         message=message,
         expected_shape=job.expected_shape,
         traceback=outcome.stderr_tail.strip(),

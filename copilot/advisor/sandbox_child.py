@@ -2,15 +2,19 @@
 
 `copilot.advisor.sandbox` starts this file as a script (`python -I -B sandbox_child.py
 JOB`) in a fresh session, with a scrubbed environment and a temporary working folder.
-Before the generated code exists as a function, the child sets its own resource limits
-(CPU time, address space, file size, no core dumps), imports torch, and installs an
-audit hook that blocks opening files outside the working folder and Python's own
-installation, writing anywhere else, starting processes (fork, exec, spawn, system,
-Popen), killing processes, sockets and ctypes. Then it runs the checks: import,
-instantiate, parameter budget, forward, output shape, backward with finite gradients
-for every trainable parameter. It writes JSON lines to its original stdout (a stage
-marker as each check starts, then one report with SandboxReport's fields); anything
-the model prints goes to stderr.
+Before the generated code is even compiled, the child
+- sets its own resource limits (CPU time, address space, file size, no core dumps) and
+  a wall-clock alarm, then imports torch under them;
+- installs an audit hook that refuses opening files outside the working folder and
+  Python's own installation, writing anywhere else, starting or signalling processes
+  (fork, exec, spawn, system, Popen, kill), sockets and ctypes; torch's C++ file
+  openers (`torch.save`/`torch.load` on a path, `from_file`) are wrapped to meet it;
+- where the kernel has Landlock, confines itself to the same file rules, no TCP and no
+  signals out, which also holds for native code no audit hook sees.
+Then it runs the checks: import, instantiate, parameter budget, forward, output shape,
+backward with finite gradients for every trainable parameter. It writes JSON lines to
+its original stdout (a stage marker as each check starts, then one report with
+SandboxReport's fields); anything the model prints goes to stderr.
 
 It imports only the standard library and torch, never copilot: nothing of the parent
 (settings, credentials, open files) is in reach. The parent imports this module only
@@ -20,8 +24,8 @@ for `SandboxJob`, so no torch at module level. Limits are set here and not in a
 
 from __future__ import annotations
 
-import faulthandler
 import ctypes
+import faulthandler
 import json
 import linecache
 import math
@@ -200,8 +204,9 @@ class AuditGuard:
                 isinstance(flags, int) and bool(flags & _WRITE_FLAGS)
             )
             return self.path_refusal(path, writing, "writing" if writing else "reading")
-        if event in PATH_CHANGING_EVENTS:
-            return self.path_refusal(args[0] if args else None, True, event)
+        if event in PATH_CHANGING_EVENTS:  # both ends of a rename, link or copy
+            refusals = [self.path_refusal(path, True, event) for path in args[:2] if not isinstance(path, int)]
+            return next((refusal for refusal in refusals if refusal), None)
         if event in PATH_READING_EVENTS:
             return self.path_refusal(args[0] if args and args[0] is not None else ".", False, event)
         return None
@@ -251,6 +256,18 @@ def audit_native_file_doors(torch: Any) -> None:
     torch.TypedStorage.from_file = audited(torch.TypedStorage.from_file, "r+b")
 
 
+def landlock_abi() -> int:
+    """The kernel's Landlock ABI version, 0 where there is none."""
+    if platform.system() != "Linux" or platform.machine() not in ("x86_64", "aarch64"):
+        return 0
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.syscall.restype = ctypes.c_long
+    version = libc.syscall(
+        ctypes.c_long(_LANDLOCK_CREATE_RULESET), None, ctypes.c_long(0), ctypes.c_long(_LANDLOCK_CREATE_RULESET_VERSION)
+    )
+    return max(version, 0)
+
+
 def restrict_with_landlock(guard: AuditGuard) -> bool:
     """Kernel-enforced backstop for native code: the audit hook's file rules, no TCP, no signals out.
 
@@ -260,15 +277,11 @@ def restrict_with_landlock(guard: AuditGuard) -> bool:
     bind or connect, with ABI 6 no signals to processes outside. Returns False where the
     kernel lacks Landlock; the audit hook still stands then.
     """
-    if platform.system() != "Linux" or platform.machine() not in ("x86_64", "aarch64"):
+    abi = landlock_abi()
+    if abi < 1:
         return False
     libc = ctypes.CDLL(None, use_errno=True)
     libc.syscall.restype = ctypes.c_long
-    abi = libc.syscall(
-        ctypes.c_long(_LANDLOCK_CREATE_RULESET), None, ctypes.c_long(0), ctypes.c_long(_LANDLOCK_CREATE_RULESET_VERSION)
-    )
-    if abi < 1:
-        return False
     handled_fs = _FS_ABI1_ALL | (_FS_REFER if abi >= 2 else 0) | (_FS_TRUNCATE if abi >= 3 else 0)
     handled_fs |= _FS_IOCTL_DEV if abi >= 5 else 0
     file_rights = (_FS_EXECUTE | _FS_WRITE_FILE | _FS_READ_FILE) | (handled_fs & (_FS_TRUNCATE | _FS_IOCTL_DEV))
@@ -493,7 +506,9 @@ def _is_out_of_memory(error: BaseException) -> bool:
 
 
 def _generated_frames(error: BaseException) -> list[traceback.FrameSummary]:
-    return [frame for frame in traceback.extract_tb(error.__traceback__) if frame.filename == GENERATED_FILENAME]
+    # Source lines are looked up only for the kept frames (from linecache), so no file is read.
+    frames = traceback.StackSummary.extract(traceback.walk_tb(error.__traceback__), lookup_lines=False)
+    return [frame for frame in frames if frame.filename == GENERATED_FILENAME]
 
 
 def _generated_frames_line(error: BaseException) -> int | None:
@@ -545,6 +560,7 @@ def main(job_path: str) -> None:
         emit({**checks.measured, "ok": True, "stage": "passed", "message": "passed"})
     except BaseException as error:  # every failure, SystemExit and the limits' signals included, is reported
         signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGXCPU, signal.SIG_IGN)  # the soft limit repeats every second; the hard one still kills
         del reserve
         emit(failure_report(checks, error, guard))
 

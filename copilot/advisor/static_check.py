@@ -70,7 +70,8 @@ ALLOWED_DUNDERS = frozenset(
     {
         "__init__", "__name__", "__qualname__", "__class__", "__doc__", "__call__", "__len__",
         "__iter__", "__next__", "__getitem__", "__setitem__", "__contains__", "__repr__", "__str__",
-        "__enter__", "__exit__", "__post_init__", "__main__", "__future__", "__version__",
+        "__enter__", "__exit__", "__post_init__", "__main__", "__future__", "__version__", "__slots__",
+        "__all__", "__constants__",
     }
 )  # fmt: skip
 
@@ -184,7 +185,7 @@ class _Checker(ast.NodeVisitor):
             if part.startswith("_"):
                 self.refuse(node, f"{path} (private API)", "use torch's public API")
                 return False
-            if parts[index - 1] == "utils" and parts[0] == "torch" and index == 2 and part not in ALLOWED_TORCH_UTILS:
+            if index == 2 and parts[:2] == ["torch", "utils"] and part not in ALLOWED_TORCH_UTILS:
                 self.refuse(node, path, "from torch.utils a model may use only torch.utils.checkpoint")
                 return False
             if ".".join(parts[: index + 1]) in FORBIDDEN_TORCH_PATHS:
@@ -210,9 +211,9 @@ class _Checker(ast.NodeVisitor):
             links.append(root)
             root = root.value
         links.reverse()
-        imported = isinstance(root, ast.Name) and root.id in self.import_paths
+        imported_as = self.import_paths.get(root.id) if isinstance(root, ast.Name) else None
         # A chain rooted at an import is named by its full path ("torch.load"), which says more.
-        if not imported or self.check_dotted_path(node, ".".join([self.import_paths[root.id], *(link.attr for link in links)])):
+        if imported_as is None or self.check_dotted_path(node, ".".join([imported_as, *(link.attr for link in links)])):
             for link in links:
                 self.check_attribute_name(link, link.attr, link.value)
         self.visit(root)
@@ -230,10 +231,12 @@ class _Checker(ast.NodeVisitor):
         func = node.func
         if isinstance(func, ast.Name) and func.id in ("getattr", "setattr", "delattr", "hasattr"):
             self.check_reflective_call(node, func.id)
-            for argument in [*node.args, *node.keywords]:
-                self.visit(argument)
-            return
-        self.generic_visit(node)
+        elif isinstance(func, ast.Name) and func.id in FORBIDDEN_BUILTINS:
+            self.refuse(node, f"call to {func.id}()")
+        else:
+            self.visit(func)
+        for argument in [*node.args, *node.keywords]:
+            self.visit(argument)
 
     def check_reflective_call(self, node: ast.Call, function: str) -> None:
         name = node.args[1] if len(node.args) >= 2 else None

@@ -66,14 +66,14 @@ def _small_net_params(width: int, classes: int = 10) -> int:
     return (3 * 9 * width + width) + 2 * width + (width * classes + classes)
 
 
-def _model(forward_body: str, init_body: str = "self.linear = nn.Linear(3 * 8 * 8, 10)", extra: str = "") -> str:
+def model_code(forward_body: str, init_body: str = "self.linear = nn.Linear(3 * 8 * 8, 10)") -> str:
     """A model module whose __init__ and forward bodies a test writes."""
     init = textwrap.indent(textwrap.dedent(init_body).strip(), " " * 8)
     forward = textwrap.indent(textwrap.dedent(forward_body).strip(), " " * 8)
     return (
         "import torch\nfrom torch import nn\n\n\nclass Model(nn.Module):\n"
         f"    def __init__(self):\n        super().__init__()\n{init}\n\n"
-        f"    def forward(self, x):\n{forward}\n{extra}"
+        f"    def forward(self, x):\n{forward}\n"
     )
 
 
@@ -94,13 +94,13 @@ def test_static_check_accepts_an_ordinary_model_file() -> None:
         ("import importlib", "import of 'importlib'"),
         ("from . import sibling", "a relative import"),
         ("from torch.nn import *", "'from torch.nn import *'"),
-        ("data = open('/etc/passwd').read()", "use of open()"),
-        ("exec('x = 1')", "use of exec()"),
-        ("value = eval('1 + 1')", "use of eval()"),
-        ("code = compile('1', 'f', 'eval')", "use of compile()"),
+        ("data = open('/etc/passwd').read()", "call to open()"),
+        ("exec('x = 1')", "call to exec()"),
+        ("value = eval('1 + 1')", "call to eval()"),
+        ("code = compile('1', 'f', 'eval')", "call to compile()"),
         ("os = __import__('os')", "the name __import__"),
-        ("names = globals()", "use of globals()"),
-        ("names = vars(torch)", "use of vars()"),
+        ("names = globals()", "call to globals()"),
+        ("names = vars(torch)", "call to vars()"),
         ("found = ().__class__.__base__.__subclasses__()", "access to attribute __base__"),
         ("found = torch.nn.Module.forward.__globals__", "access to attribute __globals__"),
         ("found = print.__self__", "access to attribute __self__"),
@@ -131,7 +131,7 @@ def test_static_check_accepts_an_ordinary_model_file() -> None:
         ("found = getattr(torch, '__builtins__')", "access to attribute __builtins__"),
         ("import functools\nfound = functools.reduce(getattr, ['os'], torch)", "use of getattr()"),
         ("def probe(error):\n    return error.__traceback__.tb_frame.f_globals", "access to attribute __traceback__"),
-        ("breakpoint()", "use of breakpoint()"),
+        ("breakpoint()", "call to breakpoint()"),
     ],
 )
 def test_static_check_refuses_and_names_line_and_construct(snippet: str, construct: str) -> None:
@@ -148,7 +148,7 @@ def test_static_check_raises_a_refusal_with_line_and_hint() -> None:
     code = "import torch\n\n\nclass Net(torch.nn.Module):\n    def forward(self, x):\n        open('x', 'w')\n"
     with pytest.raises(SandboxRefusal) as caught:
         static_check(code, ALLOWED)
-    assert caught.value.message == "line 6: use of open() is not allowed"
+    assert caught.value.message == "line 6: call to open() is not allowed"
     assert "files" in caught.value.hint
 
 
@@ -228,7 +228,7 @@ def test_the_expected_output_can_be_given_by_the_caller() -> None:
 
 
 def test_an_unused_parameter_fails_at_backward_and_is_named() -> None:
-    code = _model("return self.linear(x.flatten(1))", "self.linear = nn.Linear(3 * 8 * 8, 10)\nself.unused = nn.Linear(4, 4)")
+    code = model_code("return self.linear(x.flatten(1))", "self.linear = nn.Linear(3 * 8 * 8, 10)\nself.unused = nn.Linear(4, 4)")
     report = check_model_code(code, class_name="Model", model_args={}, data=IMAGES, settings=SETTINGS)
     assert (report.ok, report.stage) == (False, "backward")
     assert "unused.weight" in report.message and "unused.bias" in report.message
@@ -237,7 +237,7 @@ def test_an_unused_parameter_fails_at_backward_and_is_named() -> None:
 
 def test_a_non_finite_gradient_fails_at_backward_and_is_named() -> None:
     # d/ds sqrt(0 * s) = 0 * inf: the forward is finite, the gradient of `scale` is not.
-    code = _model(
+    code = model_code(
         "return self.linear(x.flatten(1)) + torch.sqrt(self.scale * 0)",
         "self.linear = nn.Linear(3 * 8 * 8, 10)\nself.scale = nn.Parameter(torch.ones(1))",
     )
@@ -264,7 +264,7 @@ def test_a_syntax_error_fails_at_static_with_its_line() -> None:
 
 
 def test_a_forward_error_reports_the_failing_line_and_a_trimmed_traceback() -> None:
-    code = _model("hidden = x.flatten(1)\nreturn self.linear(hidden[:, :10])")
+    code = model_code("hidden = x.flatten(1)\nreturn self.linear(hidden[:, :10])")
     report = check_model_code(code, class_name="Model", model_args={}, data=IMAGES, settings=SETTINGS)
     assert (report.ok, report.stage) == (False, "forward")
     assert report.line == code.splitlines().index("        return self.linear(hidden[:, :10])") + 1
