@@ -147,6 +147,8 @@ class _Reporter:
             self.flush_steps()
 
     def flush_steps(self) -> None:
+        if not self._pending_steps and self._pending_activations is None:
+            return
         if self._pending_steps:
             self._send(StepBatch(records=tuple(self._pending_steps)))
             self._pending_steps = []
@@ -367,10 +369,12 @@ class _Trainer:
         checkpoint = load_checkpoint(self.spec.resume_from) if self.spec.resume_from else None
         if checkpoint is None:
             source, name = split_model_spec(self.spec.model_spec)
-            origin = self._keep_copy(ModelOrigin(source=str(source), path=str(source), name=name, args=dict(self.spec.model_args)), round_number=0)
+            args = dict(self.spec.model_args)
+            loaded = self._load_checked(str(source), name, args)
+            origin = self._keep_copy(str(source), name, args, round_number=0)
         else:
             origin = checkpoint.model
-        loaded = self._load_checked(origin)
+            loaded = self._load_checked(origin.path, origin.name, origin.args)
         model = loaded.model
         if checkpoint is None:
             hparams = resolve_hparams(loaded.file_hparams, self.settings.hparams)
@@ -431,25 +435,22 @@ class _Trainer:
             batches.close()
         return inputs
 
-    def _load_checked(self, origin: ModelOrigin) -> LoadedModel:
-        """Build the model `origin` names on the device and check one forward pass on real samples."""
-        spec = origin.path if origin.name is None else f"{origin.path}:{origin.name}"
-        self.user_files.add(str(Path(origin.path).resolve()))
-        loaded = load_model(spec, origin.args)
+    def _load_checked(self, file: str, name: str | None, args: dict[str, Any]) -> LoadedModel:
+        """Build the model in `file` on the device and check one forward pass on real samples."""
+        self.user_files.add(str(Path(file).resolve()))
+        loaded = load_model(file if name is None else f"{file}:{name}", args)
         loaded.model.to(self.device)
         check_forward(loaded, self.probe_inputs, self.data.spec)
         return loaded
 
-    def _keep_copy(self, origin: ModelOrigin, round_number: int) -> ModelOrigin:
-        """Copy the model file into the run folder as `r<round>_<file>.py`; train from the copy."""
-        source = Path(origin.source)
-        if not source.is_file():
-            return origin  # load_model names the missing file
-        copy = self.folder.models / f"r{round_number}_{source.name}"
+    def _keep_copy(self, source: str, name: str | None, args: dict[str, Any], round_number: int) -> ModelOrigin:
+        """Copy a model file that loaded into the run folder as `r<round>_<file>.py`: the record of
+        what was trained, and what a resumed run loads, whatever happens to the source later."""
+        copy = self.folder.models / f"r{round_number}_{Path(source).name}"
         if distributed.is_main():
             self.folder.models.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(source, copy)
-        return ModelOrigin(source=origin.source, path=str(copy), name=origin.name, args=origin.args)
+        return ModelOrigin(source=source, path=str(copy), name=name, args=args)
 
     def _steps_per_epoch(self, batch_size: int) -> int:
         return batches_per_epoch(self.data.train, batch_size, distributed.world_size())
@@ -549,6 +550,7 @@ class _Trainer:
             if self.swap_backup is None:
                 raise
             self._revert_swap(state, exc)
+            self._step(state, inputs, targets)  # the batch is not lost: the old model trains on it
             return
         if self.swap_backup is not None:  # the new model trained one step: the old one can go
             self.swap_backup.instruments.close()
@@ -634,13 +636,13 @@ class _Trainer:
         fails (here or at that step) is reported and the run goes on with the old one.
         """
         round_number = command.round if command.round is not None else state.round
-        origin = ModelOrigin(source=command.model_path, path=command.model_path, name=command.model_name, args=dict(command.model_args))
+        args = dict(command.model_args)
         try:
-            loaded = self._load_checked(origin)
+            loaded = self._load_checked(command.model_path, command.model_name, args)
         except CopilotError as exc:
             self.reporter.emit(_swap_refused(exc, state))
             return
-        origin = self._keep_copy(origin, round_number)
+        origin = self._keep_copy(command.model_path, command.model_name, args, round_number)
         new_model = loaded.model
         transferred, total = transfer_weights(state.model, new_model)
         self.swap_backup = self._active(state)

@@ -1,0 +1,88 @@
+"""`copilot train` end to end through `cli.main`: exit 0 with a table, resume, and exit 2 / 1 with
+an error and a hint instead of a traceback."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from copilot.cli import main
+from copilot.events import EpochSummary, RunStarted, parse_event
+from copilot.training.launcher import TrainerSpec
+from tests.training.conftest import TINY_CNN
+
+TINY_CONFIG = """
+[data]
+train_size = 48
+val_size = 16
+
+[train]
+log_every = 1
+"""
+
+
+@pytest.fixture
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A working folder with a tiny copilot.toml and a model file, as a user would have."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # the spawned trainer's torch threads
+    (tmp_path / "copilot.toml").write_text(TINY_CONFIG, encoding="utf-8")
+    (tmp_path / "tiny_cnn.py").write_text(textwrap.dedent(TINY_CNN), encoding="utf-8")
+    return tmp_path
+
+
+def metrics(run: Path) -> list:
+    return [parse_event(json.loads(line)) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_train_then_resume(project: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["train", "tiny_cnn.py", "--device", "cpu", "--epochs", "1", "--run-name", "first"]) == 0
+    out = capsys.readouterr().out
+    assert "TinyCNN" in out and "48 training samples" in out and "worst module" in out
+    run = project / ".copilot" / "runs" / "first"
+    session = TrainerSpec.model_validate_json((run / "session.json").read_text())
+    assert session.train.hparams == {"epochs": 1} and session.data.train_size == 48
+
+    assert main(["train", "--resume", "first", "--epochs", "2"]) == 0
+    events = metrics(run)
+    assert [e.resumed_from_epoch for e in events if isinstance(e, RunStarted)] == [None, 1]
+    assert [e.epoch for e in events if isinstance(e, EpochSummary)] == [1, 2]
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["train", "nothere.py"], "error: model file not found: nothere.py"),
+        (["train", "tiny_cnn.py", "--model-arg", "width"], "error: --model-arg 'width' is not KEY=VALUE"),
+        (["train", "tiny_cnn.py", "--resume", "first"], "error: give either MODEL or --resume RUN, not both"),
+        (["train", "--resume", "never"], "error: no run 'never'"),
+        (["train"], "error: no model given"),
+    ],
+)
+def test_user_errors_found_before_training_exit_2(project: Path, capsys, argv: list[str], message: str) -> None:
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and "hint:" in err and "Traceback" not in err
+    assert not (project / ".copilot").exists()  # no run folder for a run that never started
+
+
+def test_a_model_the_trainer_cannot_load_exits_2(project: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (project / "bad.py").write_text("import torch\n\nclass Net(torch.nn.Module:\n    pass\n", encoding="utf-8")
+    assert main(["train", "bad.py", "--device", "cpu", "--run-name", "bad"]) == 2
+    err = capsys.readouterr().err
+    assert "error: syntax error in bad.py:3" in err and "hint: fix that line" in err
+    assert "Traceback" not in err
+
+
+def test_a_trainer_that_dies_exits_1(project: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    suicidal = TINY_CNN.replace(
+        "    def forward(self, x):\n",
+        "    def forward(self, x):\n        if self.training:\n            import os, signal\n            os.kill(os.getpid(), signal.SIGKILL)\n",
+    )
+    (project / "dies.py").write_text(textwrap.dedent(suicidal), encoding="utf-8")
+    assert main(["train", "dies.py", "--device", "cpu", "--run-name", "dies"]) == 1
+    err = capsys.readouterr().err
+    assert "error: the trainer process was killed by SIGKILL" in err and "hint:" in err
