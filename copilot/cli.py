@@ -26,6 +26,7 @@ from copilot.errors import CopilotError
 COMMAND_MODULES = (
     "copilot.commands.train",
     "copilot.commands.diagnose",
+    "copilot.commands.history",
 )
 
 

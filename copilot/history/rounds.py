@@ -1,0 +1,228 @@
+"""Rounds as read back from git: the table, the measured results, and metric diffs.
+
+A round is a commit on the run's branch whose trailers say `Copilot-Run: <this run>`;
+its results are the JSON note on it under `refs/notes/copilot`. One `git log` with
+`%(trailers)` and `%N` reads every round and every note at once; this module turns
+that output into frozen models. It holds nothing between calls (git is the record)
+and runs no git itself.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from copilot.history.messages import copilot_trailers, parse_metrics, parse_round_label, parse_trailers, summary_of
+
+RoundKind = Literal["baseline", "arch", "hparams", "rollback"]
+ROUND_KINDS: tuple[str, ...] = ("baseline", "arch", "hparams", "rollback")
+Verdict = Literal["accepted", "edited"]
+Metrics = dict[str, float | int]
+
+_FIELD = "\x1f"
+_RECORD = "\x1e"
+# One record per commit: hash, short hash, parents, committer time, subject, trailers, note.
+LOG_FORMAT = "%H%x1f%h%x1f%P%x1f%cI%x1f%s%x1f%(trailers:only,unfold)%x1f%N%x1e"
+
+
+class Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class RoundResults(Frozen):
+    """What a round achieved, measured after it (the JSON note on its commit)."""
+
+    val_acc: float | None = None
+    val_loss: float | None = None
+    train_loss: float | None = None
+    epoch: int | None = None  # the epoch the figures were measured at
+    epochs_trained: int | None = None  # epochs trained on this round's code
+    wall_time_s: float | None = None
+    checkpoint: str | None = None  # the checkpoint a rollback to this round resumes from
+
+    def merged(self, newer: "RoundResults") -> "RoundResults":
+        """These results with every field `newer` sets replaced."""
+        return self.model_copy(update=newer.model_dump(exclude_none=True))
+
+    def metrics(self) -> Metrics:
+        return self.model_dump(include={"val_acc", "val_loss", "train_loss", "epoch"}, exclude_none=True)
+
+    def to_note(self) -> str:
+        """Indented JSON, so `git log --notes=copilot` is readable; NaN stays NaN."""
+        return json.dumps(self.model_dump(exclude_none=True), indent=2, sort_keys=True, allow_nan=True)
+
+    @classmethod
+    def from_note(cls, text: str) -> "RoundResults | None":
+        """A note we cannot read (edited by hand) counts as no results rather than breaking the table."""
+        if not text.strip():
+            return None
+        try:
+            return cls.model_validate(json.loads(text))
+        except (ValueError, ValidationError):
+            return None
+
+
+class RoundInfo(Frozen):
+    """One row of the rounds table."""
+
+    round: int
+    kind: RoundKind
+    subject: str
+    summary: str  # the subject without `kind(rN): `
+    sha: str
+    short_sha: str
+    time: datetime
+    run_id: str
+    advisor: str | None = None
+    verdict: Verdict | None = None
+    before: Metrics = {}  # metrics when the change was proposed (Copilot-Before)
+    after: Metrics = {}  # metrics measured on this round: its note, else the next round's `before`
+    results: RoundResults | None = None
+    rollback_to: int | None = None
+    trailers: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def label(self) -> str:
+        return f"r{self.round}"
+
+    @property
+    def val_acc_before(self) -> float | None:
+        return _number(self.before.get("val_acc"))
+
+    @property
+    def val_acc_after(self) -> float | None:
+        return _number(self.after.get("val_acc"))
+
+    @property
+    def val_loss_before(self) -> float | None:
+        return _number(self.before.get("val_loss"))
+
+    @property
+    def val_loss_after(self) -> float | None:
+        return _number(self.after.get("val_loss"))
+
+
+class MetricChange(Frozen):
+    name: str
+    old: float | int | None
+    new: float | int | None
+    change: float | int | None  # new - old, None when either is missing
+
+
+class RoundDiff(Frozen):
+    """Round `a` against round `b`: the model and hyperparameter files, and the metrics."""
+
+    a: RoundInfo
+    b: RoundInfo
+    files: tuple[str, ...]  # files that differ
+    patch: str  # unified diff, a/ is round a, b/ is round b
+    metrics: tuple[MetricChange, ...]
+
+
+class RoundDetail(Frozen):
+    """`copilot show R`: the round, its full message and its change against the commit before it."""
+
+    info: RoundInfo
+    message: str
+    patch: str
+
+
+@dataclass(frozen=True)
+class LogEntry:
+    """One commit as `git log --format=LOG_FORMAT` printed it; rounds or not."""
+
+    sha: str
+    short_sha: str
+    parents: tuple[str, ...]
+    time: datetime
+    subject: str
+    trailers: tuple[tuple[str, str], ...]
+    note: str
+
+    def copilot(self) -> dict[str, str]:
+        return copilot_trailers(self.trailers)
+
+
+def parse_log(output: str) -> list[LogEntry]:
+    entries = []
+    for record in output.split(_RECORD):
+        record = record.lstrip("\n")
+        if not record:
+            continue
+        sha, short_sha, parents, time, subject, trailers, note = record.split(_FIELD, 6)
+        entries.append(
+            LogEntry(
+                sha=sha,
+                short_sha=short_sha,
+                parents=tuple(parents.split()),
+                time=datetime.fromisoformat(time),
+                subject=subject,
+                trailers=parse_trailers(trailers),
+                note=note,
+            )
+        )
+    return entries
+
+
+def _number(value: object) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return None if math.isnan(value) else float(value)
+
+
+def round_of_entry(entry: LogEntry, run_id: str) -> RoundInfo | None:
+    """The round a commit records, or None when it is not one of this run's rounds."""
+    fields = entry.copilot()
+    number = parse_round_label(fields.get("Round", ""))
+    kind = fields.get("Kind")
+    if fields.get("Run") != run_id or number is None or kind not in ROUND_KINDS:
+        return None
+    results = RoundResults.from_note(entry.note)
+    verdict = fields.get("Verdict")
+    return RoundInfo(
+        round=number,
+        kind=kind,  # type: ignore[arg-type]
+        subject=entry.subject,
+        summary=summary_of(entry.subject),
+        sha=entry.sha,
+        short_sha=entry.short_sha,
+        time=entry.time,
+        run_id=run_id,
+        advisor=fields.get("Advisor"),
+        verdict=verdict if verdict in ("accepted", "edited") else None,  # type: ignore[arg-type]
+        before=parse_metrics(fields.get("Before", "")),
+        after=results.metrics() if results else {},
+        results=results,
+        rollback_to=parse_round_label(fields.get("Rollback-To", "")),
+        trailers=entry.trailers,
+    )
+
+
+def rounds_from_log(entries: list[LogEntry], run_id: str) -> list[RoundInfo]:
+    """The run's rounds, oldest first, from `git log` entries (newest first, as git prints them).
+
+    A round without a note borrows its `after` figures from the next round's
+    `before`: those were measured on this round's code when the next change was proposed.
+    """
+    rounds = [info for entry in reversed(entries) if (info := round_of_entry(entry, run_id)) is not None]
+    for position, info in enumerate(rounds[:-1]):
+        if not info.after and rounds[position + 1].before:
+            rounds[position] = info.model_copy(update={"after": rounds[position + 1].before})
+    return rounds
+
+
+def metric_changes(a: RoundInfo, b: RoundInfo) -> tuple[MetricChange, ...]:
+    """Old (round a), new (round b) and the change, for every metric either round measured."""
+    first = [name for name in ("val_acc", "val_loss") if name in a.after or name in b.after]
+    rest = sorted((set(a.after) | set(b.after)) - set(first) - {"epoch"})
+    changes = []
+    for name in first + rest:
+        old, new = a.after.get(name), b.after.get(name)
+        both = _number(old) is not None and _number(new) is not None
+        changes.append(MetricChange(name=name, old=old, new=new, change=(new - old) if both else None))  # type: ignore[operator]
+    return tuple(changes)
