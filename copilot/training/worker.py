@@ -24,7 +24,7 @@ import random
 import shutil
 import time
 import traceback
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, TextIO
@@ -43,6 +43,7 @@ from copilot.events import (
     Evaluated,
     EvaluateNow,
     Finished,
+    HParams,
     HParamsApplied,
     LogLine,
     Message,
@@ -313,6 +314,19 @@ class _ActiveModel:
     summary: ModelSummary
     round: int
 
+    @classmethod
+    def of(cls, state: TrainState, origin: ModelOrigin, summary: ModelSummary) -> _ActiveModel:
+        return cls(
+            model=state.model,
+            loss_fn=state.loss_fn,
+            optimizer=state.optimizer,
+            scheduler=state.scheduler,
+            instruments=state.instruments,
+            origin=origin,
+            summary=summary,
+            round=state.round,
+        )
+
 
 class _StopRequested(Exception):
     """Raised between steps when a `Stop` arrived; unwinds the epoch loop."""
@@ -335,6 +349,7 @@ class _Trainer:
         self.skip_batches = 0  # when resuming in the middle of an epoch
         self.swap_backup: _ActiveModel | None = None
         self.paused_s = 0.0  # time spent paused in the epoch in progress
+        self.nonfinite_reported = False  # in the epoch in progress
 
     # ----------------------------------------------------------------- run
 
@@ -362,53 +377,20 @@ class _Trainer:
         _seed_everything(self.settings.seed)
         self.generator.manual_seed(self.settings.seed)
         self.device = distributed.pick_device(self.settings.device)
-        self.data = load_data(
-            self.spec.data, self.device, rank=distributed.rank(), world_size=distributed.world_size()
-        )
+        self.data = load_data(self.spec.data, self.device, rank=distributed.rank(), world_size=distributed.world_size())
         self.probe_inputs = self._probe_batch(self.data)
         checkpoint = load_checkpoint(self.spec.resume_from) if self.spec.resume_from else None
         if checkpoint is None:
             source, name = split_model_spec(self.spec.model_spec)
             args = dict(self.spec.model_args)
             loaded = self._load_checked(str(source), name, args)
-            origin = self._keep_copy(str(source), name, args, round_number=0)
+            self.origin = self._keep_copy(str(source), name, args, round_number=0)
+            self.state = self._new_state(loaded.model, resolve_hparams(loaded.file_hparams, self.settings.hparams))
         else:
-            origin = checkpoint.model
-            loaded = self._load_checked(origin.path, origin.name, origin.args)
-        model = loaded.model
-        if checkpoint is None:
-            hparams = resolve_hparams(loaded.file_hparams, self.settings.hparams)
-        else:
-            hparams = checkpoint.hparams
-            model.load_state_dict(checkpoint.model_state)
-        optimizer = build_optimizer(model.parameters(), hparams)
-        if checkpoint is not None:
-            optimizer.load_state_dict(checkpoint.optimizer_state)
-        start_step = checkpoint.step if checkpoint else 0
-        self.state = TrainState(
-            model=model,
-            loss_fn=make_loss_fn(model, self.data.spec.task),
-            optimizer=optimizer,
-            scheduler=build_scheduler(optimizer, hparams, steps_per_epoch=self._steps_per_epoch(hparams.batch_size), start_step=start_step),
-            hparams=hparams,
-            instruments=Instruments(model),
-            task=self.data.spec.task,
-            device=self.device,
-            epoch=checkpoint.epoch if checkpoint else 0,
-            step=start_step,
-            initial_loss=checkpoint.initial_loss if checkpoint else None,
-            round=checkpoint.round if checkpoint else 0,
-        )
-        self.origin = origin
-        self.summary = summarize_model(model, origin.source, self.probe_inputs)
-        if checkpoint is not None:
-            if self.settings.hparams:
-                apply_hparam_changes(self.state, self.settings.hparams, steps_per_epoch=self._steps_per_epoch(self._planned_batch_size(self.settings.hparams)))
-            # Last, after building the model drew from the global stream: continue exactly where the run stopped.
-            restore_rng_states(checkpoint.rng_states)
-            self.generator.set_state(checkpoint.shuffle_state)
-            self.epoch_shuffle_state = checkpoint.shuffle_state
-            self.skip_batches = checkpoint.batches_done
+            self.origin = checkpoint.model
+            loaded = self._load_checked(checkpoint.model.path, checkpoint.model.name, checkpoint.model.args)
+            self.state = self._resumed_state(loaded.model, checkpoint)
+        self.summary = summarize_model(self.state.model, self.origin.source, self.probe_inputs)
         self.reporter.emit(
             RunStarted(
                 run_id=self.folder.run_id,
@@ -424,6 +406,39 @@ class _Trainer:
         if checkpoint is not None:
             self.reporter.log(f"resumed from {self.spec.resume_from} at epoch {checkpoint.epoch}, step {checkpoint.step}")
         self.reporter.emit(StateChanged(state="running"))
+
+    def _new_state(self, model: nn.Module, hparams: HParams, *, step: int = 0) -> TrainState:
+        optimizer = build_optimizer(model.parameters(), hparams)
+        return TrainState(
+            model=model,
+            loss_fn=make_loss_fn(model, self.data.spec.task),
+            optimizer=optimizer,
+            scheduler=build_scheduler(
+                optimizer, hparams, steps_per_epoch=self._steps_per_epoch(hparams.batch_size), start_step=step
+            ),
+            hparams=hparams,
+            instruments=Instruments(model),
+            task=self.data.spec.task,
+            device=self.device,
+            step=step,
+        )
+
+    def _resumed_state(self, model: nn.Module, checkpoint: Checkpoint) -> TrainState:
+        """The state as checkpointed, then the hyperparameters given now on top, then every random stream."""
+        model.load_state_dict(checkpoint.model_state)
+        state = self._new_state(model, checkpoint.hparams, step=checkpoint.step)
+        # The schedule built at the checkpoint's step already gives the lr the saved param groups hold.
+        state.optimizer.load_state_dict(checkpoint.optimizer_state)
+        state.epoch, state.round, state.initial_loss = checkpoint.epoch, checkpoint.round, checkpoint.initial_loss
+        if self.settings.hparams:
+            batch_size = self._planned_batch_size(self.settings.hparams, state)
+            apply_hparam_changes(state, self.settings.hparams, steps_per_epoch=self._steps_per_epoch(batch_size))
+        # Last, after building the model drew from the global stream: continue exactly where the run stopped.
+        restore_rng_states(checkpoint.rng_states)
+        self.generator.set_state(checkpoint.shuffle_state)
+        self.epoch_shuffle_state = checkpoint.shuffle_state
+        self.skip_batches = checkpoint.batches_done
+        return state
 
     def _probe_batch(self, data: DataBundle) -> torch.Tensor:
         batches = iterate_batches(data.train, PROBE_BATCH, shuffle=False, generator=None, device=self.device)
@@ -455,11 +470,11 @@ class _Trainer:
     def _steps_per_epoch(self, batch_size: int) -> int:
         return batches_per_epoch(self.data.train, batch_size, distributed.world_size())
 
-    def _planned_batch_size(self, changes: dict[str, Any]) -> int:
+    @staticmethod
+    def _planned_batch_size(changes: Mapping[str, Any], state: TrainState) -> int:
         """The batch size a change asks for (validated later by apply_hparam_changes), for the schedule's budget."""
         requested = changes.get("batch_size")
-        assert self.state is not None
-        return requested if isinstance(requested, int) and requested > 0 else self.state.hparams.batch_size
+        return requested if isinstance(requested, int) and requested > 0 else state.hparams.batch_size
 
     # ----------------------------------------------------------------- epochs and steps
 
@@ -487,6 +502,7 @@ class _Trainer:
         skip, self.skip_batches = self.skip_batches, 0
         self.batches_done = 0
         self.paused_s = 0.0
+        self.nonfinite_reported = False
         samples = 0
         batches = iterate_batches(
             self.data.train,
@@ -507,7 +523,7 @@ class _Trainer:
             samples += len(inputs)
         training_s = time.perf_counter() - epoch_started - self.paused_s
         train_loss, train_accuracy = finish_epoch(state)
-        if not math.isfinite(train_loss):
+        if not math.isfinite(train_loss) and not self.nonfinite_reported:  # it was on an unlogged step
             self._report_nonfinite(NonFinite(where="loss"), state)
         val_loss, val_accuracy = evaluate(state, self._validation_batches(state))
         self.reporter.emit(
@@ -562,6 +578,7 @@ class _Trainer:
     def _report_nonfinite(self, nonfinite: NonFinite, state: TrainState) -> None:
         """Report and pause: the run stays alive so the advisor (or the user) can act on it."""
         self.reporter.emit(_nonfinite_error(nonfinite, state))
+        self.nonfinite_reported = True
         self._set_paused(True)
 
     # ----------------------------------------------------------------- commands
@@ -618,7 +635,7 @@ class _Trainer:
         previous_batch_size = state.hparams.batch_size
         try:
             hparams = apply_hparam_changes(
-                state, command.changes, steps_per_epoch=self._steps_per_epoch(self._planned_batch_size(command.changes))
+                state, command.changes, steps_per_epoch=self._steps_per_epoch(self._planned_batch_size(command.changes, state))
             )
         except ConfigError as exc:
             self.reporter.log(f"hyperparameter change refused: {exc.message} ({exc.hint})", level="error")
@@ -643,41 +660,25 @@ class _Trainer:
             self.reporter.emit(_swap_refused(exc, state))
             return
         origin = self._keep_copy(command.model_path, command.model_name, args, round_number)
-        new_model = loaded.model
-        transferred, total = transfer_weights(state.model, new_model)
-        self.swap_backup = self._active(state)
-        state.model = new_model
-        state.loss_fn = make_loss_fn(new_model, state.task)
-        state.optimizer = build_optimizer(new_model.parameters(), state.hparams)
-        state.scheduler = build_scheduler(
-            state.optimizer, state.hparams, steps_per_epoch=self._steps_per_epoch(state.hparams.batch_size), start_step=state.step
-        )
-        state.instruments = Instruments(new_model)
-        state.round = round_number
-        self.origin = origin
-        self.summary = summarize_model(new_model, origin.source, self.probe_inputs)
-        self.reporter.emit(ModelSwapped(model=self.summary, transferred=transferred, total=total, step=state.step, round=command.round))
+        transferred, total = transfer_weights(state.model, loaded.model)
+        self.swap_backup = _ActiveModel.of(state, self.origin, self.summary)
+        fresh = self._new_state(loaded.model, state.hparams, step=state.step)  # a fresh optimizer for the new parameters
+        fresh.round = round_number
+        summary = summarize_model(loaded.model, origin.source, self.probe_inputs)
+        self._install(state, _ActiveModel.of(fresh, origin, summary))
+        self.reporter.emit(ModelSwapped(model=summary, transferred=transferred, total=total, step=state.step, round=command.round))
 
-    def _active(self, state: TrainState) -> _ActiveModel:
-        return _ActiveModel(
-            model=state.model,
-            loss_fn=state.loss_fn,
-            optimizer=state.optimizer,
-            scheduler=state.scheduler,
-            instruments=state.instruments,
-            origin=self.origin,
-            summary=self.summary,
-            round=state.round,
-        )
+    def _install(self, state: TrainState, active: _ActiveModel) -> None:
+        state.model, state.loss_fn, state.optimizer = active.model, active.loss_fn, active.optimizer
+        state.scheduler, state.instruments, state.round = active.scheduler, active.instruments, active.round
+        self.origin, self.summary = active.origin, active.summary
 
     def _revert_swap(self, state: TrainState, exc: Exception) -> None:
         backup = self.swap_backup
         assert backup is not None
         self.swap_backup = None
         state.instruments.close()
-        state.model, state.loss_fn, state.optimizer = backup.model, backup.loss_fn, backup.optimizer
-        state.scheduler, state.instruments, state.round = backup.scheduler, backup.instruments, backup.round
-        self.origin, self.summary = backup.origin, backup.summary
+        self._install(state, backup)
         error = _error_event(exc, self.user_files, epoch=state.epoch + 1, step=state.step)
         self.reporter.emit(
             error.model_copy(

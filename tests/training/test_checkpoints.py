@@ -17,6 +17,10 @@ from copilot.training.checkpoints import capture_rng_states, load_checkpoint, re
 from tests.training.conftest import of_type, once, run_to_end, step_losses, tiny_spec
 
 
+def step_lrs(events: list) -> dict[int, float]:
+    return {record.step: record.lr for event in of_type(events, StepBatch) for record in event.records}
+
+
 def test_rng_states_round_trip_every_stream() -> None:
     torch.manual_seed(3)
     random.seed(3)
@@ -40,14 +44,15 @@ def test_unreadable_checkpoint_is_a_one_line_error(tmp_path: Path) -> None:
 
 def test_resume_from_an_epoch_end_reproduces_the_losses_exactly(tmp_path: Path, tiny_cnn: Path) -> None:
     run = tmp_path / "run"
-    uninterrupted = run_to_end(tiny_spec(run, tiny_cnn, hparams={"epochs": 2}))
+    # A cosine schedule too: the lr of each step after resuming must be the uninterrupted run's.
+    uninterrupted = run_to_end(tiny_spec(run, tiny_cnn, hparams={"epochs": 2, "schedule": "cosine"}))
     losses = step_losses(uninterrupted)
     assert sorted(losses) == [1, 2, 3, 4, 5, 6]  # 48 samples / batch 16 = 3 steps an epoch
 
     checkpoint_path = run / "checkpoints" / "epoch0001.pt"
     payload = torch.load(checkpoint_path)  # plain torch.load: weights only, no pickled classes
     assert payload["epoch"] == 1 and payload["step"] == 3 and payload["batches_done"] == 0
-    assert payload["hparams"]["lr"] == 0.05 and payload["model"]["name"] is None
+    assert payload["hparams"]["schedule"] == "cosine" and payload["model"]["name"] is None
     assert Path(payload["model"]["path"]) == run / "models" / "r0_tiny_cnn.py"
     assert set(payload["rng_states"]) >= {"torch", "python", "numpy"}
 
@@ -57,6 +62,7 @@ def test_resume_from_an_epoch_end_reproduces_the_losses_exactly(tmp_path: Path, 
     resumed_losses = step_losses(resumed)
     assert sorted(resumed_losses) == [4, 5, 6]
     assert all(resumed_losses[step] == losses[step] for step in resumed_losses)
+    assert step_lrs(resumed) == {step: lr for step, lr in step_lrs(uninterrupted).items() if step > 3}
 
     # metrics.jsonl is appended to, never rewritten: both starts are in it.
     lines = [parse_event(json.loads(line)) for line in (run / "metrics.jsonl").read_text().splitlines()]
