@@ -474,13 +474,18 @@ def route(snapshot: TrainingSnapshot, observations: list[Observation]) -> tuple[
         return "finish", 0.8
     remedies = {o.remedy for o in observations if o.finding.severity != "info"}
     crash = next((o for o in observations if o.tag == "crash"), None)
-    if crash is not None:
-        chosen: Route = "architecture" if crash.remedy == "architecture" else "hyperparameters"
+    exploded = bool(tags & {"nonfinite", "exploding"}) or (snapshot.error is not None and snapshot.error.kind == "nonfinite")
+    if crash is not None and crash.remedy == "architecture":
+        chosen: Route = "architecture"
         confidence = 0.9
-    elif tags & {"nonfinite", "exploding"}:
+    elif exploded:
+        # Lower the rate and clip first (cheap, reversible); if that was done and it still
+        # explodes, a model without normalisation needs it (e.g. pre-LN for a transformer).
         structural = snapshot.model is not None and not snapshot.model.has_normalization
         chosen = "architecture" if structural and _hparams_already_tamed(snapshot) else "hyperparameters"
         confidence = 0.8
+    elif crash is not None:
+        chosen, confidence = "hyperparameters", 0.9
     elif tags & {"vanishing", "saturated"}:
         chosen, confidence = "architecture", 0.8
     elif tags & {"chance", "plateau"}:

@@ -31,7 +31,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from copilot.advisor.codegen.source import guess_model_class
+from copilot.advisor.codegen.source import declared_hparams, guess_model_class
 from copilot.advisor.schemas import LedgerEntry
 from copilot.errors import AdvisorError
 from copilot.events import (
@@ -371,6 +371,17 @@ def _session_model_args(session: Mapping[str, object]) -> ModelArgs:
     return {str(key): value for key, value in arguments.items() if isinstance(value, (int, float, str, bool, type(None)))}
 
 
+def _declared_hparams(source_code: str, session: Mapping[str, object]) -> HParams:
+    """What a run that never started would have used: the file's HPARAMS under the session's overrides."""
+    train = session.get("train")
+    overrides = train.get("hparams") if isinstance(train, dict) else None
+    declared = {**declared_hparams(source_code), **(overrides if isinstance(overrides, dict) else {})}
+    try:
+        return HParams.model_validate(declared)
+    except ValidationError:
+        return HParams()
+
+
 def _session_model_path(session: Mapping[str, object]) -> str | None:
     """The model file of session.json's `model_spec` ("file.py" or "file.py:Name")."""
     value = session.get("model_spec")
@@ -560,7 +571,7 @@ def build_snapshot(
         model_args=dict(model_args) if model_args is not None else _session_model_args(session),
         model_file_name=file_name,
         source_code=source_code,
-        hparams=hparams or HParams(),
+        hparams=hparams or _declared_hparams(source_code, session),
         epochs_since_change=len(current_epochs),
         history=tuple(_epoch_trends(epochs) + step_trends),
         recent_epochs=tuple(

@@ -75,6 +75,22 @@ def guess_model_class(source: str) -> str | None:
     return candidates[-1] if candidates else None
 
 
+def declared_hparams(source: str) -> dict[str, object]:
+    """The file's module-level `HPARAMS` dict when it is a plain literal, else {}."""
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return {}
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "HPARAMS" for t in node.targets):
+            try:
+                value = ast.literal_eval(node.value)
+            except ValueError:
+                return {}
+            return value if isinstance(value, dict) else {}
+    return {}
+
+
 def _segment(source: str, node: ast.AST) -> str:
     text = ast.get_source_segment(source, node, padded=True)
     return text if text is not None else ast.unparse(node)

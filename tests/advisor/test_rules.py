@@ -1,0 +1,245 @@
+"""The offline rule engine: routes and proposals for the sample models and for each rule."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+
+from copilot.advisor.providers.offline import OfflineAdvisor
+from copilot.advisor.rules import assess, propose_hparams
+from copilot.advisor.schemas import (
+    ArchitectureProposal,
+    Diagnosis,
+    HParamChange,
+    HParamProposal,
+    LedgerEntry,
+    SandboxReport,
+    Verdict,
+)
+from copilot.advisor.snapshot import TrainingSnapshot, build_snapshot
+from copilot.events import ActivationStats, HParams, NonFinite, TrainerError
+from copilot.run_folder import RunFolder
+from tests.advisor.conftest import epoch_summary, model_summary, run_started, step_record, steps, write_events
+
+MODULES = ["layers.0", "layers.1"]
+
+
+def _snapshot(tmp_path: Path, events: list, **build) -> TrainingSnapshot:
+    run = write_events(RunFolder(tmp_path / "run"), events)
+    return build_snapshot(run, source_code=build.pop("source_code", ""), **build)
+
+
+def _findings(diagnosis: Diagnosis) -> set[str]:
+    return {finding.what for finding in diagnosis.findings}
+
+
+def _assert_evidence(diagnosis: Diagnosis) -> None:
+    for finding in diagnosis.findings:
+        assert finding.evidence and finding.why
+        assert all(item.metric and item.value is not None for item in finding.evidence)
+
+
+# --------------------------------------------------------------------------- the sample models, trained for real
+
+
+def test_bad_cnn_near_chance_with_a_sigmoid_gets_a_new_architecture(sample_runs) -> None:
+    snapshot = build_snapshot(sample_runs("bad_cnn"), trigger="schedule")
+    diagnosis = OfflineAdvisor().assess(snapshot).value
+
+    assert diagnosis.route == "architecture" and diagnosis.health == "critical"
+    assert "accuracy at chance level" in _findings(diagnosis)
+    assert "plain SGD at a high learning rate" in _findings(diagnosis)
+    _assert_evidence(diagnosis)
+
+
+def test_broken_cnn_shape_crash_gets_a_new_architecture(sample_runs) -> None:
+    snapshot = build_snapshot(sample_runs("broken_cnn"), trigger="error")
+    diagnosis = assess(snapshot)
+
+    assert diagnosis.route == "architecture" and diagnosis.confidence >= 0.9
+    crash = diagnosis.findings[0]
+    assert crash.what.startswith("training crashed")
+    assert any("5184" in str(item.value) for item in crash.evidence)
+
+
+def test_deep_sigmoid_mlp_vanishing_gradients_get_a_new_architecture(sample_runs) -> None:
+    diagnosis = assess(build_snapshot(sample_runs("deep_sigmoid_mlp")))
+
+    assert diagnosis.route == "architecture"
+    vanishing = next(f for f in diagnosis.findings if f.what.startswith("vanishing gradients"))
+    assert vanishing.where.startswith("hidden.")
+    assert vanishing.evidence[0].value < vanishing.evidence[0].threshold
+    _assert_evidence(diagnosis)
+
+
+def test_resnet_small_is_healthy_and_finishes(sample_runs) -> None:
+    diagnosis = assess(build_snapshot(sample_runs("resnet_small")))
+
+    assert diagnosis.route == "finish" and diagnosis.health == "healthy"
+    assert not diagnosis.findings
+
+
+# --------------------------------------------------------------------------- one rule at a time
+
+
+def _exploding_run(tmp_path: Path, *, hparams: HParams, previous: list | None = None) -> TrainingSnapshot:
+    summary = model_summary(2, class_name="TinyTransformer", activations=("ReLU",))
+    broken = step_record(6, modules=MODULES, loss=math.inf, grad_norm=math.inf).model_copy(
+        update={"nonfinite": NonFinite(where="gradient", module="layers.1")}
+    )
+    events = [
+        run_started(summary, hparams=hparams),
+        steps([step_record(2, modules=MODULES, grad_norm=50.0), step_record(4, modules=MODULES, grad_norm=4000.0), broken]),
+        TrainerError(kind="nonfinite", message="NaN or infinity in gradients of module 'layers.1' at step 6"),
+    ]
+    return _snapshot(tmp_path, events, previous=previous or [], round=len(previous or []))
+
+
+def test_an_explosion_lowers_the_learning_rate_and_clips(tmp_path: Path) -> None:
+    snapshot = _exploding_run(tmp_path, hparams=HParams(optimizer="Adam", lr=0.01))
+    diagnosis = assess(snapshot)
+
+    assert diagnosis.route == "hyperparameters" and diagnosis.health == "critical"
+    assert {"non-finite gradient", "exploding gradients"} <= _findings(diagnosis)
+    answer = propose_hparams(snapshot, diagnosis, None)
+    assert answer.change.changes() == {"lr": 0.001, "grad_clip": 1.0}
+
+    no_clipping = propose_hparams(snapshot, diagnosis, "no clipping, it hides the problem")
+    assert no_clipping.change.changes() == {"lr": 0.001}
+
+
+def _ledger_entry(proposal, decision: str, *, round: int = 0, epoch: int = 2, reason: str | None = None) -> LedgerEntry:
+    return LedgerEntry(
+        time=float(round),
+        run_id="run",
+        round=round,
+        epoch=epoch,
+        trigger="schedule",
+        diagnosis=Diagnosis(health="warning", route=proposal.kind if proposal.kind != "finish" else "finish"),
+        proposal=proposal,
+        verdict=Verdict(decision=decision, reason=reason),
+    )
+
+
+def test_an_explosion_after_an_accepted_clipping_round_gets_an_architecture(tmp_path: Path) -> None:
+    hparams = HParams(optimizer="Adam", lr=1e-3, grad_clip=1.0)
+    before = HParams(optimizer="Adam", lr=0.01)
+    accepted = HParamProposal(summary="lr and clip", rationale="r", change=HParamChange(lr=1e-3, grad_clip=1.0), before=before, after=hparams)
+
+    snapshot = _exploding_run(tmp_path, hparams=hparams, previous=[_ledger_entry(accepted, "accept")])
+
+    assert assess(snapshot).route == "architecture"
+
+
+def test_gradient_spikes_get_clipping_at_twice_the_median(tmp_path: Path) -> None:
+    records = [step_record(k, modules=MODULES, total_grad_norm=1.0 + 0.01 * k) for k in range(1, 20)]
+    records.append(step_record(20, modules=MODULES, total_grad_norm=40.0))
+    snapshot = _snapshot(tmp_path, [run_started(model_summary(2), hparams=HParams(optimizer="Adam", lr=1e-3)), steps(records)])
+    diagnosis = assess(snapshot)
+
+    assert diagnosis.route == "hyperparameters"
+    assert "gradient norm spikes" in _findings(diagnosis)
+    answer = propose_hparams(snapshot, diagnosis, None)
+    assert answer.change.grad_clip == pytest.approx(2 * 1.1, rel=0.01)
+
+
+def _plain_sgd_plateau(tmp_path: Path, previous: list | None = None) -> TrainingSnapshot:
+    summary = model_summary(2, activations=("ReLU",), has_normalization=True)
+    epochs = [epoch_summary(e, train_loss=1.50 - 0.001 * e, train_accuracy=0.5, val_accuracy=0.5, lr=0.1) for e in range(1, 6)]
+    return _snapshot(tmp_path, [run_started(summary, hparams=HParams(optimizer="SGD", lr=0.1)), *epochs], previous=previous or [])
+
+
+def test_plain_sgd_on_a_plateau_moves_to_adam_or_to_momentum_when_adam_is_refused(tmp_path: Path) -> None:
+    snapshot = _plain_sgd_plateau(tmp_path)
+    diagnosis = assess(snapshot)
+
+    assert diagnosis.route == "hyperparameters"
+    assert {"loss not falling", "plain SGD at a high learning rate"} <= _findings(diagnosis)
+    assert propose_hparams(snapshot, diagnosis, None).change.changes() == {"optimizer": "Adam", "lr": 0.001}
+    refused = propose_hparams(snapshot, diagnosis, "no Adam: keep SGD")
+    assert refused.change.changes() == {"momentum": 0.9, "lr": 0.01}
+    assert "no Adam" in refused.rationale
+
+
+def test_a_rejected_change_is_not_proposed_again(tmp_path: Path) -> None:
+    before = HParams(optimizer="SGD", lr=0.1)
+    adam = HParamProposal(summary="Adam", rationale="r", change=HParamChange(optimizer="Adam", lr=1e-3), before=before, after=before)
+    snapshot = _plain_sgd_plateau(tmp_path, previous=[_ledger_entry(adam, "reject")])
+
+    assert propose_hparams(snapshot, assess(snapshot), None).change.changes() == {"momentum": 0.9, "lr": 0.01}
+
+
+def test_over_fitting_gets_weight_decay_under_sgd_and_adamw_under_adam(tmp_path: Path) -> None:
+    epochs = [epoch_summary(e, train_loss=0.5 / e, val_loss=0.6 + 0.1 * e, train_accuracy=0.99, val_accuracy=0.7) for e in range(1, 4)]
+    sgd = _snapshot(tmp_path / "sgd", [run_started(model_summary(2), hparams=HParams(optimizer="SGD", lr=0.01, momentum=0.9)), *epochs])
+    adam = _snapshot(tmp_path / "adam", [run_started(model_summary(2), hparams=HParams(optimizer="Adam", lr=1e-3)), *epochs])
+
+    diagnosis = assess(sgd)
+    assert diagnosis.route == "hyperparameters" and "over-fitting" in _findings(diagnosis)
+    assert propose_hparams(sgd, diagnosis, None).change.changes() == {"weight_decay": 5e-4}
+    assert propose_hparams(adam, assess(adam), None).change.changes() == {"optimizer": "AdamW", "weight_decay": 0.01}
+    assert propose_hparams(sgd, diagnosis, "no weight decay").change.changes() == {"schedule": "cosine"}
+
+
+def test_dead_relus_and_tiny_updates_are_learning_rate_problems(tmp_path: Path) -> None:
+    hparams = HParams(optimizer="SGD", lr=0.01, momentum=0.9)
+    dead = _snapshot(
+        tmp_path / "dead",
+        [run_started(model_summary(2), hparams=hparams), steps([step_record(1, modules=MODULES)]), ActivationStats(epoch=0, step=1, dead_fraction={"relu": 0.8})],
+    )
+    diagnosis = assess(dead)
+    assert diagnosis.route == "hyperparameters" and diagnosis.findings[0].where == "relu"
+    assert propose_hparams(dead, diagnosis, None).change.changes() == {"lr": 0.003}
+
+    slow = _snapshot(tmp_path / "slow", [run_started(model_summary(2), hparams=hparams), steps([step_record(1, modules=MODULES, update_ratio=1e-7)])])
+    diagnosis = assess(slow)
+    assert "updates too small for the weights" in _findings(diagnosis)
+    assert propose_hparams(slow, diagnosis, None).change.changes() == {"lr": 0.1}
+
+
+def test_an_initial_loss_far_from_ln_classes_is_reported_but_does_not_block_finishing(tmp_path: Path) -> None:
+    first = epoch_summary(1, train_loss=0.5, train_accuracy=0.9, val_accuracy=0.9).model_copy(update={"initial_loss": 20.0})
+    diagnosis = assess(_snapshot(tmp_path, [run_started(model_summary(2), hparams=HParams(optimizer="Adam", lr=1e-3)), first]))
+
+    assert diagnosis.route == "finish" and diagnosis.health == "warning"
+    finding = diagnosis.findings[0]
+    assert finding.what == "initial loss far from ln(classes)"
+    assert finding.evidence[0].value == 20.0 and finding.evidence[0].threshold == pytest.approx(math.log(10), rel=0.01)
+
+
+def test_a_rejected_architecture_turns_the_route_to_hyperparameters(sample_runs) -> None:
+    run = sample_runs("bad_cnn")
+    report = SandboxReport(ok=True, stage="passed", message="passed")
+    proposal = ArchitectureProposal(summary="cnn", rationale="r", changes=["x"], class_name="BadCNN", file_name="bad_cnn.py", old_code="", code="", sandbox=report)
+
+    snapshot = build_snapshot(run, previous=[_ledger_entry(proposal, "reject", reason="I want to keep my model")])
+    diagnosis = assess(snapshot)
+
+    assert diagnosis.route == "hyperparameters"
+    assert propose_hparams(snapshot, diagnosis, "I want to keep my model").change.changes() == {"optimizer": "Adam", "lr": 0.001}
+
+
+def test_the_same_snapshot_gives_the_same_diagnosis_and_proposals(sample_runs) -> None:
+    advisor = OfflineAdvisor()
+    for name in ("bad_cnn", "deep_sigmoid_mlp"):
+        first, second = build_snapshot(sample_runs(name)), build_snapshot(sample_runs(name))
+        diagnosis = advisor.assess(first).value
+        assert diagnosis == advisor.assess(second).value
+        assert advisor.propose_hparams(first, diagnosis, None).value == advisor.propose_hparams(second, diagnosis, None).value
+        assert advisor.write_architecture(first, diagnosis, None).value == advisor.write_architecture(second, diagnosis, None).value
+        assert advisor.write_report(first, diagnosis).value == advisor.write_report(second, diagnosis).value
+
+
+def test_the_report_summarises_outcome_findings_and_rounds(sample_runs) -> None:
+    snapshot = build_snapshot(sample_runs("bad_cnn"))
+    diagnosis = assess(snapshot)
+    report = OfflineAdvisor().write_report(snapshot, diagnosis)
+
+    assert report.usage == ()
+    text = report.value
+    assert text.startswith(f"# Run {snapshot.run_id}")
+    assert "**BadCNN**" in text and "**Health: critical.**" in text
+    assert "accuracy at chance level" in text and "threshold 0.15" in text
+    assert "| val_accuracy |" in text
