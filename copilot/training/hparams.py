@@ -142,7 +142,7 @@ def _validated(values: Mapping[str, object]) -> HParams:
     except ValidationError as exc:
         key = str(exc.errors()[0]["loc"][0])
         raise ConfigError(
-            f"hyperparameter '{key}' = {values[key]!r} is not allowed: it must be {_allowed_values(key)}",
+            f"hyperparameter '{key}' = {values.get(key)!r} is not allowed: it must be {_allowed_values(key)}",
             _WHERE_SET,
         ) from None
 

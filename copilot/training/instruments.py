@@ -190,19 +190,23 @@ class Instruments:
         self._module_of_parameter = [
             module for module, group in enumerate(self._parameters_by_module.values()) for _ in group
         ]
-        self._index_cache: dict[tuple[int, ...], Tensor] = {}
-        first = self._parameters[0] if self._parameters else None
-        self._device = first.device if first is not None else torch.device("cpu")
+        self._index_cache: dict[tuple[torch.device, tuple[int, ...]], Tensor] = {}
         self._norm_dtype = torch.float32
         for parameter in self._parameters:
             self._norm_dtype = torch.promote_types(self._norm_dtype, parameter.dtype)
 
+    @property
+    def _device(self) -> torch.device:
+        """Read each time: the model may have moved since these instruments were built."""
+        return self._parameters[0].device if self._parameters else torch.device("cpu")
+
     def _module_index(self, parameter_indices: tuple[int, ...]) -> Tensor:
-        index = self._index_cache.get(parameter_indices)
+        key = (self._device, parameter_indices)
+        index = self._index_cache.get(key)
         if index is None:
             modules = [self._module_of_parameter[i] for i in parameter_indices]
             index = torch.tensor(modules, dtype=torch.long, device=self._device)
-            self._index_cache[parameter_indices] = index
+            self._index_cache[key] = index
         return index
 
     def _sum_by_module(self, values: Tensor, index: Tensor) -> Tensor:
@@ -271,8 +275,10 @@ def dead_unit_fraction(output: Tensor) -> Tensor | None:
 
 def saturated_fraction(output: Tensor, low: float, high: float) -> Tensor:
     """Fraction of elements at or beyond the flat ends of a squashing function."""
-    detached = output.detach()
-    return ((detached <= low) | (detached >= high)).float().mean()
+    centre, half_width = (low + high) / 2, (high - low) / 2
+    # One temporary and one count: this runs over whole activation maps.
+    saturated = torch.count_nonzero(output.detach().sub(centre).abs_() >= half_width)
+    return saturated / max(output.numel(), 1)
 
 
 def _saturation_bounds(kind: str, module: nn.Module | None, args: Sequence, kwargs: dict) -> tuple[float, float]:
