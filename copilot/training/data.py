@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import os
+from pathlib import Path
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -26,10 +27,15 @@ from torch.utils.data import DataLoader, Dataset
 from copilot.config import DataSettings
 from copilot.errors import DataError
 from copilot.events import DataSpec
-from copilot.training.datasets import shapes
+from copilot.training.datasets import files, shapes, text
 
 SHAPES_TRAIN_SIZE = 10_000
 SHAPES_VAL_SIZE = 2_000
+TEXT_TRAIN_SIZE = 2_000
+TEXT_VAL_SIZE = 400
+TEXT_VOCAB_SIZE = text.VOCAB_SIZE
+IMAGE_FOLDER_VAL_FRACTION = 0.2
+DEFAULT_DATA_DIR = Path("data")
 # CUDA sets are kept on the device only while they take at most this share of its free memory.
 DEVICE_MEMORY_SHARE = 0.25
 
@@ -69,9 +75,12 @@ def _normalised(train: Tensor, val: Tensor) -> tuple[Tensor, Tensor]:
     return (train - mean) / std, (val - mean) / std
 
 
+def _synthetic_sizes(settings: DataSettings, train_default: int, val_default: int) -> tuple[int, int]:
+    return settings.train_size or train_default, settings.val_size or val_default
+
+
 def _load_shapes(settings: DataSettings) -> tuple[DataSpec, Split, Split]:
-    train_size = settings.train_size or SHAPES_TRAIN_SIZE
-    val_size = settings.val_size or SHAPES_VAL_SIZE
+    train_size, val_size = _synthetic_sizes(settings, SHAPES_TRAIN_SIZE, SHAPES_VAL_SIZE)
     # Separate seeds per split: the validation set does not change with the training size.
     train_images, train_labels = shapes.generate_shapes(train_size, seed=2 * settings.seed)
     val_images, val_labels = shapes.generate_shapes(val_size, seed=2 * settings.seed + 1)
@@ -87,8 +96,100 @@ def _load_shapes(settings: DataSettings) -> tuple[DataSpec, Split, Split]:
     return spec, TensorSplit(train_images, train_labels), TensorSplit(val_images, val_labels)
 
 
+def _load_text(settings: DataSettings) -> tuple[DataSpec, Split, Split]:
+    train_size, val_size = _synthetic_sizes(settings, TEXT_TRAIN_SIZE, TEXT_VAL_SIZE)
+    spec = DataSpec(
+        name="text",
+        task="sequence",
+        input_shape=(text.SEQUENCE_LENGTH,),
+        input_dtype="int64",
+        num_classes=text.VOCAB_SIZE,
+        train_size=train_size,
+        val_size=val_size,
+    )
+    train = TensorSplit(*text.generate_text(train_size, seed=2 * settings.seed))
+    val = TensorSplit(*text.generate_text(val_size, seed=2 * settings.seed + 1))
+    return spec, train, val
+
+
+def _load_cifar10(settings: DataSettings) -> tuple[DataSpec, Split, Split]:
+    data_dir = settings.data_dir or DEFAULT_DATA_DIR
+    train_images, train_labels, val_images, val_labels = files.read_cifar10(data_dir, download=settings.download)
+    train_inputs, val_inputs = _normalised(train_images.float() / 255, val_images.float() / 255)
+    spec = DataSpec(
+        name="cifar10",
+        task="classification",
+        input_shape=(3, 32, 32),
+        num_classes=files.CIFAR10_CLASSES,
+        train_size=len(train_labels),
+        val_size=len(val_labels),
+    )
+    return spec, TensorSplit(train_inputs, train_labels), TensorSplit(val_inputs, val_labels)
+
+
+def _load_image_folder(settings: DataSettings) -> tuple[DataSpec, Split, Split]:
+    if settings.data_dir is None:
+        raise DataError("the imagefolder data set needs a folder", "pass --data-dir PATH (one subfolder per class)")
+    train, val, num_classes = files.image_folders(
+        settings.data_dir, settings.image_size, val_fraction=IMAGE_FOLDER_VAL_FRACTION, seed=settings.seed
+    )
+    spec = DataSpec(
+        name="imagefolder",
+        task="classification",
+        input_shape=(3, settings.image_size, settings.image_size),
+        num_classes=num_classes,
+        train_size=len(train),
+        val_size=len(val),
+    )
+    return spec, train, val
+
+
+def _custom_spec(train: Dataset, val: Dataset, reference: str) -> DataSpec:
+    """What the user's datasets hold, read off their first sample."""
+    sample = train[0]
+    if not (isinstance(sample, (tuple, list)) and len(sample) == 2):
+        raise DataError(f"{reference}: a sample is {type(sample).__name__}, not (input, target)", "return (input, target) pairs")
+    inputs, targets = torch.as_tensor(sample[0]), torch.as_tensor(sample[1])
+    if inputs.dtype not in (torch.float32, torch.int64):
+        raise DataError(
+            f"{reference}: inputs are {inputs.dtype}, not float32 or int64",
+            "convert them in the dataset (tensor.float() or tensor.long())",
+        )
+    if targets.is_floating_point() or targets.ndim > 1:
+        raise DataError(
+            f"{reference}: targets of shape {tuple(targets.shape)} and type {targets.dtype} are not class indices",
+            "return an integer class per sample, or one per position of an int64 sequence",
+        )
+    is_sequence = targets.ndim == 1
+    if is_sequence and (inputs.dtype != torch.int64 or inputs.shape != targets.shape):
+        raise DataError(
+            f"{reference}: sequence targets {tuple(targets.shape)} need int64 inputs of the same shape, got {tuple(inputs.shape)} {inputs.dtype}",
+            "for next-token prediction return (tokens, next_tokens), both int64 [seq_len]",
+        )
+    return DataSpec(
+        name="custom",
+        task="sequence" if is_sequence else "classification",
+        input_shape=tuple(inputs.shape),
+        input_dtype="int64" if inputs.dtype == torch.int64 else "float32",
+        num_classes=files.count_classes(train, reference),
+        train_size=len(train),
+        val_size=len(val),
+    )
+
+
+def _load_custom(settings: DataSettings) -> tuple[DataSpec, Split, Split]:
+    if not settings.custom:
+        raise DataError("the custom data set needs a hook", "set data.custom to 'module.py:function'")
+    train, val = files.custom_datasets(settings.custom)
+    return _custom_spec(train, val, settings.custom), train, val
+
+
 DATASETS: dict[str, Callable[[DataSettings], tuple[DataSpec, Split, Split]]] = {
     "shapes": _load_shapes,
+    "text": _load_text,
+    "cifar10": _load_cifar10,
+    "imagefolder": _load_image_folder,
+    "custom": _load_custom,
 }
 
 
@@ -112,14 +213,23 @@ def _placed(split: Split, device: torch.device) -> Split:
 def load_data(
     settings: DataSettings, device: torch.device, *, rank: int = 0, world_size: int = 1
 ) -> DataBundle:
-    """The data set named in `settings`, placed for `device`. Unknown names raise `DataError`."""
+    """The data set named in `settings`, placed for `device`. Unknown names raise `DataError`.
+
+    Under torch.distributed with `download` set, rank 0 loads (and downloads) first and
+    the other ranks wait for it, so one process writes the files.
+    """
     loader = DATASETS.get(settings.dataset)
     if loader is None:
         known = ", ".join(DATASETS)
         raise DataError(
             f"unknown data set '{settings.dataset}'", f"choose one of: {known} (--dataset NAME)"
         )
+    rank_zero_first = settings.download and world_size > 1 and torch.distributed.is_initialized()
+    if rank_zero_first and rank != 0:
+        torch.distributed.barrier()
     spec, train, val = loader(settings)
+    if rank_zero_first and rank == 0:
+        torch.distributed.barrier()
     return DataBundle(spec=spec, train=_placed(train, device), val=_placed(val, device))
 
 
