@@ -177,13 +177,17 @@ def _run_child(job_path: Path, workdir: Path, root: Path, timeout_s: float) -> _
 def _report_from(outcome: _ChildOutcome, job: SandboxJob) -> SandboxReport:
     """The child's own report if it wrote one; otherwise what its death tells."""
     reports = [record for record in outcome.records if "ok" in record]
-    if reports and not outcome.killed_by_parent:
+    stages = [record["stage"] for record in outcome.records if "stage" in record and "ok" not in record]
+    stage = stages[-1] if stages else "startup"
+    if reports:
         try:
-            return SandboxReport.model_validate(reports[-1])
+            report = SandboxReport.model_validate(reports[-1])
         except ValidationError as error:
             return _dead_child_report("crashed", f"the sandbox child wrote an invalid report: {error}", outcome, job)
-    stages = [record["stage"] for record in outcome.records if "stage" in record]
-    stage = stages[-1] if stages else "startup"
+        # A failure report stands even if the child was slow to exit; a pass must also exit in time.
+        if not (report.ok and outcome.killed_by_parent):
+            return report
+        stage = "exit"
     if outcome.killed_by_parent:
         message = f"wall-clock limit of {job.timeout_s:g} s exceeded during {stage}; the process was killed"
         return _dead_child_report("timeout", message, outcome, job)

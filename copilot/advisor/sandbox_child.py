@@ -175,8 +175,10 @@ class AuditGuard:
         self.workdir = os.path.realpath(workdir)
         paths = sysconfig.get_paths()
         roots = {paths[key] for key in ("stdlib", "platstdlib", "purelib", "platlib") if key in paths}
+        # torch's cpuinfo reads the CPU's description lazily, after the walls are up.
+        roots |= {"/sys/devices/system/cpu"}
         self.read_roots = tuple(sorted({os.path.realpath(root) for root in roots} | {self.workdir}))
-        self.read_files = frozenset({"/dev/null", "/dev/urandom"})
+        self.read_files = frozenset({"/dev/null", "/dev/urandom", "/proc/cpuinfo"})
         self.violations: list[tuple[str, int | None]] = []  # (what was blocked, generated line)
         self.kernel_confined = False  # Landlock holds the same rules for native code
         self.active = False
@@ -304,7 +306,7 @@ def restrict_with_landlock(guard: AuditGuard) -> bool:
         return False
     try:
         rules = [(root, _FS_EXECUTE | _FS_READ_FILE | _FS_READ_DIR) for root in guard.read_roots]
-        rules += [(path, _FS_READ_FILE | _FS_WRITE_FILE) for path in guard.read_files]
+        rules += [(path, _FS_READ_FILE) for path in guard.read_files]
         rules.append((guard.workdir, handled_fs))
         for path, access in rules:
             if not os.path.exists(path):
@@ -563,6 +565,12 @@ def main(job_path: str) -> None:
         signal.signal(signal.SIGXCPU, signal.SIG_IGN)  # the soft limit repeats every second; the hard one still kills
         del reserve
         emit(failure_report(checks, error, guard))
+    finally:
+        # No interpreter shutdown: the model's finalizers and atexit handlers do not get to
+        # run, and a slow torch teardown cannot outlast the parent's deadline.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
 
 
 if __name__ == "__main__":

@@ -51,6 +51,8 @@ FORBIDDEN_ATTRIBUTES = frozenset(
         "package", "distributed", "onnx", "compile", "compiler", "profiler", "library", "export",
         "DataLoader", "collect_env", "tensorboard", "file_baton", "model_zoo", "hipify", "bottleneck",
         "show_pickle", "CompilationUnit", "PyTorchFileReader", "PyTorchFileWriter", "import_ir_module",
+        "import_module", "profiler_util", "export_chrome_trace", "export_stacks", "tunable", "gds",
+        "write_file", "read_file", "set_filename", "to_folder",
         "torch",  # a submodule's `torch` attribute would dodge the import-path checks below
         # numpy's file doors, reachable through Tensor.numpy()
         "tofile", "fromfile", "dump", "memmap",
@@ -84,7 +86,7 @@ FORBIDDEN_BUILTINS = frozenset(
 ALLOWED_TORCH_UTILS = frozenset({"checkpoint"})
 
 # Refused as paths only: `classes` is too common a word to refuse as an attribute.
-FORBIDDEN_TORCH_PATHS = frozenset({"torch.classes"})
+FORBIDDEN_TORCH_PATHS = frozenset({"torch.classes", "torch.fx"})
 
 _DUNDER_IN_TEXT = re.compile(r"__\w+?__")
 
@@ -226,6 +228,12 @@ class _Checker(ast.NodeVisitor):
             self.refuse(node, f"access to attribute .{name}")
         elif name.startswith("_") and not _is_own_object(receiver):
             self.refuse(node, f"access to private attribute .{name} of another object", "use public APIs; private names are allowed on self only")
+
+    def visit_MatchClass(self, node: ast.MatchClass) -> None:
+        # `case object(os=found)` reads attributes without an attribute expression.
+        for name in node.kwd_attrs:
+            self.check_attribute_name(node, name, node.cls)
+        self.generic_visit(node)
 
     def visit_Call(self, node: ast.Call) -> None:
         func = node.func

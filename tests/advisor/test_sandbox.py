@@ -132,6 +132,11 @@ def test_static_check_accepts_an_ordinary_model_file() -> None:
         ("import functools\nfound = functools.reduce(getattr, ['os'], torch)", "use of getattr()"),
         ("def probe(error):\n    return error.__traceback__.tb_frame.f_globals", "access to attribute __traceback__"),
         ("breakpoint()", "call to breakpoint()"),
+        ("match torch:\n    case object(os=found):\n        found.execv('/bin/sh', [])", "access to attribute .os"),
+        ("torch.ops.import_module('antigravity')", "torch.ops.import_module"),
+        ("events = torch.autograd.profiler_util.EventList()", "torch.autograd.profiler_util"),
+        ("def trace(events):\n    events.export_chrome_trace('x')", "access to attribute .export_chrome_trace"),
+        ("graph = torch.fx.symbolic_trace(torch.nn.Linear(1, 1))", "torch.fx"),
     ],
 )
 def test_static_check_refuses_and_names_line_and_construct(snippet: str, construct: str) -> None:
