@@ -11,31 +11,18 @@ It must not import torch (the trainer does, in its own process) nor train anythi
 from __future__ import annotations
 
 import argparse
-import math
 import re
-import statistics
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console, Group
+from rich.console import Console
 from rich.live import Live
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
-from rich.table import Table
 
+from copilot.commands.progress import TrainingProgress
 from copilot.config import ModelArg, Settings, load_settings
 from copilot.errors import ConfigError, CopilotError
-from copilot.events import (
-    EpochSummary,
-    Event,
-    Finished,
-    LogLine,
-    RunStarted,
-    Stop,
-    StepBatch,
-    StepRecord,
-    TrainerError,
-)
+from copilot.events import Finished, Stop, TrainerError
 from copilot.run_folder import RunFolder, find_run, new_run_id
 from copilot.training.launcher import TrainerProcess, TrainerSpec, ensure_model_file, split_model_spec
 
@@ -50,6 +37,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="train a model without the app, printing progress",
         description="Train MODEL.py (or MODEL.py:Name) headless and print a table per epoch.",
     )
+    add_training_options(parser)
+    parser.add_argument("--resume", metavar="RUN", help="continue a run (id, id prefix or folder) from its latest checkpoint")
+    parser.set_defaults(handler=run_train_command)
+
+
+def add_training_options(parser: argparse.ArgumentParser) -> None:
+    """The model, data and training flags; `copilot run` takes them too (see `training_overrides`)."""
     parser.add_argument("model", nargs="?", metavar="MODEL[:Name]", help="the model file, optionally :ClassOrFactory")
     parser.add_argument("--dataset", help="shapes (default), text, cifar10, imagefolder or custom")
     parser.add_argument("--data-dir", type=Path, help="folder of cifar10 batches or of images")
@@ -66,9 +60,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="KEY=VALUE",
         help="constructor argument of the model; repeat for several",
     )
-    parser.add_argument("--resume", metavar="RUN", help="continue a run (id, id prefix or folder) from its latest checkpoint")
     parser.add_argument("--log-every", type=int, help="steps between measured steps")
-    parser.set_defaults(handler=run_train_command)
 
 
 def run_train_command(args: argparse.Namespace) -> int:
@@ -77,7 +69,7 @@ def run_train_command(args: argparse.Namespace) -> int:
             raise ConfigError("give either MODEL or --resume RUN, not both", "a resumed run keeps its own model")
         spec = _resumed_spec(args)
     elif args.model:
-        spec = _new_spec(args, load_settings(_flag_overrides(args)))
+        spec = _new_spec(args, load_settings(training_overrides(args)))
     else:
         raise ConfigError("no model given", "run `copilot train MODEL.py`, or `copilot train --resume RUN`")
     return run_headless(spec, Console(highlight=False))
@@ -91,8 +83,8 @@ def _hparam_flags(args: argparse.Namespace) -> dict[str, Any]:
     return {key: value for key, value in given.items() if value is not None}
 
 
-def _flag_overrides(args: argparse.Namespace) -> dict[str, Any]:
-    """The flags given, nested like copilot.toml, for `load_settings`."""
+def training_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """The flags of `add_training_options` that were given, nested like copilot.toml, for `load_settings`."""
     sections: dict[str, dict[str, Any]] = {
         "data": {"dataset": args.dataset, "data_dir": args.data_dir},
         "train": {"device": args.device, "log_every": args.log_every, "hparams": _hparam_flags(args) or None},
@@ -188,7 +180,7 @@ def _resumed_spec(args: argparse.Namespace) -> TrainerSpec:
 def run_headless(spec: TrainerSpec, console: Console) -> int:
     """Run the trainer to the end, showing progress; raise `CopilotError` when it failed."""
     console.print(f"run [bold]{escape(spec.run_folder.name)}[/] in {escape(str(spec.run_folder))}")
-    view = _HeadlessView(console)
+    view = TrainingProgress(console)
     trainer = TrainerProcess(spec)
     trainer.start()
     error: TrainerError | None = None
@@ -225,101 +217,3 @@ def _hint_with_log(error: TrainerError, spec: TrainerSpec) -> str:
     if not error.traceback:
         return error.hint
     return f"{error.hint} (details in {log})" if error.hint else f"details in {log}"
-
-
-class _HeadlessView:
-    """A table of finished epochs above a progress bar for the epoch in progress."""
-
-    def __init__(self, console: Console) -> None:
-        self.console = console
-        self.table = Table(title=None, expand=False)
-        for column in ("epoch", "loss", "acc", "val loss", "val acc", "grad norm", "worst module"):
-            self.table.add_column(column, justify="left" if column.startswith("worst") else "right")
-        self.progress = Progress(
-            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=console
-        )
-        self.renderable = Group(self.table, self.progress)
-        self.epochs = 0
-        self.steps_per_epoch = 1
-        self.epoch_records: list[StepRecord] = []
-        self.task: TaskID | None = None
-        self.epoch_start_step = 0
-
-    def show(self, event: Event) -> None:
-        if isinstance(event, RunStarted):
-            self._started(event)
-        elif isinstance(event, StepBatch):
-            self._steps(event.records)
-        elif isinstance(event, EpochSummary):
-            self._epoch(event)
-        elif isinstance(event, LogLine) and event.level != "debug":
-            self.console.print(escape(event.message), style="yellow" if event.level in ("warning", "error") else None)
-        elif isinstance(event, TrainerError):
-            self.console.print(f"[bold red]{event.kind} error:[/] {escape(event.message)}")
-
-    def _started(self, event: RunStarted) -> None:
-        model, hparams = event.model, event.hparams
-        self.console.print(
-            f"{escape(model.class_name)} ({model.total_params:,} parameters) on {escape(event.data.name)} "
-            f"({event.data.train_size:,} training samples), {escape(event.device)}; "
-            f"{hparams.optimizer} lr {hparams.lr:g}, batch {hparams.batch_size}, {hparams.epochs} epochs"
-        )
-        self.epochs = hparams.epochs
-        per_rank = event.data.train_size // max(event.world_size, 1)
-        self.steps_per_epoch = max(1, math.ceil(per_rank / hparams.batch_size))
-        self.epoch_start_step = 0
-
-    def _steps(self, records: tuple[StepRecord, ...]) -> None:
-        self.epoch_records.extend(records)
-        last = records[-1]
-        if self.task is None:
-            self.epoch_start_step = records[0].step - 1
-            self.task = self.progress.add_task(f"epoch {last.epoch}/{self.epochs}", total=self.steps_per_epoch)
-        self.progress.update(self.task, completed=min(last.step - self.epoch_start_step, self.steps_per_epoch))
-
-    def _epoch(self, event: EpochSummary) -> None:
-        if self.task is not None:
-            self.progress.remove_task(self.task)
-            self.task = None
-        grad_norms = [r.total_grad_norm for r in self.epoch_records if math.isfinite(r.total_grad_norm)]
-        self.table.add_row(
-            str(event.epoch),
-            _number(event.train_loss),
-            _percent(event.train_accuracy),
-            _number(event.val_loss),
-            _percent(event.val_accuracy),
-            _number(statistics.fmean(grad_norms)) if grad_norms else "-",
-            worst_module(self.epoch_records),
-        )
-        self.epoch_records = []
-
-
-def _number(value: float | None) -> str:
-    if value is None:
-        return "-"
-    return f"{value:.4f}" if math.isfinite(value) and 1e-3 <= abs(value) < 1e4 else f"{value:.2e}"
-
-
-def _percent(value: float | None) -> str:
-    return "-" if value is None else f"{100 * value:.1f}%"
-
-
-def worst_module(records: list[StepRecord]) -> str:
-    """The module whose gradient norm is furthest from the median module's, on a log scale.
-
-    A vanishing layer (1/500 of the median) and an exploding one (x500) are both what an
-    expert would look at first; "-" when there are fewer than two modules to compare.
-    """
-    logs: dict[str, list[float]] = {}
-    for record in records:
-        for name, norm in record.per_module_grad_norm.items():
-            if math.isfinite(norm) and norm > 0:
-                logs.setdefault(name, []).append(math.log10(norm))
-    if len(logs) < 2:
-        return "-"
-    mean_logs = {name: statistics.fmean(values) for name, values in logs.items()}
-    median = statistics.median(mean_logs.values())
-    name, value = max(mean_logs.items(), key=lambda item: abs(item[1] - median))
-    factor = 10 ** (value - median)
-    relation = f"x{factor:.3g}" if factor >= 1 else f"1/{1 / factor:.3g}"
-    return f"{name} {10**value:.2e} ({relation})"

@@ -1,0 +1,128 @@
+"""Headless training progress: a table of finished epochs above a progress bar.
+
+Shared by `copilot train` and the headless co-pilot (`copilot run --headless`,
+`copilot demo --headless`), so both print a run the same way. It shows trainer events
+on a rich console and holds no training, advisor or git logic.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+
+from rich.console import Console, Group
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from copilot.events import EpochSummary, Event, LogLine, RunStarted, StepBatch, StepRecord, TrainerError
+
+class TrainingProgress:
+    """A table of finished epochs above a progress bar for the epoch in progress."""
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+        self.table = self._new_table()
+        self.progress = Progress(
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=console
+        )
+        self.epochs = 0
+        self.steps_per_epoch = 1
+        self.epoch_records: list[StepRecord] = []
+        self.task: TaskID | None = None
+        self.epoch_start_step = 0
+
+    @staticmethod
+    def _new_table() -> Table:
+        table = Table(title=None, expand=False)
+        for column in ("epoch", "loss", "acc", "val loss", "val acc", "grad norm", "worst module"):
+            table.add_column(column, justify="left" if column.startswith("worst") else "right")
+        return table
+
+    @property
+    def renderable(self) -> Group:
+        """What a `Live` display shows: the epochs' table, then the bar of the epoch in progress."""
+        return Group(self.table, self.progress)
+
+    def next_table(self) -> None:
+        """Start an empty table: the rows so far were printed when the last `Live` display stopped."""
+        self.table = self._new_table()
+
+    def show(self, event: Event) -> None:
+        if isinstance(event, RunStarted):
+            self._started(event)
+        elif isinstance(event, StepBatch):
+            self._steps(event.records)
+        elif isinstance(event, EpochSummary):
+            self._epoch(event)
+        elif isinstance(event, LogLine) and event.level != "debug":
+            self.console.print(escape(event.message), style="yellow" if event.level in ("warning", "error") else None)
+        elif isinstance(event, TrainerError):
+            self.console.print(f"[bold red]{event.kind} error:[/] {escape(event.message)}")
+
+    def _started(self, event: RunStarted) -> None:
+        model, hparams = event.model, event.hparams
+        self.console.print(
+            f"{escape(model.class_name)} ({model.total_params:,} parameters) on {escape(event.data.name)} "
+            f"({event.data.train_size:,} training samples), {escape(event.device)}; "
+            f"{hparams.optimizer} lr {hparams.lr:g}, batch {hparams.batch_size}, {hparams.epochs} epochs"
+        )
+        self.epochs = hparams.epochs
+        per_rank = event.data.train_size // max(event.world_size, 1)
+        self.steps_per_epoch = max(1, math.ceil(per_rank / hparams.batch_size))
+        self.epoch_start_step = 0
+
+    def _steps(self, records: tuple[StepRecord, ...]) -> None:
+        self.epoch_records.extend(records)
+        last = records[-1]
+        if self.task is None:
+            self.epoch_start_step = records[0].step - 1
+            self.task = self.progress.add_task(f"epoch {last.epoch}/{self.epochs}", total=self.steps_per_epoch)
+        self.progress.update(self.task, completed=min(last.step - self.epoch_start_step, self.steps_per_epoch))
+
+    def _epoch(self, event: EpochSummary) -> None:
+        if self.task is not None:
+            self.progress.remove_task(self.task)
+            self.task = None
+        grad_norms = [r.total_grad_norm for r in self.epoch_records if math.isfinite(r.total_grad_norm)]
+        self.table.add_row(
+            str(event.epoch),
+            _number(event.train_loss),
+            _percent(event.train_accuracy),
+            _number(event.val_loss),
+            _percent(event.val_accuracy),
+            _number(statistics.fmean(grad_norms)) if grad_norms else "-",
+            worst_module(self.epoch_records),
+        )
+        self.epoch_records = []
+
+
+def _number(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.4f}" if math.isfinite(value) and 1e-3 <= abs(value) < 1e4 else f"{value:.2e}"
+
+
+def _percent(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.1f}%"
+
+
+def worst_module(records: list[StepRecord]) -> str:
+    """The module whose gradient norm is furthest from the median module's, on a log scale.
+
+    A vanishing layer (1/500 of the median) and an exploding one (x500) are both what an
+    expert would look at first; "-" when there are fewer than two modules to compare.
+    """
+    logs: dict[str, list[float]] = {}
+    for record in records:
+        for name, norm in record.per_module_grad_norm.items():
+            if math.isfinite(norm) and norm > 0:
+                logs.setdefault(name, []).append(math.log10(norm))
+    if len(logs) < 2:
+        return "-"
+    mean_logs = {name: statistics.fmean(values) for name, values in logs.items()}
+    median = statistics.median(mean_logs.values())
+    name, value = max(mean_logs.items(), key=lambda item: abs(item[1] - median))
+    factor = 10 ** (value - median)
+    relation = f"x{factor:.3g}" if factor >= 1 else f"1/{1 / factor:.3g}"
+    return f"{name} {10**value:.2e} ({relation})"
