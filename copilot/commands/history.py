@@ -75,7 +75,9 @@ def _closed_pipe_is_fine(handler: Callable[[argparse.Namespace], int]) -> Callab
     @functools.wraps(handler)
     def guarded(args: argparse.Namespace) -> int:
         try:
-            return handler(args)
+            code = handler(args)
+            sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's final flush
+            return code
         except BrokenPipeError:
             # Point stdout at /dev/null so the interpreter's final flush does not fail again.
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

@@ -43,18 +43,23 @@ from copilot.history.repo import (
     WORKTREES_DIR,
     GitRepository,
     GitSession,
+    Location,
     TemporaryIndex,
+    WorktreeIndex,
     admin_dir,
+    checkouts,
     commit_tree,
     ensure_excluded,
     hash_text,
+    is_copilot_worktree,
     locate,
     open_repo,
     remove_stale_temporary_indexes,
     set_note,
+    stage_files,
     sync_worktree,
     update_refs,
-    checkouts,
+    write_files,
     write_tree,
 )
 from copilot.history.rounds import (
@@ -66,6 +71,7 @@ from copilot.history.rounds import (
     RoundResults,
     metric_changes,
     parse_log,
+    round_number_of,
     round_of_entry,
     rounds_from_log,
 )
@@ -172,6 +178,38 @@ def _file_mode(path: Path) -> str:
     return "100755" if path.is_file() and os.access(path, os.X_OK) else "100644"
 
 
+def _commit_dates(stamp: int) -> dict[str, str]:
+    """Author and committer date set by us, so a commit can be described without reading it back."""
+    date = f"@{stamp} {time.strftime('%z', time.localtime(stamp))}"
+    return {"GIT_AUTHOR_DATE": date, "GIT_COMMITTER_DATE": date}
+
+
+def _free_branch_name(git: GitSession, wanted: str) -> str:
+    """`wanted`, or `wanted-2`, `wanted-3`... when another run (same day, model and id tail) has it."""
+    taken = set(git.run("for-each-ref", "--format=%(refname:lstrip=2)", "refs/heads/copilot/").split())
+    return next(name for n in range(1, 1000) if (name := wanted if n == 1 else f"{wanted}-{n}") not in taken)
+
+
+def _round_zero_message(where: Location, run_id: str, *, edited: bool, trailers: list[tuple[str, str]]) -> str:
+    name = PurePosixPath(where.model_relpath).name
+    if where.head is None:
+        summary, story = f"start from {name} (no earlier commits)", "There were no commits to fork from."
+    elif edited:
+        summary = f"start from {name} with its uncommitted edits"
+        story = (
+            f"Forked from {where.head_name} at {where.head[:12]}. The model file had uncommitted edits; "
+            "this round records it as it was on disk, so later diffs show only copilot's changes."
+        )
+    else:
+        summary, story = f"start from {name} as committed", f"Forked from {where.head_name} at {where.head[:12]}."
+    return compose_message(
+        subject_line("baseline", 0, summary),
+        [],
+        story,
+        [("Copilot-Run", run_id), ("Copilot-Round", "0"), ("Copilot-Kind", "baseline"), *trailers],
+    )
+
+
 class ExperimentHistory:
     """One run's rounds on its own branch and worktree. Make it with `start` or `open`."""
 
@@ -210,15 +248,14 @@ class ExperimentHistory:
         # Before anything exists under .copilot/, so `git status` never shows it, even after a kill.
         ensure_excluded(where.common_dir)
         repository = GitRepository(where.toplevel, where.common_dir)
-        model_file = where.toplevel / where.model_relpath
         hparams_relpath = hparams_path_for(where.model_relpath)
         worktree = where.toplevel / WORKTREES_DIR / run_id
+        stamp = int(time.time())
         with repository.session(writing=True) as git:
             if git.run_status("rev-parse", "-q", "--verify", _run_ref(run_id, "start"))[0] == 0:
                 raise HistoryError(f"run {run_id} already has a history", "reopen it instead of starting it again")
-            taken = set(git.run("for-each-ref", "--format=%(refname:lstrip=2)", "refs/heads/copilot/").split())
-            wanted = branch_name_for(run_id, where.model_relpath, time.strftime("%Y%m%d"))
-            branch = next(name for n in range(1, 1000) if (name := wanted if n == 1 else f"{wanted}-{n}") not in taken)
+            branch = _free_branch_name(git, branch_name_for(run_id, where.model_relpath, time.strftime("%Y%m%d")))
+            model_file = where.toplevel / where.model_relpath
             blobs = {
                 where.model_relpath: (
                     _file_mode(model_file),
@@ -229,32 +266,10 @@ class ExperimentHistory:
                 blobs[hparams_relpath] = ("100644", hash_text(git, hparams_relpath, hparams_to_toml(hparams)))
             with tempfile.TemporaryDirectory(prefix="copilot-") as scratch, TemporaryIndex(Path(scratch)) as index:
                 tree = write_tree(git, index, parent=where.head, blobs=blobs)
-            base_tree = git.run("rev-parse", f"{where.head}^{{tree}}").strip() if where.head else None
-            name = PurePosixPath(where.model_relpath).name
-            if where.head is None:
-                summary, story = f"start from {name} (no earlier commits)", "There were no commits to fork from."
-            elif tree != base_tree:
-                summary = f"start from {name} with its uncommitted edits"
-                story = (
-                    f"Forked from {where.head_name} at {where.head[:12]}. The model file had uncommitted "
-                    "edits; this round records it as it was on disk, so later diffs show only copilot's changes."
-                )
-            else:
-                summary, story = f"start from {name} as committed", f"Forked from {where.head_name} at {where.head[:12]}."
-            message = compose_message(
-                subject_line("baseline", 0, summary),
-                [],
-                story,
-                [
-                    ("Copilot-Run", run_id),
-                    ("Copilot-Round", "0"),
-                    ("Copilot-Kind", "baseline"),
-                    ("Copilot-Branch", branch),
-                    ("Copilot-Model", where.model_relpath),
-                    ("Copilot-Hparams", hparams_relpath),
-                ],
-            )
-            commit = commit_tree(git, tree, parent=where.head, message=message)
+            edited = where.head is not None and tree != git.run("rev-parse", f"{where.head}^{{tree}}").strip()
+            trailers = [("Copilot-Branch", branch), ("Copilot-Model", where.model_relpath), ("Copilot-Hparams", hparams_relpath)]
+            message = _round_zero_message(where, run_id, edited=edited, trailers=trailers)
+            commit = commit_tree(git, tree, parent=where.head, message=message, env=_commit_dates(stamp))
             update_refs(
                 git,
                 [f"create refs/heads/{branch} {commit}", f"create {_run_ref(run_id, 'start')} {commit}"],
@@ -268,7 +283,7 @@ class ExperimentHistory:
             base=where.head,
             model_relpath=where.model_relpath,
             hparams_relpath=hparams_relpath,
-            started=datetime.now().astimezone(),
+            started=datetime.fromtimestamp(stamp).astimezone(),
         )
         return cls(repository, run, worktree)
 
@@ -281,7 +296,12 @@ class ExperimentHistory:
         with repository.session() as git:
             run = _select_run(_list_runs(git), run_id, repository.checkout)
         entries = checkouts(repository.common_dir)
-        registered = [entry.path for entry in entries if entry.branch == f"refs/heads/{run.branch}"]
+        # Only a worktree of ours: the user may have checked the branch out in their own checkout.
+        registered = [
+            entry.path
+            for entry in entries
+            if entry.branch == f"refs/heads/{run.branch}" and is_copilot_worktree(entry.path)
+        ]
         worktree = registered[0] if registered else entries[0].path / WORKTREES_DIR / run.run_id
         return cls(repository, run, worktree)
 
@@ -348,14 +368,19 @@ class ExperimentHistory:
             )
         if mine is None or not (here / ".git").is_file():
             git.run("worktree", "prune")
+            if here.exists() and any(here.iterdir()):
+                raise HistoryError(
+                    f"copilot's worktree folder {here} is there, but git no longer knows it as a worktree",
+                    f"delete the folder (every round is safe on branch {self.branch}) and try again",
+                )
             git.run("worktree", "add", str(here), self.branch)
         remove_stale_temporary_indexes(admin_dir(here))
 
     def _restore_worktree(self) -> None:
         with self._writing() as git:
-            modified = git.run_status("diff-index", "--quiet", "HEAD", "--", cwd=self.worktree)[0]
-            if modified:
-                sync_worktree(git, self.worktree, "HEAD")
+            if git.run_status("diff-index", "--quiet", "HEAD", "--", cwd=self.worktree)[0]:
+                tip = git.run("rev-parse", "--verify", f"refs/heads/{self.branch}").strip()
+                sync_worktree(git, WorktreeIndex(self.worktree), tip)
 
     # ------------------------------------------------------------------ reading
 
@@ -391,8 +416,15 @@ class ExperimentHistory:
         for info in rounds:
             if info.round == number:
                 return info
-        last = rounds[-1].round if rounds else 0
-        raise HistoryError(f"run {self.run_id} has no round r{number}", f"its rounds are r0 to r{last}: see `copilot log`")
+        raise self._no_round(number, rounds[-1].round if rounds else 0)
+
+    def _no_round(self, number: int, last: int) -> HistoryError:
+        return HistoryError(f"run {self.run_id} has no round r{number}", f"its rounds are r0 to r{last}: see `copilot log`")
+
+    def _last_round_number(self, entries: Sequence[LogEntry]) -> int:
+        """Without building every round: the hot path of each commit and note."""
+        numbers = [number for entry in entries if (number := round_number_of(entry, self.run_id)) is not None]
+        return max(numbers, default=0)
 
     def rounds(self) -> list[RoundInfo]:
         """Every round on the branch, oldest first, with its results, read from git and notes."""
@@ -455,20 +487,13 @@ class ExperimentHistory:
             ("Copilot-Before", format_metrics(before)),
             ("Copilot-Verdict", verdict),
         ]
+        files = {}
+        if model_code is not None:
+            files[self._run.model_relpath] = model_code
+        if hparams is not None:
+            files[self._run.hparams_relpath] = hparams_to_toml(hparams)
         with self._writing() as git:
-            blobs = {}
-            if model_code is not None:
-                model_file = self.worktree / self._run.model_relpath
-                blobs[self._run.model_relpath] = (
-                    _file_mode(model_file),
-                    hash_text(git, self._run.model_relpath, model_code),
-                )
-            if hparams is not None:
-                blobs[self._run.hparams_relpath] = (
-                    "100644",
-                    hash_text(git, self._run.hparams_relpath, hparams_to_toml(hparams)),
-                )
-            return self._advance(git, kind, summary, findings, rationale, trailers, blobs=blobs)
+            return self._advance(git, kind, summary, findings, rationale, trailers, files=files)
 
     def rollback(self, k: int, *, before: Mapping[str, float | int] | None = None) -> RoundInfo:
         """Commit and return a new round whose files equal round `k`'s (trailer `Copilot-Rollback-To: r<k>`).
@@ -498,15 +523,20 @@ class ExperimentHistory:
         rationale: str,
         trailers: Sequence[tuple[str, str]],
         *,
-        blobs: Mapping[str, tuple[str, str]] | None = None,
+        files: Mapping[str, str] | None = None,
         tree: str | None = None,
     ) -> RoundInfo:
-        """Commit the next round on the tip (a new `tree`, or the tip's with `blobs` in), move the
-        branch to it, and sync the worktree. Only the branch is locked: the redo chain
-        goes stale by itself, since its next commit no longer sits on the tip."""
+        """Commit the next round on the tip (`files` written over the tip's, or a whole `tree`),
+        move the branch to it, and leave the worktree equal to it.
+
+        Files are written into the worktree before the branch moves, so `git add` stages
+        them with the user's filters; if the round cannot be committed they are put back.
+        Only the branch is locked: a redo chain goes stale by itself, since its next
+        commit no longer sits on the tip.
+        """
         entries = self._log(git)
         tip = entries[0].sha
-        number = max(info.round for info in rounds_from_log(entries, self.run_id)) + 1
+        number = self._last_round_number(entries) + 1
         subject = subject_line(kind, number, summary)
         message = compose_message(
             subject,
@@ -514,18 +544,24 @@ class ExperimentHistory:
             rationale,
             [("Copilot-Run", self.run_id), ("Copilot-Round", str(number)), ("Copilot-Kind", kind), *trailers],
         )
-        # The dates are ours, so the round can be described without reading the commit back.
         stamp = int(time.time())
-        git_date = f"@{stamp} {time.strftime('%z', time.localtime(stamp))}"
-        admin = admin_dir(self.worktree)
-        with TemporaryIndex(admin, seed=admin / "index") as index:
-            if tree is None:
-                tree = write_tree(git, index, parent=tip, blobs=blobs or {}, worktree=self.worktree)
-            commit = commit_tree(
-                git, tree, parent=tip, message=message, env={"GIT_AUTHOR_DATE": git_date, "GIT_COMMITTER_DATE": git_date}
-            )
-            update_refs(git, [f"update refs/heads/{self.branch} {commit} {tip}"], f"copilot: {subject}")
-            sync_worktree(git, self.worktree, commit, index)
+        index = WorktreeIndex(self.worktree)
+        with index.temporary() as staging:
+            if files:
+                write_files(self.worktree, files)
+            try:
+                if tree is None:
+                    tree = stage_files(git, index, staging, parent=tip, paths=list(files or {}))
+                commit = commit_tree(git, tree, parent=tip, message=message, env=_commit_dates(stamp))
+                update_refs(git, [f"update refs/heads/{self.branch} {commit} {tip}"], f"copilot: {subject}")
+            except HistoryError:
+                if files:
+                    sync_worktree(git, index, tip)
+                raise
+            if files:
+                index.install(staging, commit)
+            else:
+                sync_worktree(git, index, commit, staging)
         written = LogEntry(
             sha=commit,
             short_sha=commit[: len(entries[0].short_sha)],
@@ -544,9 +580,12 @@ class ExperimentHistory:
         the commit's hash does not change. Returns the note's content now."""
         new = results if isinstance(results, RoundResults) else RoundResults.model_validate(dict(results))
         with self._repository.session(writing=True) as git:
-            info = self._find(rounds_from_log(self._log(git), self.run_id), round)
-            merged = (info.results or RoundResults()).merged(new)
-            set_note(git, info.sha, merged.to_note())
+            entries = self._log(git)
+            entry = next((entry for entry in entries if round_number_of(entry, self.run_id) == round), None)
+            if entry is None:
+                raise self._no_round(round, self._last_round_number(entries))
+            merged = (RoundResults.from_note(entry.note) or RoundResults()).merged(new)
+            set_note(git, entry.sha, merged.to_note())
         return merged
 
     def undo(self) -> RoundInfo:
@@ -584,7 +623,7 @@ class ExperimentHistory:
             if not extends_chain:
                 instructions.append(f"update {redo_ref} {tip.sha}")
             update_refs(git, instructions, f"copilot undo: {tip.subject}")
-            sync_worktree(git, self.worktree, parent)
+            sync_worktree(git, WorktreeIndex(self.worktree), parent)
         return rounds_from_log(entries[1:], self.run_id)[-1]
 
     def redo(self) -> RoundInfo:
@@ -611,5 +650,5 @@ class ExperimentHistory:
             if target == redo_top:
                 instructions.append(f"delete {redo_ref} {redo_top}")
             update_refs(git, instructions, "copilot redo")
-            sync_worktree(git, self.worktree, target)
+            sync_worktree(git, WorktreeIndex(self.worktree), target)
             return self._round_at(git, target)

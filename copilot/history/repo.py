@@ -165,6 +165,8 @@ class Location:
 
 @dataclass(frozen=True)
 class WorktreeEntry:
+    """One checkout of the repository and the branch it has checked out."""
+
     path: Path
     branch: str | None  # refs/heads/... or None when detached
 
@@ -251,7 +253,7 @@ def locate(model_path: Path, *, init_git: bool) -> Location:
         toplevel = Path(repo.working_tree_dir).resolve()
         git_dir = Path(repo.git_dir).resolve()
         common_dir = Path(repo.common_dir).resolve()
-        if toplevel.parent.name == "worktrees" and toplevel.parent.parent.name == COPILOT_DIR:
+        if is_copilot_worktree(toplevel):
             raise HistoryError(
                 f"{model} is inside one of copilot's own worktrees",
                 "start from the model in your own checkout, or reopen that run",
@@ -292,6 +294,11 @@ def locate(model_path: Path, *, init_git: bool) -> Location:
         head=head_sha,
         head_name=branch.strip() if branch_status == 0 else "detached HEAD",
     )
+
+
+def is_copilot_worktree(path: Path) -> bool:
+    """A checkout under `.copilot/worktrees/`: one of ours, not one of the user's."""
+    return path.parent.name == "worktrees" and path.parent.parent.name == COPILOT_DIR
 
 
 def ensure_excluded(common_dir: Path) -> None:
@@ -362,8 +369,8 @@ class TemporaryIndex:
     """An index file of our own, so neither the user's index nor the worktree's is ever half-written.
 
     It starts as a copy of `seed` (keeping its stat data, so unchanged files are not
-    rewritten), is used through `GIT_INDEX_FILE`, and `install()` renames it over the
-    worktree's index in one atomic step. A kill leaves only this file behind.
+    rewritten) and is used through `GIT_INDEX_FILE`. A kill leaves only this file
+    behind, which `remove_stale_temporary_indexes` clears later.
     """
 
     def __init__(self, folder: Path, seed: Path | None = None) -> None:
@@ -383,31 +390,70 @@ class TemporaryIndex:
     def env(self) -> dict[str, str]:
         return {"GIT_INDEX_FILE": str(self.path)}
 
-    def install(self, target: Path) -> None:
-        os.replace(self.path, target)
+
+class WorktreeIndex:
+    """The co-pilot worktree's index: only ever replaced whole (one rename), and remembered
+    with the commit it matches, so the next round can start from it without re-reading
+    the commit's tree. A kill between moving the branch and replacing the index leaves
+    an index that no longer matches: `matches` says so and the tree is read again."""
+
+    def __init__(self, worktree: Path) -> None:
+        self.worktree = worktree
+        admin = admin_dir(worktree)
+        self.path = admin / "index"
+        self._matched_commit = admin / "copilot-index-matches"
+
+    def temporary(self) -> TemporaryIndex:
+        return TemporaryIndex(self.path.parent, seed=self.path)
+
+    def _signature(self) -> str:
+        status = self.path.stat()
+        return f"{status.st_ino} {status.st_mtime_ns} {status.st_size}"
+
+    def matches(self, commit: str) -> bool:
+        try:
+            return self._matched_commit.read_text(encoding="utf-8") == f"{commit} {self._signature()}"
+        except OSError:
+            return False
+
+    def install(self, index: TemporaryIndex, commit: str) -> None:
+        os.replace(index.path, self.path)
+        self._matched_commit.write_text(f"{commit} {self._signature()}", encoding="utf-8")
 
 
-def write_tree(
-    git: GitSession,
-    index: TemporaryIndex,
-    *,
-    parent: str | None,
-    blobs: Mapping[str, tuple[str, str]],
-    worktree: Path | None = None,
-) -> str:
-    """The tree of `parent` with `blobs` ({path: (mode, blob sha)}) put in, built on `index`.
-
-    Run in `worktree` when there is one, so the index's stat data is about its files.
-    """
+def write_tree(git: GitSession, index: TemporaryIndex, *, parent: str | None, blobs: Mapping[str, tuple[str, str]]) -> str:
+    """The tree of `parent` with `blobs` ({path: (mode, blob sha)}) put in, built on `index`."""
     if parent is None:
-        git.run("read-tree", "--empty", env=index.env, cwd=worktree)
+        git.run("read-tree", "--empty", env=index.env)
     else:
-        # -m keeps the stat data of entries that match, so the worktree sync rewrites only what changed.
-        git.run("read-tree", "-m", parent, env=index.env, cwd=worktree)
+        git.run("read-tree", parent, env=index.env)
     if blobs:
         cacheinfo = [arg for path, (mode, sha) in blobs.items() for arg in ("--cacheinfo", f"{mode},{sha},{path}")]
-        git.run("update-index", "--add", *cacheinfo, env=index.env, cwd=worktree)
-    return git.run("write-tree", env=index.env, cwd=worktree).strip()
+        git.run("update-index", "--add", *cacheinfo, env=index.env)
+    return git.run("write-tree", env=index.env).strip()
+
+
+def write_files(worktree: Path, files: Mapping[str, str]) -> None:
+    """Replace files in the worktree, each in one rename (the trainer may be reading), keeping modes."""
+    for relpath, text in files.items():
+        target = worktree / relpath
+        target.parent.mkdir(parents=True, exist_ok=True)
+        temporary = target.with_name(f".{target.name}.copilot-{os.getpid()}")
+        temporary.write_bytes(text.encode("utf-8"))
+        if target.exists():
+            os.chmod(temporary, target.stat().st_mode & 0o7777)
+        os.replace(temporary, target)
+
+
+def stage_files(
+    git: GitSession, index: WorktreeIndex, staging: TemporaryIndex, *, parent: str, paths: Sequence[str]
+) -> str:
+    """The tree of `parent` with the worktree's `paths` as they are on disk (`git add`: filters apply)."""
+    if not index.matches(parent):
+        # -m keeps the stat data of entries that match, so unchanged files are not re-read.
+        git.run("read-tree", "-m", parent, env=staging.env, cwd=index.worktree)
+    git.run("add", "-f", "--", *paths, env=staging.env, cwd=index.worktree)
+    return git.run("write-tree", env=staging.env, cwd=index.worktree).strip()
 
 
 def commit_tree(
@@ -428,19 +474,18 @@ def update_refs(git: GitSession, instructions: Sequence[str], reason: str) -> No
     git.run("update-ref", "-m", reason, "--stdin", stdin="".join(f"{line}\n" for line in instructions))
 
 
-def sync_worktree(git: GitSession, worktree: Path, commit: str, index: TemporaryIndex | None = None) -> None:
-    """Make the worktree's files and index equal `commit`; files already equal are not rewritten.
+def sync_worktree(git: GitSession, index: WorktreeIndex, commit: str, staging: TemporaryIndex | None = None) -> None:
+    """Make the worktree's files and index equal `commit` (a full hash); files already equal are not rewritten.
 
     The worktree belongs to copilot: this is `reset --hard` confined to it, done on a
     temporary index that replaces the worktree's in one rename, so a kill leaves
     either the old index or the new one, never a lock.
     """
-    admin = admin_dir(worktree)
     with contextlib.ExitStack() as stack:
-        if index is None:
-            index = stack.enter_context(TemporaryIndex(admin, seed=admin / "index"))
-        git.run("read-tree", "--reset", "-u", commit, env=index.env, cwd=worktree)
-        index.install(admin / "index")
+        if staging is None:
+            staging = stack.enter_context(index.temporary())
+        git.run("read-tree", "--reset", "-u", commit, env=staging.env, cwd=index.worktree)
+        index.install(staging, commit)
 
 
 def set_note(git: GitSession, commit: str, text: str) -> None:

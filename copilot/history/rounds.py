@@ -108,6 +108,8 @@ class RoundInfo(Frozen):
 
 
 class MetricChange(Frozen):
+    """One metric of a diff: round a's value, round b's, and b minus a."""
+
     name: str
     old: float | int | None
     new: float | int | None
@@ -175,13 +177,21 @@ def _number(value: object) -> float | None:
     return None if math.isnan(value) else float(value)
 
 
+def round_number_of(entry: LogEntry, run_id: str) -> int | None:
+    """The round number a commit records, or None when it is not one of this run's rounds."""
+    fields = entry.copilot()
+    if fields.get("Run") != run_id or fields.get("Kind") not in ROUND_KINDS:
+        return None
+    return parse_round_label(fields.get("Round", ""))
+
+
 def round_of_entry(entry: LogEntry, run_id: str) -> RoundInfo | None:
     """The round a commit records, or None when it is not one of this run's rounds."""
-    fields = entry.copilot()
-    number = parse_round_label(fields.get("Round", ""))
-    kind = fields.get("Kind")
-    if fields.get("Run") != run_id or number is None or kind not in ROUND_KINDS:
+    number = round_number_of(entry, run_id)
+    if number is None:
         return None
+    fields = entry.copilot()
+    kind = fields["Kind"]
     results = RoundResults.from_note(entry.note)
     verdict = fields.get("Verdict")
     return RoundInfo(
@@ -206,13 +216,14 @@ def round_of_entry(entry: LogEntry, run_id: str) -> RoundInfo | None:
 def rounds_from_log(entries: list[LogEntry], run_id: str) -> list[RoundInfo]:
     """The run's rounds, oldest first, from `git log` entries (newest first, as git prints them).
 
-    A round without a note borrows its `after` figures from the next round's
-    `before`: those were measured on this round's code when the next change was proposed.
+    A round's `after` figures are its note's, completed by the next round's `before`:
+    those were measured on this round's code when the next change was proposed.
     """
     rounds = [info for entry in reversed(entries) if (info := round_of_entry(entry, run_id)) is not None]
     for position, info in enumerate(rounds[:-1]):
-        if not info.after and rounds[position + 1].before:
-            rounds[position] = info.model_copy(update={"after": rounds[position + 1].before})
+        after = {**rounds[position + 1].before, **info.after}
+        if after != info.after:
+            rounds[position] = info.model_copy(update={"after": after})
     return rounds
 
 

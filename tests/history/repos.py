@@ -7,6 +7,8 @@ import os
 import subprocess
 from pathlib import Path
 
+import pytest
+
 MODEL_CODE = '''import torch.nn as nn
 
 
@@ -85,3 +87,26 @@ def checkout_snapshot(repo: Path) -> dict[str, object]:
         "user refs": user_refs,
         "files": files,
     }
+
+
+def isolate_git(home: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A HOME and global git config of the test's own (user Ada Lovelace, branch main),
+    so the developer's identity, hooks or signing settings never leak in."""
+    config = home / ".gitconfig"
+    config.write_text("[user]\n\tname = Ada Lovelace\n\temail = ada@example.com\n[init]\n\tdefaultBranch = main\n")
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(home / ".config"))
+    monkeypatch.setenv("GIT_CONFIG_GLOBAL", str(config))
+    monkeypatch.setenv("GIT_CONFIG_NOSYSTEM", "1")
+    for name in (
+        "GIT_DIR",
+        "GIT_WORK_TREE",
+        "GIT_INDEX_FILE",
+        "GIT_AUTHOR_NAME",
+        "GIT_AUTHOR_EMAIL",
+        "GIT_COMMITTER_NAME",
+        "GIT_COMMITTER_EMAIL",
+        "EMAIL",
+    ):
+        monkeypatch.delenv(name, raising=False)
+    return home

@@ -14,7 +14,7 @@ from copilot.errors import HistoryError
 from copilot.history.experiment import ExperimentHistory
 from copilot.history.hparams_file import read_hparams
 from copilot.history.rounds import RoundInfo, RoundResults
-from tests.history.repos import git, model_code
+from tests.history.repos import checkout_snapshot, git, model_code
 
 RUN = "20261120-234500-net-3f2a"
 ROUNDS = 8  # most tests; the long-run test makes 50
@@ -210,10 +210,14 @@ def test_refuses_to_move_the_branch_under_someone_elses_checkout(history: Experi
     assert history.close() is True
     assert not history.worktree.exists()
     git(repo, "switch", "-q", history.branch)
-    with pytest.raises(HistoryError, match="is checked out in"):
-        commit(history, 9)
-    assert git(repo, "rev-parse", "HEAD").strip() == history.rounds()[-1].sha
-    git(repo, "switch", "-q", "main")
+    before = checkout_snapshot(repo)
+    for session in (history, ExperimentHistory.open(repo)):
+        assert session.worktree == history.worktree, "the user's checkout is never taken for copilot's worktree"
+        with pytest.raises(HistoryError, match="is checked out in"):
+            commit(session, 9)
+        with pytest.raises(HistoryError, match="is checked out in"):
+            session.undo()
+    assert checkout_snapshot(repo) == before
 
 
 def test_closed_worktree_comes_back_and_close_keeps_unsaved_edits(history: ExperimentHistory, repo: Path) -> None:
