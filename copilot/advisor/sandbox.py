@@ -183,7 +183,9 @@ def _report_from(outcome: _ChildOutcome, job: SandboxJob) -> SandboxReport:
         try:
             report = SandboxReport.model_validate(reports[-1])
         except ValidationError as error:
-            return _dead_child_report("crashed", f"the sandbox child wrote an invalid report: {error}", outcome, job)
+            problem = error.errors()[0]
+            message = f"the sandbox child wrote an invalid report ({problem['loc']}: {problem['msg']})"
+            return _dead_child_report("crashed", message, outcome, job)
         # A failure report stands even if the child was slow to exit; a pass must also exit in time.
         if not (report.ok and outcome.killed_by_parent):
             return report

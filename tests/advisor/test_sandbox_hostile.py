@@ -79,9 +79,9 @@ def test_an_endless_loop_in_init_is_stopped_by_the_wall_clock() -> None:
 @pytest.mark.slow
 def test_an_endless_loop_in_forward_is_stopped_by_the_cpu_limit() -> None:
     code = model_code(f"total = 0\nwhile True:\n    total += 1\n{FORWARD}")
-    report = _checked(code, SandboxSettings(timeout_s=60, cpu_seconds=3))
+    report = _checked(code, SandboxSettings(timeout_s=60, cpu_seconds=4))
     assert (report.ok, report.stage) == (False, "timeout")
-    assert report.message.startswith("CPU-time limit of 3 s exceeded during forward")
+    assert report.message.startswith("CPU-time limit of 4 s exceeded during forward")
     assert report.line in (_line_of(code, "while True"), _line_of(code, "total += 1"))
 
 
@@ -90,7 +90,7 @@ def test_an_endless_loop_in_forward_is_stopped_by_the_cpu_limit() -> None:
     ("settings", "reason"),
     [
         (SandboxSettings(timeout_s=10, cpu_seconds=60), "wall-clock limit of 10 s exceeded during instantiate; the process was killed"),
-        (SandboxSettings(timeout_s=60, cpu_seconds=3), "CPU-time limit of 3 s exceeded during instantiate"),
+        (SandboxSettings(timeout_s=60, cpu_seconds=4), "CPU-time limit of 4 s exceeded during instantiate"),
     ],
     ids=["wall-clock kill", "cpu hard limit"],
 )
@@ -191,6 +191,15 @@ def test_a_socket_connect_past_the_static_check_is_blocked() -> None:
         assert report.message.startswith("the sandbox blocked socket.")
         with pytest.raises(TimeoutError):
             server.accept()  # nothing ever connected
+
+
+def test_a_child_that_dies_without_a_report_is_reported_as_crashed() -> None:
+    code = model_code(f"import os\nos.abort()\n{FORWARD}")
+    report = _unchecked(code)
+    assert (report.ok, report.stage) == (False, "crashed")
+    assert report.message == "the sandbox child was killed by SIGABRT during forward without a report"
+    # The tail of the child's stderr, where faulthandler names the generated line.
+    assert f'File "<generated model>", line {_line_of(code, "os.abort")}' in report.traceback
 
 
 # ---------------------------------------------------------------------------------- files
