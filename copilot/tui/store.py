@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import math
 import threading
+import time
 from collections import deque
 from dataclasses import dataclass, field
+from typing import Callable, Literal
 
 import numpy as np
 
@@ -38,8 +40,11 @@ from copilot.events import (
 )
 
 STEP_SERIES = ("loss", "accuracy", "total_grad_norm", "lr")
-MAX_SERIES = 8  # plotext's cost grows with series count
+MAX_SERIES = 8  # a chart with more lines than this is unreadable, and each costs a raster pass
 MODULE_HISTORY = 240  # points per module sparkline: wider than any terminal row needs
+MODULE_SERIES = 10_000  # logged steps kept per module for the charts (100k steps at log_every=10)
+LogSource = Literal["trainer", "advisor", "git", "app"]
+LogLevel = Literal["debug", "info", "warning", "error"]
 
 
 class RingSeries:
@@ -74,6 +79,22 @@ class RingSeries:
             return None
         return float(self._values[(self._start + self._length - 1) % self.capacity])
 
+    def last_step(self) -> float | None:
+        if not self._length:
+            return None
+        return float(self._steps[(self._start + self._length - 1) % self.capacity])
+
+    def tail(self, count: int) -> tuple[float, ...]:
+        """The newest `count` values, oldest first."""
+        count = min(count, self._length)
+        first = self._start + self._length - count
+        return tuple(float(self._values[(first + offset) % self.capacity]) for offset in range(count))
+
+    def drop_from(self, step: float) -> None:
+        """Forget every point at or after `step`: the trainer went back to an earlier checkpoint."""
+        while self._length and self.last_step() >= step:
+            self._length -= 1
+
 
 def minmax_downsample(xs: np.ndarray, ys: np.ndarray, buckets: int) -> tuple[np.ndarray, np.ndarray]:
     """At most 2×`buckets` points: each bucket keeps its min and max in time order, so spikes survive.
@@ -98,6 +119,17 @@ def minmax_downsample(xs: np.ndarray, ys: np.ndarray, buckets: int) -> tuple[np.
         picks.append(np.array([base + tail.argmin(), base + tail.argmax()]))
     order = np.unique(np.concatenate(picks))
     return xs[order], ys[order]
+
+
+@dataclass(frozen=True)
+class LogEntry:
+    """One line of the log pane; `detail` is the full text (a traceback) one keypress away."""
+
+    time: float
+    source: LogSource
+    level: LogLevel
+    message: str
+    detail: str = ""
 
 
 @dataclass(frozen=True)
@@ -141,24 +173,32 @@ class StoreView:
     epochs: tuple[EpochPoint, ...]
     round_steps: tuple[tuple[int, int], ...]  # (round, step at which it started)
     modules: tuple[ModuleRow, ...]
-    update_ratio_steps: dict[str, tuple[np.ndarray, np.ndarray]]
+    update_ratio_steps: dict[str, tuple[np.ndarray, np.ndarray]]  # the modules furthest from the 1e-3 guide
+    grad_norm_steps: dict[str, tuple[np.ndarray, np.ndarray]]  # the modules with the most unusual gradient norms
     last_error: TrainerError | None
     finished: Finished | None
+    log_total: int  # log entries ever added: the log pane shows entries it has not seen yet
+    log_tail: tuple[LogEntry, ...]
 
 
 @dataclass
 class _ModuleHistory:
-    grad: deque = field(default_factory=lambda: deque(maxlen=MODULE_HISTORY))
-    update_ratio: float | None = None
+    grad: RingSeries = field(default_factory=lambda: RingSeries(MODULE_SERIES))
+    update_ratio: RingSeries = field(default_factory=lambda: RingSeries(MODULE_SERIES))
     dead: float | None = None
     saturated: float | None = None
+
+    def drop_from(self, step: float) -> None:
+        self.grad.drop_from(step)
+        self.update_ratio.drop_from(step)
 
 
 class MetricsStore:
     """Everything the app draws, fed by trainer events; safe to use from two threads."""
 
-    def __init__(self, capacity: int = 100_000, log_lines: int = 2_000) -> None:
+    def __init__(self, capacity: int = 100_000, log_lines: int = 2_000, clock: Callable[[], float] = time.time) -> None:
         self._lock = threading.Lock()
+        self._clock = clock  # stamps log lines that carry no time of their own; tests freeze it
         self._capacity = capacity
         self.version = 0
         self._run_id = ""
@@ -171,21 +211,18 @@ class MetricsStore:
         self._hparams: HParams | None = None
         self._model: ModelSummary | None = None
         self._steps = {name: RingSeries(capacity) for name in STEP_SERIES}
-        self._update_ratio_steps: dict[str, RingSeries] = {}
         self._epochs: list[EpochPoint] = []
-        self._round = 0
         self._round_steps: list[tuple[int, int]] = [(0, 0)]
         self._modules: dict[str, _ModuleHistory] = {}
         self._last_error: TrainerError | None = None
         self._finished: Finished | None = None
-        self.log: deque[LogLine | TrainerError] = deque(maxlen=log_lines)
+        self._log: deque[LogEntry] = deque(maxlen=log_lines)
+        self._log_total = 0
 
     # ------------------------------------------------------------------ writing (ingest thread)
 
     def ingest(self, event: Event) -> None:
-        with self._lock:
-            self._apply(event)
-            self.version += 1
+        self.ingest_many([event])
 
     def ingest_many(self, events: list[Event]) -> None:
         if not events:
@@ -195,12 +232,15 @@ class MetricsStore:
                 self._apply(event)
             self.version += 1
 
-    def mark_round(self, round_number: int) -> None:
-        """A round was accepted: charts mark the step where it starts."""
+    def note(self, source: LogSource, level: LogLevel, message: str, detail: str = "") -> None:
+        """A line for the log pane from the advisor, git or the app itself (the trainer's come as events)."""
         with self._lock:
-            self._round = round_number
-            self._round_steps.append((round_number, self._step))
+            self._append_log(LogEntry(self._clock(), source, level, message, detail))
             self.version += 1
+
+    def _append_log(self, entry: LogEntry) -> None:
+        self._log.append(entry)
+        self._log_total += 1
 
     def _apply(self, event: Event) -> None:
         if isinstance(event, StepBatch):
@@ -230,27 +270,52 @@ class MetricsStore:
             self._model_name = event.model.class_name
             self._hparams = event.hparams
             self._state = "running"
+            self._finished = None
             if event.resumed_from_epoch is not None:
-                self._epoch = event.resumed_from_epoch
+                self._rewind_to_epoch(event.resumed_from_epoch)
         elif isinstance(event, ModelSwapped):
             self._model = event.model
             self._model_name = event.model.class_name
-            self._modules = {}  # the old model's modules no longer exist
-            self._update_ratio_steps = {}
+            # Modules the new model still has keep their history, so a round's effect shows on one chart.
+            kept = {module.name for module in event.model.modules}
+            self._modules = {name: history for name, history in self._modules.items() if name in kept}
+            self._mark_round(event.round, event.step)
         elif isinstance(event, HParamsApplied):
             self._hparams = event.hparams
+            self._mark_round(event.round, event.step)
         elif isinstance(event, StateChanged):
             self._state = event.state
         elif isinstance(event, TrainerError):
             self._last_error = event
-            self.log.append(event)
+            where = f" (epoch {event.epoch}, step {event.step})" if event.step is not None else ""
+            message = f"{event.kind} error{where}: {event.message}"
+            detail = "\n\n".join(part for part in (event.message, event.hint and f"hint: {event.hint}", event.traceback) if part)
+            self._append_log(LogEntry(self._clock(), "trainer", "error", message, detail))
         elif isinstance(event, LogLine):
-            self.log.append(event)
+            first, _, rest = event.message.partition("\n")
+            self._append_log(LogEntry(event.time, "trainer", event.level, first, event.message if rest else ""))
         elif isinstance(event, Finished):
             self._finished = event
             self._state = "finished" if event.reason != "error" else "crashed"
         elif isinstance(event, (CheckpointWritten, Evaluated)):
             pass  # shown through the log lines the trainer sends with them
+
+    def _mark_round(self, round_number: int | None, step: int) -> None:
+        """The trainer applied an accepted round: the charts mark the step where it starts."""
+        if round_number is not None:
+            self._round_steps.append((round_number, step))
+
+    def _rewind_to_epoch(self, epoch: int) -> None:
+        """The trainer restarted from a checkpoint (resume, rollback): forget what came after it."""
+        self._epoch = epoch
+        self._epochs = [point for point in self._epochs if point.epoch <= epoch]
+        step = self._epochs[-1].step if self._epochs else 0
+        self._step = step
+        for series in self._steps.values():
+            series.drop_from(step + 1)
+        for history in self._modules.values():
+            history.drop_from(step + 1)
+        self._round_steps = [marker for marker in self._round_steps if marker[1] <= step] or [(0, 0)]
 
     def _apply_steps(self, batch: StepBatch) -> None:
         for record in batch.records:
@@ -264,13 +329,9 @@ class MetricsStore:
             self._steps["total_grad_norm"].append(step, record.total_grad_norm)
             self._steps["lr"].append(step, record.lr)
             for name, norm in record.per_module_grad_norm.items():
-                self._module(name).grad.append(norm)
+                self._module(name).grad.append(step, norm)
             for name, ratio in record.per_module_update_ratio.items():
-                self._module(name).update_ratio = ratio
-                series = self._update_ratio_steps.get(name)
-                if series is None:
-                    series = self._update_ratio_steps[name] = RingSeries(min(self._capacity, 20_000))
-                series.append(step, ratio)
+                self._module(name).update_ratio.append(step, ratio)
 
     def _module(self, name: str) -> _ModuleHistory:
         found = self._modules.get(name)
@@ -280,19 +341,15 @@ class MetricsStore:
 
     # ------------------------------------------------------------------ reading (UI thread)
 
-    def _worst_update_ratio_modules(self) -> list[str]:
-        """The modules whose latest update ratio sits furthest from the 1e-3 guide (log distance).
-
-        A chart draws at most `MAX_SERIES` of them, so only those are copied per frame.
-        """
-
-        def distance(name: str) -> float:
-            last = self._update_ratio_steps[name].last()
-            if last is None or not math.isfinite(last) or last <= 0:
-                return math.inf
-            return abs(math.log10(last) + 3.0)
-
-        return sorted(self._update_ratio_steps, key=distance, reverse=True)[:MAX_SERIES]
+    def _worst_modules(
+        self, series_of: Callable[[_ModuleHistory], RingSeries], usual: Callable[[list[float]], float]
+    ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """The `MAX_SERIES` modules whose latest value lies most decades from `usual`; only they are copied per frame."""
+        latest = {name: series_of(history).last() for name, history in self._modules.items()}
+        latest = {name: value for name, value in latest.items() if value is not None}
+        reference = usual(list(latest.values()))
+        chosen = sorted(latest, key=lambda name: _decades_from(latest[name], reference), reverse=True)[:MAX_SERIES]
+        return {name: series_of(self._modules[name]).arrays() for name in chosen}
 
     def view(self) -> StoreView:
         with self._lock:
@@ -313,20 +370,38 @@ class MetricsStore:
                 modules=tuple(
                     ModuleRow(
                         name=name,
-                        grad_norm=history.grad[-1] if history.grad else None,
-                        update_ratio=history.update_ratio,
+                        grad_norm=history.grad.last(),
+                        update_ratio=history.update_ratio.last(),
                         dead_fraction=history.dead,
                         saturated_fraction=history.saturated,
-                        grad_history=tuple(history.grad),
+                        grad_history=history.grad.tail(MODULE_HISTORY),
                     )
                     for name, history in self._modules.items()
                 ),
-                update_ratio_steps={
-                    name: self._update_ratio_steps[name].arrays() for name in self._worst_update_ratio_modules()
-                },
+                update_ratio_steps=self._worst_modules(lambda history: history.update_ratio, _update_ratio_guide),
+                grad_norm_steps=self._worst_modules(lambda history: history.grad, _median_decade),
                 last_error=self._last_error,
                 finished=self._finished,
+                log_total=self._log_total,
+                log_tail=tuple(self._log),
             )
+
+
+def _decades_from(value: float, reference: float) -> float:
+    if not math.isfinite(value) or value <= 0:
+        return math.inf
+    return abs(math.log10(value) - reference)
+
+
+def _update_ratio_guide(_values: list[float]) -> float:
+    """Update ratios are judged against the 1e-3 rule of thumb (in decades)."""
+    return -3.0
+
+
+def _median_decade(values: list[float]) -> float:
+    """Gradient norms are judged against the model's own median, so vanishing and exploding both stand out."""
+    logs = [math.log10(value) for value in values if math.isfinite(value) and value > 0]
+    return float(np.median(logs)) if logs else 0.0
 
 
 def module_anomaly(row: ModuleRow) -> str | None:

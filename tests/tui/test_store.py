@@ -12,11 +12,15 @@ from copilot.events import (
     DataSpec,
     EpochSummary,
     HParams,
+    HParamsApplied,
+    LogLine,
     ModelSummary,
+    ModuleInfo,
     ModelSwapped,
     RunStarted,
     StepBatch,
     StepRecord,
+    TrainerError,
 )
 from copilot.tui.store import MAX_SERIES, MetricsStore, ModuleRow, RingSeries, minmax_downsample, module_anomaly
 
@@ -35,6 +39,13 @@ def _record(step: int, norms: dict[str, float], ratios: dict[str, float] | None 
         total_grad_norm=sum(norms.values()),
         per_module_grad_norm=norms,
         per_module_update_ratio=ratios or {},
+    )
+
+
+def _epoch(epoch: int, step: int) -> EpochSummary:
+    return EpochSummary(
+        epoch=epoch, step=step, train_loss=2.2, train_accuracy=0.11, val_loss=2.3, val_accuracy=0.1,
+        lr=0.1, samples_per_sec=900.0, duration_s=1.0,
     )
 
 
@@ -90,18 +101,58 @@ def test_store_ingests_events_into_a_consistent_view() -> None:
     assert view.epochs[0].val_accuracy == 0.1
 
 
-def test_version_moves_only_on_change_and_swap_forgets_old_modules() -> None:
+def test_version_moves_only_on_change_and_a_swap_keeps_only_the_modules_still_there() -> None:
     store = MetricsStore()
     before = store.version
     store.ingest_many([])
     assert store.version == before
-    store.ingest(StepBatch(records=(_record(1, {"old": 1.0}),)))
+    store.ingest(StepBatch(records=(_record(1, {"old": 1.0, "kept": 2.0}),)))
     assert store.version == before + 1
-    store.ingest(ModelSwapped(model=MODEL, transferred=0, total=4, step=1, round=1))
-    store.mark_round(1)
+    swapped = MODEL.model_copy(update={"modules": (ModuleInfo(name="kept", type="Linear", params=4),)})
+    store.ingest(ModelSwapped(model=swapped, transferred=2, total=4, step=1, round=1))
     view = store.view()
-    assert view.modules == ()
+    assert [row.name for row in view.modules] == ["kept"]
     assert view.round_steps[-1] == (1, 1)
+
+
+def test_a_resumed_trainer_rewinds_the_series_to_its_checkpoint() -> None:
+    store = MetricsStore()
+    store.ingest(RunStarted(run_id="r1", device="cpu", data=SPEC, model=MODEL, hparams=HParams(), time=0.0))
+    for epoch, last_step in ((1, 40), (2, 90)):
+        first = last_step - 40
+        store.ingest(StepBatch(records=tuple(_record(s, {"conv": 0.1}) for s in range(first, last_step + 1, 10))))
+        store.ingest(_epoch(epoch, last_step))
+    store.ingest(HParamsApplied(hparams=HParams(lr=0.01), step=90, round=1))
+    store.ingest(RunStarted(run_id="r1", device="cpu", data=SPEC, model=MODEL, hparams=HParams(), time=1.0, resumed_from_epoch=1))
+    store.ingest(StepBatch(records=(_record(50, {"conv": 0.2}),)))
+    view = store.view()
+    assert view.steps["loss"][0].tolist() == [0, 10, 20, 30, 40, 50]
+    assert [point.epoch for point in view.epochs] == [1]
+    assert view.round_steps == ((0, 0),)
+    assert view.modules[0].grad_history[-2:] == (0.1, 0.2)
+
+
+def test_log_lines_count_up_and_keep_their_full_text() -> None:
+    store = MetricsStore(log_lines=3, clock=lambda: 42.0)
+    store.ingest(LogLine(message="epoch 1\ndetails", time=1.0))
+    store.ingest(TrainerError(kind="shape", message="bad shape", hint="fix it", traceback="Traceback ...", step=3, epoch=1))
+    store.note("advisor", "info", "thinking")
+    store.note("git", "info", "committed")
+    view = store.view()
+    assert view.log_total == 4 and len(view.log_tail) == 3
+    error = view.log_tail[0]
+    assert error.message == "shape error (epoch 1, step 3): bad shape" and error.time == 42.0
+    assert "hint: fix it" in error.detail and "Traceback" in error.detail
+    assert [entry.source for entry in view.log_tail] == ["trainer", "advisor", "git"]
+
+
+def test_worst_grad_norm_modules_are_the_furthest_from_the_median() -> None:
+    store = MetricsStore()
+    norms = {f"m{i}": 0.1 for i in range(12)}
+    norms.update({"tiny": 1e-9, "huge": 1e4})
+    store.ingest(StepBatch(records=(_record(1, norms),)))
+    kept = list(store.view().grad_norm_steps)
+    assert len(kept) == MAX_SERIES and kept[:2] == ["tiny", "huge"]
 
 
 def test_update_ratio_view_keeps_only_the_modules_furthest_from_the_guide() -> None:

@@ -1,0 +1,641 @@
+"""The Textual app: one co-pilot session on screen, and `run_app`, the way the CLI starts it.
+
+The app owns no training, advisor or git logic; it drives a `Session` and shows what
+comes back. Threads, each with its own worker group so `exclusive` never cancels
+the wrong kind of work:
+- "ingest": drains `session.poll_events(timeout=...)` into the `MetricsStore` (a
+  plain, lock-protected object), posts a message only for the few events that need
+  an answer on screen, and asks `session.due_assessment()` when the advisor is free;
+- "advisor": `session.assess` / `decide` / `pending`, which block for seconds;
+- "git": rounds, diffs, rollback, undo, redo, serialised by one lock;
+- "control": pause, resume, the report; "lifecycle": the checkpoint on quit.
+The screen in front redraws on a timer (`settings.tui.refresh_hz`) and only when the
+store's version or the app's own state moved. Blocking calls run in daemon threads
+that the worker waits on while watching for cancellation, so quitting never waits
+for an LLM or a slow trainer to answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shlex
+import signal
+import subprocess
+import tempfile
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterable
+
+from pydantic import ValidationError
+from rich.console import Group
+from rich.text import Text
+from textual import work
+from textual.app import App, ScreenStackError, SuspendNotSupported, SystemCommand
+from textual.binding import Binding
+from textual.message import Message
+from textual.screen import Screen
+from textual.worker import Worker, WorkerCancelled, get_current_worker
+
+from copilot.advisor.schemas import ArchitectureProposal, FinishProposal, HParamChange, HParamProposal, Verdict
+from copilot.config import Settings
+from copilot.errors import CopilotError
+from copilot.events import Event, Finished, HParamsApplied, ModelSwapped, TrainerError
+from copilot.history.hparams_file import hparams_to_toml, read_hparams
+from copilot.tui.screens.dialogs import ConfirmDialog, ReasonDialog, TextDialog
+from copilot.tui.screens.history import HistoryScreen
+from copilot.tui.screens.layers import LayersScreen
+from copilot.tui.screens.live import LiveScreen
+from copilot.tui.screens.run import RunScreen
+from copilot.tui.store import LogEntry, LogSource, MetricsStore, StoreView
+from copilot.tui.widgets.proposal import sandbox_details
+from copilot.tui.widgets.status import AdvisorState, StatusInfo
+
+if TYPE_CHECKING:
+    from copilot.advisor.schemas import Diagnosis
+    from copilot.session.controller import AdvisorTurn, Decision, Session
+
+POLL_TIMEOUT_S = 0.1  # how long the ingest thread waits for events; bounds how late it sees a quit
+NOTABLE_EVENTS = (TrainerError, Finished, ModelSwapped, HParamsApplied)
+EDIT_HEADER = (
+    "# Edit the proposed hyperparameters, save and quit the editor.\n"
+    "# copilot applies the values that differ from the running ones; a bad value is refused with the reason.\n"
+)
+
+# Help text for the command palette, by action name; every binding of the app and its screens is listed.
+ACTION_HELP = {
+    "accept": "Accept the proposal: commit it on the experiment branch and apply it to the trainer",
+    "reject": "Reject the proposal and tell the advisor why",
+    "edit": "Edit the proposal in $EDITOR; edited code is checked in the sandbox before use",
+    "sandbox_report": "Show the sandbox's full report on the proposed code",
+    "toggle_side_by_side": "Switch the architecture diff between unified and side by side",
+    "toggle_module_series": "Draw the modules with the most unusual gradient norms on the gradient chart",
+    "last_error": "Show the full text of the latest error",
+    "next_chart_page": "Show the other pair of charts (short terminals)",
+    "pane": "Bring a pane forward (narrow terminals)",
+    "maximize_pane": "Zoom the focused pane to the whole screen, or back",
+    "pause": "Pause or resume training",
+    "ask": "Ask the advisor to assess the run now",
+    "history": "Rounds from git: diffs, rollback, undo, redo",
+    "layers": "Every module's gradient norm, update ratio and dead or saturated units",
+    "show_run": "Back to the run screen",
+    "quit": "Write a checkpoint, stop training and quit",
+    "mark": "Mark a round to compare (two marks show the diff)",
+    "rollback": "Roll the branch back to the highlighted round",
+    "undo": "Undo the last round on the branch",
+    "redo": "Redo the round undo removed",
+    "reload": "Read the rounds from git again",
+    "next_sort": "Sort by the next column",
+    "reverse_sort": "Reverse the sort order",
+}
+
+
+# --------------------------------------------------------------------------- messages from worker threads
+
+
+class AssessmentDue(Message):
+    """The session says the advisor should look now; repeated ones coalesce in the queue."""
+
+    def __init__(self, trigger: str) -> None:
+        super().__init__()
+        self.trigger = trigger
+
+    def can_replace(self, message: Message) -> bool:
+        return isinstance(message, AssessmentDue)
+
+
+class TrainerNotice(Message):
+    """Events that deserve more than a redraw: errors, the end of training, an applied round."""
+
+    def __init__(self, events: tuple[Event, ...]) -> None:
+        super().__init__()
+        self.events = events
+
+
+class BackgroundDone(Message):
+    """A blocking call finished in a worker thread; `then` runs with its result on the UI thread."""
+
+    def __init__(self, then: Callable[[Any], None], result: Any) -> None:
+        super().__init__()
+        self.then = then
+        self.result = result
+
+
+class BackgroundFailed(Message):
+    def __init__(self, source: LogSource, what: str, error: BaseException, then: Callable[[], None] | None) -> None:
+        super().__init__()
+        self.source = source
+        self.what = what
+        self.error = error
+        self.detail = "".join(traceback.format_exception(error))
+        self.then = then
+
+
+def error_line(error: BaseException) -> str:
+    """One line for the screen: a CopilotError's message and hint, anything else by type and first line."""
+    if isinstance(error, CopilotError):
+        return f"{error.message} (hint: {error.hint})" if error.hint else error.message
+    first = str(error).splitlines()[0] if str(error) else ""
+    return f"{type(error).__name__}: {first}" if first else type(error).__name__
+
+
+def call_interruptibly(function: Callable[..., Any], *args: Any) -> Any:
+    """Run a blocking call in a daemon thread and wait for it while the calling worker is not cancelled.
+
+    A cancelled worker returns at once by raising `WorkerCancelled`, so quitting never
+    waits for an LLM call or a git command; the daemon thread ends with the process.
+    """
+    worker = get_current_worker()
+    outcome: dict[str, Any] = {}
+    done = threading.Event()
+
+    def target() -> None:
+        try:
+            outcome["result"] = function(*args)
+        except BaseException as error:  # handed to the worker, which reports it
+            outcome["error"] = error
+        finally:
+            done.set()
+
+    threading.Thread(target=target, name=f"copilot-{getattr(function, '__name__', 'call')}", daemon=True).start()
+    while not done.wait(0.05):
+        if worker.is_cancelled:
+            raise WorkerCancelled()
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["result"]
+
+
+class CopilotApp(App[int]):
+    """Charts, diagnosis, proposal and log of one session, with history and layers a key away."""
+
+    CSS_PATH = "app.tcss"
+    TITLE = "copilot"
+    MODES = {"run": RunScreen, "history": HistoryScreen, "layers": LayersScreen}
+    DEFAULT_MODE = "run"
+    BINDINGS = [
+        Binding("p", "pause", "Pause"),
+        Binding("question_mark", "ask", "Ask"),
+        Binding("h", "history", "History"),
+        Binding("l", "layers", "Layers"),
+        Binding("q", "quit", "Quit"),
+    ]
+
+    def __init__(
+        self,
+        session: "Session",
+        settings: Settings,
+        *,
+        banner: str | None = None,
+        clock: Callable[[], float] = time.time,
+        handle_signals: bool = False,
+    ) -> None:
+        super().__init__()
+        self.session = session
+        self.settings = settings
+        self.banner = banner
+        self.store = MetricsStore(clock=clock)
+        self.handle_signals = handle_signals
+        self.advisor_state: AdvisorState = "idle"
+        self.trigger: str | None = None
+        self.turn: AdvisorTurn | None = None
+        self.last_diagnosis: tuple[Diagnosis, str] | None = None
+        self.side_by_side = False
+        self.state_version = 0  # moves whenever something the screens show changes outside the store
+        self.session_stopped = False
+        self.crash: BaseException | None = None
+        self._view: StoreView | None = None
+        self._shown: tuple[int, int, Screen] | None = None
+        self._git_lock = threading.Lock()
+        self._ingest_done = threading.Event()
+
+    # ------------------------------------------------------------------ start
+
+    def on_mount(self) -> None:
+        self.set_interval(1 / self.settings.tui.refresh_hz, self.refresh_screen)
+        self._ingest()
+        self._in_background("advisor", "advisor", "looking for a pending proposal", self.session.pending, then=self._show_pending)
+        if self.handle_signals:
+            loop = asyncio.get_running_loop()
+            # The SSH connection dropped or the system asks us to stop: checkpoint (in run_app) and leave.
+            loop.add_signal_handler(signal.SIGHUP, self.exit, 129)
+            loop.add_signal_handler(signal.SIGTERM, self.exit, 143)
+
+    def _show_pending(self, turn: AdvisorTurn | None) -> None:
+        if turn is not None:
+            self.store.note("advisor", "info", f"a proposal from before the restart is waiting: {turn.proposal.summary}")
+            self._receive_turn(turn)
+
+    # ------------------------------------------------------------------ redraw
+
+    def touch(self) -> None:
+        """Something the screens show changed outside the store: redraw now, not at the next tick."""
+        self.state_version += 1
+        self.refresh_screen()
+
+    def refresh_screen(self, force: bool = False) -> None:
+        try:
+            screen = self.screen
+        except ScreenStackError:  # shutting down: no screen left to draw on
+            return
+        if not isinstance(screen, LiveScreen):
+            return
+        if self._view is None or self._view.version != self.store.version:
+            self._view = self.store.view()
+        shown = (self._view.version, self.state_version, screen)
+        if shown == self._shown and not force:
+            return
+        self._shown = shown
+        screen.refresh_from(self._view)
+
+    def status_info(self, view: StoreView) -> StatusInfo:
+        return StatusInfo(
+            run_name=self.session.run_id,
+            model=view.model_name,
+            device=view.device,
+            trainer_state=view.state,
+            epoch=view.epoch,
+            epochs_total=view.hparams.epochs if view.hparams else None,
+            step=view.step,
+            samples_per_sec=view.samples_per_sec,
+            advisor_name=self.session.advisor_name,
+            advisor_state=self.advisor_state,
+            trigger=self.trigger,
+            round=self.session.round,
+            tokens=self.session.tokens_spent,
+        )
+
+    # ------------------------------------------------------------------ the ingest thread
+
+    @work(thread=True, group="ingest", exit_on_error=False, name="ingest")
+    def _ingest(self) -> None:
+        worker = get_current_worker()
+        try:
+            while not worker.is_cancelled:
+                try:
+                    events = self.session.poll_events(timeout=POLL_TIMEOUT_S)
+                    trigger = self.session.due_assessment()
+                except Exception as error:  # the trainer link broke: say so, keep the app up, retry
+                    self.post_message(BackgroundFailed("trainer", "reading the trainer's events", error, None))
+                    worker.cancelled_event.wait(1.0)
+                    continue
+                if events:
+                    self.store.ingest_many(events)
+                    notable = tuple(event for event in events if isinstance(event, NOTABLE_EVENTS))
+                    if notable:
+                        self.post_message(TrainerNotice(notable))
+                if trigger and self.advisor_state == "idle":
+                    self.post_message(AssessmentDue(trigger))
+        finally:
+            self._ingest_done.set()
+
+    def on_assessment_due(self, message: AssessmentDue) -> None:
+        self.start_assessment(message.trigger)
+
+    def on_trainer_notice(self, message: TrainerNotice) -> None:
+        for event in message.events:
+            if isinstance(event, TrainerError):
+                self.notify(f"{event.kind} error: {event.message} (x: full text)", severity="error", timeout=8)
+            elif isinstance(event, ModelSwapped):
+                self.notify(f"model swapped to {event.model.class_name}: {event.transferred}/{event.total} tensors carried over")
+            elif isinstance(event, HParamsApplied):
+                self.notify("new hyperparameters applied")
+            elif isinstance(event, Finished):
+                self._finished(event)
+        self.touch()
+
+    def _finished(self, event: Finished) -> None:
+        if event.reason == "epochs_done":
+            self.notify("Training finished: the epoch budget is spent. Writing the report…", timeout=8)
+            self._in_background("app", "control", "writing the report", self.session.write_report, then=self._report_written)
+        elif event.reason == "error":
+            self.notify("The trainer stopped on an error; the advisor looks at it.", severity="error", timeout=8)
+
+    def _report_written(self, path: Path) -> None:
+        self.store.note("app", "info", f"report written: {path}")
+        self.notify(f"Report: {path}", timeout=15)
+
+    # ------------------------------------------------------------------ background calls
+
+    def _in_background(
+        self,
+        source: LogSource,
+        group: str,
+        what: str,
+        function: Callable[..., Any],
+        *args: Any,
+        then: Callable[[Any], None],
+        failed: Callable[[], None] | None = None,
+    ) -> Worker:
+        """Run a blocking session call in a thread worker of `group`; `then` gets its result on the UI thread."""
+
+        def call() -> None:
+            try:
+                result = call_interruptibly(function, *args)
+            except WorkerCancelled:
+                return
+            except Exception as error:
+                self.post_message(BackgroundFailed(source, what, error, failed))
+                return
+            self.post_message(BackgroundDone(then, result))
+
+        return self.run_worker(call, name=what, group=group, thread=True, exit_on_error=False)
+
+    def on_background_done(self, message: BackgroundDone) -> None:
+        message.then(message.result)
+
+    def on_background_failed(self, message: BackgroundFailed) -> None:
+        line = f"{message.what} failed: {error_line(message.error)}"
+        detail = message.detail if not isinstance(message.error, CopilotError) else ""
+        self.store.note(message.source, "error", line, detail)
+        self.notify(line, severity="error", timeout=8)
+        if message.then is not None:
+            message.then()
+        self.touch()
+
+    def run_git(self, what: str, function: Callable[..., Any], *args: Any, on_result: Callable[[Any], None]) -> None:
+        """A history operation: one at a time (GitPython is not thread-safe), never on the UI thread."""
+
+        def locked() -> Any:
+            with self._git_lock:
+                return function(*args)
+
+        locked.__name__ = getattr(function, "__name__", "git")
+        self._in_background("git", "git", what, locked, then=on_result)
+
+    # ------------------------------------------------------------------ the advisor
+
+    def _set_advisor(self, state: AdvisorState, trigger: str | None = None) -> None:
+        self.advisor_state = state
+        self.trigger = trigger
+        self.refresh_bindings()
+        self.touch()
+
+    def start_assessment(self, trigger: str) -> None:
+        if self.advisor_state != "idle":
+            return
+        self._set_advisor("thinking", trigger)
+        self.store.note("advisor", "info", f"assessing the run (trigger: {trigger})")
+        self._in_background(
+            "advisor", "advisor", "the assessment", self.session.assess, trigger,
+            then=self._receive_turn, failed=lambda: self._set_advisor("idle"),
+        )
+
+    def _receive_turn(self, turn: AdvisorTurn) -> None:
+        self.turn = turn
+        self.last_diagnosis = (turn.diagnosis, turn.trigger)
+        self.store.note("advisor", "info", f"{turn.diagnosis.health}: proposes {turn.proposal.kind}: {turn.proposal.summary}")
+        self._set_advisor("waiting")
+        self.notify(f"Proposal: {turn.proposal.summary} (a accept · r reject · e edit)", timeout=10)
+        if isinstance(self.screen, RunScreen):
+            self.screen.show_advisor()
+
+    def _decide(self, verdict: Verdict) -> None:
+        self._set_advisor("applying")
+        self._in_background(
+            "advisor", "advisor", f"{verdict.decision}ing the proposal", self.session.decide, verdict,
+            then=self._decided, failed=lambda: self._set_advisor("waiting"),
+        )
+
+    def _decided(self, decision: Decision) -> None:
+        if decision.retry is not None:
+            self.turn = decision.retry
+            self.store.note("advisor", "warning", decision.message)
+            self.notify(decision.message, severity="warning", timeout=10)
+            self._set_advisor("waiting")
+            return
+        self.turn = None
+        if decision.accepted and decision.round is not None:
+            info = decision.round
+            self.store.note("git", "info", f"{info.label} committed {info.short_sha}: {info.subject}")
+        self.store.note("advisor", "info", decision.message)
+        self.notify(decision.message, timeout=8)
+        self._set_advisor("idle")
+
+    def _waiting_turn(self) -> AdvisorTurn | None:
+        return self.turn if self.advisor_state == "waiting" else None
+
+    # ------------------------------------------------------------------ actions
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """Proposal keys are greyed out (None) while nothing waits for a decision."""
+        turn = self._waiting_turn()
+        if action in ("accept", "reject"):
+            return turn is not None or None
+        if action == "edit":
+            return (turn is not None and not isinstance(turn.proposal, FinishProposal)) or None
+        if action in ("sandbox_report", "toggle_side_by_side"):
+            return (turn is not None and isinstance(turn.proposal, ArchitectureProposal)) or None
+        return True
+
+    def action_accept(self) -> None:
+        if self._waiting_turn() is not None:
+            self._decide(Verdict(decision="accept"))
+
+    def action_reject(self) -> None:
+        if self._waiting_turn() is None:
+            return
+
+        def answered(reason: str | None) -> None:
+            if reason is not None and self._waiting_turn() is not None:
+                self._decide(Verdict(decision="reject", reason=reason or None))
+
+        self.push_screen(ReasonDialog("Why reject it? The advisor reads this.", "e.g. too many parameters"), answered)
+
+    def action_edit(self) -> None:
+        turn = self._waiting_turn()
+        if turn is None or isinstance(turn.proposal, FinishProposal):
+            return
+        proposal = turn.proposal
+        try:
+            if isinstance(proposal, ArchitectureProposal):
+                edited = self._edit_text(proposal.code, proposal.file_name)
+                if edited is not None and edited != proposal.code:
+                    self._decide(Verdict(decision="edit", edited_code=edited))
+                    return
+            else:
+                original = EDIT_HEADER + hparams_to_toml(proposal.after.model_dump())
+                edited = self._edit_text(original, "hparams.toml")
+                if edited is not None and edited != original:
+                    change = edited_hparam_change(proposal, edited)
+                    self._decide(Verdict(decision="edit", edited_change=change))
+                    return
+        except CopilotError as error:
+            self.notify(error_line(error), severity="error", timeout=10)
+            return
+        self.notify("Nothing changed in the editor; the proposal still waits.", severity="warning")
+
+    def _edit_text(self, text: str, file_name: str) -> str | None:
+        """Open `text` in $VISUAL/$EDITOR (the app suspends meanwhile); the edited text, or None if the editor failed."""
+        editor = os.environ.get("VISUAL") or os.environ.get("EDITOR") or "vi"
+        with tempfile.TemporaryDirectory(prefix="copilot-edit-") as folder:
+            path = Path(folder) / file_name
+            path.write_text(text, encoding="utf-8")
+            command = [*shlex.split(editor), str(path)]
+            try:
+                try:
+                    with self.suspend():
+                        completed = subprocess.run(command)
+                except SuspendNotSupported:
+                    if not self.is_headless:
+                        raise CopilotError("this terminal cannot hand the screen to an editor", "edit from a local terminal")
+                    completed = subprocess.run(command, stdin=subprocess.DEVNULL, capture_output=True)
+            except FileNotFoundError:
+                raise CopilotError(f"editor '{editor}' not found", "set $EDITOR, e.g. `export EDITOR=nano`") from None
+            if completed.returncode != 0:
+                raise CopilotError(f"the editor exited with status {completed.returncode}", "save and quit the editor normally")
+            return path.read_text(encoding="utf-8")
+
+    def action_sandbox_report(self) -> None:
+        turn = self._waiting_turn()
+        if turn is not None and isinstance(turn.proposal, ArchitectureProposal):
+            self.push_screen(TextDialog("Sandbox report", sandbox_details(turn.proposal.sandbox)))
+
+    def action_toggle_side_by_side(self) -> None:
+        self.side_by_side = not self.side_by_side
+        self.touch()
+
+    def action_pause(self) -> None:
+        view = self._view or self.store.view()
+        if view.state in ("finished", "crashed"):
+            self.notify("Training is not running.", severity="warning")
+            return
+        paused = view.state == "paused"
+        call = self.session.resume_training if paused else self.session.pause
+        self.store.note("app", "info", "resuming training" if paused else "pausing training")
+        self._in_background("trainer", "control", "resume" if paused else "pause", call, then=lambda _: self.touch())
+        self.touch()
+
+    def action_ask(self) -> None:
+        if self.advisor_state == "idle":
+            self.start_assessment("demand")
+        elif self.advisor_state == "waiting":
+            self.notify("A proposal is waiting for you: a accept · r reject · e edit.", severity="warning")
+        else:
+            self.notify("The advisor is busy; it will show what it finds.", severity="warning")
+
+    def action_history(self) -> None:
+        self.switch_mode("run" if self.current_mode == "history" else "history")
+
+    def action_layers(self) -> None:
+        self.switch_mode("run" if self.current_mode == "layers" else "layers")
+
+    def action_show_run(self) -> None:
+        self.switch_mode("run")
+
+    async def action_quit(self) -> None:
+        if self.advisor_state == "stopping":
+            return
+
+        def answered(confirmed: bool | None) -> None:
+            if confirmed:
+                self._stop_and_exit()
+
+        self.push_screen(
+            ConfirmDialog(
+                "Quit copilot?",
+                f"Training stops after writing a checkpoint. Continue later with `copilot resume {self.session.run_id}`.",
+                confirm="Quit",
+            ),
+            answered,
+        )
+
+    def _stop_and_exit(self) -> None:
+        self._set_advisor("stopping")
+        self.workers.cancel_group(self, "ingest")
+        self.workers.cancel_group(self, "advisor")
+        self._stop_session()
+
+    @work(thread=True, group="lifecycle", exit_on_error=False, name="stop")
+    def _stop_session(self) -> None:
+        self._ingest_done.wait(POLL_TIMEOUT_S * 5)  # poll_events belongs to one thread at a time
+        try:
+            self.session.stop()
+        except Exception as error:
+            self.post_message(BackgroundFailed("trainer", "stopping the trainer", error, None))
+        finally:
+            self.session_stopped = True
+            self.call_from_thread(self.exit, 0)
+
+    # ------------------------------------------------------------------ full texts
+
+    def show_log_entry(self, entry: LogEntry) -> None:
+        body = Group(Text(entry.message, "bold"), Text(entry.detail)) if entry.detail else Text(entry.message)
+        self.push_screen(TextDialog(f"{entry.source} · {entry.level}", body))
+
+    def show_last_error(self) -> None:
+        view = self._view or self.store.view()
+        error = next((entry for entry in reversed(view.log_tail) if entry.level == "error"), None)
+        if error is None:
+            self.notify("No errors so far.")
+            return
+        self.show_log_entry(error)
+
+    # ------------------------------------------------------------------ command palette
+
+    def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+        """Every key of the app and of the screen in front, by name, plus Textual's own commands."""
+        yield from super().get_system_commands(screen)
+        for key, active in screen.active_bindings.items():
+            binding = active.binding
+            name = binding.action.removeprefix("app.").split("(")[0]
+            if name not in ACTION_HELP or not active.enabled:
+                continue
+            title = f"{binding.description} ({self.get_key_display(binding)})"
+            yield SystemCommand(title, ACTION_HELP[name], _runner(self, binding.action, active.node))
+
+    # ------------------------------------------------------------------ crashes
+
+    def _handle_exception(self, error: Exception) -> None:
+        # Our bug: keep it for run_app, which hands it to the CLI (one line on screen, traceback in a file).
+        self.crash = self.crash or error
+        super()._handle_exception(error)
+
+    def _fatal_error(self) -> None:
+        self._close_messages_no_wait()  # no traceback painted over the user's terminal
+
+
+def _runner(app: App, action: str, node: Any) -> Callable[[], Any]:
+    async def run() -> None:
+        await app.run_action(action, node)
+
+    return run
+
+
+def edited_hparam_change(proposal: HParamProposal, edited: str) -> HParamChange:
+    """The values in the edited TOML that differ from the running hyperparameters, validated."""
+    values = read_hparams(edited, where="the edited hyperparameters")
+    running = proposal.before.model_dump()
+    unknown = sorted(set(values) - set(running))
+    if unknown:
+        raise CopilotError(f"unknown hyperparameter '{unknown[0]}'", f"use one of: {', '.join(sorted(running))}")
+    changed = {key: value for key, value in values.items() if value != running[key]}
+    if not changed:
+        raise CopilotError("the edited values equal the running ones", "change at least one value, or reject instead")
+    try:
+        return HParamChange(**changed)
+    except ValidationError as error:
+        first = error.errors()[0]
+        raise CopilotError(
+            f"edited hyperparameter '{first['loc'][0] if first['loc'] else '?'}': {first['msg']}", "fix the value and edit again"
+        ) from None
+
+
+def run_app(session: "Session", settings: Settings, *, banner: str | None = None) -> int:
+    """Run the app on this terminal until the user quits; the session is always stopped (checkpointed) after.
+
+    Returns the exit status: 0 when the user quit, 129 on SIGHUP, 143 on SIGTERM. An
+    unexpected error inside the app is raised again here, after the terminal is restored.
+    """
+    app = CopilotApp(session, settings, banner=banner, handle_signals=True)
+    try:
+        app.run()
+    finally:
+        if not app.session_stopped:
+            session.stop()
+    if app.crash is not None:
+        raise app.crash
+    return app.return_code or 0

@@ -1,0 +1,223 @@
+"""The history screen: the run's rounds as git records them, their diffs, rollback, undo and redo.
+
+The table comes from `session.rounds()` (read from git, never from memory). Mark two
+rounds with Space to compare them (code diff and metric diff), or press Enter on a
+round to compare it with the one before. Rollback asks first; undo and redo do not,
+because each can take the other back. Every git call runs in the app's git worker
+group; this screen only shows and asks.
+"""
+
+from __future__ import annotations
+
+from rich import box
+from rich.console import Group, RenderableType
+from rich.syntax import Syntax
+from rich.table import Table
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Container, VerticalScroll
+from textual.widgets import DataTable, Footer, Static
+
+from copilot.history.rounds import RoundDiff, RoundInfo
+from copilot.tui.screens.dialogs import ConfirmDialog
+from copilot.tui.screens.live import LiveScreen
+from copilot.tui.widgets.charts import format_value
+from copilot.tui.widgets.status import StatusBar
+
+PICK_HINT = "Space marks two rounds to compare · Enter compares a round with the one before · b rolls back · u undo · U redo"
+KIND_STYLES = {"baseline": "dim", "arch": "magenta", "hparams": "cyan", "rollback": "yellow"}
+
+
+def _accuracy(value: float | None) -> str:
+    return f"{value:.1%}" if value is not None else "–"
+
+
+def accuracy_change(info: RoundInfo) -> Text:
+    before, after = info.val_acc_before, info.val_acc_after
+    text = Text(f"{_accuracy(before)} → {_accuracy(after)}")
+    if before is not None and after is not None:
+        text.stylize("green" if after > before else "red" if after < before else "")
+    return text
+
+
+def metric_table(diff: RoundDiff) -> Table:
+    table = Table(box=box.SIMPLE_HEAD, padding=(0, 1), show_edge=False)
+    table.add_column("metric")
+    table.add_column(f"r{diff.a.round}", justify="right")
+    table.add_column(f"r{diff.b.round}", justify="right")
+    table.add_column("change", justify="right")
+    for change in diff.metrics:
+        delta = change.change
+        if delta is None:
+            shown = Text("–", "dim")
+        else:
+            better = delta > 0 if "acc" in change.name else delta < 0
+            shown = Text(f"{delta:+.4g}", "green" if better else "red" if delta else "")
+        table.add_row(
+            change.name,
+            format_value(float(change.old)) if change.old is not None else "–",
+            format_value(float(change.new)) if change.new is not None else "–",
+            shown,
+        )
+    return table
+
+
+def diff_renderable(diff: RoundDiff) -> RenderableType:
+    head = Text(f"r{diff.a.round} {diff.a.short_sha} → r{diff.b.round} {diff.b.short_sha}", "bold")
+    files = Text("files: " + (", ".join(diff.files) if diff.files else "identical"), "dim")
+    parts: list[RenderableType] = [head, files, metric_table(diff)]
+    if diff.patch:
+        parts.append(Syntax(diff.patch, "diff", theme="ansi_dark", background_color="default"))
+    return Group(*parts)
+
+
+class HistoryScreen(LiveScreen):
+    BINDINGS = [
+        Binding("escape,h", "app.show_run", "Back"),
+        Binding("space", "mark", "Mark"),
+        Binding("b", "rollback", "Roll back"),
+        Binding("u", "undo", "Undo"),
+        Binding("U", "redo", "Redo"),
+        Binding("f5", "reload", "Reload", show=False),
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rounds: list[RoundInfo] = []
+        self.marked: list[int] = []
+
+    def compose(self) -> ComposeResult:
+        yield StatusBar(id="status")
+        table: DataTable = DataTable(id="rounds", cursor_type="row", zebra_stripes=True)
+        table.add_column("", key="mark", width=1)
+        for label, key in (
+            ("round", "round"),
+            ("kind", "kind"),
+            ("val acc before → after", "accuracy"),
+            ("verdict", "verdict"),
+            ("hash", "hash"),
+            ("subject", "subject"),
+        ):
+            table.add_column(label, key=key)
+        with Container(id="history-body"):
+            yield table
+            with VerticalScroll(id="round-diff"):
+                yield Static(Text(PICK_HINT, "dim"), id="diff-text")
+        yield Footer(compact=True)
+
+    def on_mount(self) -> None:
+        self.query_one("#rounds", DataTable).border_title = "Rounds (from git)"
+        self.query_one("#round-diff").border_title = "Diff"
+
+    def on_screen_resume(self) -> None:
+        super().on_screen_resume()
+        self.action_reload()
+
+    # ------------------------------------------------------------------ table
+
+    def action_reload(self) -> None:
+        self.copilot.run_git("reading rounds", self.copilot.session.rounds, on_result=self.show_rounds)
+
+    def show_rounds(self, rounds: list[RoundInfo]) -> None:
+        self.rounds = rounds
+        present = {info.round for info in rounds}
+        self.marked = [number for number in self.marked if number in present]
+        table = self.query_one("#rounds", DataTable)
+        cursor = table.cursor_row
+        table.clear()
+        for info in rounds:
+            table.add_row(*self._cells(info), key=str(info.round))
+        if rounds:
+            table.move_cursor(row=min(cursor, len(rounds) - 1))
+
+    def _cells(self, info: RoundInfo) -> tuple[RenderableType, ...]:
+        return (
+            Text("●", "bold yellow") if info.round in self.marked else "",
+            info.label,
+            Text(info.kind, KIND_STYLES.get(info.kind, "")),
+            accuracy_change(info),
+            info.verdict or "–",
+            info.short_sha,
+            info.summary,
+        )
+
+    def _highlighted(self) -> RoundInfo | None:
+        table = self.query_one("#rounds", DataTable)
+        if not self.rounds or table.cursor_row < 0 or table.cursor_row >= len(self.rounds):
+            return None
+        return self.rounds[table.cursor_row]
+
+    def _redraw_marks(self) -> None:
+        table = self.query_one("#rounds", DataTable)
+        for info in self.rounds:
+            table.update_cell(str(info.round), "mark", self._cells(info)[0])
+
+    # ------------------------------------------------------------------ compare
+
+    def action_mark(self) -> None:
+        info = self._highlighted()
+        if info is None:
+            return
+        if info.round in self.marked:
+            self.marked.remove(info.round)
+        else:
+            self.marked = (self.marked + [info.round])[-2:]
+        self._redraw_marks()
+        if len(self.marked) == 2:
+            self.compare(*sorted(self.marked))
+
+    def action_compare_previous(self) -> None:
+        info = self._highlighted()
+        if info is None:
+            return
+        index = self.rounds.index(info)
+        if index == 0:
+            self.app.notify("The first round has nothing before it to compare with.", severity="warning")
+            return
+        self.compare(self.rounds[index - 1].round, info.round)
+
+    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+        event.stop()
+        self.action_compare_previous()
+
+    def compare(self, a: int, b: int) -> None:
+        self.query_one("#diff-text", Static).update(Text(f"comparing r{a} with r{b}…", "dim"))
+        self.copilot.run_git(f"diff r{a} r{b}", self.copilot.session.diff, a, b, on_result=self.show_diff)
+
+    def show_diff(self, diff: RoundDiff) -> None:
+        self.query_one("#diff-text", Static).update(diff_renderable(diff))
+        self.query_one("#round-diff", VerticalScroll).scroll_home(animate=False)
+
+    # ------------------------------------------------------------------ change the branch
+
+    def action_rollback(self) -> None:
+        info = self._highlighted()
+        if info is None:
+            return
+
+        def answered(confirmed: bool | None) -> None:
+            if confirmed:
+                self.copilot.run_git(
+                    f"roll back to r{info.round}", self.copilot.session.rollback, info.round, on_result=self._changed
+                )
+
+        self.app.push_screen(
+            ConfirmDialog(
+                f"Roll back to {info.label} ({info.short_sha})?",
+                "A new commit restores that round's files and training continues from its checkpoint. "
+                "Nothing is lost: u undoes the rollback.",
+                confirm="Roll back",
+            ),
+            answered,
+        )
+
+    def action_undo(self) -> None:
+        self.copilot.run_git("undo", self.copilot.session.undo, on_result=self._changed)
+
+    def action_redo(self) -> None:
+        self.copilot.run_git("redo", self.copilot.session.redo, on_result=self._changed)
+
+    def _changed(self, info: RoundInfo) -> None:
+        self.app.notify(f"branch now at {info.label} {info.short_sha}: {info.summary}")
+        self.action_reload()

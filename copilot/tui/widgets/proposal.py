@@ -1,0 +1,182 @@
+"""The proposal pane: what the advisor wants to change, shown so a human can judge it.
+
+Architecture proposals show the model file's unified diff, syntax-highlighted with
+Rich's `Syntax(..., "diff")`, or side by side; hyperparameter proposals show a
+before/after table; a finish proposal shows its summary. The sandbox's verdict is
+one line here and the whole report in a dialog (`v`). It renders; the app decides.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterator
+
+from rich import box
+from rich.console import Group, RenderableType
+from rich.markdown import Markdown
+from rich.syntax import Syntax
+from rich.table import Table
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.containers import VerticalScroll
+from textual.widgets import Static
+
+from copilot.advisor.schemas import ArchitectureProposal, FinishProposal, HParamProposal, Proposal, SandboxReport
+from copilot.events import HPARAM_KEYS
+
+KEY_HINTS = "a accept · r reject · e edit · v sandbox report · d side by side"
+CONTEXT_LINES = 3
+NO_PROPOSAL_TEXT = "No proposal waiting. When the advisor proposes a change, it appears here for you to accept or reject."
+
+
+def sandbox_summary(report: SandboxReport, fix_rounds: int = 0) -> Text:
+    """One line: passed with the output shape, parameters and timing, or the stage that failed."""
+    text = Text("sandbox ")
+    if report.ok:
+        text.append("✓ passed", "bold green")
+        if report.output_shape is not None:
+            text.append(f" · output {tuple(report.output_shape)}")
+        if report.param_count is not None:
+            text.append(f" · {report.param_count:,} params")
+        if report.forward_backward_ms is not None:
+            text.append(f" · forward+backward {report.forward_backward_ms:.1f} ms")
+    else:
+        text.append(f"✖ {report.stage}: ", "bold red")
+        text.append(report.message, "red")
+    if fix_rounds:
+        text.append(f" · after {fix_rounds} fix round{'s' if fix_rounds > 1 else ''}", "dim")
+    return text
+
+
+def sandbox_details(report: SandboxReport) -> Group:
+    """The whole sandbox report, for the `v` dialog."""
+    table = Table.grid(padding=(0, 2))
+    table.add_column(style="bold")
+    table.add_column()
+    table.add_row("result", Text("passed", "green") if report.ok else Text(f"failed at {report.stage}", "red"))
+    table.add_row("message", report.message)
+    for label, value in (
+        ("line", report.line),
+        ("output shape", report.output_shape),
+        ("expected shape", report.expected_shape),
+        ("parameters", f"{report.param_count:,}" if report.param_count is not None else None),
+        ("forward+backward", f"{report.forward_backward_ms:.1f} ms" if report.forward_backward_ms is not None else None),
+    ):
+        if value is not None:
+            table.add_row(label, str(value))
+    parts: list[RenderableType] = [table]
+    if report.traceback:
+        parts.append(Text("\ntraceback", "bold"))
+        parts.append(Text(report.traceback))
+    return Group(*parts)
+
+
+def _side_by_side_rows(old: list[str], new: list[str]) -> Iterator[tuple[str, str, str, str, str]]:
+    """(old number, old line, new number, new line, tag) rows, unchanged stretches folded to their context."""
+    matcher = difflib.SequenceMatcher(a=old, b=new, autojunk=False)
+    for tag, i1, i2, j1, j2 in matcher.get_opcodes():
+        if tag == "equal":
+            length = i2 - i1
+            if length > 2 * CONTEXT_LINES + 1:
+                keep = list(range(CONTEXT_LINES)) + [-1] + list(range(length - CONTEXT_LINES, length))
+            else:
+                keep = list(range(length))
+            for offset in keep:
+                if offset < 0:
+                    yield "", f"⋯ {length - 2 * CONTEXT_LINES} unchanged lines", "", "", "fold"
+                else:
+                    yield str(i1 + offset + 1), old[i1 + offset], str(j1 + offset + 1), new[j1 + offset], "equal"
+            continue
+        for row in range(max(i2 - i1, j2 - j1)):
+            old_index, new_index = i1 + row, j1 + row
+            yield (
+                str(old_index + 1) if old_index < i2 else "",
+                old[old_index] if old_index < i2 else "",
+                str(new_index + 1) if new_index < j2 else "",
+                new[new_index] if new_index < j2 else "",
+                tag,
+            )
+
+
+def side_by_side(proposal: ArchitectureProposal) -> Table:
+    table = Table(box=box.SIMPLE_HEAD, expand=True, padding=(0, 1), show_edge=False)
+    table.add_column("", justify="right", style="dim", no_wrap=True)
+    table.add_column(f"a/{proposal.file_name}", ratio=1, no_wrap=True, overflow="ellipsis")
+    table.add_column("", justify="right", style="dim", no_wrap=True)
+    table.add_column(f"b/{proposal.file_name}", ratio=1, no_wrap=True, overflow="ellipsis")
+    old_style = {"replace": "on #4a1c1c", "delete": "on #4a1c1c", "fold": "dim italic"}
+    new_style = {"replace": "on #1c4a24", "insert": "on #1c4a24"}
+    for old_number, old_line, new_number, new_line, tag in _side_by_side_rows(
+        proposal.old_code.splitlines(), proposal.code.splitlines()
+    ):
+        table.add_row(
+            old_number, Text(old_line, old_style.get(tag, "")), new_number, Text(new_line, new_style.get(tag, ""))
+        )
+    return table
+
+
+def hparam_table(proposal: HParamProposal) -> Table:
+    table = Table(box=box.SIMPLE_HEAD, padding=(0, 1), show_edge=False)
+    table.add_column("hyperparameter")
+    table.add_column("before", justify="right")
+    table.add_column("", justify="center")
+    table.add_column("after", justify="right")
+    changed = set(proposal.change.changes())
+    for key in sorted(HPARAM_KEYS, key=lambda key: key not in changed):
+        before, after = getattr(proposal.before, key), getattr(proposal.after, key)
+        style = "bold yellow" if key in changed else "dim"
+        table.add_row(key, str(before), "→" if key in changed else "", str(after), style=style)
+    return table
+
+
+def proposal_renderable(proposal: Proposal | None, *, side_by_side_view: bool) -> RenderableType:
+    if proposal is None:
+        return Text(NO_PROPOSAL_TEXT, "dim")
+    head = Text()
+    head.append(f" {proposal.kind} ", "bold reverse magenta")
+    head.append(f" {proposal.summary}", "bold")
+    parts: list[RenderableType] = [head]
+    if isinstance(proposal, FinishProposal):
+        parts.append(Text("The advisor sees nothing left to fix. Accept to finish and write the report.", "italic"))
+        parts.append(Markdown(proposal.report))
+        return Group(*parts)
+    parts.append(Text(proposal.rationale, "italic"))
+    parts.append(Text(KEY_HINTS, "dim"))
+    if isinstance(proposal, HParamProposal):
+        parts.append(hparam_table(proposal))
+        return Group(*parts)
+    for change in proposal.changes:
+        parts.append(Text(f"• {change}"))
+    parts.append(sandbox_summary(proposal.sandbox, proposal.fix_rounds))
+    if side_by_side_view:
+        parts.append(side_by_side(proposal))
+    else:
+        parts.append(
+            Syntax(proposal.unified_diff() or "(no change)", "diff", theme="ansi_dark", background_color="default")
+        )
+    return Group(*parts)
+
+
+class ProposalPane(VerticalScroll):
+    """Scrollable, focusable view of the proposal waiting at the gate."""
+
+    DEFAULT_CSS = """
+    ProposalPane > Static {
+        width: 1fr;
+    }
+    """
+
+    def __init__(self, *, id: str | None = None, classes: str | None = None) -> None:
+        super().__init__(id=id, classes=classes)
+        self._shown: tuple[object, ...] | None = None
+
+    def compose(self) -> ComposeResult:
+        yield Static(proposal_renderable(None, side_by_side_view=False))
+
+    def show(self, proposal: Proposal | None, *, side_by_side_view: bool) -> None:
+        shown = (proposal, side_by_side_view)
+        if shown == self._shown:
+            return
+        self._shown = shown
+        self.query_one(Static).update(proposal_renderable(proposal, side_by_side_view=side_by_side_view))
+        self.scroll_home(animate=False)

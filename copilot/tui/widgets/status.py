@@ -1,0 +1,93 @@
+"""The two status lines at the top of every screen: the trainer's state and the advisor's.
+
+It shows a `StatusInfo` and redraws only when that changed, so a steady run writes
+nothing here between steps that do not move the numbers shown. It must not read the
+session or the store itself: the app hands it what to show.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from rich.text import Text
+from textual.widgets import Static
+
+AdvisorState = Literal["idle", "thinking", "waiting", "applying", "stopping"]
+
+TRAINER_STATE_STYLES = {
+    "starting": ("◌", "dim"),
+    "running": ("●", "green"),
+    "paused": ("❚❚", "yellow"),
+    "pausing": ("❚❚", "yellow dim"),
+    "evaluating": ("●", "cyan"),
+    "stopping": ("■", "yellow"),
+    "finished": ("■", "blue"),
+    "crashed": ("✖", "bold red"),
+}
+ADVISOR_STATE_TEXT: dict[str, tuple[str, str]] = {
+    "idle": ("idle", "dim"),
+    "thinking": ("thinking", "bold yellow"),
+    "waiting": ("waiting for you", "bold reverse magenta"),
+    "applying": ("applying your decision", "bold yellow"),
+    "stopping": ("stopping: writing a checkpoint", "bold yellow"),
+}
+
+
+@dataclass(frozen=True)
+class StatusInfo:
+    run_name: str
+    model: str
+    device: str
+    trainer_state: str
+    epoch: int
+    epochs_total: int | None
+    step: int
+    samples_per_sec: float | None
+    advisor_name: str
+    advisor_state: AdvisorState
+    trigger: str | None
+    round: int
+    tokens: int
+
+
+def status_text(info: StatusInfo) -> Text:
+    symbol, style = TRAINER_STATE_STYLES.get(info.trainer_state, ("●", ""))
+    epochs = f"{info.epoch}/{info.epochs_total}" if info.epochs_total else str(info.epoch)
+    speed = f"{info.samples_per_sec:,.0f} samples/s" if info.samples_per_sec is not None else "– samples/s"
+    line = Text(no_wrap=True, overflow="ellipsis")
+    line.append(f"{symbol} {info.trainer_state}", style)
+    line.append(f"  epoch {epochs}  step {info.step:,}  {speed}", "bold")
+    line.append(f"  {info.model or 'model'} on {info.device or '?'}", "")
+    line.append(f"  {info.run_name}", "dim")
+    line.append("\n")
+    label, advisor_style = ADVISOR_STATE_TEXT[info.advisor_state]
+    if info.advisor_state == "thinking" and info.trigger:
+        label = f"{label} ({info.trigger})"
+    line.append(f"advisor {info.advisor_name}: ", "")
+    line.append(f" {label} ", advisor_style)
+    line.append(f"  round {info.round}  {info.tokens:,} tokens", "")
+    return line
+
+
+class StatusBar(Static):
+    """Trainer state, epoch, step and speed; then the advisor's state, the round and the tokens spent."""
+
+    DEFAULT_CSS = """
+    StatusBar {
+        height: 2;
+        padding: 0 1;
+        background: $panel;
+        text-wrap: nowrap;
+        text-overflow: ellipsis;
+    }
+    """
+
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__("", id=id)
+        self._shown: StatusInfo | None = None
+
+    def show(self, info: StatusInfo) -> None:
+        if info != self._shown:
+            self._shown = info
+            self.update(status_text(info))

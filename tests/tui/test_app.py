@@ -1,0 +1,477 @@
+"""Pilot tests: every key and screen of the app, driven through `App.run_test()`.
+
+The session is the seeded `SyntheticSession` (tests/tui/synthetic.py), so each test
+knows exactly which events arrive and what the advisor answers; the app's threads,
+workers, dialogs and the editor round-trip are all real.
+"""
+
+from __future__ import annotations
+
+import io
+import stat
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+from textual.pilot import Pilot
+from textual.widgets import DataTable, Input, Static, Tabs
+
+from copilot.advisor.schemas import Verdict
+from copilot.config import Settings
+from copilot.events import TrainerError
+from copilot.tui.app import CopilotApp, edited_hparam_change
+from copilot.tui.screens.dialogs import ConfirmDialog, ReasonDialog, TextDialog
+from copilot.tui.screens.history import HistoryScreen
+from copilot.tui.screens.layers import LayersScreen
+from copilot.tui.screens.run import RunScreen
+from copilot.tui.widgets.charts import MetricChart
+from copilot.tui.widgets.log import LogPane
+from copilot.errors import CopilotError
+from tests.tui.synthetic import (
+    START_TIME,
+    Decision,
+    SyntheticSession,
+    Turn,
+    architecture_proposal,
+    broken_diagnosis,
+    hparam_proposal,
+    seeded_run_events,
+)
+
+SIZE = (160, 48)
+pytestmark = pytest.mark.anyio
+
+
+def make_app(session: SyntheticSession) -> CopilotApp:
+    return CopilotApp(session, Settings(tui={"refresh_hz": 20}), clock=lambda: START_TIME)
+
+
+def shown_text(app: CopilotApp, selector: str) -> str:
+    """What a Static shows, as plain text (its content may be any Rich renderable)."""
+    widget = app.screen.query_one(selector, Static)
+    console = Console(width=max(widget.size.width, 100), file=io.StringIO(), record=True)
+    console.print(widget.content)
+    return console.export_text()
+
+
+async def until(pilot: Pilot, condition: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        await pilot.pause(0.02)
+
+
+def proposal_session(**overrides) -> SyntheticSession:
+    values = dict(
+        events=seeded_run_events(epochs_fixed=0),
+        turns=[Turn(broken_diagnosis(), architecture_proposal(), "schedule")],
+        due=["schedule"],
+    )
+    values.update(overrides)
+    return SyntheticSession(**values)
+
+
+async def waiting_for_decision(pilot: Pilot) -> CopilotApp:
+    app = pilot.app
+    await until(pilot, lambda: app.advisor_state == "waiting")
+    return app
+
+
+async def test_events_reach_the_charts_and_the_status_from_a_thread_of_their_own() -> None:
+    session = SyntheticSession(events=seeded_run_events())
+    app = make_app(session)
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: app.store.version > 0)
+        await until(pilot, lambda: app.screen.query_one("#chart-loss", MetricChart).data is not None)
+        await pilot.pause(0.1)
+        view = app.store.view()
+        assert view.step == 2240 and view.model_name == "BadCNN"
+        assert threading.main_thread().name not in session.poll_threads
+        status = shown_text(app, "#status")
+        assert "epoch 7/12" in status and "step 2,240" in status and "advisor offline" in status
+        loss = app.screen.query_one("#chart-loss", MetricChart)
+        assert [series.label for series in loss.data.series] == ["train", "val"]
+        assert loss.data.round_steps[-1] == (1, 1280)
+        lines = [strip.text for strip in loss.build()]
+        assert any("r1" in line for line in lines)
+
+
+async def test_a_due_assessment_shows_the_diagnosis_and_proposal_then_a_accepts() -> None:
+    session = proposal_session()
+    app = make_app(session)
+    async with app.run_test(size=SIZE) as pilot:
+        await waiting_for_decision(pilot)
+        assert ("assess", "schedule") in session.calls
+        assert "waiting for you" in shown_text(app, "#status")
+        proposal_text = shown_text(app, "#proposal Static")
+        assert "ReLU instead of Sigmoid" in proposal_text and "nn.BatchNorm2d(16)" in proposal_text
+        diagnosis_text = shown_text(app, "#diagnosis Static")
+        assert "vanishing gradients" in diagnosis_text and "grad_norm = 5.1e-10" in diagnosis_text
+        await pilot.press("a")
+        await until(pilot, lambda: app.advisor_state == "idle")
+        assert session.calls[-1] == ("decide", Verdict(decision="accept"))
+        assert app.turn is None
+        messages = [entry.message for entry in app.store.view().log_tail]
+        assert "r1 committed abcdef1: arch(r1): ReLU instead of Sigmoid, batch norm after the first conv" in messages
+
+
+async def test_proposal_keys_are_disabled_while_nothing_waits() -> None:
+    session = SyntheticSession(events=seeded_run_events())
+    app = make_app(session)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause(0.2)
+        for key in "are":
+            await pilot.press(key)
+        await pilot.pause(0.2)
+        assert "decide" not in session.names()
+        assert app.check_action("accept", ()) is None and app.check_action("pause", ()) is True
+
+
+async def test_r_asks_for_a_reason_and_sends_it_to_the_advisor() -> None:
+    session = proposal_session()
+    app = make_app(session)
+    async with app.run_test(size=SIZE) as pilot:
+        await waiting_for_decision(pilot)
+        await pilot.press("r")
+        await until(pilot, lambda: isinstance(app.screen, ReasonDialog))
+        app.screen.query_one(Input).value = "too many parameters"
+        await pilot.press("enter")
+        await until(pilot, lambda: app.advisor_state == "idle")
+        assert session.calls[-1] == ("decide", Verdict(decision="reject", reason="too many parameters"))
+        assert isinstance(app.screen, RunScreen)
+
+
+async def test_escape_in_the_reason_dialog_keeps_the_proposal() -> None:
+    session = proposal_session()
+    app = make_app(session)
+    async with app.run_test(size=SIZE) as pilot:
+        await waiting_for_decision(pilot)
+        await pilot.press("r")
+        await until(pilot, lambda: isinstance(app.screen, ReasonDialog))
+        await pilot.press("escape")
+        await pilot.pause(0.1)
+        assert app.advisor_state == "waiting" and "decide" not in session.names()
+
+
+def _editor_script(tmp_path: Path, body: str) -> str:
+    """A real executable that edits the file it is given, standing in for the user's $EDITOR."""
+    script = tmp_path / "editor.py"
+    script.write_text(f"import sys, pathlib\npath = pathlib.Path(sys.argv[1])\n{body}\n")
+    script.chmod(script.stat().st_mode | stat.S_IEXEC)
+    return f"{sys.executable} {script}"
+
+
+async def test_e_edits_the_code_in_the_editor_and_sends_it_for_checking(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("EDITOR", _editor_script(tmp_path, "path.write_text(path.read_text() + '# tuned by hand\\n')"))
+    monkeypatch.delenv("VISUAL", raising=False)
+    session = proposal_session()
+    app = make_app(session)
+    async with app.run_test(size=SIZE) as pilot:
+        await waiting_for_decision(pilot)
+        await pilot.press("e")
+        await until(pilot, lambda: "decide" in session.names())
+        verdict = session.calls[-1][1]
+        assert verdict.decision == "edit" and verdict.edited_code.endswith("# tuned by hand\n")
+        assert "nn.BatchNorm2d(16)" in verdict.edited_code
+
+
+async def test_an_edit_that_fails_the_sandbox_comes_back_as_a_new_proposal(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("EDITOR", _editor_script(tmp_path, "path.write_text('broken(')"))
+    failed = architecture_proposal().model_copy(
+        update={"sandbox": architecture_proposal().sandbox.model_copy(update={"ok": False, "stage": "import", "message": "SyntaxError line 1"})}
+    )
+    retry = Turn(broken_diagnosis(), failed, "schedule")
+    session = proposal_session()
+    session.decide = lambda verdict: (session._record("decide", verdict), Decision(False, None, "edited code failed the sandbox", retry))[1]
+    app = make_app(session)
+    async with app.run_test(size=SIZE) as pilot:
+        await waiting_for_decision(pilot)
+        await pilot.press("e")
+        await until(pilot, lambda: app.turn is retry)
+        assert app.advisor_state == "waiting"
+        assert "✖ import: SyntaxError line 1" in shown_text(app, "#proposal Static")
+
+
+async def test_e_on_a_hyperparameter_proposal_sends_the_changed_values(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("EDITOR", _editor_script(tmp_path, "path.write_text(path.read_text().replace('lr = 0.001', 'lr = 0.0005'))"))
+    session = proposal_session(turns=[Turn(broken_diagnosis(), hparam_proposal(), "plateau")])
+    app = make_app(session)
+    async with app.run_test(size=SIZE) as pilot:
+        await waiting_for_decision(pilot)
+        assert "Adam" in shown_text(app, "#proposal Static")
+        await pilot.press("e")
+        await until(pilot, lambda: "decide" in session.names())
+        verdict = session.calls[-1][1]
+        assert verdict.decision == "edit"
+        assert verdict.edited_change.changes() == {"optimizer": "Adam", "lr": 0.0005}
+
+
+def test_edited_hyperparameters_are_checked_before_they_are_sent() -> None:
+    proposal = hparam_proposal()
+    with pytest.raises(CopilotError, match="'lr'"):
+        edited_hparam_change(proposal, "lr = 50.0\n")
+    with pytest.raises(CopilotError, match="unknown hyperparameter 'learning_rate'"):
+        edited_hparam_change(proposal, "learning_rate = 0.1\n")
+    with pytest.raises(CopilotError, match="equal the running ones"):
+        edited_hparam_change(proposal, "lr = 0.1\n")
+
+
+async def test_a_missing_editor_is_one_line_not_a_crash(monkeypatch) -> None:
+    monkeypatch.setenv("EDITOR", "no-such-editor-anywhere")
+    session = proposal_session()
+    app = make_app(session)
+    async with app.run_test(size=SIZE) as pilot:
+        await waiting_for_decision(pilot)
+        await pilot.press("e")
+        await pilot.pause(0.2)
+        assert any("editor 'no-such-editor-anywhere' not found" in note.message for note in app._notifications)
+        assert app.advisor_state == "waiting" and "decide" not in session.names()
+
+
+async def test_v_shows_the_sandbox_report_and_d_switches_the_diff_view() -> None:
+    session = proposal_session()
+    app = make_app(session)
+    async with app.run_test(size=SIZE) as pilot:
+        await waiting_for_decision(pilot)
+        await pilot.press("v")
+        await until(pilot, lambda: isinstance(app.screen, TextDialog))
+        assert "286,538" in shown_text(app, ".dialog-body Static")
+        await pilot.press("escape")
+        await until(pilot, lambda: isinstance(app.screen, RunScreen))
+        await pilot.press("d")
+        await pilot.pause(0.1)
+        assert app.side_by_side
+        text = shown_text(app, "#proposal Static")
+        assert "a/bad_cnn.py" in text and "b/bad_cnn.py" in text and "@@" not in text
+
+
+async def test_p_pauses_and_resumes_the_trainer() -> None:
+    session = SyntheticSession(events=seeded_run_events())
+    app = make_app(session)
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: app.store.view().state == "running")
+        await pilot.press("p")
+        await until(pilot, lambda: app.store.view().state == "paused")
+        await pilot.press("p")
+        await until(pilot, lambda: app.store.view().state == "running")
+        assert [name for name in session.names() if name in ("pause", "resume_training")] == ["pause", "resume_training"]
+
+
+async def test_question_mark_asks_the_advisor_now() -> None:
+    session = SyntheticSession(events=seeded_run_events(), turns=[Turn(broken_diagnosis(), hparam_proposal(), "x")])
+    app = make_app(session)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause(0.1)
+        await pilot.press("question_mark")
+        await waiting_for_decision(pilot)
+        assert ("assess", "demand") in session.calls
+        assert app.last_diagnosis[1] == "demand"
+
+
+async def test_a_proposal_waiting_since_before_a_restart_is_shown_at_once() -> None:
+    session = SyntheticSession(events=seeded_run_events(), waiting=Turn(broken_diagnosis(), architecture_proposal(), "error"))
+    app = make_app(session)
+    async with app.run_test(size=SIZE) as pilot:
+        await waiting_for_decision(pilot)
+        assert "assess" not in session.names()
+
+
+async def test_a_trainer_error_is_one_line_in_the_log_and_x_shows_all_of_it() -> None:
+    error = TrainerError(kind="shape", message="mat1 and mat2 shapes cannot be multiplied (8x4096 and 1024x64)",
+                         hint="match Linear's in_features", traceback="Traceback (most recent call last):\n  File \"bad_cnn.py\", line 14")
+    session = SyntheticSession(events=[*seeded_run_events(epochs_fixed=0), error])
+    app = make_app(session)
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: app.store.view().last_error is not None)
+        await pilot.pause(0.1)
+        log = app.screen.query_one(LogPane)
+        last = log.get_option_at_index(log.option_count - 1)
+        assert "shape error: mat1 and mat2" in str(last.prompt) and "\n" not in str(last.prompt)
+        await pilot.press("x")
+        await until(pilot, lambda: isinstance(app.screen, TextDialog))
+        body = shown_text(app, ".dialog-body Static")
+        assert 'File "bad_cnn.py", line 14' in body and "hint: match Linear's in_features" in body
+
+
+async def test_enter_on_a_log_line_opens_its_full_text() -> None:
+    session = SyntheticSession(events=seeded_run_events(epochs_broken=1, epochs_fixed=0))
+    app = make_app(session)
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: app.screen.query_one(LogPane).option_count > 0)
+        log = app.screen.query_one(LogPane)
+        log.focus()
+        log.highlighted = 0
+        await pilot.press("enter")
+        await until(pilot, lambda: isinstance(app.screen, TextDialog))
+        assert "training BadCNN" in shown_text(app, ".dialog-body Static")
+
+
+async def test_h_shows_rounds_and_two_marks_show_their_diff() -> None:
+    session = SyntheticSession(events=seeded_run_events())
+    app = make_app(session)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("h")
+        await until(pilot, lambda: isinstance(app.screen, HistoryScreen) and app.screen.rounds)
+        table = app.screen.query_one("#rounds", DataTable)
+        assert table.row_count == 3
+        assert "10.1% → 91.2%" in str(table.get_row_at(1)[3])
+        await pilot.press("space", "down", "space")
+        await until(pilot, lambda: ("diff", 0, 1) in session.calls)
+        await until(pilot, lambda: "+0.811" in shown_text(app, "#diff-text"))
+        await pilot.press("escape")
+        assert isinstance(app.screen, RunScreen)
+
+
+async def test_rollback_asks_first_then_undo_and_redo_move_the_branch() -> None:
+    session = SyntheticSession(events=seeded_run_events())
+    app = make_app(session)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("h")
+        await until(pilot, lambda: isinstance(app.screen, HistoryScreen) and app.screen.rounds)
+        await pilot.press("down", "b")
+        await until(pilot, lambda: isinstance(app.screen, ConfirmDialog))
+        await pilot.press("n")
+        await pilot.pause(0.1)
+        assert "rollback" not in session.names()
+        await pilot.press("b")
+        await until(pilot, lambda: isinstance(app.screen, ConfirmDialog))
+        await pilot.press("y")
+        await until(pilot, lambda: ("rollback", 1) in session.calls)
+        await until(pilot, lambda: len(app.screen.rounds) == 4)
+        await pilot.press("u")
+        await until(pilot, lambda: len(app.screen.rounds) == 3)
+        await pilot.press("U")
+        await until(pilot, lambda: len(app.screen.rounds) == 4)
+        assert [name for name in session.names() if name in ("rollback", "undo", "redo")] == ["rollback", "undo", "redo"]
+
+
+async def test_l_shows_every_module_with_anomalies_and_sorts_by_column() -> None:
+    session = SyntheticSession(events=seeded_run_events(epochs_fixed=0))
+    app = make_app(session)
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: app.store.version > 0)
+        await pilot.press("l")
+        await until(pilot, lambda: isinstance(app.screen, LayersScreen) and app.screen.query_one(DataTable).row_count)
+        table = app.screen.query_one(DataTable)
+        rows = {str(table.get_row_at(index)[0]): table.get_row_at(index) for index in range(table.row_count)}
+        assert str(rows["features.0"][1]) == "vanishing"
+        assert str(rows["features.1"][1]) == "saturated"
+        assert str(rows["features.1"][5]) == "93%"
+        assert str(rows["classifier.0"][7]) == "Linear"
+        def first_module() -> str:
+            return str(table.get_row_at(0)[0])
+
+        await pilot.press("s", "s", "s")  # module -> params -> grad -> ratio
+        await pilot.pause(0.2)
+        assert app.screen.sort_column == "ratio" and first_module() == "features.0"  # smallest update ratio first
+        await pilot.press("S")
+        await pilot.pause(0.2)
+        assert first_module() == "classifier.2"
+        assert [str(table.get_row_at(index)[0]) for index in range(5, 8)] == ["features.1", "features.3", "features.5"]
+        app.screen.post_message(DataTable.HeaderSelected(table, table.columns["grad"].key, 3, table.columns["grad"].label))
+        await pilot.pause(0.2)
+        assert app.screen.sort_column == "grad" and app.screen.sort_reverse
+        assert first_module() == "classifier.2"
+        await pilot.press("l")
+        assert isinstance(app.screen, RunScreen)
+
+
+async def test_q_asks_then_checkpoints_through_the_session_and_exits() -> None:
+    session = SyntheticSession(events=seeded_run_events())
+    app = make_app(session)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("q")
+        await until(pilot, lambda: isinstance(app.screen, ConfirmDialog))
+        await pilot.press("n")
+        await pilot.pause(0.1)
+        assert "stop" not in session.names()
+        await pilot.press("q")
+        await until(pilot, lambda: isinstance(app.screen, ConfirmDialog))
+        await pilot.press("y")
+        await until(pilot, lambda: session.stopped.is_set())
+    assert app.return_code == 0 and app.session_stopped
+
+
+async def test_quitting_does_not_wait_for_a_slow_advisor() -> None:
+    session = proposal_session(assess_delay_s=30.0)
+    app = make_app(session)
+    started = time.monotonic()
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: app.advisor_state == "thinking")
+        await pilot.press("q")
+        await until(pilot, lambda: isinstance(app.screen, ConfirmDialog))
+        await pilot.press("y")
+        await until(pilot, lambda: session.stopped.is_set())
+    assert time.monotonic() - started < 10.0
+
+
+async def test_compact_layout_switches_panes_and_chart_pages() -> None:
+    session = proposal_session()
+    app = make_app(session)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await waiting_for_decision(pilot)
+        screen = app.screen
+        assert screen.has_class("-narrow") and screen.has_class("-short")
+        assert screen.query_one("#advisor").display and not screen.query_one("#log").display
+        await pilot.press("3")
+        assert screen.query_one("#log").display and not screen.query_one("#advisor").display
+        assert screen.query_one("#pane-tabs", Tabs).active == "tab-log"
+        assert screen.query_one("#chart-loss").display and not screen.query_one("#chart-grad").display
+        await pilot.press("c")
+        assert screen.query_one("#chart-grad").display and not screen.query_one("#chart-loss").display
+        await pilot.press("2", "z")
+        assert screen.maximized is screen.query_one("#modules")
+        await pilot.press("z")
+        assert screen.maximized is None
+
+
+async def test_g_draws_the_outlying_modules_on_the_gradient_chart() -> None:
+    session = SyntheticSession(events=seeded_run_events(epochs_fixed=0))
+    app = make_app(session)
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: app.store.version > 0)
+        chart = app.screen.query_one("#chart-grad", MetricChart)
+        await until(pilot, lambda: chart.data is not None)
+        assert [series.label for series in chart.data.series] == ["total"]
+        await pilot.press("g")
+        await pilot.pause(0.1)
+        labels = [series.label for series in chart.data.series]
+        assert labels[0] == "total" and "features.0" in labels and len(labels) == 6
+
+
+async def test_the_command_palette_lists_every_action_of_the_screen() -> None:
+    session = proposal_session()
+    app = make_app(session)
+    async with app.run_test(size=SIZE) as pilot:
+        await waiting_for_decision(pilot)
+        titles = [command.title for command in app.get_system_commands(app.screen)]
+        for expected in ("Accept (a)", "Reject (r)", "Edit (e)", "Sandbox (v)", "Pause (p)", "Ask (?)", "History (h)",
+                         "Layers (l)", "Quit (q)", "Zoom pane (z)", "Last error (x)"):
+            assert expected in titles
+        command = next(command for command in app.get_system_commands(app.screen) if command.title == "Accept (a)")
+        await command.callback()
+        await until(pilot, lambda: "decide" in session.names())
+
+
+async def test_a_failing_session_call_is_logged_in_one_line() -> None:
+    session = proposal_session()
+
+    def broken_assess(trigger: str) -> Turn:
+        raise CopilotError("Bedrock refused the request: model access denied", "enable the model in the Bedrock console")
+
+    session.assess = broken_assess
+    app = make_app(session)
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: any(entry.level == "error" for entry in app.store.view().log_tail))
+        entry = [entry for entry in app.store.view().log_tail if entry.level == "error"][-1]
+        assert entry.message == (
+            "the assessment failed: Bedrock refused the request: model access denied "
+            "(hint: enable the model in the Bedrock console)"
+        )
+        await until(pilot, lambda: app.advisor_state == "idle")
+
