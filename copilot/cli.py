@@ -27,6 +27,7 @@ COMMAND_MODULES = (
     "copilot.commands.train",
     "copilot.commands.diagnose",
     "copilot.commands.history",
+    "copilot.commands.session",
 )
 
 

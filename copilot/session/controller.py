@@ -1,0 +1,652 @@
+"""One co-pilot run: the trainer process, the advisor and the git history, kept in step.
+
+`Session.start` forks the run's experiment branch (the history layer), points the
+trainer at the model file in the run's worktree, so every metric maps to a commit,
+writes the run's session.json and opens the advisor's workflow on the run folder.
+From then on:
+
+- `poll_events` drains the trainer and feeds the assessment triggers (one thread);
+- `due_assessment` says when the advisor should look, `assess` runs it up to the
+  human gate and `pending` shows what waits there (after a restart too);
+- `decide` takes the human's verdict: an accepted change is committed as the next
+  round, then the trainer swaps the model or applies the hyperparameters (a crashed
+  trainer is started again with it; one paused on NaN is resumed); a rejection goes
+  to the ledger through the workflow; an edit is checked again;
+- a round's measured results go into its git note at the next assessment and when
+  the run ends; `write_report` writes report.md; `stop` checkpoints and stops.
+
+`Session.reopen` continues a stopped run from its latest checkpoint, pending proposal
+included. The Textual app and the headless driver both drive a `Session`; it prints
+nothing and imports no Textual. Blocking calls (`assess`, `decide`, history
+operations, `stop`) may run in worker threads: the trainer, the history and the
+advisor each have their own lock.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from pydantic import ValidationError
+
+from copilot.advisor.codegen.source import declared_hparams
+from copilot.advisor.factory import build_advisor
+from copilot.advisor.graph import PendingProposal
+from copilot.advisor.ledger import append_entry, read_ledger
+from copilot.advisor.roles import AdvisorRoles
+from copilot.advisor.schemas import (
+    ArchitectureProposal,
+    Diagnosis,
+    Finding,
+    LedgerEntry,
+    Proposal,
+    TokenUsage,
+    Verdict,
+)
+from copilot.advisor.session import Accepted, AdvisorSession, Failed, Finished as AdvisorFinished, Rejected
+from copilot.advisor.snapshot import build_snapshot
+from copilot.config import Settings
+from copilot.errors import AdvisorError, ConfigError, CopilotError
+from copilot.events import (
+    CheckpointNow,
+    CheckpointWritten,
+    Command,
+    EpochSummary,
+    Event,
+    Finished,
+    HParams,
+    Pause,
+    Resume,
+    RunStarted,
+    SetHParams,
+    StateChanged,
+    SwapModel,
+    TrainerError,
+)
+from copilot.history import ExperimentHistory, RoundDiff, RoundInfo
+from copilot.history.hparams_file import read_hparams
+from copilot.run_folder import DEFAULT_RUNS_DIR, RunFolder, new_run_id
+from copilot.session.triggers import AssessmentTriggers
+from copilot.training.launcher import TrainerProcess, TrainerSpec, ensure_model_file, split_model_spec
+
+TrainerState = Literal["starting", "running", "paused", "finished", "stopped", "crashed"]
+# How a turn found waiting after a restart is labelled: its original trigger is not recorded.
+RESTORED_TRIGGER = "restored"
+# A trainer being replaced writes a checkpoint first; a big model may take a while.
+REPLACE_STOP_TIMEOUT_S = 30.0
+
+
+@dataclass(frozen=True)
+class AdvisorTurn:
+    """What the advisor says and proposes; it waits for the human's verdict."""
+
+    diagnosis: Diagnosis
+    proposal: Proposal
+    trigger: str
+    tokens: tuple[TokenUsage, ...]
+    edit_problem: str | None = None  # why the human's last edit was not taken
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What came of a verdict."""
+
+    accepted: bool
+    round: RoundInfo | None  # the committed round, when a change was accepted
+    message: str  # one line for the user
+    retry: AdvisorTurn | None  # an edit failed its check: the proposal waits again, with the reason
+    report: Path | None = None  # the run ended (a finish was accepted): where its report is
+
+
+def finding_line(finding: Finding) -> str:
+    """`vanishing gradients in conv: grad_norm = 1.2e-08 (threshold 1e-07)`: a finding in one line."""
+    where = f" in {finding.where}" if finding.where else ""
+    evidence = "; ".join(
+        f"{item.metric} = {_short(item.value)}" + (f" (threshold {_short(item.threshold)})" if item.threshold is not None else "")
+        for item in finding.evidence
+    )
+    return f"{finding.what}{where}: {evidence}" if evidence else f"{finding.what}{where}"
+
+
+def _short(value: float | str) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def _tokens(usages: Sequence[TokenUsage]) -> int:
+    return sum(usage.input_tokens + usage.output_tokens for usage in usages)
+
+
+def starting_hparams(model_file: Path, overrides: Mapping[str, object]) -> HParams | None:
+    """The hyperparameters a fresh trainer will use (the file's HPARAMS under the overrides), or
+    None when they do not validate: the trainer then reports the problem itself."""
+    try:
+        declared = declared_hparams(model_file.read_text(encoding="utf-8"))
+        return HParams.model_validate({**declared, **overrides})
+    except (OSError, ValidationError):
+        return None
+
+
+def _existing_ancestor(path: Path) -> Path:
+    for candidate in (path, *path.parents):
+        if candidate.exists():
+            return candidate
+    return Path.cwd()
+
+
+def resume_command(run: RunFolder) -> str:
+    """`copilot resume <id>` when the run is under this folder's runs, else with the run folder's path."""
+    here = (Path.cwd() / DEFAULT_RUNS_DIR).resolve()
+    return f"copilot resume {run.run_id if run.path.resolve().parent == here else run.path}"
+
+
+def history_of(run: RunFolder) -> ExperimentHistory:
+    """The experiment history of a run a session started, found through its session.json."""
+    if not run.session.exists():
+        raise CopilotError(f"{run.path} has no session.json", "only runs started by `copilot run` or `copilot demo` have one")
+    spec = TrainerSpec.model_validate_json(run.session.read_text(encoding="utf-8"))
+    model_file, _name = split_model_spec(spec.model_spec)
+    return ExperimentHistory.open(_existing_ancestor(model_file.parent), run.run_id)
+
+
+class Session:
+    """One run of the loop: trainer, advisor and history. Make it with `start` or `reopen`."""
+
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        run: RunFolder,
+        spec: TrainerSpec,
+        history: ExperimentHistory,
+        advisor: AdvisorSession,
+        advisor_name: str,
+        max_rounds: int | None,
+    ) -> None:
+        self.settings = settings
+        self.run = run
+        self.run_id = run.run_id
+        self.history = history
+        self.advisor_name = advisor_name
+        self.max_rounds = max_rounds
+        self._spec = spec
+        self._model_path, self._class_name = split_model_spec(spec.model_spec)
+        self._advisor = advisor
+        self._triggers = AssessmentTriggers(settings.advisor.assess_every, settings.advisor.plateau_window)
+        # One trainer at a time, replaced only under this lock; history calls are not thread-safe.
+        self._trainer_lock = threading.RLock()
+        self._history_lock = threading.RLock()
+        self._advisor_lock = threading.Lock()
+        self._trainer: TrainerProcess | None = None
+        self._backlog: list[Event] = []  # events read while stopping or replacing a trainer
+        self._turn: AdvisorTurn | None = None
+        self._assessing = False
+        self._stopped = False
+        self._unrecorded_tokens = 0  # spent on assessments that made no proposal
+        self._recorded_tokens = 0
+        self.trainer_state: TrainerState = "starting"
+        self.paused_on_nonfinite = False
+        self.last_error: TrainerError | None = None
+        self.last_epoch: EpochSummary | None = None
+        self.last_checkpoint: str | None = None
+        tip = history.rounds()[-1]
+        self.round = tip.round
+        self._round_started = (int(tip.before.get("epoch", 0)), tip.time.timestamp())
+        self._results_recorded_at: tuple[int, int] | None = None  # (round, epoch) last written to a note
+        self._refresh_recorded_tokens()
+
+    # ------------------------------------------------------------------ making one
+
+    @classmethod
+    def start(
+        cls,
+        settings: Settings,
+        model_spec: str,
+        *,
+        init_git: bool = False,
+        run_name: str | None = None,
+        max_rounds: int | None = None,
+        roles: AdvisorRoles | None = None,
+    ) -> Session:
+        """Fork the experiment branch, start the trainer on the worktree's model file, open the advisor.
+
+        `roles` replaces the advisor the settings choose (tests count its calls).
+        """
+        model_file, class_name = split_model_spec(model_spec)
+        ensure_model_file(model_file)
+        run_id = run_name or new_run_id(model_file)
+        run = RunFolder((settings.runs_dir / run_id).resolve())
+        if run.path.exists():
+            raise ConfigError(f"run folder {run.path} already exists", "choose another --run-name, or continue it with `copilot resume`")
+        hparams = starting_hparams(model_file, settings.train.hparams)
+        history = ExperimentHistory.start(
+            model_file, run_id, init_git=init_git, hparams=hparams.model_dump() if hparams else None
+        )
+        worktree_model = history.model_path_in_worktree()
+        spec = TrainerSpec(
+            run_folder=run.path,
+            model_spec=f"{worktree_model}:{class_name}" if class_name else str(worktree_model),
+            model_args=settings.model.args,
+            data=settings.data,
+            train=settings.train,
+        )
+        run.create()
+        run.session.write_text(spec.model_dump_json(indent=2) + "\n", encoding="utf-8")
+        session = cls._opened(settings, run, spec, history, roles, max_rounds)
+        session._launch(spec, ())
+        return session
+
+    @classmethod
+    def reopen(
+        cls,
+        settings: Settings,
+        run: RunFolder,
+        *,
+        max_rounds: int | None = None,
+        roles: AdvisorRoles | None = None,
+    ) -> Session:
+        """Continue a stopped run from its latest checkpoint; a proposal left at the gate waits again."""
+        history = history_of(run)
+        saved = TrainerSpec.model_validate_json(run.session.read_text(encoding="utf-8"))
+        _old_path, class_name = split_model_spec(saved.model_spec)
+        worktree_model = history.model_path_in_worktree()  # re-created if it was removed
+        spec = saved.model_copy(
+            update={
+                "run_folder": run.path,
+                "model_spec": f"{worktree_model}:{class_name}" if class_name else str(worktree_model),
+                "resume_from": None,
+            }
+        )
+        session = cls._opened(settings, run, spec, history, roles, max_rounds)
+        session._launch(session._spec_from(run.latest_checkpoint()), ())
+        session._finish_interrupted_decision()
+        session._turn = session._waiting_turn()
+        return session
+
+    @classmethod
+    def _opened(
+        cls,
+        settings: Settings,
+        run: RunFolder,
+        spec: TrainerSpec,
+        history: ExperimentHistory,
+        roles: AdvisorRoles | None,
+        max_rounds: int | None,
+    ) -> Session:
+        roles = roles or build_advisor(settings)
+        advisor = AdvisorSession.open(run, roles, settings)
+        return cls(
+            settings=settings,
+            run=run,
+            spec=spec,
+            history=history,
+            advisor=advisor,
+            advisor_name=roles.name,
+            max_rounds=max_rounds,
+        )
+
+    def _waiting_turn(self) -> AdvisorTurn | None:
+        """The proposal at the gate in the advisor's checkpoint, or a finish report nobody answered."""
+        pending = self._advisor.pending()
+        if pending is not None:
+            return self._turn_of(pending, RESTORED_TRIGGER)
+        entries = read_ledger(self.run)
+        last = entries[-1] if entries else None
+        if last is not None and last.proposal.kind == "finish" and last.verdict is None:
+            return AdvisorTurn(last.diagnosis, last.proposal, last.trigger, tuple(last.tokens))
+        return None
+
+    def _finish_interrupted_decision(self) -> None:
+        """A crash after the gate but before the change was applied: apply it now, once."""
+        outcome = self._advisor.recover()
+        if not isinstance(outcome, Accepted) or outcome.entry.commit is not None:
+            return
+        tip = self.history.rounds()[-1]
+        if tip.summary == outcome.proposal.summary and tip.round > 0:
+            append_entry(self.run, outcome.entry.model_copy(update={"commit": tip.sha}))
+            return
+        self._commit(outcome)
+
+    @staticmethod
+    def _turn_of(pending: PendingProposal, trigger: str) -> AdvisorTurn:
+        return AdvisorTurn(pending.diagnosis, pending.proposal, trigger, tuple(pending.tokens), pending.edit_problem)
+
+    # ------------------------------------------------------------------ the trainer
+
+    def _spec_from(self, checkpoint: Path | None) -> TrainerSpec:
+        """The trainer's spec, continuing from `checkpoint` when there is one.
+
+        Resumed, the checkpoint already holds the run's hyperparameters, the accepted
+        changes included: the start's overrides must not be applied on top again.
+        """
+        if checkpoint is None:
+            return self._spec
+        return self._spec.model_copy(
+            update={"resume_from": checkpoint, "train": self._spec.train.model_copy(update={"hparams": {}})}
+        )
+
+    def _launch(self, spec: TrainerSpec, commands: Sequence[Command]) -> None:
+        with self._trainer_lock:
+            trainer = TrainerProcess(spec)
+            trainer.start()
+            for command in commands:
+                trainer.send(command)
+            self._trainer = trainer
+            self.trainer_state = "starting"
+            self.paused_on_nonfinite = False
+
+    def _replace_trainer(self, checkpoint: Path | None, commands: Sequence[Command]) -> None:
+        """Stop the trainer (if it still runs) and start another from `checkpoint`, then send `commands`."""
+        with self._trainer_lock:
+            if self._trainer is not None:
+                self._keep(self._trainer.stop(REPLACE_STOP_TIMEOUT_S))
+            self._launch(self._spec_from(checkpoint), commands)
+
+    def _send(self, commands: Sequence[Command]) -> str:
+        """Give `commands` to the running trainer, or start a crashed one again with them. Says what happened."""
+        with self._trainer_lock:
+            alive = self._trainer is not None and self._trainer.is_alive
+            if alive and self.trainer_state in ("starting", "running", "paused"):
+                for command in commands:
+                    self._trainer.send(command)
+                if self.paused_on_nonfinite:
+                    self._trainer.send(Resume())
+                    self.paused_on_nonfinite = False
+                    return "training resumes with it"
+                return "the trainer applies it now"
+            if self.trainer_state in ("crashed", "starting"):
+                self._replace_trainer(self.run.latest_checkpoint(), commands)
+                return "a new trainer starts with it"
+            return "training has ended; it applies when the run continues with more epochs"
+
+    def poll_events(self, timeout: float) -> list[Event]:
+        """Events from the trainer, waiting at most `timeout` s for the first; call from one thread only."""
+        with self._trainer_lock:
+            backlog, self._backlog = self._backlog, []
+            trainer = self._trainer
+            fresh = trainer.poll(timeout=0.0 if backlog else timeout) if trainer is not None else []
+        if trainer is None and not backlog:
+            time.sleep(timeout)
+        for event in fresh:
+            self._observe(event)
+        return backlog + fresh
+
+    def _keep(self, events: Sequence[Event]) -> None:
+        """Events read outside `poll_events` (a trainer stopping): observed now, handed out by the next poll."""
+        for event in events:
+            self._observe(event)
+        self._backlog.extend(events)
+
+    def _observe(self, event: Event) -> None:
+        self._triggers.observe(event)
+        if isinstance(event, RunStarted):
+            self.trainer_state = "running"
+        elif isinstance(event, EpochSummary):
+            self.last_epoch = event
+        elif isinstance(event, StateChanged) and event.state in ("running", "paused"):
+            self.trainer_state = event.state
+            if event.state == "running":
+                self.paused_on_nonfinite = False
+        elif isinstance(event, TrainerError):
+            self.last_error = event
+            if event.kind == "nonfinite":
+                self.paused_on_nonfinite = True
+            elif event.kind == "killed":
+                self.trainer_state = "crashed"
+        elif isinstance(event, CheckpointWritten):
+            self.last_checkpoint = event.path
+        elif isinstance(event, Finished):
+            self.trainer_state = {"epochs_done": "finished", "stopped": "stopped", "error": "crashed"}[event.reason]
+
+    def pause(self) -> None:
+        self._send_live(Pause())
+
+    def resume_training(self) -> None:
+        self.paused_on_nonfinite = False
+        self._send_live(Resume())
+
+    def checkpoint_now(self) -> None:
+        self._send_live(CheckpointNow())
+
+    def _send_live(self, command: Command) -> None:
+        with self._trainer_lock:
+            if self._trainer is None or not self._trainer.is_alive:
+                raise CopilotError("the trainer is not running", f"continue the run with `{resume_command(self.run)}`")
+            self._trainer.send(command)
+
+    # ------------------------------------------------------------------ the advisor
+
+    @property
+    def tokens_spent(self) -> int:
+        waiting = self._turn
+        # A finish report is in the ledger already; a proposal at the gate is not yet.
+        unrecorded = _tokens(waiting.tokens) if waiting is not None and waiting.proposal.kind != "finish" else 0
+        return self._recorded_tokens + self._unrecorded_tokens + unrecorded
+
+    def _refresh_recorded_tokens(self) -> None:
+        self._recorded_tokens = sum(_tokens(entry.tokens) for entry in read_ledger(self.run))
+
+    def due_assessment(self) -> str | None:
+        """Why the advisor should look now ("error", "nonfinite", "plateau", "schedule"), or None."""
+        if self._turn is not None or self._assessing or self._stopped:
+            return None
+        if self.max_rounds is not None and self.round >= self.max_rounds:
+            return None
+        trigger = self._triggers.due()
+        if trigger in ("plateau", "schedule") and self.trainer_state not in ("running", "paused"):
+            return None
+        return trigger
+
+    def pending(self) -> AdvisorTurn | None:
+        """The proposal waiting for the human (found again after a restart)."""
+        return self._turn
+
+    def assess(self, trigger: str) -> AdvisorTurn:
+        """Diagnose and propose, up to the human gate (blocking: seconds, more with an LLM)."""
+        self._require_open()
+        with self._advisor_lock:
+            if self._turn is not None:
+                raise AdvisorError("a proposal is still waiting for your decision", "accept, reject or edit it first")
+            self._assessing = True
+            try:
+                self._triggers.assessed()
+                self.record_results()
+                snapshot = build_snapshot(self.run, previous=read_ledger(self.run), trigger=trigger, round=self.round)
+                outcome = self._advisor.assess(snapshot)
+            finally:
+                self._assessing = False
+            if isinstance(outcome, Failed):
+                self._unrecorded_tokens += _tokens(outcome.tokens)
+                raise AdvisorError(
+                    f"the advisor made no proposal: {outcome.message}", "training goes on; ask again later"
+                )
+            if isinstance(outcome, AdvisorFinished):
+                self._refresh_recorded_tokens()
+                turn = AdvisorTurn(outcome.diagnosis, outcome.proposal, trigger, tuple(outcome.tokens))
+            else:
+                turn = self._turn_of(outcome, trigger)
+            self._turn = turn
+            return turn
+
+    def decide(self, verdict: Verdict) -> Decision:
+        """Apply the human's verdict on the waiting proposal (blocking: git, maybe a new trainer)."""
+        self._require_open()
+        with self._advisor_lock:
+            turn = self._turn
+            if turn is None:
+                raise AdvisorError("no proposal is waiting for a decision", "ask the advisor for an assessment first")
+            if turn.proposal.kind == "finish":
+                return self._decide_finish(turn, verdict)
+            outcome = self._advisor.decide(verdict)
+            if isinstance(outcome, PendingProposal):
+                retry = self._turn_of(outcome, turn.trigger)
+                self._turn = retry
+                return Decision(False, None, outcome.edit_problem or "the edit was not taken", retry)
+            self._turn = None
+            self._refresh_recorded_tokens()
+            if isinstance(outcome, Rejected):
+                reason = f" ({outcome.verdict.reason})" if outcome.verdict.reason else ""
+                return Decision(False, None, f"rejected: {outcome.proposal.summary}{reason}; training goes on", None)
+            info, applied = self._commit(outcome)
+            return Decision(True, info, f"{info.label} committed as {info.short_sha}: {info.summary}; {applied}", None)
+
+    def _commit(self, accepted: Accepted) -> tuple[RoundInfo, str]:
+        """Commit an accepted change as the next round, note the commit in the ledger, hand it to the trainer."""
+        proposal = accepted.proposal
+        findings = [finding_line(finding) for finding in accepted.entry.diagnosis.findings]
+        verdict = "edited" if accepted.verdict.decision == "edit" else "accepted"
+        self.record_results()
+        with self._history_lock:
+            if isinstance(proposal, ArchitectureProposal):
+                rationale = proposal.rationale + "".join(f"\n\n- {change}" for change in proposal.changes)
+                info = self.history.commit_round(
+                    kind="arch", summary=proposal.summary, findings=findings, rationale=rationale,
+                    model_code=proposal.code, hparams=None, advisor=self.advisor_name,
+                    before=self._before_metrics(), verdict=verdict,
+                )  # fmt: skip
+                command: Command = SwapModel(
+                    model_path=str(self._model_path), model_name=self._class_name,
+                    model_args=self._spec.model_args, round=info.round,
+                )  # fmt: skip
+            else:
+                info = self.history.commit_round(
+                    kind="hparams", summary=proposal.summary, findings=findings, rationale=proposal.rationale,
+                    model_code=None, hparams=proposal.after.model_dump(), advisor=self.advisor_name,
+                    before=self._before_metrics(), verdict=verdict,
+                )  # fmt: skip
+                command = SetHParams(changes=proposal.change.changes(), round=info.round)
+        append_entry(self.run, accepted.entry.model_copy(update={"commit": info.sha}))
+        self._new_round(info)
+        return info, self._send([command])
+
+    def _decide_finish(self, turn: AdvisorTurn, verdict: Verdict) -> Decision:
+        if verdict.decision == "edit":
+            raise AdvisorError("a finish report cannot be edited", "accept it to end the run, or reject it to train on")
+        entries = [entry for entry in read_ledger(self.run) if entry.proposal == turn.proposal and entry.verdict is None]
+        if entries:
+            append_entry(self.run, entries[-1].model_copy(update={"verdict": verdict}))
+        self._turn = None
+        if verdict.decision == "reject":
+            return Decision(False, None, "the advisor's finish was rejected; training goes on", None)
+        self.stop()
+        report = self.write_report()
+        return Decision(True, None, f"training stopped at the advisor's finish; report: {report}", None, report=report)
+
+    def _require_open(self) -> None:
+        if self._stopped:
+            raise CopilotError("this session is stopped", f"continue the run with `{resume_command(self.run)}`")
+
+    # ------------------------------------------------------------------ rounds and their results
+
+    def _before_metrics(self) -> dict[str, float | int]:
+        """What the run measured last, for the round's `Copilot-Before` trailer."""
+        epoch = self.last_epoch
+        if epoch is None:
+            return {"epoch": 0}
+        measured = {"val_acc": epoch.val_accuracy, "val_loss": epoch.val_loss}
+        return {"epoch": epoch.epoch} | {name: value for name, value in measured.items() if value is not None and math.isfinite(value)}
+
+    def _new_round(self, info: RoundInfo) -> None:
+        self.round = info.round
+        self._round_started = (self.last_epoch.epoch if self.last_epoch else 0, time.time())
+
+    def record_results(self) -> None:
+        """Write what the current round measured into its git note (once per new epoch)."""
+        epoch = self.last_epoch
+        started_epoch, started_time = self._round_started
+        if epoch is None or epoch.epoch <= started_epoch or self._results_recorded_at == (self.round, epoch.epoch):
+            return
+        results = {
+            "val_acc": epoch.val_accuracy,
+            "val_loss": epoch.val_loss,
+            "train_loss": epoch.train_loss,
+            "epoch": epoch.epoch,
+            "epochs_trained": epoch.epoch - started_epoch,
+            "wall_time_s": round(time.time() - started_time, 1),
+            "checkpoint": self.last_checkpoint,
+        }
+        with self._history_lock:
+            self.history.record_result(self.round, {key: value for key, value in results.items() if value is not None})
+        self._results_recorded_at = (self.round, epoch.epoch)
+
+    def rounds(self) -> list[RoundInfo]:
+        with self._history_lock:
+            return self.history.rounds()
+
+    def diff(self, a: int, b: int) -> RoundDiff:
+        with self._history_lock:
+            return self.history.diff(a, b)
+
+    def rollback(self, k: int) -> RoundInfo:
+        """A new round equal to round k; training continues from round k's checkpoint when it has one."""
+        self.record_results()
+        with self._history_lock:
+            info = self.history.rollback(k, before=self._before_metrics())
+            target = self.history.round(k)
+        self._new_round(info)
+        checkpoint = Path(target.results.checkpoint) if target.results and target.results.checkpoint else None
+        if checkpoint is not None and checkpoint.is_file():
+            # The checkpoint holds round k's model, weights and hyperparameters; the empty change marks the round.
+            self._replace_trainer(checkpoint, [SetHParams(changes={}, round=info.round)])
+        else:
+            self._follow_worktree(info.round)
+        return info
+
+    def undo(self) -> RoundInfo:
+        self.record_results()
+        with self._history_lock:
+            info = self.history.undo()
+        self._new_round(info)
+        self._follow_worktree(info.round)
+        return info
+
+    def redo(self) -> RoundInfo:
+        self.record_results()
+        with self._history_lock:
+            info = self.history.redo()
+        self._new_round(info)
+        self._follow_worktree(info.round)
+        return info
+
+    def _follow_worktree(self, round_number: int) -> None:
+        """Train what the worktree now holds: its model file, and its hyperparameter file when it has one."""
+        commands: list[Command] = [
+            SwapModel(
+                model_path=str(self._model_path), model_name=self._class_name,
+                model_args=self._spec.model_args, round=round_number,
+            )  # fmt: skip
+        ]
+        with self._history_lock:
+            hparams_file = self.history.hparams_path_in_worktree()
+        if hparams_file.is_file():
+            values = read_hparams(hparams_file.read_text(encoding="utf-8"), where=str(hparams_file))
+            known = {key: value for key, value in values.items() if key in HParams.model_fields}
+            commands.append(SetHParams(changes=known, round=round_number))
+        self._send(commands)
+
+    # ------------------------------------------------------------------ the end
+
+    def write_report(self) -> Path:
+        """Write `report.md` (and the curves) into the run folder; returns its path."""
+        from copilot.report import write_report
+
+        self.record_results()
+        with self._history_lock:
+            return write_report(self.run, self.history, advisor_name=self.advisor_name)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Checkpoint and stop the trainer, note the round's results; a waiting proposal stays waiting."""
+        if self._stopped:
+            return
+        with self._trainer_lock:
+            if self._trainer is not None:
+                self._keep(self._trainer.stop(timeout))
+            self._stopped = True
+        try:
+            self.record_results()
+        finally:
+            self._advisor.close()

@@ -1,0 +1,272 @@
+"""The headless co-pilot: a `Session` driven from a plain terminal, a pipe or a batch job.
+
+Training progress is printed with rich (the same table and bar as `copilot train`).
+When the advisor has something to say, the display stops, the diagnosis and the
+proposal are printed, and the human answers on stdin: y (accept), n (reject), r
+(reject with a reason, asked next) or q (stop here; the proposal waits for
+`copilot resume`). `auto_accept="validated"` accepts every proposal that passed its
+checks (a hyperparameter change that validated, model code that passed the sandbox)
+and `"all"` accepts everything, without asking: the study's autonomous mode.
+
+The run ends when the epoch budget is spent or the human accepts the advisor's finish:
+the report is written and the rounds are printed. SIGHUP (the SSH connection
+dropped) and SIGTERM stop the session cleanly: a checkpoint is written, the trainer
+stops, a waiting proposal stays in the advisor's checkpoint. No raw terminal mode is
+ever used, so there is nothing to restore. This module prints and reads; the session
+does the work.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import sys
+import threading
+from collections.abc import Iterator
+from types import FrameType
+from typing import Literal, TextIO
+
+from rich import box
+from rich.console import Console
+from rich.live import Live
+from rich.markdown import Markdown
+from rich.markup import escape
+from rich.table import Table
+
+from copilot.advisor.schemas import ArchitectureProposal, FinishProposal, HParamProposal, Proposal, Verdict
+from copilot.commands.diagnose import print_architecture_proposal, print_diagnosis, print_hparam_proposal, print_tokens
+from copilot.commands.progress import TrainingProgress
+from copilot.errors import AdvisorError, CopilotError
+from copilot.events import Event, HParamsApplied, ModelSwapped
+from copilot.session.controller import AdvisorTurn, Decision, Session, resume_command
+
+AutoAccept = Literal["validated", "all"]
+POLL_S = 0.2
+ENDED_STATES = ("finished", "stopped", "crashed")
+
+
+class HangUp(Exception):
+    """The terminal went away (SIGHUP) or the system asked us to stop (SIGTERM)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def _raise_hang_up(signum: int, _frame: FrameType | None) -> None:
+    raise HangUp(signum)
+
+
+@contextlib.contextmanager
+def _stopping_signals() -> Iterator[None]:
+    """SIGHUP and SIGTERM become `HangUp` in the main thread while the session runs."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {signum: signal.signal(signum, _raise_hang_up) for signum in (signal.SIGHUP, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def passed_checks(proposal: Proposal) -> bool:
+    """Whether a proposal passed what checks it: its sandbox run for code; hyperparameters validate by construction."""
+    if isinstance(proposal, ArchitectureProposal):
+        return proposal.sandbox.ok
+    return True
+
+
+def automatic_verdict(proposal: Proposal, mode: AutoAccept) -> Verdict:
+    """Accept what passed its checks ("validated") or everything ("all").
+
+    The advisor's finish is not a checked change but a call to stop early: "validated"
+    keeps training to the epoch budget the user gave, "all" trusts the advisor and stops.
+    """
+    if isinstance(proposal, FinishProposal) and mode == "validated":
+        return Verdict(decision="reject", reason="auto-accept validated trains on to the epoch budget; only 'all' stops early")
+    if mode == "all" or passed_checks(proposal):
+        return Verdict(decision="accept")
+    return Verdict(decision="reject", reason=f"auto-accept takes validated proposals only; the sandbox said: {proposal.sandbox.message}")  # type: ignore[union-attr]
+
+
+def drive(session: Session, console: Console, *, auto_accept: AutoAccept | None = None, answers: TextIO | None = None) -> int:
+    """Run `session` to its end on this console; the exit status (0, or 128 + the signal that stopped it).
+
+    A trainer that ended on an error nobody fixed becomes a `CopilotError` (exit 2 when
+    the user can fix it, 1 when it is ours), after the report is written.
+    """
+    driver = _HeadlessDriver(session, console, auto_accept, answers or sys.stdin)
+    with _stopping_signals():
+        try:
+            return driver.run()
+        except HangUp as hang_up:
+            driver.leave(f"{hang_up}: writing a checkpoint and stopping")
+            return 128 + hang_up.signum
+        except KeyboardInterrupt:
+            driver.leave("interrupted: writing a checkpoint and stopping")
+            raise
+
+
+class _HeadlessDriver:
+    def __init__(self, session: Session, console: Console, auto_accept: AutoAccept | None, answers: TextIO) -> None:
+        self.session = session
+        self.console = console
+        self.auto_accept = auto_accept
+        self.answers = answers
+        self.view = TrainingProgress(console)
+
+    def run(self) -> int:
+        session = self.session
+        self.console.print(
+            f"run [bold]{escape(session.run_id)}[/] in {escape(str(session.run.path))}; "
+            f"experiment branch [bold]{escape(session.history.branch)}[/]; advisor {escape(session.advisor_name)}"
+        )
+        turn = session.pending()
+        if turn is not None:
+            self.console.print("[bold]A proposal from before the restart is waiting.[/]")
+        while True:
+            if turn is None:
+                trigger = self._train_until_due()
+                if trigger is None:
+                    return self._end()
+                turn = self._assess(trigger)
+                continue
+            decision = self._decide(turn)
+            if decision is None:
+                self.leave("stopping here; the proposal waits")
+                return 0
+            self.console.print(("[green]" if decision.accepted else "[yellow]") + escape(decision.message) + "[/]")
+            if decision.report is not None:
+                self._print_rounds()
+                return 0
+            turn = decision.retry
+
+    # ------------------------------------------------------------------ training
+
+    def _train_until_due(self) -> str | None:
+        """Show progress until the advisor should look (its trigger), or None when training is over."""
+        session = self.session
+        try:
+            with Live(self.view.renderable, console=self.console, refresh_per_second=4, transient=False):
+                while True:
+                    for event in session.poll_events(POLL_S):
+                        self._show(event)
+                    trigger = session.due_assessment()
+                    if trigger is not None:
+                        return trigger
+                    if session.trainer_state in ENDED_STATES or (session.paused_on_nonfinite and session.pending() is None):
+                        return None
+        finally:
+            self.console.print()  # the display's last frame ends without a newline on a pipe
+            self.view.next_table()
+
+    def _show(self, event: Event) -> None:
+        self.view.show(event)
+        if isinstance(event, ModelSwapped):
+            self.console.print(
+                f"[bold]model is now {escape(event.model.class_name)}[/] ({event.model.total_params:,} parameters; "
+                f"{event.transferred}/{event.total} tensors carried over) at step {event.step}"
+            )
+        elif isinstance(event, HParamsApplied):
+            changed = ", ".join(f"{key}={value}" for key, value in event.hparams.model_dump().items())
+            self.console.print(f"[bold]hyperparameters now:[/] {escape(changed)} (step {event.step})")
+
+    def _end(self) -> int:
+        session = self.session
+        crashed = session.trainer_state == "crashed" or session.paused_on_nonfinite
+        error = session.last_error
+        session.stop()
+        report = session.write_report()
+        self._print_rounds()
+        self.console.print(f"report: [bold]{escape(str(report))}[/]")
+        if crashed and error is not None:
+            failure = CopilotError(error.message, error.hint or f"see {session.run.events_log}")
+            failure.exit_code = 2 if error.user_error else 1
+            raise failure
+        return 0
+
+    def leave(self, why: str) -> None:
+        """Stop the session (checkpoint first) and say how to continue."""
+        self.console.print(escape(why))
+        self.session.stop()
+        self.console.print(f"continue with [bold]{escape(resume_command(self.session.run))}[/]")
+
+    # ------------------------------------------------------------------ the advisor
+
+    def _assess(self, trigger: str) -> AdvisorTurn | None:
+        self.console.print(f"[bold]advisor[/] ({escape(self.session.advisor_name)}) assessing the run (trigger: {trigger})…")
+        try:
+            return self.session.assess(trigger)
+        except AdvisorError as exc:
+            self.console.print(f"[yellow]{escape(exc.message)}[/]" + (f" ({escape(exc.hint)})" if exc.hint else ""))
+            return None
+
+    def _print_turn(self, turn: AdvisorTurn) -> None:
+        print_diagnosis(self.console, turn.diagnosis)
+        proposal = turn.proposal
+        if isinstance(proposal, HParamProposal):
+            print_hparam_proposal(self.console, proposal)
+        elif isinstance(proposal, ArchitectureProposal):
+            print_architecture_proposal(self.console, proposal)
+        elif isinstance(proposal, FinishProposal):
+            self.console.print(Markdown(proposal.report))
+        print_tokens(self.console, list(turn.tokens))
+        if turn.edit_problem:
+            self.console.print(f"[yellow]your edit was not taken:[/] {escape(turn.edit_problem)}")
+
+    def _decide(self, turn: AdvisorTurn) -> Decision | None:
+        """The human's (or the automatic) verdict, applied; None when the human chose to stop here."""
+        self._print_turn(turn)
+        if self.auto_accept is not None:
+            verdict = automatic_verdict(turn.proposal, self.auto_accept)
+            self.console.print(f"auto-accept ({self.auto_accept}): {verdict.decision}")
+        else:
+            verdict = self._ask(turn.proposal)
+            if verdict is None:
+                return None
+        return self.session.decide(verdict)
+
+    def _ask(self, proposal: Proposal) -> Verdict | None:
+        question = (
+            "End training and write the report? [y]es, [n]o, [q]uit for now: "
+            if isinstance(proposal, FinishProposal)
+            else "Accept this change? [y]es, [n]o, [r]eject with a reason, [q]uit for now: "
+        )
+        while True:
+            answer = self._read(question)
+            if answer is None or answer in ("q", "quit"):
+                return None
+            if answer in ("y", "yes", "a", "accept"):
+                return Verdict(decision="accept")
+            if answer in ("n", "no"):
+                return Verdict(decision="reject")
+            if answer in ("r", "reject") and not isinstance(proposal, FinishProposal):
+                reason = self._read("Why? The advisor reads this: ", keep_case=True)
+                return Verdict(decision="reject", reason=reason or None)
+            self.console.print("please answer y, n, r or q")
+
+    def _read(self, question: str, *, keep_case: bool = False) -> str | None:
+        """One line from the answers; None at the end of input (nobody is there to answer)."""
+        self.console.print(question, end="")
+        line = self.answers.readline()
+        if not line:
+            self.console.print()
+            self.console.print("no answer: end of input")
+            return None
+        return line.strip() if keep_case else line.strip().lower()
+
+    def _print_rounds(self) -> None:
+        table = Table(title="rounds", title_justify="left", box=box.SIMPLE_HEAD)
+        for column in ("round", "kind", "summary", "val acc before → after", "commit"):
+            table.add_column(column)
+        for info in self.session.rounds():
+            before, after = info.val_acc_before, info.val_acc_after
+            measured = f"{_percent(before)} → {_percent(after)}"
+            table.add_row(info.label, info.kind, escape(info.summary), measured, info.short_sha)
+        self.console.print(table)
+
+
+def _percent(value: float | None) -> str:
+    return "–" if value is None else f"{100 * value:.1f}%"
