@@ -59,7 +59,6 @@ from copilot.history.repo import (
     stage_files,
     sync_worktree,
     update_refs,
-    write_files,
     write_tree,
 )
 from copilot.history.rounds import (
@@ -375,6 +374,9 @@ class ExperimentHistory:
                 )
             git.run("worktree", "add", str(here), self.branch)
         remove_stale_temporary_indexes(admin_dir(here))
+        index = WorktreeIndex(here)
+        if index.interrupted():
+            sync_worktree(git, index, git.run("rev-parse", "--verify", f"refs/heads/{self.branch}").strip())
 
     def _restore_worktree(self) -> None:
         with self._writing() as git:
@@ -530,7 +532,8 @@ class ExperimentHistory:
         move the branch to it, and leave the worktree equal to it.
 
         Files are written into the worktree before the branch moves, so `git add` stages
-        them with the user's filters; if the round cannot be committed they are put back.
+        them with the user's filters; if the round cannot be committed they are put back,
+        and if the process dies first, the next operation puts them back.
         Only the branch is locked: a redo chain goes stale by itself, since its next
         commit no longer sits on the tip.
         """
@@ -547,11 +550,9 @@ class ExperimentHistory:
         stamp = int(time.time())
         index = WorktreeIndex(self.worktree)
         with index.temporary() as staging:
-            if files:
-                write_files(self.worktree, files)
             try:
                 if tree is None:
-                    tree = stage_files(git, index, staging, parent=tip, paths=list(files or {}))
+                    tree = stage_files(git, index, staging, parent=tip, files=files or {})
                 commit = commit_tree(git, tree, parent=tip, message=message, env=_commit_dates(stamp))
                 update_refs(git, [f"update refs/heads/{self.branch} {commit} {tip}"], f"copilot: {subject}")
             except HistoryError:
@@ -636,19 +637,14 @@ class ExperimentHistory:
                 raise HistoryError("nothing to redo", "redo puts back a round taken off by `copilot undo`")
             redo_top = redo_top.strip()
             chain = git.run("rev-list", "--first-parent", "--parents", f"{tip}..{redo_top}").splitlines()
-            if not chain or chain[-1].split()[1:2] != [tip]:
-                update_refs(git, [f"delete {redo_ref} {redo_top}"], "copilot: the branch moved on; nothing to redo")
+            if not chain:
+                raise HistoryError("nothing to redo", "redo puts back a round taken off by `copilot undo`")
+            if chain[-1].split()[1:2] != [tip]:
                 raise HistoryError(
                     "nothing to redo: a new round was committed after the undo",
                     f"undone rounds stay under refs/copilot/{self.run_id}/attic/ (see `git log` of them)",
                 )
             target = chain[-1].split()[0]
-            instructions = [
-                f"update refs/heads/{self.branch} {target} {tip}",
-                f"delete {_run_ref(self.run_id, 'attic/' + target)}",
-            ]
-            if target == redo_top:
-                instructions.append(f"delete {redo_ref} {redo_top}")
-            update_refs(git, instructions, "copilot redo")
+            update_refs(git, [f"update refs/heads/{self.branch} {target} {tip}"], "copilot redo")
             sync_worktree(git, WorktreeIndex(self.worktree), target)
             return self._round_at(git, target)

@@ -392,16 +392,21 @@ class TemporaryIndex:
 
 
 class WorktreeIndex:
-    """The co-pilot worktree's index: only ever replaced whole (one rename), and remembered
-    with the commit it matches, so the next round can start from it without re-reading
-    the commit's tree. A kill between moving the branch and replacing the index leaves
-    an index that no longer matches: `matches` says so and the tree is read again."""
+    """The co-pilot worktree's index and what is known about it.
+
+    The index is only ever replaced whole (one rename) and remembered with the commit
+    it matches, so the next round can start from it without re-reading the commit's
+    tree. Before the worktree's files change, a "pending" mark is set, and it is
+    cleared when the files, the index and the branch agree again; a kill in between
+    leaves the mark, and the next operation restores the worktree first.
+    """
 
     def __init__(self, worktree: Path) -> None:
         self.worktree = worktree
         admin = admin_dir(worktree)
         self.path = admin / "index"
-        self._matched_commit = admin / "copilot-index-matches"
+        self._matched_commit = admin / "copilot-worktree-matches"
+        self._pending = admin / "copilot-worktree-pending"
 
     def temporary(self) -> TemporaryIndex:
         return TemporaryIndex(self.path.parent, seed=self.path)
@@ -416,9 +421,17 @@ class WorktreeIndex:
         except OSError:
             return False
 
+    def begin_change(self) -> None:
+        self._pending.touch()
+
+    def interrupted(self) -> bool:
+        return self._pending.exists()
+
     def install(self, index: TemporaryIndex, commit: str) -> None:
+        """`index` becomes the worktree's, matching `commit`; the change is complete."""
         os.replace(index.path, self.path)
         self._matched_commit.write_text(f"{commit} {self._signature()}", encoding="utf-8")
+        self._pending.unlink(missing_ok=True)
 
 
 def write_tree(git: GitSession, index: TemporaryIndex, *, parent: str | None, blobs: Mapping[str, tuple[str, str]]) -> str:
@@ -446,13 +459,16 @@ def write_files(worktree: Path, files: Mapping[str, str]) -> None:
 
 
 def stage_files(
-    git: GitSession, index: WorktreeIndex, staging: TemporaryIndex, *, parent: str, paths: Sequence[str]
+    git: GitSession, index: WorktreeIndex, staging: TemporaryIndex, *, parent: str, files: Mapping[str, str]
 ) -> str:
-    """The tree of `parent` with the worktree's `paths` as they are on disk (`git add`: filters apply)."""
+    """The tree of `parent` with `files` written into the worktree and staged (`git add`: filters apply)."""
     if not index.matches(parent):
-        # -m keeps the stat data of entries that match, so unchanged files are not re-read.
-        git.run("read-tree", "-m", parent, env=staging.env, cwd=index.worktree)
-    git.run("add", "-f", "--", *paths, env=staging.env, cwd=index.worktree)
+        # --reset reads the tree whatever the worktree holds, keeping the stat data of
+        # entries that match, so unchanged files are not re-read.
+        git.run("read-tree", "--reset", parent, env=staging.env, cwd=index.worktree)
+    index.begin_change()
+    write_files(index.worktree, files)
+    git.run("add", "-f", "--", *files, env=staging.env, cwd=index.worktree)
     return git.run("write-tree", env=staging.env, cwd=index.worktree).strip()
 
 
@@ -484,6 +500,7 @@ def sync_worktree(git: GitSession, index: WorktreeIndex, commit: str, staging: T
     with contextlib.ExitStack() as stack:
         if staging is None:
             staging = stack.enter_context(index.temporary())
+        index.begin_change()
         git.run("read-tree", "--reset", "-u", commit, env=staging.env, cwd=index.worktree)
         index.install(staging, commit)
 
