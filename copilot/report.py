@@ -288,7 +288,7 @@ def _tokens(entries: Sequence[LedgerEntry]) -> list[str]:
     for (provider, model), (calls, tokens_in, tokens_out) in sorted(totals.items()):
         cost = estimated_cost(TokenUsage(provider=provider, model=model, role="assessor", input_tokens=tokens_in, output_tokens=tokens_out))
         total_cost += cost or 0.0
-        shown = "free (local rules)" if provider == "offline" else ("not in the price table" if cost is None else f"${cost:.4f}")
+        shown = "not in the price table" if cost is None else f"${cost:.4f}"
         rows.append((provider, model, str(calls), f"{tokens_in:,}", f"{tokens_out:,}", shown))
     lines += _table(("provider", "model", "calls", "input tokens", "output tokens", "estimated cost"), rows)
     return lines + [

@@ -1,0 +1,190 @@
+"""Sessions with the real trainer, the offline advisor and a real git repository.
+
+Each test starts real trainer processes on a few dozen shapes samples. The trainer is
+paused while a verdict is given (`until_due`), because a tiny epoch is over before a
+sandbox check is: without the pause the budget could run out before a swap lands.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from copilot.advisor.ledger import read_ledger
+from copilot.advisor.schemas import ArchitectureProposal, HParamProposal, Verdict
+from copilot.events import (
+    EpochSummary,
+    Event,
+    Finished,
+    HParamsApplied,
+    ModelSwapped,
+    RunStarted,
+    StateChanged,
+    StepBatch,
+    TrainerError,
+)
+from copilot.session.controller import Session
+from tests.history.repos import git
+from tests.session.conftest import CountingAdvisor, run_until, tiny_settings, until_due
+
+pytestmark = pytest.mark.timeout(600)
+
+
+def first(events: list[Event], kind: type) -> Event | None:
+    return next((event for event in events if isinstance(event, kind)), None)
+
+
+def stepped_past(step: int):
+    def done(events: list[Event]) -> bool:
+        return any(isinstance(e, StepBatch) and any(r.step > step for r in e.records) for e in events)
+
+    return done
+
+
+def test_accept_commits_the_round_swaps_the_model_and_training_goes_on(project: Path) -> None:
+    user_head = git(project, "rev-parse", "HEAD")
+    settings = tiny_settings(project, assess_every=2)
+    session = Session.start(settings, str(project / "bad_cnn.py"), run_name="accept")
+    try:
+        assert until_due(session) == "schedule"
+        turn = session.assess("schedule")
+        proposal = turn.proposal
+        assert isinstance(proposal, ArchitectureProposal) and proposal.sandbox.ok
+        assert turn.diagnosis.findings, "the diagnosis cites what it found"
+
+        decision = session.decide(Verdict(decision="accept"))
+        assert decision.accepted and decision.round is not None and decision.round.round == 1
+        assert session.round == 1 and session.pending() is None
+
+        # A commit on the experiment branch; the user's branch and checkout untouched.
+        branch = session.history.branch
+        subject = git(project, "log", "-1", "--format=%s", branch).strip()
+        assert subject.startswith("arch(r1): ") and proposal.summary[:30] in subject
+        message = git(project, "log", "-1", "--format=%B", branch)
+        assert "Copilot-Verdict: accepted" in message and "Copilot-Before: " in message and "epoch=2" in message
+        assert git(project, "show", f"{branch}:bad_cnn.py") == proposal.code
+        assert git(project, "rev-parse", "HEAD") == user_head
+        assert git(project, "status", "--porcelain") == ""
+        ledger = read_ledger(session.run)
+        assert ledger[-1].verdict == Verdict(decision="accept")
+        assert ledger[-1].commit == decision.round.sha
+
+        # The trainer reports the new architecture, and trains it once resumed.
+        events = run_until(session, lambda seen: first(seen, ModelSwapped) is not None)
+        swapped = first(events, ModelSwapped)
+        assert swapped.round == 1 and swapped.model.has_normalization and swapped.model.has_residual
+        assert swapped.model.total_params == proposal.sandbox.param_count
+        session.resume_training()
+        run_until(session, stepped_past(swapped.step))
+        run_until(session, lambda seen: any(isinstance(e, EpochSummary) and e.round == 1 for e in seen))
+    finally:
+        session.stop()
+
+    # What the round measured went into its git note when the session stopped.
+    results = session.rounds()[-1].results
+    assert results is not None and results.epochs_trained >= 1 and results.checkpoint
+    report = session.write_report().read_text(encoding="utf-8")
+    assert subject in report and "```diff" in report and "## Curves" in report
+
+
+def test_reject_records_the_reason_and_commits_nothing(project: Path) -> None:
+    session = Session.start(tiny_settings(project), str(project / "bad_cnn.py"), run_name="reject")
+    try:
+        until_due(session)
+        turn = session.assess("schedule")
+        decision = session.decide(Verdict(decision="reject", reason="keep the model small"))
+        assert not decision.accepted and decision.round is None and decision.retry is None
+        entry = read_ledger(session.run)[-1]
+        assert entry.proposal == turn.proposal
+        assert entry.verdict == Verdict(decision="reject", reason="keep the model small")
+        assert [info.round for info in session.rounds()] == [0]
+        assert session.pending() is None and session.round == 0
+        session.resume_training()  # paused by until_due: every step from now on is new
+        run_until(session, lambda seen: first(seen, StepBatch) is not None)
+    finally:
+        session.stop()
+
+
+def test_a_crashed_model_is_fixed_and_a_new_trainer_trains_it(project: Path) -> None:
+    session = Session.start(tiny_settings(project), str(project / "broken_cnn.py"), run_name="crash")
+    try:
+        events = run_until(session, lambda seen: session.due_assessment() == "error" and session.trainer_state == "crashed")
+        error = first(events, TrainerError)
+        assert "shapes cannot be multiplied" in error.message
+        assert first(events, RunStarted) is None  # it failed its first forward pass
+
+        turn = session.assess("error")
+        assert isinstance(turn.proposal, ArchitectureProposal) and turn.proposal.sandbox.ok
+        decision = session.decide(Verdict(decision="accept"))
+        assert decision.accepted and "new trainer" in decision.message
+
+        events = run_until(session, lambda seen: first(seen, ModelSwapped) is not None and stepped_past(0)(seen))
+        started = first(events, RunStarted)
+        assert started is not None and started.model.class_name == "BrokenCNN"
+        assert first(events, ModelSwapped).round == 1
+        assert session.trainer_state == "running"
+    finally:
+        session.stop()
+
+
+def test_a_hyperparameter_round_resumes_a_trainer_paused_on_nan(project: Path) -> None:
+    session = Session.start(tiny_settings(project), str(project / "exploding.py"), run_name="nan")
+    try:
+        trigger = until_due(session)
+        assert trigger == "nonfinite" and session.paused_on_nonfinite
+        turn = session.assess(trigger)
+        proposal = turn.proposal
+        assert isinstance(proposal, HParamProposal) and proposal.after.lr < 10.0
+        decision = session.decide(Verdict(decision="accept"))
+        assert decision.accepted and "resumes" in decision.message
+
+        hparams_file = git(project, "show", f"{session.history.branch}:exploding.hparams.toml")
+        assert f"lr = {proposal.after.lr!r}" in hparams_file
+
+        events = run_until(session, lambda seen: first(seen, HParamsApplied) is not None and first(seen, StateChanged) is not None)
+        applied = first(events, HParamsApplied)
+        assert applied.round == 1 and applied.hparams == proposal.after
+        assert any(isinstance(e, StateChanged) and e.state == "running" for e in events)
+        run_until(session, stepped_past(applied.step))
+    finally:
+        session.stop()
+
+
+def test_a_stopped_session_reopens_with_its_pending_proposal_and_asks_nobody(project: Path) -> None:
+    settings = tiny_settings(project)
+    first_advisor = CountingAdvisor()
+    session = Session.start(settings, str(project / "bad_cnn.py"), run_name="reopen", roles=first_advisor)
+    until_due(session)
+    turn = session.assess("schedule")
+    assert first_advisor.calls
+    session.stop()
+    assert session.run.latest_checkpoint() is not None
+
+    reopened_advisor = CountingAdvisor()
+    reopened = Session.reopen(settings, session.run, roles=reopened_advisor)
+    try:
+        waiting = reopened.pending()
+        assert waiting is not None and waiting.proposal == turn.proposal and waiting.diagnosis == turn.diagnosis
+        assert reopened.due_assessment() is None  # one proposal at a time
+
+        decision = reopened.decide(Verdict(decision="accept"))
+        assert decision.accepted and decision.round.round == 1
+        events = run_until(reopened, lambda seen: first(seen, ModelSwapped) is not None)
+        resumed = first(events, RunStarted)
+        assert resumed is not None and resumed.resumed_from_epoch is not None and resumed.resumed_from_epoch >= 2
+        assert reopened_advisor.calls == []
+    finally:
+        reopened.stop()
+    assert reopened.trainer_state == "stopped"
+
+
+def test_stop_never_leaves_a_trainer_behind(project: Path) -> None:
+    session = Session.start(tiny_settings(project), str(project / "bad_cnn.py"), run_name="stop")
+    run_until(session, lambda seen: first(seen, RunStarted) is not None)
+    session.stop(timeout=5.0)
+    events = session.poll_events(0.1)
+    assert any(isinstance(e, Finished) and e.reason == "stopped" for e in events)
+    assert session.trainer_state == "stopped"
+    assert session.run.latest_checkpoint() is not None
+    session.stop()  # twice is fine
