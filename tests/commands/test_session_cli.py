@@ -1,0 +1,189 @@
+"""`copilot run | demo | resume | report`: exit codes, headless runs, SIGHUP and resume, the demo.
+
+Headless runs go through `copilot.cli.main` in this process or, where a signal must
+reach them, as real `python -m copilot` processes; they train a few dozen samples.
+The demo test uses the demo's real data set and settings (the product's promise), so
+it is marked slow.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from copilot.cli import main
+from copilot.commands.session import prepare_demo_folder
+from copilot.history import ExperimentHistory
+from tests.history.repos import git
+from tests.session.conftest import SAMPLE_MODELS, TINY_DATA, git_home, project  # noqa: F401  (fixtures)
+
+pytestmark = pytest.mark.timeout(600)
+
+
+@pytest.fixture(autouse=True)
+def _tiny_runs(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Flags set what the user sets; tiny data and the CPU come from the environment, as a user's would."""
+    monkeypatch.setenv("COPILOT_DATA__TRAIN_SIZE", str(TINY_DATA["train_size"]))
+    monkeypatch.setenv("COPILOT_DATA__VAL_SIZE", str(TINY_DATA["val_size"]))
+    monkeypatch.setenv("COPILOT_TRAIN__DEVICE", "cpu")
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+
+
+@pytest.fixture
+def in_project(project: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.chdir(project)
+    return project
+
+
+def test_user_errors_exit_2(in_project: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["run"]) == 2
+    assert "no model given" in capsys.readouterr().err
+    assert main(["run", "missing.py", "--headless"]) == 2
+    assert "model file not found" in capsys.readouterr().err
+    assert main(["run", "bad_cnn.py", "--auto-accept", "all"]) == 2
+    assert "needs --headless" in capsys.readouterr().err
+    assert main(["resume", "no-such-run", "--headless"]) == 2
+    assert "no run 'no-such-run'" in capsys.readouterr().err
+
+    outside = tmp_path / "not-a-repo"
+    outside.mkdir()
+    (outside / "net.py").write_text((SAMPLE_MODELS / "bad_cnn.py").read_text())
+    assert main(["run", str(outside / "net.py"), "--headless"]) == 2
+    err = capsys.readouterr().err
+    assert "not inside a git repository" in err and "--init-git" in err
+    assert not (in_project / ".copilot" / "runs").exists() or not list((in_project / ".copilot" / "runs").iterdir())
+
+
+def test_a_crash_nobody_fixes_exits_2_with_a_report(in_project: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["run", "broken_cnn.py", "--headless", "--auto-accept", "all", "--max-rounds", "0", "--run-name", "crash"])
+    captured = capsys.readouterr()
+    assert code == 2
+    assert "shapes cannot be multiplied" in captured.err
+    report = in_project / ".copilot" / "runs" / "crash" / "report.md"
+    assert "last trainer error" in report.read_text() and str(report) in captured.out.replace("\n", "")
+
+
+def test_headless_auto_accept_commits_and_exits_0(in_project: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(
+        ["run", "bad_cnn.py", "--headless", "--auto-accept", "all", "--max-rounds", "1",
+         "--epochs", "5", "--batch-size", "16", "--run-name", "auto"]
+    )  # fmt: skip
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "auto-accept (all): accept" in out and "r1 committed as" in out
+    history = ExperimentHistory.open(in_project, "auto")
+    assert [info.kind for info in history.rounds()] == ["baseline", "arch"]
+    assert (in_project / ".copilot" / "runs" / "auto" / "report.md").exists()
+    assert main(["report", "auto"]) == 0
+    assert "report: " in capsys.readouterr().out
+
+
+def _read_until(process: subprocess.Popen, marker: str, timeout: float = 180.0) -> str:
+    """Everything the process printed up to and including `marker` (prompts end without a newline)."""
+    assert process.stdout is not None
+    text = b""
+    deadline = time.monotonic() + timeout
+    os.set_blocking(process.stdout.fileno(), False)
+    while marker.encode() not in text:
+        if time.monotonic() > deadline or process.poll() is not None:
+            raise AssertionError(f"no {marker!r} in the output:\n{text.decode(errors='replace')[-3000:]}")
+        chunk = process.stdout.read()
+        if chunk:
+            text += chunk
+        else:
+            time.sleep(0.1)
+    return text.decode(errors="replace")
+
+
+def _copilot(project: Path, *args: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "copilot", *args],
+        cwd=project,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+
+
+def test_sighup_at_the_prompt_then_resume_with_the_proposal_waiting(in_project: Path) -> None:
+    first = _copilot(in_project, "run", "bad_cnn.py", "--headless", "--epochs", "400", "--batch-size", "16", "--run-name", "hup")
+    try:
+        shown = _read_until(first, "Accept this change?")
+        first.send_signal(signal.SIGHUP)
+        assert first.wait(60) == 129
+    finally:
+        first.kill()
+    shown += first.stdout.read().decode(errors="replace")
+    assert "SIGHUP: writing a checkpoint and stopping" in shown and "copilot resume hup" in shown
+    run = in_project / ".copilot" / "runs" / "hup"
+    assert list((run / "checkpoints").glob("*.pt"))
+    assert not (run / "ledger.jsonl").exists()  # the proposal waits at the gate, undecided
+    summary = shown.split("Proposal: ")[1].splitlines()[0].strip()
+
+    second = _copilot(in_project, "resume", "hup", "--headless")
+    try:
+        resumed = _read_until(second, "Accept this change?")
+        assert "A proposal from before the restart is waiting" in resumed
+        assert f"Proposal: {summary}" in resumed
+        second.stdin.write(b"y\n")
+        second.stdin.flush()
+        resumed += _read_until(second, "model is now")
+        second.send_signal(signal.SIGHUP)
+        assert second.wait(60) == 129
+    finally:
+        second.kill()
+    assert "r1 committed as" in resumed
+    ledger = [json.loads(line) for line in (run / "ledger.jsonl").read_text().splitlines()]
+    assert ledger[-1]["verdict"]["decision"] == "accept" and ledger[-1]["commit"]
+
+
+def test_the_demo_folder_is_a_repository_of_its_own(tmp_path: Path, git_home: Path) -> None:
+    config_before = (git_home / ".gitconfig").read_bytes()
+    folder = tmp_path / "demo"
+    model = prepare_demo_folder(folder)
+    assert model.read_text() == (SAMPLE_MODELS / "bad_cnn.py").read_text()
+    assert git(folder, "log", "--format=%an <%ae>|%cn <%ce>|%s").strip() == (
+        "copilot <copilot@localhost>|copilot <copilot@localhost>|demo: the study's broken CNN"
+    )
+    assert git(folder, "status", "--porcelain") == ""
+    assert prepare_demo_folder(folder) == model  # reused as it is
+    assert git(folder, "rev-list", "--count", "HEAD").strip() == "1"
+    assert (git_home / ".gitconfig").read_bytes() == config_before
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1200)
+def test_the_headless_demo_reaches_95_percent_in_at_most_two_rounds(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for name in ("COPILOT_DATA__TRAIN_SIZE", "COPILOT_DATA__VAL_SIZE", "OMP_NUM_THREADS"):
+        monkeypatch.delenv(name)  # the demo as a user gets it: the default data set and settings
+    monkeypatch.chdir(tmp_path)
+    started = time.monotonic()
+    assert main(["demo", "--headless", "--auto-accept", "validated"]) == 0
+    minutes = (time.monotonic() - started) / 60
+    out = capsys.readouterr().out
+    folder = tmp_path / "copilot-demo"
+    (run,) = (folder / ".copilot" / "runs").iterdir()
+    epochs = [
+        json.loads(line)
+        for line in (run / "metrics.jsonl").read_text().splitlines()
+        if json.loads(line)["type"] == "epoch"
+    ]
+    ledger = [json.loads(line) for line in (run / "ledger.jsonl").read_text().splitlines()]
+    first_diagnosis_epoch = ledger[0]["epoch"]
+    accepted = [info for info in ExperimentHistory.open(folder).rounds() if info.round > 0]
+    print(f"demo: {minutes:.1f} min, first diagnosis at epoch {first_diagnosis_epoch}, "
+          f"{len(accepted)} rounds, final validation accuracy {epochs[-1]['val_accuracy']:.3f}")  # fmt: skip
+    assert first_diagnosis_epoch <= 2
+    assert 1 <= len(accepted) <= 2
+    assert epochs[-1]["val_accuracy"] >= 0.95
+    assert "report: " in out and (run / "report.md").exists()
