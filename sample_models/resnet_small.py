@@ -43,7 +43,7 @@ class ResidualBlock(nn.Module):
 
 
 class ResNetSmall(nn.Module):
-    def __init__(self, num_classes: int = 10, width: int = 24):
+    def __init__(self, num_classes: int = 10, width: int = 16):
         super().__init__()
         self.stem = nn.Sequential(
             nn.Conv2d(3, width, 3, padding=1, bias=False),
