@@ -36,7 +36,14 @@ class Block(nn.Module):
 
 
 class TinyTransformer(nn.Module):
-    def __init__(self, vocab_size: int = VOCAB_SIZE, dim: int = 64, heads: int = 4, layers: int = 2, max_length: int = 256):
+    def __init__(
+        self,
+        vocab_size: int = VOCAB_SIZE,
+        dim: int = 64,
+        heads: int = 4,
+        layers: int = 2,
+        max_length: int = 256,
+    ):
         super().__init__()
         self.token_embedding = nn.Embedding(vocab_size, dim)
         self.position_embedding = nn.Embedding(max_length, dim)
@@ -47,7 +54,8 @@ class TinyTransformer(nn.Module):
         length = tokens.shape[1]
         positions = torch.arange(length, device=tokens.device)
         x = self.token_embedding(tokens) + self.position_embedding(positions)
-        causal_mask = torch.triu(torch.ones(length, length, dtype=torch.bool, device=tokens.device), diagonal=1)
+        future = torch.ones(length, length, dtype=torch.bool, device=tokens.device)
+        causal_mask = torch.triu(future, diagonal=1)  # True where a position would see the future
         for block in self.blocks:
             x = block(x, causal_mask)
         return self.head(x)

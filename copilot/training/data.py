@@ -114,7 +114,9 @@ def _load_text(settings: DataSettings) -> tuple[DataSpec, Split, Split]:
 
 def _load_cifar10(settings: DataSettings) -> tuple[DataSpec, Split, Split]:
     data_dir = settings.data_dir or DEFAULT_DATA_DIR
-    train_images, train_labels, val_images, val_labels = files.read_cifar10(data_dir, download=settings.download)
+    train_images, train_labels, val_images, val_labels = files.read_cifar10(
+        data_dir, download=settings.download
+    )
     train_inputs, val_inputs = _normalised(train_images.float() / 255, val_images.float() / 255)
     spec = DataSpec(
         name="cifar10",
@@ -129,7 +131,9 @@ def _load_cifar10(settings: DataSettings) -> tuple[DataSpec, Split, Split]:
 
 def _load_image_folder(settings: DataSettings) -> tuple[DataSpec, Split, Split]:
     if settings.data_dir is None:
-        raise DataError("the imagefolder data set needs a folder", "pass --data-dir PATH (one subfolder per class)")
+        raise DataError(
+            "the imagefolder data set needs a folder", "pass --data-dir PATH (one subfolder per class)"
+        )
     train, val, num_classes = files.image_folders(
         settings.data_dir, settings.image_size, val_fraction=IMAGE_FOLDER_VAL_FRACTION, seed=settings.seed
     )
@@ -146,9 +150,22 @@ def _load_image_folder(settings: DataSettings) -> tuple[DataSpec, Split, Split]:
 
 def _custom_spec(train: Dataset, val: Dataset, reference: str) -> DataSpec:
     """What the user's datasets hold, read off their first sample."""
-    sample = train[0]
+    if len(train) == 0 or len(val) == 0:
+        raise DataError(
+            f"{reference} returned an empty split", "return at least one sample in train and in val"
+        )
+    try:
+        sample = train[0]
+    except Exception as exc:
+        raise DataError(
+            f"{reference}: reading the first training sample raised {type(exc).__name__}: {exc}",
+            "fix the dataset's __getitem__",
+        ) from None
     if not (isinstance(sample, (tuple, list)) and len(sample) == 2):
-        raise DataError(f"{reference}: a sample is {type(sample).__name__}, not (input, target)", "return (input, target) pairs")
+        raise DataError(
+            f"{reference}: a sample is {type(sample).__name__}, not (input, target)",
+            "return (input, target) pairs",
+        )
     inputs, targets = torch.as_tensor(sample[0]), torch.as_tensor(sample[1])
     if inputs.dtype not in (torch.float32, torch.int64):
         raise DataError(
@@ -157,13 +174,15 @@ def _custom_spec(train: Dataset, val: Dataset, reference: str) -> DataSpec:
         )
     if targets.is_floating_point() or targets.ndim > 1:
         raise DataError(
-            f"{reference}: targets of shape {tuple(targets.shape)} and type {targets.dtype} are not class indices",
+            f"{reference}: targets of shape {tuple(targets.shape)} and type {targets.dtype}"
+            " are not class indices",
             "return an integer class per sample, or one per position of an int64 sequence",
         )
     is_sequence = targets.ndim == 1
     if is_sequence and (inputs.dtype != torch.int64 or inputs.shape != targets.shape):
         raise DataError(
-            f"{reference}: sequence targets {tuple(targets.shape)} need int64 inputs of the same shape, got {tuple(inputs.shape)} {inputs.dtype}",
+            f"{reference}: sequence targets {tuple(targets.shape)} need int64 inputs of the same shape,"
+            f" got {tuple(inputs.shape)} {inputs.dtype}",
             "for next-token prediction return (tokens, next_tokens), both int64 [seq_len]",
         )
     return DataSpec(

@@ -138,14 +138,21 @@ def write_fake_cifar10(folder: Path, per_batch: int) -> dict[str, tuple[np.ndarr
     for name in [f"data_batch_{index}" for index in range(1, 6)] + ["test_batch"]:
         data = rng.integers(0, 256, size=(per_batch, 3072), dtype=np.uint8)
         labels = rng.integers(0, 10, size=per_batch).tolist()
-        batch = {b"batch_label": name.encode(), b"labels": labels, b"data": data, b"filenames": [b"x.png"] * per_batch}
+        batch = {
+            b"batch_label": name.encode(),
+            b"labels": labels,
+            b"data": data,
+            b"filenames": [b"x.png"] * per_batch,
+        }
         with (folder / name).open("wb") as file:
             pickle.dump(batch, file)
         written[name] = (data, labels)
     return written
 
 
-def test_cifar10_reads_the_python_batches_without_torchvision(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_cifar10_reads_the_python_batches_without_torchvision(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setitem(sys.modules, "torchvision", None)
     written = write_fake_cifar10(tmp_path / "cifar-10-batches-py", per_batch=8)
 
@@ -274,7 +281,8 @@ def test_custom_hook_infers_a_sequence_task_and_declared_vocabulary(tmp_path: Pa
 
     spec = load_data(DataSettings(dataset="custom", custom=f"{path}:load"), CPU).spec
 
-    assert (spec.task, spec.input_shape, spec.input_dtype, spec.num_classes) == ("sequence", (8,), "int64", 50)
+    described = (spec.task, spec.input_shape, spec.input_dtype, spec.num_classes)
+    assert described == ("sequence", (8,), "int64", 50)
 
 
 @pytest.mark.parametrize(
@@ -284,6 +292,19 @@ def test_custom_hook_infers_a_sequence_task_and_declared_vocabulary(tmp_path: Pa
         ("def load():\n    return []\n", ":missing", "no function 'missing'"),
         ("import not_a_module\n", ":load", "failed to import"),
         ("def load():\n    raise ValueError('no data here')\n", ":load", "no data here"),
+        (
+            "import torch\nfrom torch.utils.data import TensorDataset\n"
+            "def load():\n    d = TensorDataset(torch.randn(0, 2), torch.zeros(0))\n    return d, d\n",
+            ":load",
+            "empty split",
+        ),
+        (
+            "class Broken:\n    def __len__(self):\n        return 3\n"
+            "    def __getitem__(self, index):\n        raise OSError('disk gone')\n"
+            "def load():\n    return Broken(), Broken()\n",
+            ":load",
+            "disk gone",
+        ),
         (
             "import torch\nfrom torch.utils.data import TensorDataset\n"
             "def load():\n    d = TensorDataset(torch.randn(4, 2), torch.randn(4))\n    return d, d\n",
@@ -320,7 +341,9 @@ def numbered_split(size: int) -> TensorSplit:
     return TensorSplit(torch.arange(size).float().unsqueeze(1), torch.arange(size))
 
 
-def epoch_indices(split, batch_size: int, generator: torch.Generator | None, **sharding: int) -> list[list[int]]:
+def epoch_indices(
+    split, batch_size: int, generator: torch.Generator | None, **sharding: int
+) -> list[list[int]]:
     return [
         targets.tolist()
         for _, targets in iterate_batches(

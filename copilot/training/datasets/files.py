@@ -90,14 +90,18 @@ def read_cifar10(data_dir: Path, *, download: bool) -> tuple[Tensor, Tensor, Ten
     return train_images, train_labels, test_images, test_labels
 
 
-def image_folders(data_dir: Path, image_size: int, *, val_fraction: float, seed: int) -> tuple[Dataset, Dataset, int]:
+def image_folders(
+    data_dir: Path, image_size: int, *, val_fraction: float, seed: int
+) -> tuple[Dataset, Dataset, int]:
     """Train and validation Datasets of `data_dir`'s images, and the number of classes.
 
     With `train/` and `val/` subfolders each is one split; otherwise the class folders
     directly in `data_dir` are split at random (seeded) by `val_fraction`.
     """
     if not data_dir.is_dir():
-        raise DataError(f"image folder {data_dir} does not exist", "pass --data-dir PATH with one folder per class")
+        raise DataError(
+            f"image folder {data_dir} does not exist", "pass --data-dir PATH with one folder per class"
+        )
     torchvision = _torchvision("reading an image folder")
     transforms = torchvision.transforms
     transform = transforms.Compose(
@@ -112,7 +116,9 @@ def image_folders(data_dir: Path, image_size: int, *, val_fraction: float, seed:
         try:
             return torchvision.datasets.ImageFolder(str(path), transform=transform)
         except (FileNotFoundError, RuntimeError) as exc:
-            raise DataError(f"cannot read image folder {path}: {exc}", "use one subfolder of images per class") from None
+            raise DataError(
+                f"cannot read image folder {path}: {exc}", "use one subfolder of images per class"
+            ) from None
 
     if (data_dir / "train").is_dir() and (data_dir / "val").is_dir():
         train, val = folder(data_dir / "train"), folder(data_dir / "val")
@@ -131,7 +137,9 @@ def image_folders(data_dir: Path, image_size: int, *, val_fraction: float, seed:
 
 def _load_module(path: Path) -> ModuleType:
     if not path.is_file():
-        raise DataError(f"custom data module {path} not found", "set data.custom to 'path/to/module.py:function'")
+        raise DataError(
+            f"custom data module {path} not found", "set data.custom to 'path/to/module.py:function'"
+        )
     module_name = f"copilot_custom_data_{path.stem}"
     spec = importlib.util.spec_from_file_location(module_name, path)
     assert spec is not None and spec.loader is not None  # a .py path always has a source loader
@@ -160,14 +168,21 @@ def custom_datasets(reference: str) -> tuple[Dataset, Dataset]:
     module = _load_module(Path(path_text))
     function = getattr(module, function_name, None)
     if not callable(function):
-        raise DataError(f"{path_text} has no function '{function_name}'", "name a function defined in that file")
+        raise DataError(
+            f"{path_text} has no function '{function_name}'", "name a function defined in that file"
+        )
     try:
         result = function()
     except Exception as exc:
         raise DataError(
             f"{reference} raised {type(exc).__name__}: {exc}", "fix the function so it returns (train, val)"
         ) from None
-    if not (isinstance(result, tuple) and len(result) == 2 and all(hasattr(part, "__getitem__") and hasattr(part, "__len__") for part in result)):
+    is_dataset_pair = (
+        isinstance(result, tuple)
+        and len(result) == 2
+        and all(hasattr(part, "__getitem__") and hasattr(part, "__len__") for part in result)
+    )
+    if not is_dataset_pair:
         raise DataError(
             f"{reference} returned {type(result).__name__}, not a (train, val) pair of datasets",
             "return two torch Datasets (objects with __len__ and __getitem__)",
@@ -195,7 +210,8 @@ def count_classes(dataset: Dataset, reference: str) -> int:
         return int(dataset.tensors[1].max()) + 1
     if len(dataset) > MAX_SCANNED_SAMPLES:
         raise DataError(
-            f"{reference}: cannot tell the number of classes of {len(dataset)} samples without reading them all",
+            f"{reference}: cannot tell the number of classes of {len(dataset)} samples"
+            " without reading them all",
             "give the training dataset a `num_classes` attribute",
         )
     return max(int(torch.as_tensor(dataset[index][1]).max()) for index in range(len(dataset))) + 1
