@@ -245,6 +245,19 @@ def test_interrupted_branch_move_is_repaired_on_next_use(history: ExperimentHist
     assert git(history.worktree, "status", "--porcelain") == ""
 
 
+def test_round_interrupted_before_the_branch_moved_is_put_back(history: ExperimentHistory, repo: Path) -> None:
+    """As if the process died after writing a round's files and before committing them."""
+    admin = repo / ".git" / "worktrees" / RUN
+    (admin / "copilot-worktree-pending").touch()
+    history.worktree.joinpath("models", "net.py").write_text("# half-written proposal\n")
+
+    info = commit(history, 10)  # a hyperparameter round: it does not write the model file
+    assert git(repo, "show", f"{info.sha}:models/net.py") == model_code(7), "the stray file is not committed"
+    assert history.worktree.joinpath("models", "net.py").read_text() == model_code(7)
+    assert git(history.worktree, "status", "--porcelain") == ""
+    assert not (admin / "copilot-worktree-pending").exists()
+
+
 def test_stale_lock_on_our_own_ref_is_cleared_and_a_fresh_one_explained(
     history: ExperimentHistory, repo: Path
 ) -> None:
