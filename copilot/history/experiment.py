@@ -265,7 +265,11 @@ class ExperimentHistory:
                 blobs[hparams_relpath] = ("100644", hash_text(git, hparams_relpath, hparams_to_toml(hparams)))
             with tempfile.TemporaryDirectory(prefix="copilot-") as scratch, TemporaryIndex(Path(scratch)) as index:
                 tree = write_tree(git, index, parent=where.head, blobs=blobs)
-            edited = where.head is not None and tree != git.run("rev-parse", f"{where.head}^{{tree}}").strip()
+            # "Edited" is about the model file alone: the run's hyperparameter file is new in every run.
+            edited = where.head is not None and (
+                git.run_status("rev-parse", "-q", "--verify", f"{where.head}:{where.model_relpath}")[1].strip()
+                != blobs[where.model_relpath][1]
+            )
             trailers = [("Copilot-Branch", branch), ("Copilot-Model", where.model_relpath), ("Copilot-Hparams", hparams_relpath)]
             message = _round_zero_message(where, run_id, edited=edited, trailers=trailers)
             commit = commit_tree(git, tree, parent=where.head, message=message, env=_commit_dates(stamp))

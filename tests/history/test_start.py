@@ -232,3 +232,11 @@ def test_executable_model_keeps_its_mode(repo: Path) -> None:
         verdict="accepted",
     )
     assert git(repo, "ls-tree", history.branch, "models/net.py").startswith("100755 ")
+
+
+def test_clean_model_with_a_new_hparams_file_is_not_called_edited(repo: Path) -> None:
+    history = ExperimentHistory.start(repo / "models" / "net.py", RUN, hparams={"optimizer": "SGD", "lr": 0.1})
+    [round0] = history.rounds()
+
+    assert round0.subject == "baseline(r0): start from net.py as committed"
+    assert "lr = 0.1" in git(repo, "show", f"{round0.sha}:{dict(round0.trailers)['Copilot-Hparams']}")
