@@ -413,6 +413,8 @@ class CopilotApp(App[int]):
             self.store.note("git", "info", f"{info.label} committed {info.short_sha}: {info.subject}")
         self.store.note("advisor", "info", decision.message)
         self.notify(decision.message, timeout=8)
+        if decision.report is not None:
+            self._report_written(decision.report)
         self._set_advisor("idle")
 
     def _waiting_turn(self) -> AdvisorTurn | None:
@@ -499,11 +501,11 @@ class CopilotApp(App[int]):
         self.touch()
 
     def action_pause(self) -> None:
-        view = self._view or self.store.view()
-        if view.state in ("finished", "crashed"):
+        state = self.store.state
+        if state in ("finished", "crashed"):
             self.notify("Training is not running.", severity="warning")
             return
-        paused = view.state == "paused"
+        paused = state == "paused"
         call = self.session.resume_training if paused else self.session.pause
         self.store.note("app", "info", "resuming training" if paused else "pausing training")
         self._in_background("trainer", "control", "resume" if paused else "pause", call, then=lambda _: self.touch())

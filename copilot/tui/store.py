@@ -70,9 +70,16 @@ class RingSeries:
             self._start = (self._start + 1) % self.capacity
 
     def arrays(self) -> tuple[np.ndarray, np.ndarray]:
-        """Copies in time order, safe to hand to another thread."""
-        order = (self._start + np.arange(self._length)) % self.capacity
-        return self._steps[order], self._values[order]
+        """Copies in time order, safe to hand to another thread (two slices, no per-point work)."""
+        return self._ordered(self._steps, self._length), self._ordered(self._values, self._length)
+
+    def _ordered(self, buffer: np.ndarray, count: int) -> np.ndarray:
+        """The newest `count` entries of `buffer`, oldest first, as a copy."""
+        first = (self._start + self._length - count) % self.capacity
+        end = first + count
+        if end <= self.capacity:
+            return buffer[first:end].copy()
+        return np.concatenate((buffer[first:], buffer[: end - self.capacity]))
 
     def last(self) -> float | None:
         if not self._length:
@@ -86,9 +93,7 @@ class RingSeries:
 
     def tail(self, count: int) -> tuple[float, ...]:
         """The newest `count` values, oldest first."""
-        count = min(count, self._length)
-        first = self._start + self._length - count
-        return tuple(float(self._values[(first + offset) % self.capacity]) for offset in range(count))
+        return tuple(self._ordered(self._values, min(count, self._length)).tolist())
 
     def drop_from(self, step: float) -> None:
         """Forget every point at or after `step`: the trainer went back to an earlier checkpoint."""
@@ -340,6 +345,12 @@ class MetricsStore:
         return found
 
     # ------------------------------------------------------------------ reading (UI thread)
+
+    @property
+    def state(self) -> str:
+        """The trainer's state now, without copying a whole view (a key press needs only this)."""
+        with self._lock:
+            return self._state
 
     def _worst_modules(
         self, series_of: Callable[[_ModuleHistory], RingSeries], usual: Callable[[list[float]], float]

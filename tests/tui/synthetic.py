@@ -31,7 +31,6 @@ from copilot.advisor.schemas import (
     HParamProposal,
     Proposal,
     SandboxReport,
-    TokenUsage,
     Verdict,
 )
 from copilot.events import (
@@ -50,6 +49,8 @@ from copilot.events import (
     StepRecord,
 )
 from copilot.history.rounds import MetricChange, RoundDiff, RoundInfo
+from copilot.session.controller import AdvisorTurn as Turn
+from copilot.session.controller import Decision
 
 RUN_ID = "20261120-093000-bad-cnn-3f2a"
 START_TIME = 1_795_000_000.0  # fixed, so log times in snapshots never move
@@ -149,26 +150,6 @@ def hparam_proposal() -> HParamProposal:
         before=before,
         after=change.apply_to(before),
     )
-
-
-@dataclass(frozen=True)
-class Turn:
-    """Same fields as copilot.session.controller.AdvisorTurn."""
-
-    diagnosis: Diagnosis
-    proposal: Proposal
-    trigger: str
-    tokens: tuple[TokenUsage, ...] = ()
-
-
-@dataclass(frozen=True)
-class Decision:
-    """Same fields as copilot.session.controller.Decision."""
-
-    accepted: bool
-    round: RoundInfo | None
-    message: str
-    retry: Turn | None = None
 
 
 def round_info(number: int, kind: str, summary: str, sha: str, before: float | None, after: float | None) -> RoundInfo:
@@ -310,10 +291,10 @@ class SyntheticSession:
     # trainer side
     def poll_events(self, timeout: float) -> list[Event]:
         self.poll_threads.add(threading.current_thread().name)
-        if self.stream is not None:
-            return self.stream.poll(timeout)
         with self._lock:
             drained, self.events = self.events, []
+        if self.stream is not None:
+            return drained + self.stream.poll(timeout)
         if not drained:
             time.sleep(min(timeout, 0.01))
         return drained
@@ -345,7 +326,7 @@ class SyntheticSession:
         self._record("assess", trigger)
         time.sleep(self.assess_delay_s)
         turn = self.turns.pop(0)
-        turn = Turn(turn.diagnosis, turn.proposal, trigger, turn.tokens)
+        turn = Turn(turn.diagnosis, turn.proposal, trigger, turn.tokens, turn.edit_problem)
         self.tokens_spent += sum(usage.input_tokens + usage.output_tokens for usage in turn.tokens)
         self.waiting = turn
         return turn
@@ -360,12 +341,12 @@ class SyntheticSession:
         assert turn is not None, "decide() without a pending proposal"
         if verdict.decision == "reject":
             self.waiting = None
-            return Decision(False, None, f"rejected: {verdict.reason or 'no reason given'}")
+            return Decision(False, None, f"rejected: {verdict.reason or 'no reason given'}", None)
         self.waiting = None
         self.round += 1
         info = round_info(self.round, "arch" if turn.proposal.kind == "architecture" else "hparams", turn.proposal.summary, "abcdef12", 0.1, None)
         self.rounds_list.append(info)
-        return Decision(True, info, f"round {self.round} accepted and applied")
+        return Decision(True, info, f"round {self.round} accepted and applied", None)
 
     # history side
     def rounds(self) -> list[RoundInfo]:

@@ -51,10 +51,10 @@ def make_app(session: SyntheticSession) -> CopilotApp:
 
 
 def shown_text(app: CopilotApp, selector: str) -> str:
-    """What a Static shows, as plain text (its content may be any Rich renderable)."""
-    widget = app.screen.query_one(selector, Static)
+    """What a widget shows, as plain text (a Static's content may be any Rich renderable)."""
+    widget = app.screen.query_one(selector)
     console = Console(width=max(widget.size.width, 100), file=io.StringIO(), record=True)
-    console.print(widget.content)
+    console.print(widget.content if isinstance(widget, Static) else widget.render())
     return console.export_text()
 
 
@@ -69,7 +69,7 @@ async def until(pilot: Pilot, condition: Callable[[], bool], timeout: float = 10
 def proposal_session(**overrides) -> SyntheticSession:
     values = dict(
         events=seeded_run_events(epochs_fixed=0),
-        turns=[Turn(broken_diagnosis(), architecture_proposal(), "schedule")],
+        turns=[Turn(broken_diagnosis(), architecture_proposal(), "schedule", ())],
         due=["schedule"],
     )
     values.update(overrides)
@@ -185,21 +185,23 @@ async def test_an_edit_that_fails_the_sandbox_comes_back_as_a_new_proposal(tmp_p
     failed = architecture_proposal().model_copy(
         update={"sandbox": architecture_proposal().sandbox.model_copy(update={"ok": False, "stage": "import", "message": "SyntaxError line 1"})}
     )
-    retry = Turn(broken_diagnosis(), failed, "schedule")
+    retry = Turn(broken_diagnosis(), failed, "schedule", (), "the edited code failed the sandbox at import")
     session = proposal_session()
-    session.decide = lambda verdict: (session._record("decide", verdict), Decision(False, None, "edited code failed the sandbox", retry))[1]
+    session.decide = lambda verdict: (session._record("decide", verdict), Decision(False, None, "the edited code failed the sandbox at import", retry))[1]
     app = make_app(session)
     async with app.run_test(size=SIZE) as pilot:
         await waiting_for_decision(pilot)
         await pilot.press("e")
         await until(pilot, lambda: app.turn is retry)
         assert app.advisor_state == "waiting"
-        assert "✖ import: SyntaxError line 1" in shown_text(app, "#proposal Static")
+        shown = shown_text(app, "#proposal Static")
+        assert "✖ import: SyntaxError line 1" in shown
+        assert "your edit was not taken: the edited code failed the sandbox at import" in shown
 
 
 async def test_e_on_a_hyperparameter_proposal_sends_the_changed_values(tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("EDITOR", _editor_script(tmp_path, "path.write_text(path.read_text().replace('lr = 0.001', 'lr = 0.0005'))"))
-    session = proposal_session(turns=[Turn(broken_diagnosis(), hparam_proposal(), "plateau")])
+    session = proposal_session(turns=[Turn(broken_diagnosis(), hparam_proposal(), "plateau", ())])
     app = make_app(session)
     async with app.run_test(size=SIZE) as pilot:
         await waiting_for_decision(pilot)
@@ -263,7 +265,7 @@ async def test_p_pauses_and_resumes_the_trainer() -> None:
 
 
 async def test_question_mark_asks_the_advisor_now() -> None:
-    session = SyntheticSession(events=seeded_run_events(), turns=[Turn(broken_diagnosis(), hparam_proposal(), "x")])
+    session = SyntheticSession(events=seeded_run_events(), turns=[Turn(broken_diagnosis(), hparam_proposal(), "x", ())])
     app = make_app(session)
     async with app.run_test(size=SIZE) as pilot:
         await pilot.pause(0.1)
@@ -274,7 +276,7 @@ async def test_question_mark_asks_the_advisor_now() -> None:
 
 
 async def test_a_proposal_waiting_since_before_a_restart_is_shown_at_once() -> None:
-    session = SyntheticSession(events=seeded_run_events(), waiting=Turn(broken_diagnosis(), architecture_proposal(), "error"))
+    session = SyntheticSession(events=seeded_run_events(), waiting=Turn(broken_diagnosis(), architecture_proposal(), "error", ()))
     app = make_app(session)
     async with app.run_test(size=SIZE) as pilot:
         await waiting_for_decision(pilot)

@@ -24,7 +24,7 @@ def broken_run_app() -> CopilotApp:
     """The demo's key moment: gradients vanished, the advisor's proposal waits for a decision."""
     session = SyntheticSession(
         events=seeded_run_events(epochs_fixed=0),
-        turns=[Turn(broken_diagnosis(), architecture_proposal(), "schedule")],
+        turns=[Turn(broken_diagnosis(), architecture_proposal(), "schedule", ())],
         due=["schedule"],
     )
     return CopilotApp(session, Settings(), clock=lambda: START_TIME, banner=None)

@@ -136,7 +136,11 @@ class RunScreen(LiveScreen):
             error=view.last_error if crashed else None,
             thinking=copilot.advisor_state == "thinking",
         )
-        self.query_one(ProposalPane).show(turn.proposal if turn else None, side_by_side_view=copilot.side_by_side)
+        self.query_one(ProposalPane).show(
+            turn.proposal if turn else None,
+            side_by_side_view=copilot.side_by_side,
+            edit_problem=turn.edit_problem if turn else None,
+        )
 
     # ------------------------------------------------------------------ actions of this screen
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 from rich.segment import Segment
 from rich.style import Style
-from textual.geometry import Size
+from textual.geometry import Region, Size
 from textual.strip import Strip
 from textual.widget import Widget
 
@@ -351,7 +351,7 @@ class MetricChart(Widget):
         self.log_scale = log_scale
         self._data: ChartData | None = None
         self._strips: list[Strip] | None = None
-        self._built_size = Size(0, 0)
+        self._built_for: tuple[Size, Style] | None = None
         self.builds = 0  # how many real builds happened (tests and the benchmark read it)
 
     @property
@@ -366,24 +366,31 @@ class MetricChart(Widget):
         self._strips = None
         self.refresh()
 
-    def notify_style_update(self) -> None:
-        super().notify_style_update()
-        self._strips = None  # a theme change restyles the cached strips
-
     def build(self) -> list[Strip]:
-        """The chart's strips for its current size, rebuilt only when data, size or style changed."""
-        if self._strips is None or self._built_size != self.size:
+        """The chart's strips for its current size, rebuilt only when data, size or style changed.
+
+        Textual re-applies styles on every screen switch; comparing the resulting style
+        (a theme change alters it) keeps those switches from rebuilding every chart.
+        """
+        built_for = (self.size, self.rich_style)
+        if self._strips is None or self._built_for != built_for:
             self._strips = draw_chart(
                 self._data,
                 self.size.width,
                 self.size.height,
                 title=self.title,
                 log_scale=self.log_scale,
-                styles=ChartStyles.on(self.rich_style),
+                styles=ChartStyles.on(built_for[1]),
             )
-            self._built_size = self.size
+            self._built_for = built_for
             self.builds += 1
         return self._strips
+
+    def render_lines(self, crop: Region) -> list[Strip]:
+        """One build per paint, not one style lookup per line."""
+        strips = self.build()
+        blank = Strip.blank(self.size.width, self.rich_style)
+        return [strips[y] if y < len(strips) else blank for y in range(crop.y, crop.bottom)]
 
     def render_line(self, y: int) -> Strip:
         strips = self.build()

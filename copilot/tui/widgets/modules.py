@@ -81,24 +81,21 @@ class ModulesPanel(ScrollView, can_focus=True):
         self._rows: tuple[ModuleRow, ...] = ()
         self._scale: tuple[float, float] | None = None
         self._strips: dict[int, Strip] = {}
-        self._strips_width = 0
+        self._built_for: tuple[int, Style] | None = None
 
     def show(self, rows: tuple[ModuleRow, ...]) -> None:
         if rows == self._rows:
             return
         self._rows = rows
-        self._strips_width = -1  # rebuild rows and the shared scale on the next render
+        self._built_for = None  # rebuild rows and the shared scale on the next render
         self.virtual_size = Size(0, max(1, len(rows)))
         self.refresh()
 
-    def notify_style_update(self) -> None:
-        super().notify_style_update()
-        self._strips_width = -1
-
     def render_line(self, y: int) -> Strip:
         width = self.size.width
-        if width != self._strips_width:
-            self._strips, self._strips_width = {}, width
+        built_for = (width, self.rich_style)  # a theme change restyles; a screen switch does not
+        if built_for != self._built_for:
+            self._strips, self._built_for = {}, built_for
             self._scale = grad_scale(self._rows, self._spark_width(width))
         index = y + self.scroll_offset.y
         if index not in self._strips:

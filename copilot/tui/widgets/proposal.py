@@ -129,13 +129,17 @@ def hparam_table(proposal: HParamProposal) -> Table:
     return table
 
 
-def proposal_renderable(proposal: Proposal | None, *, side_by_side_view: bool) -> RenderableType:
+def proposal_renderable(
+    proposal: Proposal | None, *, side_by_side_view: bool, edit_problem: str | None = None
+) -> RenderableType:
     if proposal is None:
         return Text(NO_PROPOSAL_TEXT, "dim")
     head = Text()
     head.append(f" {proposal.kind} ", "bold reverse magenta")
     head.append(f" {proposal.summary}", "bold")
     parts: list[RenderableType] = [head]
+    if edit_problem:
+        parts.append(Text(f"your edit was not taken: {edit_problem}", "bold red"))
     if isinstance(proposal, FinishProposal):
         parts.append(Text("The advisor sees nothing left to fix. Accept to finish and write the report.", "italic"))
         parts.append(Markdown(proposal.report))
@@ -173,10 +177,12 @@ class ProposalPane(VerticalScroll):
     def compose(self) -> ComposeResult:
         yield Static(proposal_renderable(None, side_by_side_view=False))
 
-    def show(self, proposal: Proposal | None, *, side_by_side_view: bool) -> None:
-        shown = (proposal, side_by_side_view)
+    def show(self, proposal: Proposal | None, *, side_by_side_view: bool, edit_problem: str | None = None) -> None:
+        shown = (proposal, side_by_side_view, edit_problem)
         if shown == self._shown:
             return
         self._shown = shown
-        self.query_one(Static).update(proposal_renderable(proposal, side_by_side_view=side_by_side_view))
+        self.query_one(Static).update(
+            proposal_renderable(proposal, side_by_side_view=side_by_side_view, edit_problem=edit_problem)
+        )
         self.scroll_home(animate=False)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from rich.text import Text
-from textual.widgets import Static
+from textual.widget import Widget
 
 AdvisorState = Literal["idle", "thinking", "waiting", "applying", "stopping"]
 
@@ -70,8 +70,12 @@ def status_text(info: StatusInfo) -> Text:
     return line
 
 
-class StatusBar(Static):
-    """Trainer state, epoch, step and speed; then the advisor's state, the round and the tokens spent."""
+class StatusBar(Widget):
+    """Trainer state, epoch, step and speed; then the advisor's state, the round and the tokens spent.
+
+    A plain widget rather than a `Static`: `Static.update` asks for a new layout of the
+    whole screen, and these lines change twice a second.
+    """
 
     DEFAULT_CSS = """
     StatusBar {
@@ -84,10 +88,15 @@ class StatusBar(Static):
     """
 
     def __init__(self, *, id: str | None = None) -> None:
-        super().__init__("", id=id)
+        super().__init__(id=id)
         self._shown: StatusInfo | None = None
+        self._text = Text("")
 
     def show(self, info: StatusInfo) -> None:
         if info != self._shown:
             self._shown = info
-            self.update(status_text(info))
+            self._text = status_text(info)
+            self.refresh()
+
+    def render(self) -> Text:
+        return self._text
