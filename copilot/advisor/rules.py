@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from copilot.advisor.schemas import Diagnosis, Evidence, Finding, HParamAnswer, HParamChange, Route
-from copilot.advisor.snapshot import EXPLODING_GRAD_NORM, SPIKE_FACTOR, VANISHING_GRAD_NORM, TrainingSnapshot
+from copilot.advisor.snapshot import EXPLODING_GRAD_NORM, SPIKE_FACTOR, VANISHING_GRAD_NORM, PreviousProposal, TrainingSnapshot
 from copilot.events import HParams
 
 # --------------------------------------------------------------------------- thresholds
@@ -60,9 +60,24 @@ PLATEAU_IMPROVEMENT = 0.01
 # 1.5x the training loss while rising (Goodfellow et al. 2016, ch. 7: the generalisation gap).
 OVERFIT_ACCURACY_GAP = 0.15
 OVERFIT_LOSS_RATIO = 1.5
+# Diverging: a loss above 1.5x what guessing costs (ln(classes), or the first step's loss)
+# means the updates are making the model worse than at initialisation.
+DIVERGENCE_FACTOR = 1.5
+# Unstable validation: validation accuracy 10 points under its best since the last change
+# while training accuracy held (within 2 points): the weights churn too much between
+# epochs for batch-norm statistics and the evaluation to keep up. Our own threshold.
+UNSTABLE_DROP = 0.10
+UNSTABLE_TRAIN_TOLERANCE = 0.02
 # Plain SGD without momentum at lr >= 0.05 oscillates across steep directions and crawls
 # along flat ones; momentum (Sutskever et al. 2013) or Adam (Kingma and Ba 2015) fix that.
+# A warning even when nothing else is wrong: measured on the shapes set, a batch-norm
+# residual CNN under plain SGD at lr 0.1 reaches 99% validation accuracy and then swings
+# between 38% and 99% from epoch to epoch (its running statistics cannot follow the
+# weights), while Adam at 1e-3 or momentum 0.9 at lr 0.01 holds above 99.7%.
 PLAIN_SGD_HIGH_LR = 0.05
+# Adam above 1e-2 is well past the 1e-3 default of Kingma and Ba 2015 (Karpathy's "3e-4 is
+# the best learning rate for Adam" is the usual joke); transformers want 1e-3 or less.
+ADAM_HIGH_LR = 1e-2
 
 Remedy = Literal["architecture", "hyperparameters", "either", "none"]
 # Trainer error kinds a new module fixes, and those a hyperparameter change fixes.
@@ -369,7 +384,11 @@ def _progress(snapshot: TrainingSnapshot) -> list[Observation]:
                         "either",
                     )
                 )
-    if current:
+    found += _divergence(snapshot, current)
+    unstable = _unstable_validation(current)
+    found += unstable
+    # A sudden drop with training accuracy intact is churn, not memorisation: no over-fitting finding then.
+    if current and not unstable:
         row = current[-1]
         gap = (row.train_accuracy - row.val_accuracy) if row.train_accuracy is not None and row.val_accuracy is not None else None
         rising = len(current) >= 2 and row.val_loss is not None and current[-2].val_loss is not None and row.val_loss > current[-2].val_loss
@@ -394,6 +413,54 @@ def _progress(snapshot: TrainingSnapshot) -> list[Observation]:
     return found
 
 
+def _divergence(snapshot: TrainingSnapshot, current: list) -> list[Observation]:
+    reference = snapshot.expected_initial_loss or snapshot.initial_loss
+    if not current or reference is None or not math.isfinite(reference) or reference <= 0:
+        return []
+    row = current[-1]
+    metric, value = ("val_loss", row.val_loss) if row.val_loss is not None else ("train_loss", row.train_loss)
+    if math.isfinite(value) and value <= DIVERGENCE_FACTOR * reference:
+        return []
+    return [
+        Observation(
+            "diverging",
+            _finding(
+                "loss diverging",
+                "The loss is worse than guessing would give: the updates are undoing what the model learned.",
+                [Evidence(metric=metric, value=_sig(value) if math.isfinite(value) else str(value), threshold=_sig(DIVERGENCE_FACTOR * reference))],
+                severity="critical",
+            ),
+            "either",
+        )
+    ]
+
+
+def _unstable_validation(current: list) -> list[Observation]:
+    rows = [row for row in current if row.val_accuracy is not None and row.train_accuracy is not None]
+    if len(rows) < 2:
+        return []
+    best_val = max(rows[:-1], key=lambda row: row.val_accuracy)
+    latest = rows[-1]
+    drop = best_val.val_accuracy - latest.val_accuracy
+    train_held = latest.train_accuracy >= best_val.train_accuracy - UNSTABLE_TRAIN_TOLERANCE
+    if drop <= UNSTABLE_DROP or not train_held:
+        return []
+    return [
+        Observation(
+            "unstable_validation",
+            _finding(
+                "validation accuracy unstable",
+                "Validation accuracy fell while training accuracy held: the weights move too much between evaluations.",
+                [
+                    Evidence(metric="val_accuracy_drop_from_best", value=_sig(drop), threshold=UNSTABLE_DROP),
+                    Evidence(metric="train_accuracy", value=_sig(latest.train_accuracy), threshold=_sig(best_val.train_accuracy - UNSTABLE_TRAIN_TOLERANCE)),
+                ],
+            ),
+            "hyperparameters",
+        )
+    ]
+
+
 def _initial_loss(snapshot: TrainingSnapshot) -> list[Observation]:
     initial, expected = snapshot.initial_loss, snapshot.expected_initial_loss
     if initial is None or expected is None or expected <= 0 or not math.isfinite(initial):
@@ -415,6 +482,19 @@ def _initial_loss(snapshot: TrainingSnapshot) -> list[Observation]:
 
 def _optimizer(snapshot: TrainingSnapshot) -> list[Observation]:
     hparams = snapshot.hparams
+    if hparams.optimizer in ("Adam", "AdamW") and hparams.lr > ADAM_HIGH_LR:
+        return [
+            Observation(
+                "adam_high_lr",
+                _finding(
+                    "Adam at a high learning rate",
+                    "Adam's steps are about lr in size whatever the gradient, so at this rate every step is large.",
+                    [Evidence(metric="lr", value=hparams.lr, threshold=ADAM_HIGH_LR)],
+                    severity="info",
+                ),
+                "hyperparameters",
+            )
+        ]
     if hparams.optimizer != "SGD" or hparams.momentum > 0 or hparams.lr < PLAIN_SGD_HIGH_LR:
         return []
     return [
@@ -427,7 +507,6 @@ def _optimizer(snapshot: TrainingSnapshot) -> list[Observation]:
                     Evidence(metric="lr", value=hparams.lr, threshold=PLAIN_SGD_HIGH_LR),
                     Evidence(metric="momentum", value=hparams.momentum, threshold="> 0"),
                 ],
-                severity="info",
             ),
             "hyperparameters",
         )
@@ -441,8 +520,10 @@ def observe(snapshot: TrainingSnapshot) -> list[Observation]:
     found += extremes
     found += _update_ratios(snapshot, vanishing=any(o.tag == "vanishing" for o in extremes))
     found += _activations(snapshot) + _progress(snapshot) + _initial_loss(snapshot)
-    if any(o.finding.severity != "info" for o in found):
-        found += _optimizer(snapshot)
+    optimizer = _optimizer(snapshot)
+    # Plain SGD at a high rate is a problem on its own (a warning); a high Adam rate only explains others.
+    if any(o.finding.severity != "info" for o in found + optimizer):
+        found += optimizer
     order = {"critical": 0, "warning": 1, "info": 2}
     return sorted(found, key=lambda o: order[o.finding.severity])
 
@@ -450,15 +531,30 @@ def observe(snapshot: TrainingSnapshot) -> list[Observation]:
 # --------------------------------------------------------------------------- routing
 
 
-def _rejected_now(snapshot: TrainingSnapshot) -> set[str]:
-    """Kinds of proposals the human rejected since the last accepted change."""
-    rejected: set[str] = set()
+def _rejected_since_last_change(snapshot: TrainingSnapshot) -> list[PreviousProposal]:
+    rejected: list[PreviousProposal] = []
     for proposal in reversed(snapshot.previous):
         if proposal.decision in ("accept", "edit"):
             break
         if proposal.decision == "reject":
-            rejected.add(proposal.kind)
+            rejected.append(proposal)
     return rejected
+
+
+def _rejected_now(snapshot: TrainingSnapshot) -> set[str]:
+    """Kinds of proposals the human rejected since the last accepted change."""
+    return {proposal.kind for proposal in _rejected_since_last_change(snapshot)}
+
+
+def human_feedback(snapshot: TrainingSnapshot, kind: str, feedback: str | None) -> str | None:
+    """`feedback` plus the human's reasons for rejecting proposals of `kind` since the last accepted change.
+
+    The graph hands a role only a validation message as `feedback`; the human's reasons come
+    back through the ledger, so the rules read them from the snapshot.
+    """
+    reasons = [p.reason for p in _rejected_since_last_change(snapshot) if p.kind == kind and p.reason]
+    joined = " ".join(part for part in (feedback, *reasons) if part)
+    return joined or None
 
 
 def _hparams_already_tamed(snapshot: TrainingSnapshot) -> bool:
@@ -488,7 +584,7 @@ def route(snapshot: TrainingSnapshot, observations: list[Observation]) -> tuple[
         chosen, confidence = "hyperparameters", 0.9
     elif tags & {"vanishing", "saturated"}:
         chosen, confidence = "architecture", 0.8
-    elif tags & {"chance", "plateau"}:
+    elif tags & {"chance", "plateau", "diverging"}:
         # A model with saturating units and no normalisation cannot be rescued by the optimiser alone.
         cannot_learn = _uses_saturating_activation(snapshot) and not (snapshot.model and snapshot.model.has_normalization)
         chosen = "architecture" if cannot_learn else "hyperparameters"
@@ -563,7 +659,8 @@ def _lr(value: float) -> float:
 # Keywords that map an LLM assessor's free-text findings onto the rules' tags.
 TAG_KEYWORDS: dict[str, tuple[str, ...]] = {
     "nonfinite": ("nan", "non-finite", "nonfinite", "infinite"),
-    "exploding": ("explod", "diverg"),
+    "exploding": ("explod",),
+    "diverging": ("diverg",),
     "spikes": ("spike",),
     "overfitting": ("overfit", "over-fit", "generalis", "generaliz"),
     "dead_relu": ("dead relu", "dead unit"),
@@ -596,14 +693,14 @@ def _candidates(snapshot: TrainingSnapshot, tags: set[str], feedback: str | None
         smaller = max(1, hparams.batch_size // 2)
         found.append(Candidate(f"batch size {smaller} instead of {hparams.batch_size}", "The run ran out of memory; half the batch needs about half the activation memory.", {"batch_size": smaller}))
 
-    if tags & {"nonfinite", "exploding"}:
+    if tags & {"nonfinite", "exploding", "diverging"}:
         lower = _lr(hparams.lr * (0.3 if gentle else 0.1))
-        reason = "The updates exploded (non-finite values or huge gradient norms)"
+        reason = "The updates exploded (non-finite values, huge gradient norms or a diverging loss)"
         if not no_clip:
             found.append(Candidate(f"lr {lower:g} and clip gradients at {DEFAULT_CLIP:g}", f"{reason}: a lower learning rate shrinks every step and clipping caps the rare huge ones.", {"lr": lower, "grad_clip": DEFAULT_CLIP}))
         found.append(Candidate(f"lr {lower:g} instead of {hparams.lr:g}", f"{reason}: a lower learning rate shrinks every step.", {"lr": lower}))
 
-    struggling = tags & {"chance", "plateau", "update_ratio_high", "spikes", "plain_sgd", "dead_relu"}
+    struggling = tags & {"chance", "plateau", "update_ratio_high", "spikes", "plain_sgd", "dead_relu", "unstable_validation"}
     if plain_sgd and struggling:
         adam = Candidate(
             f"Adam at lr {ADAM_LR:g} instead of SGD at {hparams.lr:g}",
@@ -625,7 +722,7 @@ def _candidates(snapshot: TrainingSnapshot, tags: set[str], feedback: str | None
         clip = _sig(max(1e-3, 2 * gradients.total_median))
         found.append(Candidate(f"clip gradients at {clip:g}", f"The total gradient norm spiked past {SPIKE_FACTOR:g}x its median ({_sig(gradients.total_median):g}); clipping at twice the median leaves normal steps alone and caps the spikes.", {"grad_clip": clip}))
 
-    if tags & {"update_ratio_high", "dead_relu", "spikes"}:
+    if tags & {"update_ratio_high", "dead_relu", "spikes", "unstable_validation", "adam_high_lr"}:
         lower = _lr(hparams.lr * (0.5 if gentle else 0.3))
         found.append(Candidate(f"lr {lower:g} instead of {hparams.lr:g}", f"Updates are too large for the weights (or kill ReLU units); a lower rate brings the update-to-weight ratio toward {UPDATE_RATIO_GUIDE:g}.", {"lr": lower}))
 
@@ -663,6 +760,7 @@ def _effective(change: dict[str, float | int | str], hparams: HParams) -> dict[s
 def propose_hparams(snapshot: TrainingSnapshot, diagnosis: Diagnosis, feedback: str | None) -> HParamAnswer:
     """The first candidate that changes something and was not already rejected."""
     tags = diagnosis_tags(snapshot, diagnosis)
+    feedback = human_feedback(snapshot, "hyperparameters", feedback)
     rejected = {p.detail for p in snapshot.previous if p.kind == "hyperparameters" and p.decision == "reject"}
     for candidate in _candidates(snapshot, tags, feedback):
         change = _effective(candidate.change, snapshot.hparams)

@@ -635,14 +635,10 @@ def _render_model(snapshot: TrainingSnapshot) -> Iterable[str]:
         f"activations: {', '.join(model.activations) or 'none'}; "
         f"normalisation: {'yes' if model.has_normalization else 'no'}; residual: {'yes' if model.has_residual else 'no'}"
     )
-    stats = {module.name: module for module in snapshot.gradients.modules} if snapshot.gradients else {}
-    yield "module | type | params | detail | grad norm (median) | update/weight (median)"
+    yield "module | type | params | detail"
     for info in model.modules[:MAX_PROMPT_MODULES]:
         indent = "  " * info.name.count(".") if info.name else ""
-        measured = stats.get(info.name)
-        grad = _number(measured.grad_norm_median) if measured else ""
-        ratio = _number(measured.update_ratio_median) if measured else ""
-        yield f"{indent}{info.name or '(root)'} | {info.type} | {info.params} | {info.detail} | {grad} | {ratio}"
+        yield f"{indent}{info.name or '(root)'} | {info.type} | {info.params} | {info.detail}"
     if len(model.modules) > MAX_PROMPT_MODULES:
         yield f"... {len(model.modules) - MAX_PROMPT_MODULES} more modules"
 
@@ -688,9 +684,14 @@ def _render(snapshot: TrainingSnapshot, include_source: bool) -> Iterator[str]:
             f"below {VANISHING_GRAD_NORM:g}: {', '.join(gradients.vanishing_modules) or 'none'}; "
             f"above {EXPLODING_GRAD_NORM:g}: {', '.join(gradients.exploding_modules) or 'none'}"
         )
-        if snapshot.model is None:
-            for module in gradients.modules[:MAX_PROMPT_MODULES]:
-                yield f"{module.name}: grad {_number(module.grad_norm_median)}, update/weight {_number(module.update_ratio_median)}"
+        yield "module | grad norm median | grad norm max | update/weight median"
+        for module in gradients.modules[:MAX_PROMPT_MODULES]:
+            yield (
+                f"{module.name or '(root)'} | {_number(module.grad_norm_median)} | {_number(module.grad_norm_max)} | "
+                f"{_number(module.update_ratio_median)}"
+            )
+        if len(gradients.modules) > MAX_PROMPT_MODULES:
+            yield f"... {len(gradients.modules) - MAX_PROMPT_MODULES} more modules"
     if snapshot.activations:
         activations = snapshot.activations
         yield (

@@ -42,6 +42,7 @@ SAMPLE_MODELS = Path(__file__).resolve().parents[2] / "sample_models"
 SAMPLE_TRAIN_SIZE = 1024
 SAMPLE_VAL_SIZE = 256
 SAMPLE_EPOCHS = 3
+SAMPLE_DATASETS = {"tiny_transformer": "text"}  # every other sample model trains on shapes
 
 SHAPES = DataSpec(
     name="shapes",
@@ -91,7 +92,9 @@ def sample_runs(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Run
 
     def get(name: str) -> RunFolder:
         if name not in trained:
-            trained[name] = train_sample_run(tmp_path_factory.mktemp(name), SAMPLE_MODELS / f"{name}.py")
+            trained[name] = train_sample_run(
+                tmp_path_factory.mktemp(name), SAMPLE_MODELS / f"{name}.py", dataset=SAMPLE_DATASETS.get(name, "shapes")
+            )
         return trained[name]
 
     return get

@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import math
+import queue
+import threading
+import time
 from pathlib import Path
 
 import pytest
 
 from copilot.advisor.providers.offline import OfflineAdvisor
 from copilot.advisor.rules import assess, propose_hparams
+from copilot.advisor.sandbox import check_model_code
 from copilot.advisor.schemas import (
     ArchitectureProposal,
     Diagnosis,
+    FinishProposal,
     HParamChange,
     HParamProposal,
     LedgerEntry,
@@ -19,11 +24,27 @@ from copilot.advisor.schemas import (
     Verdict,
 )
 from copilot.advisor.snapshot import TrainingSnapshot, build_snapshot
-from copilot.events import ActivationStats, HParams, NonFinite, TrainerError
+from copilot.config import DataSettings, SandboxSettings, TrainSettings
+from copilot.events import (
+    ActivationStats,
+    EpochSummary,
+    Finished,
+    HParams,
+    NonFinite,
+    Pause,
+    Resume,
+    SetHParams,
+    Stop,
+    SwapModel,
+    TrainerError,
+)
 from copilot.run_folder import RunFolder
-from tests.advisor.conftest import epoch_summary, model_summary, run_started, step_record, steps, write_events
+from copilot.training.launcher import TrainerSpec
+from copilot.training.worker import run_trainer
+from tests.advisor.conftest import SAMPLE_MODELS, epoch_summary, model_summary, run_started, step_record, steps, write_events
 
 MODULES = ["layers.0", "layers.1"]
+DEMO_TRAIN_SIZE = 6000
 
 
 def _snapshot(tmp_path: Path, events: list, **build) -> TrainingSnapshot:
@@ -71,6 +92,17 @@ def test_deep_sigmoid_mlp_vanishing_gradients_get_a_new_architecture(sample_runs
     vanishing = next(f for f in diagnosis.findings if f.what.startswith("vanishing gradients"))
     assert vanishing.where.startswith("hidden.")
     assert vanishing.evidence[0].value < vanishing.evidence[0].threshold
+    _assert_evidence(diagnosis)
+
+
+def test_tiny_transformer_exploding_under_a_high_adam_rate_gets_a_lower_rate_and_clipping(sample_runs) -> None:
+    snapshot = build_snapshot(sample_runs("tiny_transformer"))
+    diagnosis = assess(snapshot)
+
+    assert snapshot.data.name == "text" and snapshot.hparams.lr == 0.03
+    assert diagnosis.route == "hyperparameters" and diagnosis.health == "critical"
+    assert "Adam at a high learning rate" in _findings(diagnosis)
+    assert propose_hparams(snapshot, diagnosis, None).change.changes() == {"lr": 0.003, "grad_clip": 1.0}
     _assert_evidence(diagnosis)
 
 
@@ -243,3 +275,67 @@ def test_the_report_summarises_outcome_findings_and_rounds(sample_runs) -> None:
     assert "**BadCNN**" in text and "**Health: critical.**" in text
     assert "accuracy at chance level" in text and "threshold 0.15" in text
     assert "| val_accuracy |" in text
+
+
+# --------------------------------------------------------------------------- the demo's loop, for real
+
+
+def _follow_the_advisor(run: RunFolder, *, epochs: int, assess_every: int = 2) -> tuple[list[LedgerEntry], list[float]]:
+    """Train bad_cnn with the real trainer, assess every `assess_every` epochs, accept every proposal."""
+    spec = TrainerSpec(
+        run_folder=run.path,
+        model_spec=str(SAMPLE_MODELS / "bad_cnn.py"),
+        data=DataSettings(train_size=DEMO_TRAIN_SIZE, val_size=1000),
+        train=TrainSettings(device="cpu", log_every=10, activation_every=50, hparams={"epochs": epochs}),
+    )
+    run.create()
+    run.session.write_text(spec.model_dump_json(), encoding="utf-8")
+    commands, events = queue.Queue(), queue.Queue()
+    trainer = threading.Thread(target=run_trainer, args=(spec, commands, events))
+    trainer.start()
+    advisor, ledger, accuracies = OfflineAdvisor(), [], []
+    while not isinstance(event := events.get(timeout=300), (Finished, TrainerError)):
+        if not isinstance(event, EpochSummary):
+            continue
+        accuracies.append(event.val_accuracy)
+        if event.epoch % assess_every or event.epoch == epochs:
+            continue
+        commands.put(Pause())
+        accepted = sum(1 for entry in ledger if entry.proposal.kind != "finish")
+        snapshot = build_snapshot(run, previous=ledger, trigger="schedule", round=accepted)
+        while snapshot.epoch < event.epoch:  # the trainer syncs metrics.jsonl just after sending the event
+            time.sleep(0.05)
+            snapshot = build_snapshot(run, previous=ledger, trigger="schedule", round=accepted)
+        diagnosis = advisor.assess(snapshot).value
+        if diagnosis.route == "hyperparameters":
+            answer = advisor.propose_hparams(snapshot, diagnosis, None).value
+            proposal = HParamProposal(summary=answer.summary, rationale=answer.rationale, change=answer.change, before=snapshot.hparams, after=answer.change.apply_to(snapshot.hparams))
+            commands.put(SetHParams(changes=answer.change.changes(), round=accepted + 1))
+        elif diagnosis.route == "architecture":
+            answer = advisor.write_architecture(snapshot, diagnosis, None).value
+            report = check_model_code(answer.code, class_name=snapshot.class_name, model_args=snapshot.model_args, data=snapshot.data, settings=SandboxSettings())
+            assert report.ok, report.message
+            path = run.path / f"proposal_{accepted + 1}.py"
+            path.write_text(answer.code, encoding="utf-8")
+            proposal = ArchitectureProposal(summary=answer.summary, rationale=answer.rationale, changes=answer.changes, class_name=snapshot.class_name, file_name=snapshot.model_file_name, old_code=snapshot.source_code, code=answer.code, sandbox=report)
+            commands.put(SwapModel(model_path=str(path), model_name=snapshot.class_name, round=accepted + 1))
+        else:
+            proposal = FinishProposal(summary=diagnosis.summary, report=advisor.write_report(snapshot, diagnosis).value)
+        ledger.append(LedgerEntry(time=time.time(), run_id=snapshot.run_id, round=accepted, epoch=snapshot.epoch, trigger="schedule", diagnosis=diagnosis, proposal=proposal, verdict=Verdict(decision="accept")))
+        if diagnosis.route == "finish":
+            commands.put(Stop())
+        commands.put(Resume())
+    trainer.join()
+    return ledger, accuracies
+
+
+@pytest.mark.slow
+def test_following_the_offline_advisor_takes_bad_cnn_past_95_percent_in_two_rounds(tmp_path: Path) -> None:
+    ledger, accuracies = _follow_the_advisor(RunFolder(tmp_path / "demo"), epochs=10)
+
+    kinds = [entry.proposal.kind for entry in ledger]
+    print("rounds:", [entry.proposal.summary for entry in ledger], "validation accuracy by epoch:", accuracies)
+    # Round 1 replaces the architecture (the diff the demo shows), round 2 fixes plain SGD, then it finishes.
+    assert kinds == ["architecture", "hyperparameters", "finish"]
+    assert accuracies[1] <= 0.15  # bad_cnn itself, at chance
+    assert accuracies[-1] >= 0.95

@@ -49,7 +49,7 @@ def test_a_real_run_gives_model_hparams_history_gradients_and_source(sample_runs
     assert all(module.update_ratio_median is not None for module in snapshot.gradients.modules)
     assert snapshot.activations is not None and snapshot.activations.saturated_fraction
     prompt = snapshot.to_prompt()
-    assert "class BadCNN" in prompt and "fc | Linear | 163850" in prompt
+    assert "class BadCNN" in prompt and "fc | Linear | 163850 | 16384->10" in prompt
     assert "class BadCNN" not in snapshot.to_prompt(include_source=False)
 
 

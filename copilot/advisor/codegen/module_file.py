@@ -31,7 +31,7 @@ PARAMETER_ROLES: dict[str, tuple[str, ...]] = {
     "depth": ("depth", "num_layers", "n_layers", "n_layer", "layers"),
     "d_model": ("d_model", "n_embd", "embed_dim", "embedding_dim", "dim", "hidden_size"),
     "heads": ("n_heads", "num_heads", "n_head", "nhead", "heads"),
-    "context": ("block_size", "seq_len", "max_len", "context_length", "max_seq_len", "context"),
+    "context": ("block_size", "seq_len", "max_len", "max_length", "context_length", "max_seq_len", "context"),
 }
 
 
@@ -67,6 +67,8 @@ class Bindings:
         for parameter in source.parameters:
             if parameter.name in model_args:
                 values[parameter.name] = model_args[parameter.name]
+            elif parameter.default in source.constant_values:
+                values[parameter.name] = source.constant_values[parameter.default]
             elif parameter.default is not None:
                 try:
                     values[parameter.name] = ast.literal_eval(parameter.default)
@@ -163,6 +165,8 @@ def assemble(
     lines += [*STANDARD_IMPORTS, *(line for line in carried if not line.startswith("from __future__")), ""]
     if original.hparams_assignment:
         lines += ["", original.hparams_assignment.strip(), ""]
+    if original.constants:
+        lines += ["", *original.constants, ""]
     for helper in generated.helpers:
         lines += ["", helper.rstrip(), ""]
 

@@ -10,7 +10,8 @@ file (that is the sandbox's job) and it does not write code.
 from __future__ import annotations
 
 import ast
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 from copilot.errors import AdvisorError
 
@@ -37,6 +38,8 @@ class ModelSource:
     loss_function: str | None  # the method's source, dedented to column 0
     hparams_assignment: str | None  # `HPARAMS = {...}` as written
     carried_imports: tuple[str, ...]  # import lines from the allow-list, as written
+    constants: tuple[str, ...] = ()  # module-level `NAME = <literal>` lines (defaults may name them)
+    constant_values: Mapping[str, object] = field(default_factory=dict)
 
     def parameter_names(self) -> frozenset[str]:
         return frozenset(parameter.name for parameter in self.parameters)
@@ -159,11 +162,20 @@ def parse_model_source(source: str, class_name: str) -> ModelSource:
 
     hparams_assignment = None
     carried_imports: list[str] = []
+    constants: list[str] = []
+    constant_values: dict[str, object] = {}
     for node in tree.body:
         if isinstance(node, (ast.Assign, ast.AnnAssign)):
             targets = node.targets if isinstance(node, ast.Assign) else [node.target]
-            if any(isinstance(target, ast.Name) and target.id == "HPARAMS" for target in targets):
+            names = [target.id for target in targets if isinstance(target, ast.Name)]
+            if "HPARAMS" in names:
                 hparams_assignment = _segment(source, node)
+            elif len(names) == 1 and node.value is not None:
+                try:
+                    constant_values[names[0]] = ast.literal_eval(node.value)
+                except ValueError:
+                    continue
+                constants.append(_segment(source, node))
         elif isinstance(node, ast.Import):
             if all(alias.name.split(".")[0] in CARRIED_IMPORT_ROOTS for alias in node.names):
                 carried_imports.append(_segment(source, node))
@@ -177,4 +189,6 @@ def parse_model_source(source: str, class_name: str) -> ModelSource:
         loss_function=loss_function,
         hparams_assignment=hparams_assignment,
         carried_imports=tuple(carried_imports),
+        constants=tuple(constants),
+        constant_values=constant_values,
     )

@@ -45,6 +45,7 @@ class OfflineAdvisor:
         self, snapshot: TrainingSnapshot, diagnosis: Diagnosis, feedback: str | None
     ) -> RoleReply[ArchitectureAnswer]:
         tags = rules.diagnosis_tags(snapshot, diagnosis)
+        feedback = rules.human_feedback(snapshot, "architecture", feedback)
         return RoleReply(architect.write_architecture(_facts(snapshot), diagnosis, tags, feedback))
 
     def fix_architecture(
