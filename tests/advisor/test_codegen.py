@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import ast
 import importlib.util
 import math
 import types
-from pathlib import Path
 
 import pytest
 import torch

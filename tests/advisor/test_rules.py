@@ -265,7 +265,9 @@ def test_the_same_snapshot_gives_the_same_diagnosis_and_proposals(sample_runs) -
 
 
 def test_the_report_summarises_outcome_findings_and_rounds(sample_runs) -> None:
-    snapshot = build_snapshot(sample_runs("bad_cnn"))
+    before = HParams(lr=0.1)
+    adam = HParamProposal(summary="Adam", rationale="r", change=HParamChange(optimizer="Adam"), before=before, after=before)
+    snapshot = build_snapshot(sample_runs("bad_cnn"), previous=[_ledger_entry(adam, "reject", reason="SGD | only")])
     diagnosis = assess(snapshot)
     report = OfflineAdvisor().write_report(snapshot, diagnosis)
 
@@ -275,6 +277,7 @@ def test_the_report_summarises_outcome_findings_and_rounds(sample_runs) -> None:
     assert "**BadCNN**" in text and "**Health: critical.**" in text
     assert "accuracy at chance level" in text and "threshold 0.15" in text
     assert "| val_accuracy |" in text
+    assert "## Rounds" in text and "| 0 | 2 | hyperparameters | Adam | reject | SGD \\| only | - |" in text
 
 
 # --------------------------------------------------------------------------- the demo's loop, for real

@@ -57,7 +57,8 @@ def _heads(bindings: Bindings, d_model: Size) -> Size:
     bound = bindings.size("heads", 0)
     if bound.parameter and d_model.value % bound.value == 0:
         return bound
-    return Size.literal(next(h for h in (4, 2, 1) if d_model.value % h == 0 and d_model.value // h >= 8 or h == 1))
+    # The most heads (up to 4) that divide d_model and leave each at least 8 dimensions; one head always fits.
+    return Size.literal(next(h for h in (4, 2, 1) if h == 1 or (d_model.value % h == 0 and d_model.value // h >= 8)))
 
 
 def transformer(*, class_name: str, data: DataSpec, bindings: Bindings, profile: Profile) -> GeneratedModel:

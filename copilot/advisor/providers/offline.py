@@ -67,6 +67,11 @@ def _value(value: float | str | None) -> str:
     return f"{value:.4g}"
 
 
+def _cell(text: str) -> str:
+    """Text safe inside a markdown table cell (a human's reason may hold a pipe or a newline)."""
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
 def _percent(value: float | None) -> str:
     return "-" if value is None else f"{value:.1%}"
 
@@ -130,8 +135,8 @@ def render_report(snapshot: TrainingSnapshot, diagnosis: Diagnosis) -> str:
                 e = proposal.effect
                 effect = f"{e.metric} {_value(e.before)} -> {_value(e.after)} in {e.epochs} epochs"
             lines.append(
-                f"| {proposal.round} | {proposal.epoch} | {proposal.kind} | {proposal.summary} | {proposal.decision} | "
-                f"{proposal.reason or '-'} | {effect} |"
+                f"| {proposal.round} | {proposal.epoch} | {proposal.kind} | {_cell(proposal.summary)} | {proposal.decision} | "
+                f"{_cell(proposal.reason or '-')} | {effect} |"
             )
         lines.append("")
     return "\n".join(lines).rstrip() + "\n"
