@@ -60,6 +60,9 @@ PLATEAU_IMPROVEMENT = 0.01
 # 1.5x the training loss while rising (Goodfellow et al. 2016, ch. 7: the generalisation gap).
 OVERFIT_ACCURACY_GAP = 0.15
 OVERFIT_LOSS_RATIO = 1.5
+# ...and only when the losses differ by at least 0.1 nats: the ratio of two near-zero losses
+# (0.05 against 0.01 at 99% accuracy) is noise, not memorisation. Our own threshold.
+OVERFIT_MIN_LOSS_GAP = 0.1
 # Diverging: a loss above 1.5x what guessing costs (ln(classes), or the first step's loss)
 # means the updates are making the model worse than at initialisation.
 DIVERGENCE_FACTOR = 1.5
@@ -396,7 +399,7 @@ def _progress(snapshot: TrainingSnapshot) -> list[Observation]:
         evidence = []
         if gap is not None and gap > OVERFIT_ACCURACY_GAP:
             evidence.append(Evidence(metric="train_minus_val_accuracy", value=_sig(gap), threshold=OVERFIT_ACCURACY_GAP))
-        if ratio is not None and ratio > OVERFIT_LOSS_RATIO and rising:
+        if ratio is not None and ratio > OVERFIT_LOSS_RATIO and rising and row.val_loss - row.train_loss >= OVERFIT_MIN_LOSS_GAP:
             evidence.append(Evidence(metric="val_to_train_loss", value=_sig(ratio), threshold=OVERFIT_LOSS_RATIO))
         if evidence:
             found.append(
