@@ -27,7 +27,7 @@ from __future__ import annotations
 import math
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -508,10 +508,7 @@ class Session:
                     model_code=proposal.code, hparams=None, advisor=self.advisor_name,
                     before=self._before_metrics(), verdict=verdict,
                 )  # fmt: skip
-                command: Command = SwapModel(
-                    model_path=str(self._model_path), model_name=self._class_name,
-                    model_args=self._spec.model_args, round=info.round,
-                )  # fmt: skip
+                command: Command = self._swap_command(info.round)
             else:
                 info = self.history.commit_round(
                     kind="hparams", summary=proposal.summary, findings=findings, rationale=proposal.rationale,
@@ -597,29 +594,30 @@ class Session:
         return info
 
     def undo(self) -> RoundInfo:
+        """Take the last round off the branch; the trainer goes back to the files of the round before."""
+        return self._move_branch(self.history.undo)
+
+    def redo(self) -> RoundInfo:
+        """Put back the round undo took off; the trainer takes its files again."""
+        return self._move_branch(self.history.redo)
+
+    def _move_branch(self, operation: Callable[[], RoundInfo]) -> RoundInfo:
         self.record_results()
         with self._history_lock:
-            info = self.history.undo()
+            info = operation()
         self._new_round(info)
         self._follow_worktree(info.round)
         return info
 
-    def redo(self) -> RoundInfo:
-        self.record_results()
-        with self._history_lock:
-            info = self.history.redo()
-        self._new_round(info)
-        self._follow_worktree(info.round)
-        return info
+    def _swap_command(self, round_number: int) -> SwapModel:
+        """Load the worktree's model file, the round's code, into the trainer."""
+        return SwapModel(
+            model_path=str(self._model_path), model_name=self._class_name, model_args=self._spec.model_args, round=round_number
+        )
 
     def _follow_worktree(self, round_number: int) -> None:
         """Train what the worktree now holds: its model file, and its hyperparameter file when it has one."""
-        commands: list[Command] = [
-            SwapModel(
-                model_path=str(self._model_path), model_name=self._class_name,
-                model_args=self._spec.model_args, round=round_number,
-            )  # fmt: skip
-        ]
+        commands: list[Command] = [self._swap_command(round_number)]
         with self._history_lock:
             hparams_file = self.history.hparams_path_in_worktree()
         if hparams_file.is_file():

@@ -81,11 +81,9 @@ def passed_checks(proposal: Proposal) -> bool:
 def automatic_verdict(proposal: Proposal, mode: AutoAccept) -> Verdict:
     """Accept what passed its checks ("validated") or everything ("all").
 
-    The advisor's finish is not a checked change but a call to stop early: "validated"
-    keeps training to the epoch budget the user gave, "all" trusts the advisor and stops.
+    A finish is the advisor's call that training is done: accepting it stops the run and
+    writes the report, as the human's "y" would.
     """
-    if isinstance(proposal, FinishProposal) and mode == "validated":
-        return Verdict(decision="reject", reason="auto-accept validated trains on to the epoch budget; only 'all' stops early")
     if mode == "all" or passed_checks(proposal):
         return Verdict(decision="accept")
     return Verdict(decision="reject", reason=f"auto-accept takes validated proposals only; the sandbox said: {proposal.sandbox.message}")  # type: ignore[union-attr]

@@ -188,3 +188,35 @@ def test_stop_never_leaves_a_trainer_behind(project: Path) -> None:
     assert session.trainer_state == "stopped"
     assert session.run.latest_checkpoint() is not None
     session.stop()  # twice is fine
+
+
+def test_undo_redo_and_rollback_move_the_trainer_with_the_branch(project: Path) -> None:
+    original = (project / "bad_cnn.py").read_text()
+    session = Session.start(tiny_settings(project), str(project / "bad_cnn.py"), run_name="moves")
+    try:
+        until_due(session)
+        session.assess("schedule")
+        session.decide(Verdict(decision="accept"))
+        run_until(session, lambda seen: first(seen, ModelSwapped) is not None)
+        worktree_model = session.history.model_path_in_worktree()
+
+        def swapped_to(round_number: int) -> ModelSwapped:
+            events = run_until(session, lambda seen: any(isinstance(e, ModelSwapped) and e.round == round_number for e in seen))
+            return next(e for e in events if isinstance(e, ModelSwapped))
+
+        assert session.undo().round == 0 and session.round == 0
+        assert worktree_model.read_text() == original
+        assert not swapped_to(0).model.has_normalization
+
+        assert session.redo().round == 1
+        assert swapped_to(1).model.has_residual
+
+        rolled = session.rollback(0)
+        assert (rolled.round, rolled.kind, rolled.rollback_to) == (2, "rollback", 0)
+        assert worktree_model.read_text() == original
+        # Round 0's checkpoint (taken when r1 was accepted) is where training continues.
+        marked = lambda seen: any(isinstance(e, HParamsApplied) and e.round == 2 for e in seen)  # noqa: E731
+        restarted = first(run_until(session, marked), RunStarted)
+        assert restarted.resumed_from_epoch == 2 and not restarted.model.has_normalization
+    finally:
+        session.stop()
