@@ -27,6 +27,7 @@ import threading
 import time
 import traceback
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable
 
@@ -221,8 +222,8 @@ class CopilotApp(App[int]):
         if self.handle_signals:
             loop = asyncio.get_running_loop()
             # The SSH connection dropped or the system asks us to stop: checkpoint (in run_app) and leave.
-            loop.add_signal_handler(signal.SIGHUP, self.exit, 129)
-            loop.add_signal_handler(signal.SIGTERM, self.exit, 143)
+            loop.add_signal_handler(signal.SIGHUP, partial(self.exit, return_code=129))
+            loop.add_signal_handler(signal.SIGTERM, partial(self.exit, return_code=143))
 
     def _show_pending(self, turn: AdvisorTurn | None) -> None:
         if turn is not None:
@@ -312,7 +313,12 @@ class CopilotApp(App[int]):
             self.notify("Training finished: the epoch budget is spent. Writing the report…", timeout=8)
             self._in_background("app", "control", "writing the report", self.session.write_report, then=self._report_written)
         elif event.reason == "error":
-            self.notify("The trainer stopped on an error; the advisor looks at it.", severity="error", timeout=8)
+            self.notify(
+                "The trainer stopped on an error; the advisor looks at it. "
+                f"Or quit and continue later with `copilot resume {self.session.run_id}`.",
+                severity="error",
+                timeout=12,
+            )
 
     def _report_written(self, path: Path) -> None:
         self.store.note("app", "info", f"report written: {path}")
@@ -423,7 +429,9 @@ class CopilotApp(App[int]):
     # ------------------------------------------------------------------ actions
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        """Proposal keys are greyed out (None) while nothing waits for a decision."""
+        """Proposal keys are greyed out (None) while nothing waits for a decision; a dialog keeps its keys."""
+        if isinstance(self.screen, (ConfirmDialog, ReasonDialog, TextDialog)) and action in ACTION_HELP:
+            return False
         turn = self._waiting_turn()
         if action in ("accept", "reject"):
             return turn is not None or None

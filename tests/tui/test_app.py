@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 from rich.console import Console
+from textual.command import CommandPalette
 from textual.pilot import Pilot
 from textual.widgets import DataTable, Input, Static, Tabs
 
@@ -325,6 +326,14 @@ async def test_h_shows_rounds_and_two_marks_show_their_diff() -> None:
         await pilot.press("space", "down", "space")
         await until(pilot, lambda: ("diff", 0, 1) in session.calls)
         await until(pilot, lambda: "+0.811" in shown_text(app, "#diff-text"))
+        await pilot.press("down", "enter")  # Enter: the highlighted round against the one before
+        await until(pilot, lambda: ("diff", 1, 2) in session.calls)
+        await until(pilot, lambda: "r1 5e6f7a8 → r2 9c0d1e2" in shown_text(app, "#diff-text"))
+        await pilot.press("q")  # a dialog-free screen: q asks to quit...
+        await until(pilot, lambda: isinstance(app.screen, ConfirmDialog))
+        await pilot.press("h", "q")  # ...and while the dialog is open, app keys do nothing
+        assert isinstance(app.screen, ConfirmDialog) and len(app.screen_stack) == 2
+        await pilot.press("n")
         await pilot.press("escape")
         assert isinstance(app.screen, RunScreen)
 
@@ -423,6 +432,9 @@ async def test_compact_layout_switches_panes_and_chart_pages() -> None:
         await pilot.press("3")
         assert screen.query_one("#log").display and not screen.query_one("#advisor").display
         assert screen.query_one("#pane-tabs", Tabs).active == "tab-log"
+        await pilot.click("#tab-modules")  # the tabs answer the mouse too
+        await pilot.pause(0.1)
+        assert screen.query_one("#modules").display and not screen.query_one("#log").display
         assert screen.query_one("#chart-loss").display and not screen.query_one("#chart-grad").display
         await pilot.press("c")
         assert screen.query_one("#chart-grad").display and not screen.query_one("#chart-loss").display
@@ -455,9 +467,13 @@ async def test_the_command_palette_lists_every_action_of_the_screen() -> None:
         for expected in ("Accept (a)", "Reject (r)", "Edit (e)", "Sandbox (v)", "Pause (p)", "Ask (?)", "History (h)",
                          "Layers (l)", "Quit (q)", "Zoom pane (z)", "Last error (x)"):
             assert expected in titles
-        command = next(command for command in app.get_system_commands(app.screen) if command.title == "Accept (a)")
-        await command.callback()
+        await pilot.press("ctrl+p")
+        await until(pilot, lambda: isinstance(app.screen, CommandPalette))
+        await pilot.press(*"Accept")
+        await pilot.pause(0.3)
+        await pilot.press("enter")
         await until(pilot, lambda: "decide" in session.names())
+        assert session.calls[-1] == ("decide", Verdict(decision="accept"))
 
 
 async def test_a_failing_session_call_is_logged_in_one_line() -> None:

@@ -63,6 +63,8 @@ def update_ratio_chart(view: StoreView) -> ChartData:
 
 
 class RunScreen(LiveScreen):
+    # The proposal has focus from the start (arrows scroll the diff), whatever arrives first.
+    AUTO_FOCUS = "#proposal"
     HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (120, "-wide")]
     VERTICAL_BREAKPOINTS = [(0, "-short"), (36, "-tall")]
 
