@@ -41,7 +41,6 @@ from copilot.advisor.schemas import (
     Diagnosis,
     FinishProposal,
     HParamAnswer,
-    HParamChange,
     HParamProposal,
     LedgerEntry,
     Proposal,

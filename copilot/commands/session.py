@@ -19,7 +19,7 @@ from __future__ import annotations
 import argparse
 import shutil
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.markup import escape
@@ -35,7 +35,6 @@ if TYPE_CHECKING:
 
 DEMO_DIR = Path("copilot-demo")
 DEMO_MODEL = "bad_cnn.py"
-DEMO_IDENTITY = ("-c", "user.name=copilot", "-c", "user.email=copilot@localhost", "-c", "commit.gpgsign=false")
 DEMO_INTRO = (
     "Demo: the study's broken CNN (bad_cnn.py) learning the synthetic shapes set, with the offline advisor, "
     "which looks every 2 epochs."
@@ -195,11 +194,10 @@ def demo_model_source() -> Path:
 def prepare_demo_folder(folder: Path) -> Path:
     """The demo's git repository with bad_cnn.py committed; an existing one is reused as it is.
 
-    The commit is made as `copilot <copilot@localhost>`, given on the command line, so
-    nobody's git configuration is read for it or written.
+    The first commit is made by the history layer as `copilot <copilot@localhost>`,
+    without reading or writing anybody's git configuration.
     """
-    from git import Repo
-    from git.exc import GitCommandError
+    from copilot.history.repo import init_repository_with_file
 
     folder.mkdir(parents=True, exist_ok=True)
     model = folder / DEMO_MODEL
@@ -208,14 +206,5 @@ def prepare_demo_folder(folder: Path) -> Path:
         shutil.copyfile(demo_model_source(), model)
     if not fresh:
         return model
-    environment: dict[str, Any] = {"GIT_TERMINAL_PROMPT": "0"}
-    try:
-        with Repo.init(folder) as repo:
-            repo.git.execute(["git", "add", "--", DEMO_MODEL], env=environment)
-            repo.git.execute(
-                ["git", *DEMO_IDENTITY, "commit", "--no-verify", "-q", "-m", "demo: the study's broken CNN", "--", DEMO_MODEL],
-                env=environment,
-            )
-    except GitCommandError as exc:
-        raise CopilotError(f"cannot set up the demo repository in {folder}: {exc.stderr.strip()}", "pass --dir with a writable folder") from None
+    init_repository_with_file(folder, DEMO_MODEL, "demo: the study's broken CNN")
     return model

@@ -228,6 +228,20 @@ class GitRepository:
         return self._identity
 
 
+def init_repository_with_file(folder: Path, relpath: str, message: str) -> None:
+    """A new repository whose first commit holds one file, committed as copilot (the demo's).
+
+    The identity goes with the commands, so nobody's git configuration is read for it or written.
+    """
+    try:
+        with Repo.init(folder) as repo:
+            git = GitSession(repo, {**_QUIET_GIT, **COPILOT_IDENTITY})
+            git.run("add", "--", relpath)
+            git.run("-c", "commit.gpgsign=false", "commit", "--no-verify", "-q", "-m", message, "--", relpath)
+    except OSError as exc:
+        raise HistoryError(f"cannot create a git repository in {folder}: {exc}", "pass a writable folder") from None
+
+
 def locate(model_path: Path, *, init_git: bool) -> Location:
     """Find (or, with `init_git`, create) the repository holding `model_path`, refusing states we must not touch."""
     model = model_path.expanduser().resolve()

@@ -43,7 +43,6 @@ from copilot.advisor.schemas import (
     ArchitectureProposal,
     Diagnosis,
     Finding,
-    LedgerEntry,
     Proposal,
     TokenUsage,
     Verdict,
