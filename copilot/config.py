@@ -88,6 +88,9 @@ class AdvisorSettings(Section):
     assess_every: int = Field(2, ge=1)  # epochs between scheduled assessments
     plateau_window: int = Field(3, ge=2)  # epochs without improvement that trigger at once
     max_fix_rounds: int = Field(3, ge=0)
+    # Training a model the human may be about to replace spends the epoch budget on it:
+    # hold the trainer while a proposal waits at the gate, resume once it is decided.
+    hold_training_while_waiting: bool = True
     assessor: RoleSettings = Field(default_factory=RoleSettings)
     coder: RoleSettings = Field(default_factory=RoleSettings)
     checker: RoleSettings = Field(default_factory=RoleSettings)

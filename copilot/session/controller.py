@@ -189,6 +189,7 @@ class Session:
         self._recorded_tokens = 0
         self.trainer_state: TrainerState = "starting"
         self.paused_on_nonfinite = False
+        self._holding = False  # we paused the trainer while a proposal waits for the human
         self.last_error: TrainerError | None = None
         self.last_epoch: EpochSummary | None = None
         self.last_checkpoint: str | None = None
@@ -264,6 +265,8 @@ class Session:
         session._launch(session._spec_from(run.latest_checkpoint()), ())
         session._finish_interrupted_decision()
         session._turn = session._waiting_turn()
+        if session._turn is not None:
+            session._hold()
         return session
 
     @classmethod
@@ -336,7 +339,7 @@ class Session:
                 trainer.send(command)
             self._trainer = trainer
             self.trainer_state = "starting"
-            self.paused_on_nonfinite = False
+            self.paused_on_nonfinite = self._holding = False
 
     def _replace_trainer(self, checkpoint: Path | None, commands: Sequence[Command]) -> None:
         """Stop the trainer (if it still runs) and start another from `checkpoint`, then send `commands`."""
@@ -352,9 +355,9 @@ class Session:
             if alive and self.trainer_state in ("starting", "running", "paused"):
                 for command in commands:
                     self._trainer.send(command)
-                if self.paused_on_nonfinite:
+                if self.paused_on_nonfinite or self._holding:
                     self._trainer.send(Resume())
-                    self.paused_on_nonfinite = False
+                    self.paused_on_nonfinite = self._holding = False
                     return "training resumes with it"
                 return "the trainer applies it now"
             if self.trainer_state in ("crashed", "starting"):
@@ -405,8 +408,27 @@ class Session:
         self._send_live(Pause())
 
     def resume_training(self) -> None:
-        self.paused_on_nonfinite = False
+        self.paused_on_nonfinite = self._holding = False
         self._send_live(Resume())
+
+    def _hold(self) -> None:
+        """Pause a running trainer while the human decides (see `hold_training_while_waiting`)."""
+        with self._trainer_lock:
+            if (
+                self.settings.advisor.hold_training_while_waiting
+                and self._trainer is not None
+                and self._trainer.is_alive
+                and self.trainer_state in ("starting", "running")
+            ):
+                self._trainer.send(Pause())
+                self._holding = True
+
+    def _release(self) -> None:
+        """Resume a trainer we held, after a decision that sends it nothing else."""
+        with self._trainer_lock:
+            if self._holding and self._trainer is not None and self._trainer.is_alive:
+                self._trainer.send(Resume())
+            self._holding = False
 
     def checkpoint_now(self) -> None:
         self._send_live(CheckpointNow())
@@ -469,6 +491,7 @@ class Session:
             else:
                 turn = self._turn_of(outcome, trigger)
             self._turn = turn
+            self._hold()
             return turn
 
     def decide(self, verdict: Verdict) -> Decision:
@@ -488,6 +511,7 @@ class Session:
             self._turn = None
             self._refresh_recorded_tokens()
             if isinstance(outcome, Rejected):
+                self._release()
                 reason = f" ({outcome.verdict.reason})" if outcome.verdict.reason else ""
                 return Decision(False, None, f"rejected: {outcome.proposal.summary}{reason}; training goes on", None)
             info, applied = self._commit(outcome)
@@ -527,6 +551,7 @@ class Session:
             append_entry(self.run, entries[-1].model_copy(update={"verdict": verdict}))
         self._turn = None
         if verdict.decision == "reject":
+            self._release()
             return Decision(False, None, "the advisor's finish was rejected; training goes on", None)
         self.stop()
         report = self.write_report()

@@ -220,3 +220,26 @@ def test_undo_redo_and_rollback_move_the_trainer_with_the_branch(project: Path) 
         assert restarted.resumed_from_epoch == 2 and not restarted.model.has_normalization
     finally:
         session.stop()
+
+
+def test_training_holds_while_a_proposal_waits_and_goes_on_after_the_verdict(project: Path) -> None:
+    settings = tiny_settings(project)
+    settings = settings.model_copy(
+        update={"train": settings.train.model_copy(update={"hparams": {"batch_size": 16, "epochs": 200}})}
+    )
+    session = Session.start(settings, str(project / "bad_cnn.py"), run_name="hold")
+    try:
+        found: list[str] = []
+        run_until(session, lambda _seen: bool(found.append(session.due_assessment() or "") or found[-1]))
+        session.assess(found[-1])
+        held = run_until(session, lambda seen: any(isinstance(e, StateChanged) and e.state == "paused" for e in seen))
+        last_step = max((r.step for e in held if isinstance(e, StepBatch) for r in e.records), default=0)
+        quiet = run_until(session, lambda _seen: True, timeout=1.5) + session.poll_events(1.0)
+        assert not any(isinstance(e, StepBatch) for e in quiet), "no training while the human decides"
+        assert session.trainer_state == "paused"
+
+        session.decide(Verdict(decision="reject", reason="not now"))
+        run_until(session, stepped_past(last_step))
+        assert session.trainer_state == "running"
+    finally:
+        session.stop()
