@@ -9,6 +9,8 @@ It must not import torch.
 
 from __future__ import annotations
 
+import os
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -17,6 +19,7 @@ from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
+    SettingsError,
     TomlConfigSettingsSource,
 )
 
@@ -40,9 +43,9 @@ class DataSettings(Section):
     data_dir: Path | None = None  # cifar10 batches or an image folder
     download: bool = False  # let torchvision download CIFAR-10 into data_dir
     custom: str | None = None  # "module.py:function" returning (train, val) datasets
-    train_size: int | None = None  # synthetic sets only; None = the set's default
-    val_size: int | None = None
-    image_size: int = 32  # image folders are resized to this square
+    train_size: int | None = Field(None, ge=1)  # synthetic sets only; None = the set's default
+    val_size: int | None = Field(None, ge=1)
+    image_size: int = Field(32, ge=1)  # image folders are resized to this square
     seed: int = 0
 
 
@@ -187,5 +190,21 @@ def load_settings(overrides: dict[str, Any] | None = None, config_dir: Path | No
             f"setting '{key}': {first['msg']}",
             f"fix it in {toml_path.name}, the COPILOT_* environment or the flags",
         ) from None
+    except SettingsError as exc:
+        raise _environment_error(exc) from None
     except (OSError, ValueError) as exc:  # unreadable or malformed TOML
         raise ConfigError(f"cannot read {toml_path}: {exc}", "fix the TOML syntax") from None
+
+
+def _environment_error(exc: SettingsError) -> ConfigError:
+    """pydantic-settings names only the field and the source; name the variables the user set."""
+    field = re.search(r'field "(\w+)" from source "EnvSettingsSource"', str(exc))
+    if field is None:
+        return ConfigError(f"cannot read the settings: {exc}", "fix copilot.toml or the COPILOT_* environment")
+    prefix = f"COPILOT_{field.group(1)}".upper()
+    names = sorted(name for name in os.environ if name.upper().startswith(prefix))
+    cause = f": {exc.__cause__}" if exc.__cause__ else ""
+    return ConfigError(
+        f"cannot parse {', '.join(names) or prefix}{cause}",
+        "a table or list setting in the environment must be JSON, e.g. COPILOT_TRAIN__HPARAMS='{\"lr\": 0.01}'",
+    )

@@ -1,0 +1,35 @@
+"""Settings: bad values in copilot.toml or the COPILOT_* environment are one `ConfigError` naming them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from copilot.config import load_settings
+from copilot.errors import ConfigError
+
+
+@pytest.mark.parametrize("line", ["train_size = 0", "train_size = -5", "val_size = 0", "image_size = 0"])
+def test_data_sizes_below_one_are_refused(tmp_path: Path, line: str) -> None:
+    (tmp_path / "copilot.toml").write_text(f"[data]\n{line}\n", encoding="utf-8")
+    with pytest.raises(ConfigError) as caught:
+        load_settings(config_dir=tmp_path)
+    assert f"data.{line.split()[0]}" in caught.value.message and "greater than or equal to 1" in caught.value.message
+
+
+def test_a_malformed_environment_value_names_the_variable_not_the_toml(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("COPILOT_TRAIN__HPARAMS", "{lr: 1")
+    with pytest.raises(ConfigError) as caught:
+        load_settings(config_dir=tmp_path)
+    assert caught.value.message.startswith("cannot parse COPILOT_TRAIN__HPARAMS: ")
+    assert "copilot.toml" not in caught.value.message and "JSON" in caught.value.hint
+
+
+def test_malformed_toml_still_names_the_file(tmp_path: Path) -> None:
+    (tmp_path / "copilot.toml").write_text("[data\n", encoding="utf-8")
+    with pytest.raises(ConfigError) as caught:
+        load_settings(config_dir=tmp_path)
+    assert "copilot.toml" in caught.value.message and caught.value.hint == "fix the TOML syntax"
