@@ -89,9 +89,13 @@ def runs_dir(root: Path | None = None) -> Path:
     return (root or Path.cwd()) / DEFAULT_RUNS_DIR
 
 
-def find_run(name: str | None, root: Path | None = None) -> RunFolder:
-    """A run by id, id prefix or path; the latest run when `name` is None."""
-    base = runs_dir(root)
+def find_run(name: str | None, root: Path | None = None, *, runs: Path | None = None) -> RunFolder:
+    """A run by id, id prefix or path; the latest run when `name` is None.
+
+    `runs` is the runs folder the settings name (`runs_dir`); without it, `.copilot/runs`
+    under `root` (default: the working folder).
+    """
+    base = runs.resolve() if runs is not None else runs_dir(root)
     if name:
         direct = Path(name)
         if (direct / "metrics.jsonl").exists() or (direct / "session.json").exists():
@@ -102,7 +106,7 @@ def find_run(name: str | None, root: Path | None = None) -> RunFolder:
         if len(matches) > 1:
             names = ", ".join(p.name for p in matches[:5])
             raise CopilotError(f"run '{name}' is ambiguous: {names}", "give more of the run id")
-        raise CopilotError(f"no run '{name}' under {base}", "list runs with `ls .copilot/runs`")
+        raise CopilotError(f"no run '{name}' under {base}", f"list runs with `ls {base}`")
     runs = sorted(p for p in base.glob("*") if p.is_dir()) if base.exists() else []
     if not runs:
         raise CopilotError(f"no runs under {base}", "start one with `copilot train MODEL.py`")

@@ -153,7 +153,7 @@ def _resumed_spec(args: argparse.Namespace) -> TrainerSpec:
         raise ConfigError("a resumed run keeps its data set and model arguments", "drop --dataset, --data-dir and --model-arg")
     settings = load_settings()
     by_name = settings.runs_dir / args.resume
-    folder = RunFolder(by_name.resolve()) if (by_name / "session.json").exists() else find_run(args.resume)
+    folder = RunFolder(by_name.resolve()) if (by_name / "session.json").exists() else find_run(args.resume, runs=settings.runs_dir)
     if not folder.session.exists():
         raise CopilotError(f"{folder.path} has no session.json", "only runs started by `copilot train` can be resumed")
     session = TrainerSpec.model_validate_json(folder.session.read_text(encoding="utf-8"))

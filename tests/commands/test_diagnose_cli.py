@@ -62,6 +62,18 @@ def test_no_runs_is_a_user_error_with_a_hint(project, capsys):
     assert "error: no runs under" in err and "hint: start one with" in err
 
 
+def test_runs_are_found_in_the_runs_dir_the_settings_name(project, capsys):
+    run = write_run(project, run_id="20261120-150000-tiny-net-0005")
+    (project / "copilot.toml").write_text('runs_dir = "elsewhere"\n', encoding="utf-8")
+    (project / "elsewhere").mkdir()
+    run.path.rename(project / "elsewhere" / run.run_id)  # where copilot.toml says runs go, not .copilot/runs
+
+    assert main(["diagnose"]) == 0
+    assert f"Run {run.run_id}" in capsys.readouterr().out
+    assert main(["diagnose", "nosuch"]) == 2
+    assert f"no run 'nosuch' under {project / 'elsewhere'}" in capsys.readouterr().err
+
+
 def test_an_unknown_advisor_is_refused_by_the_parser(project, capsys):
     with pytest.raises(SystemExit) as raised:
         main(["diagnose", "--advisor", "gpt"])

@@ -52,6 +52,14 @@ def test_train_then_resume(project: Path, capsys: pytest.CaptureFixture[str]) ->
     assert [e.epoch for e in events if isinstance(e, EpochSummary)] == [1, 2]
 
 
+def test_resume_by_prefix_looks_in_the_runs_dir_the_settings_name(project: Path) -> None:
+    (project / "copilot.toml").write_text('runs_dir = "elsewhere"\n' + TINY_CONFIG, encoding="utf-8")
+    assert main(["train", "tiny_cnn.py", "--device", "cpu", "--epochs", "1", "--run-name", "first-run"]) == 0
+    assert main(["train", "--resume", "first", "--epochs", "2"]) == 0
+    events = metrics(project / "elsewhere" / "first-run")
+    assert [e.epoch for e in events if isinstance(e, EpochSummary)] == [1, 2]
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
