@@ -80,8 +80,14 @@ class RunFolder:
         return found[-1] if found else None
 
     def create(self) -> "RunFolder":
-        self.checkpoints.mkdir(parents=True, exist_ok=True)
-        self.models.mkdir(parents=True, exist_ok=True)
+        try:
+            self.checkpoints.mkdir(parents=True, exist_ok=True)
+            self.models.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise CopilotError(
+                f"cannot create the run folder {self.path}: {exc.strerror or exc}",
+                "check that the folder can be written, or set runs_dir in copilot.toml",
+            ) from None
         return self
 
 

@@ -60,6 +60,15 @@ def test_resume_by_prefix_looks_in_the_runs_dir_the_settings_name(project: Path)
     assert [e.epoch for e in events if isinstance(e, EpochSummary)] == [1, 2]
 
 
+def test_a_runs_dir_that_cannot_be_created_is_a_user_error(project: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (project / "not-a-folder").write_text("", encoding="utf-8")
+    (project / "copilot.toml").write_text('runs_dir = "not-a-folder"\n' + TINY_CONFIG, encoding="utf-8")
+    assert main(["train", "tiny_cnn.py", "--device", "cpu", "--epochs", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "error: cannot create the run folder" in err and "Not a directory" in err
+    assert "hint: check that the folder can be written" in err and "internal error" not in err
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
