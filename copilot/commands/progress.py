@@ -2,7 +2,9 @@
 
 Shared by `copilot train` and the headless co-pilot (`copilot run --headless`,
 `copilot demo --headless`), so both print a run the same way. It shows trainer events
-on a rich console and holds no training, advisor or git logic.
+on a rich console and holds no training, advisor or git logic. Without a terminal (a
+pipe, a log file) a rich `Live` display is drawn only once, when it stops, so there each
+epoch is printed as one line the moment it ends and no bar is drawn.
 """
 
 from __future__ import annotations
@@ -40,9 +42,15 @@ class TrainingProgress:
         return table
 
     @property
-    def renderable(self) -> Group:
-        """What a `Live` display shows: the epochs' table, then the bar of the epoch in progress."""
-        return Group(self.table, self.progress)
+    def renderable(self) -> TrainingProgress:
+        """What a `Live` display shows: the epochs' table once it has rows, then the bar of the epoch in progress."""
+        return self
+
+    def __rich__(self) -> Group:
+        shown = [self.table] if self.table.row_count else []
+        if self.console.is_terminal:
+            shown.append(self.progress)
+        return Group(*shown)
 
     def next_table(self) -> None:
         """Start an empty table: the rows so far were printed when the last `Live` display stopped."""
@@ -85,7 +93,7 @@ class TrainingProgress:
             self.progress.remove_task(self.task)
             self.task = None
         grad_norms = [r.total_grad_norm for r in self.epoch_records if math.isfinite(r.total_grad_norm)]
-        self.table.add_row(
+        cells = (
             str(event.epoch),
             _number(event.train_loss),
             _percent(event.train_accuracy),
@@ -95,6 +103,11 @@ class TrainingProgress:
             worst_module(self.epoch_records),
         )
         self.epoch_records = []
+        if self.console.is_terminal:
+            self.table.add_row(*(escape(cell) for cell in cells))
+            return
+        named = zip((column.header for column in self.table.columns), cells)
+        self.console.print(escape(", ".join(f"{name} {cell}" for name, cell in named)), soft_wrap=True)
 
 
 def _number(value: float | None) -> str:

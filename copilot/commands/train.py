@@ -189,11 +189,13 @@ def run_headless(spec: TrainerSpec, console: Console) -> int:
             while True:
                 events = trainer.poll(timeout=POLL_S)
                 for event in events:
-                    view.show(event)
-                    if isinstance(event, TrainerError):
-                        error = error or event
-                        if event.kind == "nonfinite":  # headless: nobody is there to fix it, so end the run
-                            trainer.send(Stop())
+                    if not isinstance(event, TrainerError):
+                        view.show(event)
+                        continue
+                    # Shown once, as the error and hint lines when the run has ended.
+                    error = error or event
+                    if event.kind == "nonfinite":  # headless: nobody is there to fix it, so end the run
+                        trainer.send(Stop())
                 if any(isinstance(e, Finished) for e in events) or (error is not None and error.kind == "killed"):
                     break
     except KeyboardInterrupt:

@@ -41,7 +41,7 @@ def metrics(run: Path) -> list:
 def test_train_then_resume(project: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["train", "tiny_cnn.py", "--device", "cpu", "--epochs", "1", "--run-name", "first"]) == 0
     out = capsys.readouterr().out
-    assert "TinyCNN" in out and "48 training samples" in out and "worst module" in out
+    assert "TinyCNN" in out and "48 training samples" in out and "epoch 1, loss " in out and "worst module" in out
     run = project / ".copilot" / "runs" / "first"
     session = TrainerSpec.model_validate_json((run / "session.json").read_text())
     assert session.train.hparams == {"epochs": 1} and session.data.train_size == 48
@@ -89,9 +89,10 @@ def test_user_errors_found_before_training_exit_2(project: Path, capsys, argv: l
 def test_a_model_the_trainer_cannot_load_exits_2(project: Path, capsys: pytest.CaptureFixture[str]) -> None:
     (project / "bad.py").write_text("import torch\n\nclass Net(torch.nn.Module:\n    pass\n", encoding="utf-8")
     assert main(["train", "bad.py", "--device", "cpu", "--run-name", "bad"]) == 2
-    err = capsys.readouterr().err
+    out, err = capsys.readouterr()
     assert "error: syntax error in bad.py:3" in err and "hint: fix that line" in err
     assert "Traceback" not in err
+    assert "syntax error" not in out and "epoch" not in out, "the error once, on stderr; no empty epoch table"
 
 
 def test_a_trainer_that_dies_exits_1(project: Path, capsys: pytest.CaptureFixture[str]) -> None:
