@@ -18,6 +18,7 @@ for an LLM or a slow trainer to answer.
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import shlex
 import signal
@@ -639,6 +640,8 @@ def run_app(session: "Session", settings: Settings, *, banner: str | None = None
 
     Returns the exit status: 0 when the user quit, 129 on SIGHUP, 143 on SIGTERM. An
     unexpected error inside the app is raised again here, after the terminal is restored.
+    It expects the process to end soon after: the app's objects are frozen out of the
+    garbage collector, whose final pass over them took half of a one-second quit.
     """
     app = CopilotApp(session, settings, banner=banner, handle_signals=True)
     try:
@@ -646,6 +649,7 @@ def run_app(session: "Session", settings: Settings, *, banner: str | None = None
     finally:
         if not app.session_stopped:
             session.stop()
+        gc.freeze()
     if app.crash is not None:
         raise app.crash
     return app.return_code or 0

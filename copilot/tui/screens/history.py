@@ -111,7 +111,7 @@ class HistoryScreen(LiveScreen):
         self.query_one("#round-diff").border_title = "Diff"
 
     def on_screen_resume(self) -> None:
-        super().on_screen_resume()
+        # Textual also calls LiveScreen's handler (it dispatches along the MRO).
         self.action_reload()
 
     # ------------------------------------------------------------------ table

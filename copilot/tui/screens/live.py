@@ -25,7 +25,10 @@ class LiveScreen(Screen):
         return self.app  # type: ignore[return-value]
 
     def refresh_from(self, view: StoreView) -> None:
-        self.query_one(StatusBar).show(self.copilot.status_info(view))
+        status = self.query(StatusBar)
+        if not status:  # a screen shown for the first time may not have composed its widgets yet
+            return
+        status.first().show(self.copilot.status_info(view))
         self.refresh_widgets(view)
 
     def refresh_widgets(self, view: StoreView) -> None:

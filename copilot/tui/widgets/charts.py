@@ -106,13 +106,18 @@ def format_step(step: float) -> str:
 
 
 def log10_ticks(low: float, high: float) -> tuple[list[float], list[str]]:
-    """Decade tick positions (in log10 space) inside [low, high] and their labels ("1e-3")."""
+    """Tick positions (in log10 space) for [low, high] and their labels, top first.
+
+    Decades ("1e-3") when two or more fit; otherwise the ends with their values, around
+    the one decade inside, if any, so a narrow range still reads.
+    """
     first, last = math.ceil(low), math.floor(high)
-    if last < first:  # less than a decade shown: label the ends with their values
-        return [high, low], [format_value(10**high), format_value(10**low)]
     step = max(1, (last - first) // 4)
-    positions = [float(p) for p in range(last, first - 1, -step)]
-    return positions, [f"1e{int(p)}" for p in positions]
+    decades = [float(p) for p in range(last, first - 1, -step)]
+    if len(decades) >= 2:
+        return decades, [f"1e{int(p)}" for p in decades]
+    positions = [high, *decades, low]
+    return positions, [format_value(10**high), *(f"1e{int(p)}" for p in decades), format_value(10**low)]
 
 
 def _prepared(series: ChartSeries, log_scale: bool, buckets: int) -> tuple[np.ndarray, np.ndarray]:
