@@ -29,7 +29,6 @@ from copilot.advisor.schemas import (
     Finding,
     HParamChange,
     HParamProposal,
-    Proposal,
     SandboxReport,
     Verdict,
 )
