@@ -105,8 +105,8 @@ def minmax_downsample(xs: np.ndarray, ys: np.ndarray, buckets: int) -> tuple[np.
     """At most 2×`buckets` points: each bucket keeps its min and max in time order, so spikes survive.
 
     Drawing cost then depends on the chart's width, not on the run's length.
-    Non-finite values are dropped first: a NaN step is reported elsewhere, and
-    plotext cannot draw it.
+    Non-finite values are dropped first: a NaN step is reported elsewhere (the
+    chart's legend and the log), and it has no place on an axis.
     """
     finite = np.isfinite(ys)
     if not finite.all():
