@@ -239,7 +239,7 @@ class LogLine(Message):
     time: float
 
 
-ErrorKind = Literal["load", "data", "forward", "shape", "nonfinite", "oom", "runtime", "killed"]
+ErrorKind = Literal["load", "data", "forward", "shape", "nonfinite", "oom", "runtime", "killed", "config"]
 
 
 class TrainerError(Message):

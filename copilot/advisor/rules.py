@@ -83,8 +83,11 @@ PLAIN_SGD_HIGH_LR = 0.05
 ADAM_HIGH_LR = 1e-2
 
 Remedy = Literal["architecture", "hyperparameters", "either", "none"]
-# Trainer error kinds a new module fixes, and those a hyperparameter change fixes.
-ARCHITECTURE_ERRORS = {"load", "forward", "shape", "data", "runtime"}
+# Trainer error kinds a new module fixes; those no change of model or hyperparameters can fix
+# (an invalid setting, a data set that cannot be read), whose fix is the error's own hint;
+# the rest a hyperparameter change fixes.
+ARCHITECTURE_ERRORS = {"load", "forward", "shape", "runtime"}
+SETTINGS_ERRORS = {"config", "data"}
 SATURATING_ACTIVATIONS = {"Sigmoid", "Tanh", "sigmoid", "tanh", "Hardtanh", "hardtanh"}
 SPARSE_UPDATE_MODULES = {"Embedding", "EmbeddingBag"}  # only the rows in a batch move
 
@@ -144,11 +147,15 @@ def _crash(snapshot: TrainingSnapshot) -> list[Observation]:
     error = snapshot.error
     if error is None:
         return []
-    remedy: Remedy = "architecture" if error.kind in ARCHITECTURE_ERRORS else "hyperparameters"
+    remedy: Remedy = (
+        "architecture" if error.kind in ARCHITECTURE_ERRORS else "none" if error.kind in SETTINGS_ERRORS else "hyperparameters"
+    )
     why = {
         "shape": "the model's layers do not fit the data's shapes, so not one step can run",
         "forward": "the forward pass fails, so not one step can run",
         "load": "the model file cannot be loaded, so training cannot start",
+        "config": "a setting is invalid, so training cannot start; no change to the model can fix that",
+        "data": "the data set cannot be used, so training cannot start; no change to the model can fix that",
         "oom": "a batch does not fit in memory at this batch size",
         "nonfinite": "the loss became NaN or infinite and training stopped",
     }.get(error.kind, "training stopped before its epochs were done")
@@ -573,6 +580,8 @@ def route(snapshot: TrainingSnapshot, observations: list[Observation]) -> tuple[
         return "finish", 0.8
     remedies = {o.remedy for o in observations if o.finding.severity != "info"}
     crash = next((o for o in observations if o.tag == "crash"), None)
+    if crash is not None and crash.remedy == "none":
+        return "finish", 0.9
     exploded = bool(tags & {"nonfinite", "exploding"}) or (snapshot.error is not None and snapshot.error.kind == "nonfinite")
     if crash is not None and crash.remedy == "architecture":
         chosen: Route = "architecture"
@@ -620,6 +629,10 @@ def assess(snapshot: TrainingSnapshot) -> Diagnosis:
 
 
 def _finish_summary(snapshot: TrainingSnapshot) -> str:
+    error = snapshot.error
+    if error is not None and error.kind in SETTINGS_ERRORS:
+        fix = error.hint or "fix the setting"
+        return f"Training cannot run: {error.message}. No change to the model fixes this; {fix}, then start again."
     accuracy = _accuracy(snapshot)
     if accuracy:
         return f"Training is healthy: {accuracy[0]} {accuracy[1]:.1%} after {snapshot.epoch} epochs; no change needed."

@@ -249,6 +249,7 @@ def _error_event(exc: BaseException, user_files: set[str], *, epoch: int | None,
             exc.kind if isinstance(exc, ModelCheckError) else
             "load" if isinstance(exc, ModelLoadError) else
             "data" if isinstance(exc, DataError) else
+            "config" if isinstance(exc, ConfigError) else
             "runtime"
         )
         return TrainerError(kind=kind, message=exc.message, hint=exc.hint, traceback=full, epoch=epoch, step=step)

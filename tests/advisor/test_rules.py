@@ -113,6 +113,22 @@ def test_resnet_small_is_healthy_and_finishes(sample_runs) -> None:
     assert not diagnosis.findings
 
 
+@pytest.mark.parametrize(
+    ("kind", "message", "hint"),
+    [
+        ("config", "hyperparameter 'epochs' = 0 is not allowed", "set it in HPARAMS of the model file"),
+        ("data", "the validation set gave no batches", "use a larger validation set or a smaller batch size"),
+    ],
+)
+def test_a_setting_or_data_error_finishes_with_the_errors_own_fix(tmp_path: Path, kind: str, message: str, hint: str) -> None:
+    events = [run_started(model_summary(2)), TrainerError(kind=kind, message=message, hint=hint)]
+    diagnosis = assess(_snapshot(tmp_path, events))
+
+    assert diagnosis.route == "finish" and diagnosis.health == "critical", "no new model can fix a setting"
+    assert message in diagnosis.summary and hint in diagnosis.summary
+    assert diagnosis.findings[0].what == f"training crashed ({kind} error)"
+
+
 # --------------------------------------------------------------------------- one rule at a time
 
 

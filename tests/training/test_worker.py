@@ -92,6 +92,13 @@ def test_logged_steps_are_coalesced_to_the_message_rate(tmp_path: Path, tiny_cnn
     assert len(batches) <= 3  # ...but sent at most once per interval, plus before each epoch summary
 
 
+def test_an_invalid_setting_is_a_config_error(tmp_path: Path, tiny_cnn: Path) -> None:
+    events = run_to_end(tiny_spec(tmp_path / "run", tiny_cnn, hparams={"epochs": 0}))
+    error = of_type(events, TrainerError)[0]
+    assert (error.kind, error.user_error) == ("config", True)
+    assert error.message.startswith("hyperparameter 'epochs' = 0 is not allowed")
+
+
 def test_the_model_is_checked_before_training(tmp_path: Path, write_model) -> None:
     broken = write_model("broken.py", TINY_CNN.replace("nn.Linear(width, 10)", "nn.Linear(width * 2, 10)"))
     events = run_to_end(tiny_spec(tmp_path / "run", broken))
