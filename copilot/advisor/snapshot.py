@@ -514,6 +514,9 @@ def build_snapshot(
 
     session = _read_session(run)
     data = data or (started.data if started else None) or _session_data(session)
+    if data is None and error is not None:
+        # The data set itself failed (e.g. an unknown name): there is nothing to diagnose but that.
+        raise AdvisorError(f"run {run.run_id} stopped before training started: {error.message}", error.hint)
     if data is None:
         raise AdvisorError(
             f"run {run.run_id} has no data description (no RunStarted event in {run.metrics.name}, none in session.json)",

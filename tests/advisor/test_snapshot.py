@@ -72,10 +72,13 @@ def test_a_run_that_crashed_before_starting_still_gives_data_source_and_error(sa
 def test_an_explicit_data_spec_wins_and_no_data_at_all_is_a_clear_error(tmp_path: Path) -> None:
     run = RunFolder(tmp_path / "run").create()
     source = "from torch import nn\n\nclass Net(nn.Module):\n    def forward(self, x):\n        return x\n"
-    write_events(run, [TrainerError(kind="load", message="boom")])
-
     with pytest.raises(AdvisorError, match="no data description"):
         build_snapshot(run, source_code=source)
+
+    write_events(run, [TrainerError(kind="data", message="unknown data set 'nosuch'", hint="choose one of: shapes")])
+    with pytest.raises(AdvisorError, match="stopped before training started: unknown data set 'nosuch'") as caught:
+        build_snapshot(run, source_code=source)
+    assert caught.value.hint == "choose one of: shapes", "the trainer's own fix, not advice about the snapshot"
 
     snapshot = build_snapshot(run, source_code=source, data=SHAPES)
     assert snapshot.data == SHAPES and snapshot.class_name == "Net"
