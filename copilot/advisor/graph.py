@@ -133,9 +133,12 @@ def sandbox_checker(settings: Settings) -> CodeChecker:
 
 
 def diagnosis_with_notices(state: AdvisorState) -> Diagnosis:
-    """The diagnosis with every notice the roles gave on the way (fallbacks), for the human."""
+    """The diagnosis with every notice the roles gave on the way (fallbacks), for the human, each once.
+
+    Two calls of one role that both fall back give the same notice; the human needs it once.
+    """
     diagnosis = state["diagnosis"]
-    extra = [notice for notice in state.get("notices", []) if notice not in diagnosis.notices]
+    extra = [notice for notice in dict.fromkeys(state.get("notices", [])) if notice not in diagnosis.notices]
     return diagnosis.model_copy(update={"notices": [*diagnosis.notices, *extra]}) if extra else diagnosis
 
 

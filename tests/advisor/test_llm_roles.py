@@ -7,12 +7,12 @@ from pathlib import Path
 import pytest
 
 from copilot.advisor.factory import build_advisor
-from copilot.advisor.graph import PendingProposal
+from copilot.advisor.graph import PendingProposal, diagnosis_with_notices
 from copilot.advisor.ledger import read_ledger
 from copilot.advisor.llm_roles import AssessorAnswer, LLMRoles
 from copilot.advisor.providers.base import ProviderUnavailable
 from copilot.advisor.providers.offline import OfflineAdvisor
-from copilot.advisor.schemas import Evidence, Finding, Verdict
+from copilot.advisor.schemas import Diagnosis, Evidence, Finding, Verdict
 from copilot.advisor.session import Accepted, AdvisorSession
 from copilot.advisor.snapshot import TrainingSnapshot, build_snapshot
 from copilot.config import Settings, load_settings
@@ -183,3 +183,13 @@ def test_the_fallback_notice_reaches_the_human_at_the_gate_and_the_ledger(tmp_pa
     notice = "scripted was unavailable for the assessor (Bedrock is throttled); the offline rules answered instead"
     assert pending.diagnosis.notices == [notice]
     assert read_ledger(run)[0].diagnosis.notices == [notice]
+
+
+def test_a_notice_given_by_two_calls_reaches_the_human_once():
+    # The assessor role both assesses and proposes hyperparameters: a provider that is down
+    # for both calls gives the same notice twice.
+    down = "bedrock was unavailable for the assessor (cannot reach Bedrock); the offline rules answered instead"
+    dropped = "1 finding(s) without evidence were dropped"
+    diagnosis = Diagnosis(health="warning", route="hyperparameters", notices=[dropped])
+    shown = diagnosis_with_notices({"diagnosis": diagnosis, "notices": [down, dropped, down]})
+    assert shown.notices == [dropped, down]
