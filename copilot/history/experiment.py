@@ -144,7 +144,10 @@ def _list_runs(git: GitSession) -> list[RunRecord]:
 
 def _select_run(runs: Sequence[RunRecord], wanted: str | None, where: Path) -> RunRecord:
     if not runs:
-        raise HistoryError(f"no copilot runs in the repository at {where}", "start one with `copilot train MODEL.py`")
+        raise HistoryError(
+            f"no copilot runs in the repository at {where}",
+            "start one with `copilot run MODEL.py` (`copilot train` only trains; it records no rounds)",
+        )
     if wanted is None:
         return runs[0]
     exact = [run for run in runs if wanted in (run.run_id, run.branch, run.branch.removeprefix("copilot/"))]

@@ -135,7 +135,7 @@ def test_outside_a_repository_and_without_runs(tmp_path: Path, capsys: pytest.Ca
     assert code == 2 and "not inside a git repository" in err and "--repo" in err
     bare_project = make_repo(tmp_path / "plain")
     code, _, err = run(capsys, "undo", "--repo", str(bare_project))
-    assert code == 2 and "no copilot runs" in err and "copilot train" in err
+    assert code == 2 and "no copilot runs" in err and "start one with `copilot run MODEL.py`" in err
 
 
 def test_closed_pipe_is_not_an_error(repo: Path, monkeypatch: pytest.MonkeyPatch) -> None:
