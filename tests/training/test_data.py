@@ -174,7 +174,7 @@ def test_cifar10_missing_files_say_where_to_put_them(tmp_path: Path) -> None:
         load_data(DataSettings(dataset="cifar10", data_dir=tmp_path), CPU)
 
     assert "data_batch_1" in caught.value.message
-    assert "--download" in caught.value.hint
+    assert "download = true under [data] in copilot.toml" in caught.value.hint, "copilot has no --download flag"
     assert str(tmp_path) in caught.value.hint
 
 

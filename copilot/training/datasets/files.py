@@ -26,6 +26,8 @@ from copilot.errors import DataError
 CIFAR10_FOLDER = "cifar-10-batches-py"
 CIFAR10_TRAIN_FILES = tuple(f"data_batch_{index}" for index in range(1, 6))
 CIFAR10_TEST_FILE = "test_batch"
+# Downloading is the data.download setting; there is no --download flag.
+DOWNLOAD_HOW = "set download = true under [data] in copilot.toml (or COPILOT_DATA__DOWNLOAD=true)"
 CIFAR10_CLASSES = 10
 # Beyond this many samples a custom set must declare its class count instead of being scanned.
 MAX_SCANNED_SAMPLES = 50_000
@@ -64,7 +66,7 @@ def _read_cifar10_batch(path: Path) -> tuple[Tensor, Tensor]:
     except (OSError, pickle.UnpicklingError, EOFError, KeyError, TypeError, ValueError) as exc:
         raise DataError(
             f"cannot read CIFAR-10 batch {path}: {type(exc).__name__}: {exc}",
-            "delete the folder and download it again (--download)",
+            f"delete the folder and download it again: {DOWNLOAD_HOW}",
         ) from None
     return pixels.view(-1, 3, 32, 32), labels
 
@@ -80,8 +82,9 @@ def read_cifar10(data_dir: Path, *, download: bool) -> tuple[Tensor, Tensor, Ten
     missing = [name for name in names if not (folder / name).is_file()]
     if missing:
         raise DataError(
-            f"CIFAR-10 batch files missing in {folder}: {', '.join(missing)}",
-            f"put {CIFAR10_FOLDER}/ (data_batch_1..5, test_batch) in {data_dir}, or pass --download",
+            f"CIFAR-10 batch files missing in {folder.resolve()}: {', '.join(missing)}",
+            f"put {CIFAR10_FOLDER}/ (data_batch_1..5, test_batch) in {data_dir} (or name another folder with --data-dir), "
+            f"or {DOWNLOAD_HOW}",
         )
     train = [_read_cifar10_batch(folder / name) for name in CIFAR10_TRAIN_FILES]
     test_images, test_labels = _read_cifar10_batch(folder / CIFAR10_TEST_FILE)
