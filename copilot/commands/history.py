@@ -69,6 +69,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     redo.set_defaults(handler=_closed_pipe_is_fine(run_redo))
 
 
+class _StdoutConsole(Console):
+    """A console that lets a closed pipe reach `_closed_pipe_is_fine`.
+
+    rich answers a closed pipe by exiting with status 1 on its own (`Console.on_broken_pipe`),
+    so `copilot log | head` failed in a `set -o pipefail` script.
+    """
+
+    def on_broken_pipe(self) -> None:
+        raise BrokenPipeError
+
+
 def _closed_pipe_is_fine(handler: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
     """`copilot log | head` closes the pipe early; that is the reader's choice, not an error."""
 
@@ -124,7 +135,7 @@ def _print_patch(console: Console, patch: str) -> None:
 def run_log(args: argparse.Namespace) -> int:
     history = _open(args)
     rounds = history.rounds()
-    console = Console(highlight=False)
+    console = _StdoutConsole(highlight=False)
     if args.json:
         for info in rounds:
             print(info.model_dump_json())
@@ -177,7 +188,7 @@ def run_log(args: argparse.Namespace) -> int:
 def run_diff(args: argparse.Namespace) -> int:
     first, second = _round_number(args.first), _round_number(args.second)
     diff = _open(args).diff(first, second)
-    console = Console(highlight=False)
+    console = _StdoutConsole(highlight=False)
     console.print(f"[bold]r{first}[/] {escape(diff.a.subject)}  →  [bold]r{second}[/] {escape(diff.b.subject)}")
     if diff.metrics:
         table = Table("metric", f"r{first}", f"r{second}", "change")
@@ -196,7 +207,7 @@ def run_diff(args: argparse.Namespace) -> int:
 
 def run_show(args: argparse.Namespace) -> int:
     detail = _open(args).show(_round_number(args.round))
-    console = Console(highlight=False)
+    console = _StdoutConsole(highlight=False)
     if args.json:
         print(detail.model_dump_json(indent=2))
         return 0
@@ -231,7 +242,7 @@ def run_rollback(args: argparse.Namespace) -> int:
     target = _round_number(args.round)
     history = _open(args)
     info = history.rollback(target)
-    console = Console(highlight=False)
+    console = _StdoutConsole(highlight=False)
     console.print(f"committed {_one_line(info)}")
     results = history.round(target).results
     if results is not None and results.checkpoint:
@@ -243,7 +254,7 @@ def run_undo(args: argparse.Namespace) -> int:
     history = _open(args)
     taken = history.rounds()[-1]
     now = history.undo()
-    console = Console(highlight=False)
+    console = _StdoutConsole(highlight=False)
     console.print(f"took {_one_line(taken)} off {escape(history.branch)}; it is back at {_one_line(now)}")
     console.print(f"{taken.label} is parked at refs/copilot/{escape(history.run_id)}/attic/{taken.sha}; `copilot redo` puts it back")
     return 0
@@ -251,5 +262,5 @@ def run_undo(args: argparse.Namespace) -> int:
 
 def run_redo(args: argparse.Namespace) -> int:
     info = _open(args).redo()
-    Console(highlight=False).print(f"put back {_one_line(info)}")
+    _StdoutConsole(highlight=False).print(f"put back {_one_line(info)}")
     return 0

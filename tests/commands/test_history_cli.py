@@ -138,12 +138,13 @@ def test_outside_a_repository_and_without_runs(tmp_path: Path, capsys: pytest.Ca
     assert code == 2 and "no copilot runs" in err and "start one with `copilot run MODEL.py`" in err
 
 
-def test_closed_pipe_is_not_an_error(repo: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("argv", [("log", "--json"), ("log",), ("diff", "r1", "r3"), ("show", "r1")])
+def test_closed_pipe_is_not_an_error(repo: Path, monkeypatch: pytest.MonkeyPatch, argv: tuple[str, ...]) -> None:
     read_end, write_end = os.pipe()
     os.close(read_end)
     with os.fdopen(write_end, "w") as closed_pipe:
         monkeypatch.setattr(sys, "stdout", closed_pipe)
-        assert cli.main(["log", "--json", "--repo", str(repo)]) == 0
+        assert cli.main([*argv, "--repo", str(repo)]) == 0  # rich's own answer to a closed pipe is exit 1
 
 
 def test_registering_loads_no_git() -> None:
