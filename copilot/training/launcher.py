@@ -50,11 +50,15 @@ def split_model_spec(spec: str) -> tuple[Path, str | None]:
 
 def ensure_model_file(path: Path) -> None:
     """Fail early, before a process or a run folder exists, when the model file is not there."""
+    if path.is_dir():
+        raise ModelLoadError(f"{path} is a folder, not a model file", "give the .py file that defines the model")
     if not path.is_file():
         raise ModelLoadError(
             f"model file not found: {path}",
             "check the path (it is relative to the folder you run copilot in)",
         )
+    if path.suffix != ".py":
+        raise ModelLoadError(f"{path} is not a Python file", "give a .py file that defines the model")
 
 
 def _trainer_entry(spec: TrainerSpec, commands: Any, events: Any) -> None:

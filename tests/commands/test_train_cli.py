@@ -73,6 +73,8 @@ def test_a_runs_dir_that_cannot_be_created_is_a_user_error(project: Path, capsys
     ("argv", "message"),
     [
         (["train", "nothere.py"], "error: model file not found: nothere.py"),
+        (["train", "."], "error: . is a folder, not a model file"),
+        (["train", "copilot.toml"], "error: copilot.toml is not a Python file"),
         (["train", "tiny_cnn.py", "--model-arg", "width"], "error: --model-arg 'width' is not KEY=VALUE"),
         (["train", "tiny_cnn.py", "--resume", "first"], "error: give either MODEL or --resume RUN, not both"),
         (["train", "--resume", "never"], "error: no run 'never'"),
