@@ -118,9 +118,10 @@ def load_checkpoint(path: Path) -> Checkpoint:
     except FileNotFoundError:
         raise CopilotError(f"checkpoint not found: {path}", "pick one from the run's checkpoints/ folder") from None
     except Exception as exc:
+        # Not torch's text: for a damaged file it advises weights_only=False, which runs arbitrary code.
         raise CopilotError(
-            f"cannot read checkpoint {path.name}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}",
-            "the file is damaged or not a copilot checkpoint; resume from an earlier one",
+            f"cannot read checkpoint {path}: the file is damaged or not a copilot checkpoint ({type(exc).__name__})",
+            "delete it (or move it out of checkpoints/) to resume from the one before it",
         ) from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT_VERSION:
         raise CopilotError(

@@ -37,7 +37,9 @@ def test_unreadable_checkpoint_is_a_one_line_error(tmp_path: Path) -> None:
     damaged.write_bytes(b"not a checkpoint")
     with pytest.raises(CopilotError) as caught:
         load_checkpoint(damaged)
-    assert caught.value.message.startswith("cannot read checkpoint epoch0001.pt")
+    assert caught.value.message.startswith(f"cannot read checkpoint {damaged}: the file is damaged")
+    assert "weights_only" not in caught.value.message, "never advise loading an unknown file with weights_only=False"
+    assert caught.value.hint.startswith("delete it")
     with pytest.raises(CopilotError, match="checkpoint not found"):
         load_checkpoint(tmp_path / "missing.pt")
 
