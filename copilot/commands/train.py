@@ -15,6 +15,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
 from rich.console import Console
 from rich.live import Live
 from rich.markup import escape
@@ -156,7 +157,13 @@ def _resumed_spec(args: argparse.Namespace) -> TrainerSpec:
     folder = RunFolder(by_name.resolve()) if (by_name / "session.json").exists() else find_run(args.resume, runs=settings.runs_dir)
     if not folder.session.exists():
         raise CopilotError(f"{folder.path} has no session.json", "only runs started by `copilot train` can be resumed")
-    session = TrainerSpec.model_validate_json(folder.session.read_text(encoding="utf-8"))
+    try:
+        session = TrainerSpec.model_validate_json(folder.session.read_text(encoding="utf-8"))
+    except ValidationError as exc:
+        raise CopilotError(
+            f"{folder.session} is damaged: {exc.errors()[0]['msg']}",
+            "start the run again with `copilot train MODEL.py`",
+        ) from None
     checkpoint = folder.latest_checkpoint()
     if checkpoint is None:
         raise CopilotError(f"run {folder.run_id} has no checkpoint yet", "start it again with `copilot train MODEL.py`")

@@ -69,6 +69,23 @@ def test_a_runs_dir_that_cannot_be_created_is_a_user_error(project: Path, capsys
     assert "hint: check that the folder can be written" in err and "internal error" not in err
 
 
+def test_resuming_a_run_with_a_damaged_checkpoint_or_session_is_a_user_error(
+    project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["train", "tiny_cnn.py", "--device", "cpu", "--epochs", "1", "--run-name", "first"]) == 0
+    run = project / ".copilot" / "runs" / "first"
+    for checkpoint in (run / "checkpoints").iterdir():
+        checkpoint.write_bytes(b"not a checkpoint")
+    assert main(["train", "--resume", "first"]) == 2
+    err = capsys.readouterr().err
+    assert "error: cannot read checkpoint" in err and "hint: delete it" in err
+
+    (run / "session.json").write_text("{{{", encoding="utf-8")
+    assert main(["train", "--resume", "first"]) == 2
+    err = capsys.readouterr().err
+    assert "session.json is damaged" in err and "internal error" not in err
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
