@@ -127,7 +127,7 @@ def run_resume_command(args: argparse.Namespace) -> int:
     _check_loop_flags(args)
     settings = load_settings()
     by_name = settings.runs_dir / args.run
-    run = RunFolder(by_name.resolve()) if (by_name / "session.json").exists() else find_run(args.run)
+    run = RunFolder(by_name.resolve()) if (by_name / "session.json").exists() else find_run(args.run, runs=settings.runs_dir)
     from copilot.session.controller import Session
 
     session = Session.reopen(settings, run, max_rounds=args.max_rounds)
@@ -139,7 +139,7 @@ def run_report_command(args: argparse.Namespace) -> int:
     from copilot.report import write_report
     from copilot.session.controller import history_of
 
-    run = find_run(args.run)
+    run = find_run(args.run, runs=load_settings().runs_dir)
     console = Console(highlight=False)
     try:
         history = history_of(run)

@@ -70,6 +70,19 @@ def test_a_crash_nobody_fixes_exits_2_with_a_report(in_project: Path, capsys: py
     assert "last trainer error" in report.read_text() and str(report) in captured.out.replace("\n", "")
 
 
+def test_report_finds_runs_under_a_configured_runs_dir(
+    in_project: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("COPILOT_RUNS_DIR", str(in_project / "elsewhere"))
+    code = main(["run", "broken_cnn.py", "--headless", "--auto-accept", "all", "--max-rounds", "0", "--run-name", "moved"])
+    assert code == 2
+    (in_project / "elsewhere" / "moved" / "report.md").unlink()
+    capsys.readouterr()
+
+    assert main(["report", "moved"]) == 0
+    assert (in_project / "elsewhere" / "moved" / "report.md").exists()
+
+
 def test_headless_auto_accept_commits_and_exits_0(in_project: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code = main(
         ["run", "bad_cnn.py", "--headless", "--auto-accept", "all", "--max-rounds", "1",
