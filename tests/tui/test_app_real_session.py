@@ -7,7 +7,6 @@ history and layers, quit. Slow (real trainer processes), so marked `slow`.
 
 from __future__ import annotations
 
-import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -25,34 +24,17 @@ from copilot.tui.screens.history import HistoryScreen
 from copilot.tui.screens.layers import LayersScreen
 from copilot.tui.screens.run import RunScreen
 from copilot.tui.widgets.log import LogPane
-from tests.history.repos import git, isolate_git
+from tests.history.repos import git
+from tests.session.conftest import git_home, project  # noqa: F401  (fixtures: a HOME of its own, a git project)
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow, pytest.mark.timeout(600)]
 
-SAMPLE_MODELS = Path(__file__).resolve().parents[2] / "sample_models"
 WAIT_S = 240.0  # trainer start-ups and sandbox checks on a busy 2-core machine
-
-
-@pytest.fixture(autouse=True)
-def _git_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
-    return isolate_git(tmp_path_factory.mktemp("home"), monkeypatch)
 
 
 @pytest.fixture(autouse=True)
 def _one_thread(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
-
-
-@pytest.fixture
-def project(tmp_path: Path) -> Path:
-    folder = tmp_path / "project"
-    folder.mkdir()
-    for name in ("bad_cnn.py", "broken_cnn.py"):
-        shutil.copyfile(SAMPLE_MODELS / name, folder / name)
-    git(folder, "init", "-q", "-b", "main")
-    git(folder, "add", ".")
-    git(folder, "commit", "-q", "-m", "models")
-    return folder
 
 
 def tiny_settings(project: Path) -> Settings:
