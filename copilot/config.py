@@ -27,6 +27,7 @@ from copilot.errors import ConfigError
 
 CONFIG_FILE = "copilot.toml"
 ProviderName = Literal["offline", "bedrock", "openai"]
+StructuredOutput = Literal["auto", "tools", "json_schema", "json_object", "prompt"]
 ModelArg = float | int | str | bool | None
 
 
@@ -84,6 +85,9 @@ class OpenAISettings(Section):
     fast_model: str | None = None
     timeout_s: float = 600.0
     max_retries: int = Field(3, ge=0)
+    # How to ask for schema-shaped JSON; "auto" tries each in turn and keeps the first the
+    # server accepts (`copilot.advisor.providers.openai_compat` says which servers take which).
+    structured: StructuredOutput = "auto"
 
 
 class AdvisorSettings(Section):

@@ -144,7 +144,7 @@ class LLMRoles:
             tool_name=tool.name,
             tool_description=tool.description,
         )
-        return RoleReply(reply.value, (reply.usage,))
+        return RoleReply(reply.value, (reply.usage,), reply.notices)
 
     def _contract(self, snapshot: TrainingSnapshot) -> str:
         data = snapshot.data
@@ -167,7 +167,7 @@ class LLMRoles:
         diagnosis = Diagnosis.model_validate(reply.value.model_dump())
         dropped = len(reply.value.findings) - len(diagnosis.findings)
         notices = (f"{dropped} finding(s) without evidence were dropped",) if dropped else ()
-        return RoleReply(diagnosis, reply.usage, notices)
+        return RoleReply(diagnosis, reply.usage, (*reply.notices, *notices))
 
     def propose_hparams(
         self, snapshot: TrainingSnapshot, diagnosis: Diagnosis, feedback: str | None

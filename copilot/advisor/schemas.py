@@ -170,6 +170,7 @@ class TokenUsage(Schema):
     role: Role
     input_tokens: int = 0
     output_tokens: int = 0
+    latency_s: float = 0.0  # wall time of the call's requests, corrections included
 
 
 class LedgerEntry(Schema):
