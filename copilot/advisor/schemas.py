@@ -46,6 +46,9 @@ class Diagnosis(Schema):
     confidence: float = Field(0.5, ge=0.0, le=1.0)
     summary: str = Field("", description="one or two sentences for the status line")
     notices: list[str] = Field(default_factory=list, description="not for the LLM: e.g. 'Bedrock throttled; used offline rules'")
+    # Set by copilot for an LLM's diagnosis (`copilot.advisor.claims`), never by the LLM:
+    contradictions: list[str] = Field(default_factory=list, description="not for the LLM: claims the measurements contradict")
+    measured_findings: list[Finding] = Field(default_factory=list, description="not for the LLM: the offline rules' findings")
 
     @field_validator("findings")
     @classmethod
