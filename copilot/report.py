@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import math
 import re
-import threading
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +26,7 @@ from pydantic import ValidationError
 from copilot.advisor.ledger import read_ledger
 from copilot.advisor.schemas import ArchitectureProposal, FinishProposal, HParamProposal, LedgerEntry, TokenUsage
 from copilot.events import EpochSummary, Finished, HParamsApplied, ModelSwapped, RunStarted, StepBatch, TrainerError, parse_event
+from copilot.plotext_lock import PLOTEXT_LOCK
 from copilot.run_folder import RunFolder
 from copilot.session.controller import finding_line
 
@@ -53,10 +53,6 @@ PRICE_PER_MILLION_TOKENS: dict[str, tuple[float, float]] = {
     "gpt-4.1-mini": (0.40, 1.60),
     "gpt-4.1": (2.00, 8.00),
 }
-
-# plotext keeps one global figure: two reports drawn at once (app threads) must take turns.
-_PLOTEXT_LOCK = threading.Lock()
-
 
 def price_of(model: str) -> tuple[float, float] | None:
     """(input, output) dollars per million tokens for a model id, or None when not in the table."""
@@ -362,7 +358,7 @@ def text_chart(curve: Curve) -> str:
     """The curve drawn by plotext in plain characters (no colour codes), rounds as vertical lines."""
     import plotext as plt
 
-    with _PLOTEXT_LOCK:
+    with PLOTEXT_LOCK:
         plt.clear_figure()
         plt.plotsize(CHART_WIDTH, CHART_HEIGHT)
         plt.theme("clear")

@@ -8,7 +8,8 @@ the wrong kind of work:
   an answer on screen, and asks `session.due_assessment()` when the advisor is free;
 - "advisor": `session.assess` / `decide` / `pending`, which block for seconds;
 - "git": rounds, diffs, rollback, undo, redo, serialised by one lock;
-- "control": pause, resume, the report; "lifecycle": the checkpoint on quit.
+- "control": pause, resume, the report; "lifecycle": the checkpoint on quit;
+- "charts": the `ChartBuilder`, which builds the plotext charts one at a time.
 The screen in front redraws on a timer (`settings.tui.refresh_hz`) and only when the
 store's version or the app's own state moved. Blocking calls run in daemon threads
 that the worker waits on while watching for cancellation, so quitting never waits
@@ -53,6 +54,7 @@ from copilot.tui.screens.layers import LayersScreen
 from copilot.tui.screens.live import LiveScreen
 from copilot.tui.screens.run import RunScreen
 from copilot.tui.store import LogEntry, LogSource, MetricsStore, StoreView
+from copilot.tui.widgets.charts import ChartBuilder
 from copilot.tui.widgets.proposal import sandbox_details
 from copilot.tui.widgets.status import AdvisorState, StatusInfo
 
@@ -200,6 +202,7 @@ class CopilotApp(App[int]):
         self.settings = settings
         self.banner = banner
         self.store = MetricsStore(clock=clock)
+        self.chart_builder = ChartBuilder()
         self.handle_signals = handle_signals
         self.advisor_state: AdvisorState = "idle"
         self.trigger: str | None = None
@@ -219,6 +222,7 @@ class CopilotApp(App[int]):
     def on_mount(self) -> None:
         self.set_interval(1 / self.settings.tui.refresh_hz, self.refresh_screen)
         self._ingest()
+        self._build_charts()
         self._in_background("advisor", "advisor", "looking for a pending proposal", self.session.pending, then=self._show_pending)
         if self.handle_signals:
             loop = asyncio.get_running_loop()
@@ -293,6 +297,11 @@ class CopilotApp(App[int]):
                     self.post_message(AssessmentDue(trigger))
         finally:
             self._ingest_done.set()
+
+    @work(thread=True, group="charts", exit_on_error=False, name="charts")
+    def _build_charts(self) -> None:
+        worker = get_current_worker()
+        self.chart_builder.run(lambda: worker.is_cancelled)
 
     def on_assessment_due(self, message: AssessmentDue) -> None:
         self.start_assessment(message.trigger)

@@ -165,6 +165,7 @@ class StoreView:
     """A consistent copy of the store for one frame; the UI reads only this."""
 
     version: int
+    ingested_at: float  # time.monotonic() of the last change: how fresh the newest data is
     run_id: str
     model_name: str
     device: str
@@ -206,6 +207,7 @@ class MetricsStore:
         self._clock = clock  # stamps log lines that carry no time of their own; tests freeze it
         self._capacity = capacity
         self.version = 0
+        self._ingested_at = 0.0
         self._run_id = ""
         self._model_name = ""
         self._device = ""
@@ -236,6 +238,7 @@ class MetricsStore:
             for event in events:
                 self._apply(event)
             self.version += 1
+            self._ingested_at = time.monotonic()
 
     def note(self, source: LogSource, level: LogLevel, message: str, detail: str = "") -> None:
         """A line for the log pane from the advisor, git or the app itself (the trainer's come as events)."""
@@ -366,6 +369,7 @@ class MetricsStore:
         with self._lock:
             return StoreView(
                 version=self.version,
+                ingested_at=self._ingested_at,
                 run_id=self._run_id,
                 model_name=self._model_name,
                 device=self._device,
