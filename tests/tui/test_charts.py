@@ -123,6 +123,8 @@ def test_steps_and_decade_ticks_read_naturally() -> None:
     assert [format_step(s) for s in (950, 12_300, 1_200_000)] == ["950", "12.3k", "1.2M"]
     assert log10_ticks(-7.2, -1.5)[1] == ["1e-2", "1e-3", "1e-4", "1e-5", "1e-6", "1e-7"]
     assert log10_ticks(-2.4, -2.1)[1] == ["0.00794", "0.00398"]  # less than a decade: the ends
+    assert log10_ticks(-2.1, -1.3)[1] == ["0.0501", "1e-2", "0.00794"]  # one decade: with the ends
+    assert log10_ticks(-2.04, -1.19)[1] == ["0.0646", "1e-2"]  # an end next to the decade would share its row
 
 
 class ChartsApp(App):

@@ -46,7 +46,7 @@ def train_val_chart(view: StoreView, metric: str) -> ChartData:
         key=view.version,
         series=(ChartSeries("train", steps, values), _epoch_series(view, "val", f"val_{metric}")),
         round_steps=view.round_steps,
-        fresh_at=view.ingested_at,
+        arrivals=view.arrivals,
     )
 
 
@@ -57,20 +57,20 @@ def grad_norm_chart(view: StoreView, *, per_module: bool) -> ChartData:
         outliers = list(view.grad_norm_steps.items())[: MAX_SERIES - 1]
         series += [ChartSeries(name, *arrays) for name, arrays in outliers]
     return ChartData(
-        key=(view.version, per_module), series=tuple(series), round_steps=view.round_steps, fresh_at=view.ingested_at
+        key=(view.version, per_module), series=tuple(series), round_steps=view.round_steps, arrivals=view.arrivals
     )
 
 
 def update_ratio_chart(view: StoreView) -> ChartData:
     series = tuple(ChartSeries(name, *arrays) for name, arrays in view.update_ratio_steps.items())
     return ChartData(
-        key=view.version, series=series, round_steps=view.round_steps, guide=UPDATE_RATIO_GUIDE, fresh_at=view.ingested_at
+        key=view.version, series=series, round_steps=view.round_steps, guide=UPDATE_RATIO_GUIDE, arrivals=view.arrivals
     )
 
 
 def module_bars(view: StoreView) -> BarsData:
     rows = tuple(row for row in view.modules if row.grad_norm is not None)
-    return BarsData(key=rows, rows=rows, fresh_at=view.ingested_at)
+    return BarsData(key=rows, rows=rows, arrivals=view.arrivals)
 
 
 class RunScreen(LiveScreen):

@@ -6,8 +6,8 @@ module-level API is one global figure, so:
   and paints the strips the builder sent back last (Textual's line API);
 - the builder is one thread that builds one chart at a time under `PLOTEXT_LOCK`,
   only charts that are on screen and whose data or size changed, each at most once
-  per `REBUILD_INTERVAL_S`, resting after each build in proportion to its cost
-  (`BUILD_DUTY`), so builds are staggered and the app's CPU stays bounded;
+  per `REBUILD_INTERVAL_S`, and together within `BUILD_DUTY` of one core over a few
+  seconds, so builds are staggered and the app's CPU stays bounded;
 - plotext's ANSI output is parsed once (`Text.from_ansi`) into strips, in the builder;
 - series are downsampled to the plot's pixel width with min and max per bucket, so
   spikes survive; log axes plot log10 values with ticks labelled here
@@ -57,8 +57,10 @@ def _rgb(style: str) -> tuple[int, int, int]:
 
 HEALTHY_BAR_COLOR = _rgb(HEALTHY_SPARK)
 ANOMALY_BAR_COLORS = {anomaly: _rgb(style) for anomaly, style in ANOMALY_COLORS.items()}  # as in the layers table
-REBUILD_INTERVAL_S = 1.0  # per chart: fresher than this is not readable, and each build costs 10-80 ms
-BUILD_DUTY = 0.15  # the builder rests (1 - duty) / duty times as long as a build took
+REBUILD_INTERVAL_S = 0.6  # per chart: keeps staleness p95 under 1.5 s; each build costs 10-80 ms
+BUILD_DUTY = 0.15  # the most CPU (fraction of one core) the builds may take over a `BUILD_WINDOW_S`
+BUILD_GAP_S = 0.03  # between two builds: the event loop paints one before the next lands
+BUILD_WINDOW_S = 2.0  # long enough that one slow build (GC, a big figure) does not stall the others
 LEGEND_GAP = "  "
 
 
@@ -88,15 +90,19 @@ def log10_ticks(low: float, high: float) -> tuple[list[float], list[str]]:
     """Tick positions (in log10 space) for [low, high] and their labels, top first.
 
     Decades ("1e-3") when two or more fit; otherwise the ends with their values, around
-    the one decade inside, if any, so a narrow range still reads.
+    the one decade inside, if any, so a narrow range still reads. An end closer to that
+    decade than a tenth of the range is left out: both would land on one row, and which
+    label plotext shows there is not stable from run to run.
     """
     first, last = math.ceil(low), math.floor(high)
     step = max(1, (last - first) // 4)
     decades = [float(p) for p in range(last, first - 1, -step)]
     if len(decades) >= 2:
         return decades, [f"1e{int(p)}" for p in decades]
-    positions = [high, *decades, low]
-    return positions, [format_value(10**high), *(f"1e{int(p)}" for p in decades), format_value(10**low)]
+    near = (high - low) / 10
+    ends = [end for end in (high, low) if all(abs(end - decade) > near for decade in decades)]
+    ticks = sorted([(end, format_value(10**end)) for end in ends] + [(p, f"1e{int(p)}") for p in decades], reverse=True)
+    return [position for position, _ in ticks], [label for _, label in ticks]
 
 
 # --------------------------------------------------------------------------- what a chart draws
@@ -117,7 +123,7 @@ class ChartData:
     series: tuple[ChartSeries, ...]
     round_steps: tuple[tuple[int, int], ...] = ()  # (round, step where it starts): vertical lines
     guide: float | None = None  # a horizontal reference line, e.g. the 1e-3 update ratio
-    fresh_at: float = 0.0  # time.monotonic() when the newest data in it reached the app
+    arrivals: tuple[float, ...] = ()  # when the data in it reached the app (time.monotonic()), oldest first
 
 
 @dataclass(frozen=True)
@@ -126,7 +132,7 @@ class BarsData:
 
     key: object
     rows: tuple[ModuleRow, ...]
-    fresh_at: float = 0.0
+    arrivals: tuple[float, ...] = ()
 
 
 def legend_line(title: str, entries: list[tuple[str, str, tuple[int, int, int]]], width: int) -> Text:
@@ -291,7 +297,7 @@ class BuildRequest:
     width: int
     height: int
     key: object
-    fresh_at: float
+    arrivals: tuple[float, ...]
 
 
 class ChartBuilder:
@@ -307,8 +313,9 @@ class ChartBuilder:
         self._pending: dict[int, BuildRequest] = {}
         self._last_build: dict[int, float] = {}
         self._condition = threading.Condition()
+        self._recent_costs: deque[tuple[float, float]] = deque()  # (when, CPU seconds) of builds in the window
         self.builds = 0
-        self.build_seconds: deque[float] = deque(maxlen=10_000)  # each build's cost, for the benchmarks
+        self.build_seconds: deque[float] = deque(maxlen=10_000)  # each build's CPU time, for the benchmarks
         self.staleness_s: deque[float] = deque(maxlen=10_000)  # data reaching the app -> on screen, per paint
         self._console = Console(file=io.StringIO(), width=400, color_system="truecolor", legacy_windows=False)
 
@@ -332,24 +339,42 @@ class ChartBuilder:
             return None, wait
         return self._pending.pop(min(ready)[1]), 0.0
 
+    def _over_budget(self) -> float:
+        """Seconds to wait until the builds of the last `BUILD_WINDOW_S` fit the duty again (0: build now)."""
+        now = time.monotonic()
+        while self._recent_costs and self._recent_costs[0][0] < now - BUILD_WINDOW_S:
+            self._recent_costs.popleft()
+        allowed = self.duty * BUILD_WINDOW_S
+        used = sum(cost for _, cost in self._recent_costs)
+        if used <= allowed:
+            return 0.0
+        for when, cost in self._recent_costs:  # the oldest builds leave the window first
+            used -= cost
+            if used <= allowed:
+                return when + BUILD_WINDOW_S - now
+        return BUILD_WINDOW_S
+
     def run(self, stopped: Callable[[], bool]) -> None:
         while not stopped():
+            rest = self._over_budget()
+            if rest > 0:
+                time.sleep(min(rest, 0.1))
+                continue
             with self._condition:
                 request, wait = self._next()
                 if request is None:
                     self._condition.wait(wait)
                     continue
                 self._last_build[id(request.chart)] = time.monotonic()
-            started = time.perf_counter()
+            # CPU time, not wall time: on a busy machine the wall clock also counts other processes' turns.
+            started = time.thread_time()
             strips = self._strips(request.draw(), request.width)
-            cost = time.perf_counter() - started
+            cost = time.thread_time() - started
             self.builds += 1
             self.build_seconds.append(cost)
+            self._recent_costs.append((time.monotonic(), cost))
             request.chart.post_message(PlotextChart.Built(request, strips))
-            # Rest in proportion: the event loop gets the time between builds, and no two land on one frame.
-            deadline = time.monotonic() + cost * (1 - self.duty) / self.duty
-            while not stopped() and time.monotonic() < deadline:
-                time.sleep(min(0.05, max(0.0, deadline - time.monotonic())))
+            time.sleep(BUILD_GAP_S)
 
     def _strips(self, text: Text, width: int) -> list[Strip]:
         text.no_wrap, text.overflow = True, "crop"
@@ -385,8 +410,9 @@ class PlotextChart(Widget):
         self._strips: list[Strip] = []
         self._built_key: object = None
         self._styled: tuple[Style, list[Strip]] | None = None
-        self._unpainted_fresh_at: float | None = None
-        self._painted_fresh_at: float | None = None
+        self._unpainted_arrivals: tuple[float, ...] | None = None
+        self._painted_up_to = 0.0  # the newest arrival painted so far
+        self._visible_since = time.monotonic()
 
     @property
     def data(self) -> ChartData | BarsData | None:
@@ -423,13 +449,15 @@ class PlotextChart(Widget):
         if self.up_to_date:
             return
         self.builder.request(
-            BuildRequest(self, self.draw(width, height), width, height, (self._data.key, width, height), self._data.fresh_at)
+            BuildRequest(self, self.draw(width, height), width, height, (self._data.key, width, height), self._data.arrivals)
         )
 
     def on_resize(self, _event: Resize) -> None:
         self._request()
 
     def on_show(self, _event: Show) -> None:
+        # Off screen nothing is stale: what arrived meanwhile counts from the moment the chart is back.
+        self._visible_since = time.monotonic()
         self._request()
 
     def on_plotext_chart_built(self, message: Built) -> None:
@@ -439,7 +467,7 @@ class PlotextChart(Widget):
             self._request()  # resized while it was built: the next build has the new size
             return
         self._strips, self._built_key, self._styled = message.strips, request.key, None
-        self._unpainted_fresh_at = request.fresh_at
+        self._unpainted_arrivals = request.arrivals
         self.refresh()
 
     def render_line(self, y: int) -> Strip:
@@ -447,14 +475,19 @@ class PlotextChart(Widget):
         base = self.rich_style
         if self._styled is None or self._styled[0] != base:
             self._styled = (base, [strip.apply_style(base) for strip in self._strips])
-        if y == 0 and self._unpainted_fresh_at is not None:
-            # Staleness, conservatively: the oldest data this paint brings arrived just after the previous one's.
-            since = self._painted_fresh_at if self._painted_fresh_at is not None else self._unpainted_fresh_at
-            if since:
-                self.builder.staleness_s.append(time.monotonic() - since)
-            self._painted_fresh_at, self._unpainted_fresh_at = self._unpainted_fresh_at, None
+        if y == 0 and self._unpainted_arrivals is not None:
+            self._record_staleness(self._unpainted_arrivals)
+            self._unpainted_arrivals = None
         styled = self._styled[1]
         return styled[y] if y < len(styled) else Strip.blank(self.size.width, base)
+
+
+    def _record_staleness(self, arrivals: tuple[float, ...]) -> None:
+        """How long the oldest data this paint is the first to show waited for it (none when nothing new came)."""
+        new = [arrival for arrival in arrivals if arrival > self._painted_up_to]
+        if new:
+            self.builder.staleness_s.append(time.monotonic() - max(new[0], self._visible_since))
+            self._painted_up_to = new[-1]
 
 
 class MetricChart(PlotextChart):
