@@ -49,7 +49,7 @@ STEPS_PER_SEC = 100.0
 PAUSE_MARK = b"pausing training"
 RESUME_MARK = b"resuming training"
 LAYERS_MARK = b"sorted by module"
-RUN_MARK = b"Gradient norm per module"
+RUN_MARK = b"gradient norm"  # the gradient chart's legend: on the first screen at every size
 QUIT_MARK = b"Quit copilot?"
 
 
@@ -220,6 +220,9 @@ def main() -> None:
         written = terminal.mark() - start_bytes
         cpu_percent = 100.0 * (cpu_seconds(pid) - start_cpu) / elapsed
 
+        if WIDTH < 120 or HEIGHT < 36:  # compact layout: the log, where `p` answers, is the third pane
+            terminal.press(b"3")
+            time.sleep(0.5)
         latencies = key_latencies(terminal, b"p", (PAUSE_MARK, RESUME_MARK), args.presses)
         switches = key_latencies(terminal, b"l", (LAYERS_MARK, RUN_MARK), args.presses)
 
