@@ -177,3 +177,26 @@ async def test_charts_build_in_the_builder_thread_only_when_visible_and_changed(
         while not hidden.lines:
             await pilot.pause(0.02)
         assert any("conv 1.0e-9 vanishing" in line for line in hidden.lines)
+
+
+@pytest.mark.anyio
+async def test_a_chart_that_cannot_be_drawn_says_so_and_the_builder_goes_on() -> None:
+    app = ChartsApp()
+    async with app.run_test(size=(80, 30)) as pilot:
+        shown = app.query_one("#shown", MetricChart)
+
+        def broken(width: int, height: int):
+            def draw():
+                raise ValueError("no finite values")
+            return draw
+
+        shown.draw = broken  # type: ignore[method-assign]
+        shown.show(ChartData(key=1, series=(series([1.0, 2.0]),)))
+        while not shown.lines:
+            await pilot.pause(0.02)
+        assert shown.lines[0].startswith("could not draw this chart: ValueError: no finite values")
+        del shown.draw  # the real drawing again: the builder thread is still there
+        shown.show(ChartData(key=2, series=(series([1.0, 2.0]),)))
+        while not shown.up_to_date:
+            await pilot.pause(0.02)
+        assert shown.lines[0].startswith("loss  ━ train 2")

@@ -368,7 +368,11 @@ class ChartBuilder:
                 self._last_build[id(request.chart)] = time.monotonic()
             # CPU time, not wall time: on a busy machine the wall clock also counts other processes' turns.
             started = time.thread_time()
-            strips = self._strips(request.draw(), request.width)
+            try:
+                drawn = request.draw()
+            except Exception as error:  # plotext on odd data: say so in the chart, keep building the others
+                drawn = Text(f"could not draw this chart: {type(error).__name__}: {error}", style="red")
+            strips = self._strips(drawn, request.width)
             cost = time.thread_time() - started
             self.builds += 1
             self.build_seconds.append(cost)
