@@ -14,7 +14,7 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -36,7 +36,23 @@ class Section(BaseModel):
 
 
 class ModelSettings(Section):
-    args: dict[str, ModelArg] = Field(default_factory=dict)  # constructor keyword arguments
+    # Constructor keyword arguments; "config.n_layer" is a field of the config object a constructor takes.
+    args: dict[str, ModelArg] = Field(default_factory=dict)
+
+    @field_validator("args", mode="before")
+    @classmethod
+    def _config_tables_as_dotted_keys(cls, args: Any) -> Any:
+        """`config.n_layer = 4` or a `[model.args.config]` table in TOML is a nested table: flatten it
+        to the "config.n_layer" key the command line gives, so there is one form past this point."""
+        if not isinstance(args, dict):
+            return args
+        flat: dict[str, Any] = {}
+        for key, value in args.items():
+            if isinstance(value, dict):
+                flat.update({f"{key}.{field}": field_value for field, field_value in value.items()})
+            else:
+                flat[key] = value
+        return flat
 
 
 class DataSettings(Section):
