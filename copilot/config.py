@@ -43,15 +43,15 @@ class ModelSettings(Section):
     @classmethod
     def _config_tables_as_dotted_keys(cls, args: Any) -> Any:
         """`config.n_layer = 4` or a `[model.args.config]` table in TOML is a nested table: flatten it
-        to the "config.n_layer" key the command line gives, so there is one form past this point."""
+        to the "config.n_layer" key the command line gives, so there is one form past this point. The
+        flags' dotted keys arrive merged beside the TOML's tables and go last, so a flag wins."""
         if not isinstance(args, dict):
             return args
         flat: dict[str, Any] = {}
         for key, value in args.items():
             if isinstance(value, dict):
                 flat.update({f"{key}.{field}": field_value for field, field_value in value.items()})
-            else:
-                flat[key] = value
+        flat.update({key: value for key, value in args.items() if not isinstance(value, dict)})
         return flat
 
 
