@@ -7,7 +7,10 @@ with a hint. Files are taken as people write them: a training script's
 `if __name__ == "__main__":` block does not run (the module is not `__main__`), sibling
 modules import as when the script runs, and a constructor taking a config object
 (`GPT(config: GPTConfig)`) gets one built from `config.field=value` arguments, with the
-data set's `vocab_size` and `block_size` filled in. This runs in the trainer process (and the advisor's sandbox), never in the
+data set's `vocab_size` and `block_size` filled in. How forward is called and read is
+`model_outputs.OutputContract`, found here by the forward check.
+
+This runs in the trainer process (and the advisor's sandbox), never in the
 UI: importing a user's file runs their code. It must not train, print or write files.
 """
 
@@ -16,19 +19,18 @@ from __future__ import annotations
 import importlib.util
 import inspect
 import itertools
+import math
 import re
 import sys
 import traceback
-import math
 import typing
 from collections.abc import Callable, Mapping
 from dataclasses import MISSING, dataclass, fields, is_dataclass
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Literal
+from typing import Literal
 
 import pydantic
-
 import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
@@ -105,7 +107,9 @@ def load_model(
 def _import_file(path: Path) -> ModuleType:
     ensure_model_file(path)
     safe_stem = re.sub(r"\W", "_", path.stem)
-    module_name = f"copilot_user_model_{next(_module_counter)}_{safe_stem}"
+    package, package_root = _enclosing_package(path.resolve())
+    # Inside a package (mingpt/model.py), the module is named under it so `from .utils import CfgNode` resolves.
+    module_name = ".".join(filter(None, (package, f"copilot_user_model_{next(_module_counter)}_{safe_stem}")))
     # The absolute path becomes the code's file name, so tracebacks can be matched to the user's file.
     import_spec = importlib.util.spec_from_file_location(module_name, path.resolve())
     if import_spec is None or import_spec.loader is None:
@@ -113,11 +117,10 @@ def _import_file(path: Path) -> ModuleType:
     module = importlib.util.module_from_spec(import_spec)
     # Registered before running so dataclasses and pickling inside the file can find their module.
     sys.modules[module_name] = module
-    # The file's folder goes on the path so it can import modules that sit beside it.
-    folder = str(path.resolve().parent)
-    added_to_path = folder not in sys.path
-    if added_to_path:
-        sys.path.insert(0, folder)
+    # The file's folder goes first on the path, as when the script runs, so modules beside it import;
+    # the folder above its package too, so `from mingpt.utils import ...` does.
+    added_to_path = [folder for folder in (str(path.resolve().parent), package_root) if folder and folder not in sys.path]
+    sys.path[:0] = added_to_path
     # A training script parses its flags at import time more often than not: it sees no flags,
     # as when run bare, not the trainer process's own.
     trainer_argv, sys.argv = sys.argv, [str(path)]
@@ -134,9 +137,19 @@ def _import_file(path: Path) -> ModuleType:
         ) from None
     finally:
         sys.argv = trainer_argv
-        if added_to_path:
+        for folder in added_to_path:
             sys.path.remove(folder)
     return module
+
+
+def _enclosing_package(path: Path) -> tuple[str | None, str | None]:
+    """("mingpt", "/src") for /src/mingpt/model.py when mingpt/ has an __init__.py; (None, None) outside a package."""
+    parts: list[str] = []
+    folder = path.parent
+    while (folder / "__init__.py").is_file() and folder.name.isidentifier():
+        parts.insert(0, folder.name)
+        folder = folder.parent
+    return (".".join(parts), str(folder)) if parts else (None, None)
 
 
 def _import_error(exc: Exception, path: Path) -> ModelLoadError:

@@ -508,3 +508,17 @@ def test_a_package_failing_at_import_names_the_line_and_torchvision_gets_the_mat
     )
     minor = int(torch.__version__.split(".")[1])
     assert f"pip install torch=={torch.__version__.split('+')[0]} torchvision==0.{minor + 15}.*" in error.hint
+
+
+def test_a_model_file_inside_a_package_imports_its_relatives(tmp_path: Path) -> None:
+    package = tmp_path / "mingpt"
+    package.mkdir()
+    (package / "__init__.py").write_text("", encoding="utf-8")
+    (package / "utils.py").write_text("WIDTH = 4\n", encoding="utf-8")
+    (package / "model.py").write_text(
+        "from torch import nn\n\nfrom mingpt.utils import WIDTH\nfrom .utils import WIDTH as SAME\n\n\n"
+        "class Net(nn.Sequential):\n    def __init__(self):\n"
+        "        super().__init__(nn.Flatten(), nn.Linear(3 * 32 * 32, WIDTH + SAME + 2))\n",
+        encoding="utf-8",
+    )
+    check_forward(load_model(str(package / "model.py"), {}), torch.randn(2, 3, 32, 32), SHAPES)
