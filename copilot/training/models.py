@@ -38,6 +38,7 @@ from torch.overrides import TorchFunctionMode
 from copilot.config import SandboxSettings
 from copilot.errors import ModelLoadError
 from copilot.events import DataSpec, ModelSummary, ModuleInfo
+from copilot.training.data import IMAGE_INPUT_SHAPES
 from copilot.training.launcher import ensure_model_file, split_model_spec
 from copilot.training.model_outputs import OutputContract, UnreadableOutputs, class_dimension, passes_targets, read_outputs
 
@@ -581,17 +582,21 @@ def _first_layer_mismatch(model: nn.Module, data: DataSpec) -> str | None:
         channels = data.input_shape[0] if len(data.input_shape) == layer.weight.dim() - 1 else None
         if channels == layer.in_channels:
             return None
-        fits = "--dataset shapes or cifar10 would fit" if layer.in_channels == 3 else (
-            f"a data set of {layer.in_channels}-channel images would fit (data.custom)"
-        )
-        return f"first layer '{name}' expects {layer.in_channels} input channels; {gives}: {fits}"
+        fitting = _bundled_sets_where(lambda shape: shape[0] == layer.in_channels)
+        return f"first layer '{name}' expects {layer.in_channels} input channels; {gives}: {fitting}"
     features = math.prod(data.input_shape)
     if layer.in_features == features or layer.in_features == data.input_shape[-1]:
         return None
+    fitting = _bundled_sets_where(lambda shape: math.prod(shape) == layer.in_features)
     return (
         f"first layer '{name}' expects {layer.in_features:,} input features; {gives} ({features:,} flattened): "
-        f"make its in_features {features:,}, or give a data set of that size (data.custom)"
+        f"{fitting}, or make its in_features {features:,}"
     )
+
+
+def _bundled_sets_where(fits: Callable[[tuple[int, ...]], bool]) -> str:
+    names = [f"--dataset {name}" for name, shape in IMAGE_INPUT_SHAPES.items() if fits(shape)]
+    return f"{' or '.join(names)} would fit" if names else "a data set of that shape would fit (data.custom)"
 
 
 # --------------------------------------------------------------------------- describing

@@ -412,7 +412,15 @@ def test_an_image_model_for_other_channels_names_both_and_what_would_fit() -> No
         check_forward(loaded, torch.randn(2, 3, 32, 32), SHAPES)
     assert caught.value.hint == (
         "first layer 'conv1' expects 1 input channels; the shapes data set gives 3 x 32 x 32 samples: "
-        "a data set of 1-channel images would fit (data.custom)"
+        "a data set of that shape would fit (data.custom)"
+    )
+    three_channels = load_model(str(CONVENTIONS / "hf_style.py"), {})
+    gray = SHAPES.model_copy(update={"name": "custom", "input_shape": (1, 28, 28)})
+    with pytest.raises(ModelCheckError) as caught:
+        check_forward(three_channels, torch.randn(2, 1, 28, 28), gray)
+    assert caught.value.hint == (
+        "first layer 'embeddings' expects 3 input channels; the custom data set gives 1 x 28 x 28 samples: "
+        "--dataset shapes or --dataset cifar10 would fit"
     )
 
 
@@ -430,7 +438,7 @@ def test_an_mlp_for_other_image_sizes_names_the_features_both_ways(write_model) 
         check_forward(load_model(str(path), {}), torch.randn(2, 3, 32, 32), SHAPES)
     assert caught.value.hint == (
         "first layer '1' expects 784 input features; the shapes data set gives 3 x 32 x 32 samples (3,072 flattened): "
-        "make its in_features 3,072, or give a data set of that size (data.custom)"
+        "a data set of that shape would fit (data.custom), or make its in_features 3,072"
     )
 
 
