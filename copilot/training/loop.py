@@ -134,8 +134,10 @@ def finish_epoch(state: TrainState) -> tuple[float, float | None]:
     if state._epoch_samples == 0:
         loss, accuracy = math.nan, None
     else:
-        predictions = state._epoch_predictions if state._epoch_predictions is not None else torch.zeros(())
-        loss_sum, correct, predicted = fetch_together(state._epoch_loss_sum, state._epoch_correct, predictions)
+        # Samples were counted, so _add_to_epoch_sums created all three sums on the device.
+        loss_total, correct_total, predicted_total = state._epoch_loss_sum, state._epoch_correct, state._epoch_predictions
+        assert loss_total is not None and correct_total is not None and predicted_total is not None
+        loss_sum, correct, predicted = fetch_together(loss_total, correct_total, predicted_total)
         loss = loss_sum[0] / state._epoch_samples
         defined = state._epoch_accuracy_defined and predicted[0] > 0
         accuracy = correct[0] / predicted[0] if defined else None
