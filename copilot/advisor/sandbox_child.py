@@ -18,10 +18,10 @@ SandboxReport's fields); anything the model prints goes to stderr.
 
 It imports only the standard library and torch, never copilot: nothing of the parent
 (settings, credentials, open files) is in reach. The one copilot file it runs,
-`training/model_outputs.py` (stdlib and torch only), is loaded by path before the walls go
-up, so model outputs are read here exactly as the trainer reads them. The parent imports this module only
-for `SandboxJob`, so no torch at module level. Limits are set here and not in a
-`preexec_fn`, which is unsafe in a parent with threads.
+`training/model_outputs.py` (stdlib and torch only), is loaded by path before the walls
+go up, so model outputs are read here exactly as the trainer reads them. The parent
+imports this module only for `SandboxJob`, so no torch at module level. Limits are set
+here and not in a `preexec_fn`, which is unsafe in a parent with threads.
 """
 
 from __future__ import annotations
