@@ -530,3 +530,10 @@ def test_a_model_file_inside_a_package_imports_its_relatives(tmp_path: Path) -> 
         encoding="utf-8",
     )
     check_forward(load_model(str(package / "model.py"), {}), torch.randn(2, 3, 32, 32), SHAPES)
+
+
+def test_a_script_that_exits_at_import_says_where_its_code_belongs(write_model) -> None:
+    path = write_model("exits.py", "import argparse\n\nargparse.ArgumentParser().parse_args(['--epochs', '3'])\n")
+    error = load_error(path)
+    assert error.message == "exits.py exited while it was imported (exit status 2)"
+    assert error.hint == 'move the top-level script code under if __name__ == "__main__":'
