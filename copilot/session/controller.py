@@ -37,7 +37,7 @@ from pydantic import ValidationError
 from copilot.advisor.codegen.source import declared_hparams
 from copilot.advisor.factory import build_advisor
 from copilot.advisor.graph import PendingProposal
-from copilot.advisor.ledger import append_entry, read_ledger
+from copilot.advisor.ledger import append_entry, entry_key, proposal_id, read_ledger
 from copilot.advisor.roles import AdvisorRoles
 from copilot.advisor.schemas import (
     ArchitectureProposal,
@@ -59,6 +59,7 @@ from copilot.events import (
     Event,
     Finished,
     HParams,
+    LogLine,
     Pause,
     Resume,
     RunStarted,
@@ -69,6 +70,7 @@ from copilot.events import (
 )
 from copilot.history import ExperimentHistory, RoundDiff, RoundInfo
 from copilot.history.hparams_file import read_hparams
+from copilot.metrics_file import applied_rounds
 from copilot.run_folder import DEFAULT_RUNS_DIR, RunFolder, new_run_id
 from copilot.session.triggers import AssessmentTriggers
 from copilot.training.launcher import TrainerProcess, TrainerSpec, ensure_model_file, split_model_spec
@@ -78,6 +80,9 @@ TrainerState = Literal["starting", "running", "paused", "finished", "stopped", "
 RESTORED_TRIGGER = "restored"
 # A trainer being replaced writes a checkpoint first; a big model may take a while.
 REPLACE_STOP_TIMEOUT_S = 30.0
+# Trainers killed from outside are resumed from their checkpoint this many times in a row
+# (without an epoch finished in between) before the run is left crashed for the user.
+MAX_FAULT_RESTARTS = 3
 
 
 @dataclass(frozen=True)
@@ -190,12 +195,17 @@ class Session:
         self.trainer_state: TrainerState = "starting"
         self.paused_on_nonfinite = False
         self._holding = False  # we paused the trainer while a proposal waits for the human
+        self._fault_restarts = 0  # trainers killed from outside and resumed since the last epoch
         self.last_error: TrainerError | None = None
         self.last_epoch: EpochSummary | None = None
-        self.last_checkpoint: str | None = None
         tip = history.rounds()[-1]
         self.round = tip.round
-        self._round_started = (int(tip.before.get("epoch", 0)), tip.time.timestamp())
+        # Where the current round began (the epoch before its first), and what its own model
+        # measured: the trainer may still report the previous round's epochs after a commit.
+        self._round_started_epoch: int | None = int(tip.before.get("epoch", 0))
+        self._round_started_time = tip.time.timestamp()
+        self._round_epoch: EpochSummary | None = None
+        self._round_checkpoint: str | None = None
         self._results_recorded_at: tuple[int, int] | None = None  # (round, epoch) last written to a note
         self._refresh_recorded_tokens()
 
@@ -303,15 +313,26 @@ class Session:
         return None
 
     def _finish_interrupted_decision(self) -> None:
-        """A crash after the gate but before the change was applied: apply it now, once."""
-        outcome = self._advisor.recover()
-        if not isinstance(outcome, Accepted) or outcome.entry.commit is not None:
+        """A crash after the verdict but before the change was committed or applied: finish it now, once.
+
+        The ledger says what was accepted and whether its commit was noted; the round's
+        `Copilot-Proposal` trailer says whether it was committed before the crash, so a
+        resume never commits the same proposal twice, and never offers it again.
+        """
+        outcome = self._advisor.recover() or self._advisor.last_decision()
+        if not isinstance(outcome, Accepted):
             return
-        tip = self.history.rounds()[-1]
-        if tip.summary == outcome.proposal.summary and tip.round > 0:
-            append_entry(self.run, outcome.entry.model_copy(update={"commit": tip.sha}))
+        recorded = {entry_key(entry): entry for entry in read_ledger(self.run)}.get(entry_key(outcome.entry))
+        if recorded is not None and recorded.commit is not None:
             return
-        self._commit(outcome)
+        with self._history_lock:
+            committed = self.history.round_of_proposal(proposal_id(outcome.entry))
+        if committed is None:
+            self._commit(outcome)
+            return
+        append_entry(self.run, outcome.entry.model_copy(update={"commit": committed.sha}))
+        if committed.round not in applied_rounds(self.run.metrics):
+            self._send([self._command_for(outcome.proposal, committed.round)])
 
     @staticmethod
     def _turn_of(pending: PendingProposal, trigger: str) -> AdvisorTurn:
@@ -360,7 +381,9 @@ class Session:
                     self.paused_on_nonfinite = self._holding = False
                     return "training resumes with it"
                 return "the trainer applies it now"
-            if self.trainer_state in ("crashed", "starting"):
+            died = self._trainer is not None and not alive and self.trainer_state not in ("finished", "stopped")
+            if died or self.trainer_state in ("crashed", "starting"):
+                # A trainer that died unseen (killed while the advisor worked) is crashed too.
                 self._replace_trainer(self.run.latest_checkpoint(), commands)
                 return "a new trainer starts with it"
             return "training has ended; it applies when the run continues with more epochs"
@@ -375,7 +398,26 @@ class Session:
             time.sleep(timeout)
         for event in fresh:
             self._observe(event)
-        return backlog + fresh
+        events = backlog + fresh
+        # Only the current trainer's death counts: the backlog holds those of trainers already replaced.
+        killed = next((event for event in fresh if isinstance(event, TrainerError) and event.kind == "killed"), None)
+        if killed is not None and not self._stopped:
+            events.extend(self._recover_from_kill(killed))
+        return events
+
+    def _recover_from_kill(self, killed: TrainerError) -> list[Event]:
+        """A trainer killed from outside is a fault, not a diagnosis: resume it from its last checkpoint."""
+        if self._fault_restarts >= MAX_FAULT_RESTARTS:
+            return []
+        self._fault_restarts += 1
+        checkpoint = self.run.latest_checkpoint()
+        with self._trainer_lock:
+            self._replace_trainer(checkpoint, ())
+            if self._turn is not None:
+                self._hold()
+        where = f"its last checkpoint, {checkpoint.name}" if checkpoint is not None else "the start (no checkpoint yet)"
+        notice = LogLine(level="warning", message=f"{killed.message}; resumed from {where}", time=time.time())
+        return [notice]
 
     def _keep(self, events: Sequence[Event]) -> None:
         """Events read outside `poll_events` (a trainer stopping): observed now, handed out by the next poll."""
@@ -389,6 +431,11 @@ class Session:
             self.trainer_state = "running"
         elif isinstance(event, EpochSummary):
             self.last_epoch = event
+            self._fault_restarts = 0
+            if event.round == self.round:
+                if self._round_started_epoch is None:
+                    self._round_started_epoch = event.epoch - 1
+                self._round_epoch = event
         elif isinstance(event, StateChanged) and event.state in ("running", "paused"):
             self.trainer_state = event.state
             if event.state == "running":
@@ -397,12 +444,18 @@ class Session:
             self.last_error = event
             if event.kind == "nonfinite":
                 self.paused_on_nonfinite = True
-            elif event.kind == "killed":
+            elif event.kind in ("killed", "oom"):  # "oom" also comes as a death notice, with no Finished
                 self.trainer_state = "crashed"
         elif isinstance(event, CheckpointWritten):
-            self.last_checkpoint = event.path
+            if event.round == self.round:
+                self._round_checkpoint = event.path
         elif isinstance(event, Finished):
             self.trainer_state = {"epochs_done": "finished", "stopped": "stopped", "error": "crashed"}[event.reason]
+
+    @property
+    def trainer_pid(self) -> int | None:
+        """The running trainer's process id (what a user's `kill` would name)."""
+        return self._trainer.pid if self._trainer is not None else None
 
     def pause(self) -> None:
         self._send_live(Pause())
@@ -523,25 +576,30 @@ class Session:
         findings = [finding_line(finding) for finding in accepted.entry.diagnosis.findings]
         verdict = "edited" if accepted.verdict.decision == "edit" else "accepted"
         self.record_results()
+        identity = proposal_id(accepted.entry)
         with self._history_lock:
             if isinstance(proposal, ArchitectureProposal):
                 rationale = proposal.rationale + "".join(f"\n\n- {change}" for change in proposal.changes)
                 info = self.history.commit_round(
                     kind="arch", summary=proposal.summary, findings=findings, rationale=rationale,
                     model_code=proposal.code, hparams=None, advisor=self.advisor_name,
-                    before=self._before_metrics(), verdict=verdict,
+                    before=self._before_metrics(), verdict=verdict, proposal_id=identity,
                 )  # fmt: skip
-                command: Command = self._swap_command(info.round)
             else:
                 info = self.history.commit_round(
                     kind="hparams", summary=proposal.summary, findings=findings, rationale=proposal.rationale,
                     model_code=None, hparams=proposal.after.model_dump(), advisor=self.advisor_name,
-                    before=self._before_metrics(), verdict=verdict,
+                    before=self._before_metrics(), verdict=verdict, proposal_id=identity,
                 )  # fmt: skip
-                command = SetHParams(changes=proposal.change.changes(), round=info.round)
         append_entry(self.run, accepted.entry.model_copy(update={"commit": info.sha}))
         self._new_round(info)
-        return info, self._send([command])
+        return info, self._send([self._command_for(proposal, info.round)])
+
+    def _command_for(self, proposal: Proposal, round_number: int) -> Command:
+        """What the trainer must do to train a committed round of `proposal`."""
+        if isinstance(proposal, ArchitectureProposal):
+            return self._swap_command(round_number)
+        return SetHParams(changes=proposal.change.changes(), round=round_number)
 
     def _decide_finish(self, turn: AdvisorTurn, verdict: Verdict) -> Decision:
         if verdict.decision == "edit":
@@ -573,13 +631,21 @@ class Session:
 
     def _new_round(self, info: RoundInfo) -> None:
         self.round = info.round
-        self._round_started = (self.last_epoch.epoch if self.last_epoch else 0, time.time())
+        self._round_started_epoch = None  # known at the round's first epoch
+        self._round_started_time = time.time()
+        self._round_epoch = self._round_checkpoint = None
 
     def record_results(self) -> None:
-        """Write what the current round measured into its git note (once per new epoch)."""
-        epoch = self.last_epoch
-        started_epoch, started_time = self._round_started
-        if epoch is None or epoch.epoch <= started_epoch or self._results_recorded_at == (self.round, epoch.epoch):
+        """Write what the current round's own model measured into its git note (once per new epoch).
+
+        Only epochs and checkpoints the trainer reports for this round count: those of the
+        model before it, still arriving after the commit, are never this round's results.
+        """
+        epoch = self._round_epoch
+        started_epoch = self._round_started_epoch
+        if epoch is None or started_epoch is None or epoch.epoch <= started_epoch:
+            return
+        if self._results_recorded_at == (self.round, epoch.epoch):
             return
         results = {
             "val_acc": epoch.val_accuracy,
@@ -587,8 +653,8 @@ class Session:
             "train_loss": epoch.train_loss,
             "epoch": epoch.epoch,
             "epochs_trained": epoch.epoch - started_epoch,
-            "wall_time_s": round(time.time() - started_time, 1),
-            "checkpoint": self.last_checkpoint,
+            "wall_time_s": round(time.time() - self._round_started_time, 1),
+            "checkpoint": self._round_checkpoint,
         }
         with self._history_lock:
             self.history.record_result(self.round, {key: value for key, value in results.items() if value is not None})

@@ -2,7 +2,8 @@
 
 `AssessmentTriggers` is fed every trainer event (by the session, from one thread) and
 answers `due()` with the reason to assess now: "error" (the trainer stopped on an
-error, or a swapped model failed), "nonfinite" (NaN or infinity; the trainer paused
+error, or a swapped model failed; a kill from outside with no sign of running out of
+memory is a fault the session recovers from, not a diagnosis), "nonfinite" (NaN or infinity; the trainer paused
 itself), "plateau" (the loss has not improved for `plateau_window` epochs) or
 "schedule" (`assess_every` epochs since the last look), most urgent first; None
 otherwise. Assessing on demand is the caller's choice and needs no trigger.
@@ -53,6 +54,8 @@ class AssessmentTriggers:
             self._new_round()
 
     def _error(self, event: TrainerError) -> None:
+        if event.kind == "killed":
+            return
         # A restarted trainer that fails the same way reports the same error: one look is enough.
         identity = (event.kind, event.message, event.step)
         if identity in self._seen_errors:

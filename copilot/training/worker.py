@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 import multiprocessing
+import os
 import queue
 import random
 import shutil
@@ -27,12 +28,12 @@ import traceback
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, TextIO
+from typing import Any, Literal
 
 import torch
 from torch import nn
 
-from copilot.errors import ConfigError, CopilotError, DataError, ModelLoadError
+from copilot.errors import ConfigError, CopilotError, DataError, DiskFullError, ModelLoadError, is_disk_full
 from copilot.events import (
     ActivationStats,
     CheckpointNow,
@@ -62,6 +63,7 @@ from copilot.events import (
     TrainerError,
     event_to_json,
 )
+from copilot.metrics_file import LineFile, open_for_append
 from copilot.run_folder import RunFolder
 from copilot.training import distributed
 from copilot.training.checkpoints import (
@@ -77,6 +79,7 @@ from copilot.training.data import DataBundle, batches_per_epoch, iterate_batches
 from copilot.training.hparams import apply_hparam_changes, build_optimizer, build_scheduler, resolve_hparams
 from copilot.training.instruments import Instruments
 from copilot.training.launcher import TrainerSpec
+from copilot.training.watchdog import LOADING, StuckAt, Watchdog
 from copilot.training.loop import TrainState, evaluate, finish_epoch, make_loss_fn, train_step
 from copilot.training.models import (
     LoadedModel,
@@ -118,12 +121,14 @@ class _Reporter:
         self._pending_steps: list[StepRecord] = []
         self._pending_activations: ActivationStats | None = None
         self._last_flush = -math.inf
-        self._metrics: TextIO | None = None
-        self._log: TextIO | None = None
+        self._metrics: LineFile | None = None
+        self._log: LineFile | None = None
+        self.attempt = 1
+        self._files_failed = False  # a write into the run folder failed: events still reach the parent
         if enabled:
             folder.create()
-            self._metrics = folder.metrics.open("a", encoding="utf-8")
-            self._log = folder.events_log.open("a", encoding="utf-8")
+            self._metrics, self.attempt = open_for_append(folder.metrics)
+            self._log = LineFile(folder.events_log)
 
     def emit(self, event: Message) -> None:
         """Send one event now, after the steps still waiting (so the parent sees them in order)."""
@@ -131,6 +136,10 @@ class _Reporter:
         self._send(event)
         if isinstance(event, (TrainerError, Finished)):
             self.sync_files()
+
+    @property
+    def log_file(self) -> LineFile | None:
+        return self._log
 
     def log(self, message: str, level: Literal["debug", "info", "warning", "error"] = "info") -> None:
         self.emit(LogLine(level=level, message=message, time=time.time()))
@@ -151,7 +160,7 @@ class _Reporter:
         if not self._pending_steps and self._pending_activations is None:
             return
         if self._pending_steps:
-            self._send(StepBatch(records=tuple(self._pending_steps)))
+            self._send(StepBatch(records=tuple(self._pending_steps), attempt=self.attempt))
             self._pending_steps = []
         if self._pending_activations is not None:
             self._send(self._pending_activations)
@@ -159,9 +168,8 @@ class _Reporter:
         self._last_flush = time.monotonic()
 
     def sync_files(self) -> None:
-        for file in (self._metrics, self._log):
-            if file is not None:
-                file.flush()
+        """Everything measured so far, waiting steps included, into the files (the OS keeps it past a kill)."""
+        self.flush_steps()
 
     def close(self) -> None:
         self.flush_steps()
@@ -173,12 +181,19 @@ class _Reporter:
         if not self._enabled:
             return
         self._events.put(event)
-        if self._metrics is not None and not isinstance(event, LogLine):
-            self._metrics.write(event_to_json(event) + "\n")
-        line = _describe(event)
-        if line is not None and self._log is not None:
-            level = event.level if isinstance(event, LogLine) else "error" if isinstance(event, TrainerError) else "info"
-            self._log.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {level.upper():<7} {line}\n")
+        if self._files_failed:
+            return
+        try:
+            if self._metrics is not None and not isinstance(event, LogLine):
+                self._metrics.append(event_to_json(event))
+            line = _describe(event)
+            if line is not None and self._log is not None:
+                level = event.level if isinstance(event, LogLine) else "error" if isinstance(event, TrainerError) else "info"
+                self._log.append(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {level.upper():<7} {line}")
+        except OSError:
+            # Once: what could not be written ends the run; its error still reaches the parent.
+            self._files_failed = True
+            raise
 
 
 def _percent(value: float | None) -> str:
@@ -244,6 +259,8 @@ def _is_out_of_memory(exc: BaseException) -> bool:
 def _error_event(exc: BaseException, user_files: set[str], *, epoch: int | None, step: int | None) -> TrainerError:
     """Classify an exception: what kind, whether the user can fix it, and how."""
     full = "".join(traceback.format_exception(exc))
+    if isinstance(exc, DiskFullError):  # nothing to debug, and events.log may not have room for it
+        return TrainerError(kind="disk", message=exc.message, hint=exc.hint, epoch=epoch, step=step)
     if isinstance(exc, CopilotError):
         kind: ErrorKind = (
             exc.kind if isinstance(exc, ModelCheckError) else
@@ -351,6 +368,8 @@ class _Trainer:
         self.swap_backup: _ActiveModel | None = None
         self.paused_s = 0.0  # time spent paused in the epoch in progress
         self.nonfinite_reported = False  # in the epoch in progress
+        self.events = events
+        self.watchdog: Watchdog | None = None
 
     # ----------------------------------------------------------------- run
 
@@ -361,6 +380,8 @@ class _Trainer:
             reason = self._train()
         except Exception as exc:
             state = self.state
+            if is_disk_full(exc):
+                exc = DiskFullError(self.folder.path, f"copilot resume {self.folder.run_id}")
             self.reporter.emit(
                 _error_event(
                     exc,
@@ -370,15 +391,45 @@ class _Trainer:
                 )
             )
         finally:
+            if self.watchdog is not None:
+                self.watchdog.stop()
             epoch, step = (self.state.epoch, self.state.step) if self.state else (0, 0)
             self.reporter.emit(Finished(reason=reason, epoch=epoch, step=step))
             self.reporter.close()
+
+    def _watch(self, stage: str) -> None:
+        if self.watchdog is not None:
+            self.watchdog.at(stage)
+
+    def _stuck(self, stuck: StuckAt) -> None:
+        """The watchdog's verdict (on its own thread; the main one is stuck): report it and end."""
+        frame = stuck.frame
+        where = f" at {Path(frame.filename).name}:{frame.lineno} in {frame.name}" if frame is not None else ""
+        state = self.state
+        self.reporter.emit(
+            TrainerError(
+                kind="stuck",
+                message=f"the model is stuck in {stuck.stage}: no progress for {stuck.seconds:.0f} s{where}",
+                hint="every thread's stack is in events.log; fix the loop there, or raise train.watchdog_s if it is only slow",
+                epoch=state.epoch + 1 if state else None,
+                step=state.step if state else None,
+            )
+        )
+        self.reporter.emit(Finished(reason="error", epoch=state.epoch if state else 0, step=state.step if state else 0))
+        self.reporter.close()
+        if multiprocessing.parent_process() is not None:  # our own process: end it, the stuck thread with it
+            self.events.close()
+            self.events.join_thread()
+            os._exit(1)
 
     def _start(self) -> None:
         _seed_everything(self.settings.seed)
         self.generator.manual_seed(self.settings.seed)
         self.device = distributed.pick_device(self.settings.device)
         self.data = load_data(self.spec.data, self.device, rank=distributed.rank(), world_size=distributed.world_size())
+        if self.settings.watchdog_s is not None:
+            self.watchdog = Watchdog(self.settings.watchdog_s, self.reporter.log_file, self.user_files, self._stuck)
+            self.watchdog.start()
         self.probe_inputs = self._probe_batch(self.data)
         checkpoint = load_checkpoint(self.spec.resume_from) if self.spec.resume_from else None
         if checkpoint is None:
@@ -454,8 +505,10 @@ class _Trainer:
     def _load_checked(self, file: str, name: str | None, args: dict[str, Any]) -> LoadedModel:
         """Build the model in `file` on the device and check one forward pass on real samples."""
         self.user_files.add(str(Path(file).resolve()))
+        self._watch(LOADING)
         loaded = load_model(file if name is None else f"{file}:{name}", args)
         loaded.model.to(self.device)
+        self._watch("first forward")
         check_forward(loaded, self.probe_inputs, self.data.spec)
         return loaded
 
@@ -541,14 +594,16 @@ class _Trainer:
                 samples_per_sec=samples / training_s if training_s > 0 else 0.0,
                 duration_s=time.perf_counter() - epoch_started,
                 round=state.round,
+                attempt=self.reporter.attempt,
             )
         )
         if self.settings.checkpoint_every_epoch:
             self._checkpoint(at_epoch_end=True)
-        self.reporter.sync_files()
+        else:
+            self.reporter.sync_files()
 
     def _validation_batches(self, state: TrainState) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        return iterate_batches(
+        batches = iterate_batches(
             self.data.val,
             state.hparams.batch_size,
             shuffle=False,
@@ -557,8 +612,12 @@ class _Trainer:
             rank=distributed.rank(),
             world_size=distributed.world_size(),
         )
+        for number, batch in enumerate(batches, start=1):
+            self._watch(f"validation batch {number}")
+            yield batch
 
     def _step(self, state: TrainState, inputs: torch.Tensor, targets: torch.Tensor) -> None:
+        self._watch(f"step {state.step + 1}")
         log = state.step % self.settings.log_every == 0
         sample_activations = state.step % self.settings.activation_every == 0
         try:
@@ -596,6 +655,7 @@ class _Trainer:
             except queue.Empty:
                 if not self.paused:
                     break
+                self._watch("paused")  # waiting for the user is not being stuck
                 if not _parent_alive():
                     self.stop_request = Stop()
                     raise _StopRequested
@@ -698,6 +758,10 @@ class _Trainer:
         state = self.state
         if state is None or not distributed.is_main():
             return
+        # The record reaches disk before the checkpoint does: a trainer resumed from it never
+        # lacks the steps before it (a kill loses what is still in our buffers, not the OS's).
+        self.reporter.sync_files()
+        self._watch("checkpoint")
         checkpoint = Checkpoint(
             model_state=state.model.state_dict(),
             optimizer_state=state.optimizer.state_dict(),
@@ -714,7 +778,7 @@ class _Trainer:
         )
         path = self.folder.checkpoints / checkpoint_name(state.epoch, state.step, at_epoch_end=at_epoch_end)
         save_checkpoint(checkpoint, path)
-        self.reporter.emit(CheckpointWritten(path=str(path), epoch=state.epoch, step=state.step))
+        self.reporter.emit(CheckpointWritten(path=str(path), epoch=state.epoch, step=state.step, round=state.round))
 
 
 def _swap_refused(exc: CopilotError, state: TrainState) -> TrainerError:

@@ -92,5 +92,11 @@ def test_no_scheduled_look_once_the_budget_is_spent() -> None:
     watched.observe(epoch(1, 1.0))
     watched.observe(epoch(2, 1.0))
     assert watched.due() is None
-    watched.observe(TrainerError(kind="killed", message="the trainer process was killed by SIGKILL"))
+    watched.observe(TrainerError(kind="oom", message="the trainer process was killed by SIGKILL: the system ran out of memory"))
     assert watched.due() == "error"
+
+
+def test_a_kill_from_outside_is_no_reason_to_assess() -> None:
+    watched = triggers()
+    watched.observe(TrainerError(kind="killed", message="the trainer process was killed by SIGTERM (exit code -15)"))
+    assert watched.due() is None
