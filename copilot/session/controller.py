@@ -16,8 +16,12 @@ From then on:
   the run ends; `write_report` writes report.md; `stop` checkpoints and stops.
 
 `Session.reopen` continues a stopped run from its latest checkpoint, pending proposal
-included. The Textual app and the headless driver both drive a `Session`; it prints
-nothing and imports no Textual. Blocking calls (`assess`, `decide`, history
+included, and completes a verdict a crash cut short (the round commit's
+`Copilot-Proposal` trailer says whether it was committed already). A trainer killed from
+outside is resumed from its last checkpoint without an advisor round; a full disk met by
+the advisor's or the report's writes is a `DiskFullError` naming the run. The Textual
+app and the headless driver both drive a `Session`; it prints nothing and imports no
+Textual. Blocking calls (`assess`, `decide`, history
 operations, `stop`) may run in worker threads: the trainer, the history and the
 advisor each have their own lock.
 """
@@ -27,7 +31,8 @@ from __future__ import annotations
 import math
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -50,7 +55,7 @@ from copilot.advisor.schemas import (
 from copilot.advisor.session import Accepted, AdvisorSession, Failed, Finished as AdvisorFinished, Rejected
 from copilot.advisor.snapshot import build_snapshot
 from copilot.config import Settings
-from copilot.errors import AdvisorError, ConfigError, CopilotError
+from copilot.errors import AdvisorError, ConfigError, CopilotError, DiskFullError, is_disk_full
 from copilot.events import (
     CheckpointNow,
     CheckpointWritten,
@@ -381,9 +386,10 @@ class Session:
                     self.paused_on_nonfinite = self._holding = False
                     return "training resumes with it"
                 return "the trainer applies it now"
-            died = self._trainer is not None and not alive and self.trainer_state not in ("finished", "stopped")
+            # A trainer killed unseen (while the advisor worked) is crashed too; one that ended
+            # its budget unseen exited 0.
+            died = self._trainer is not None and not alive and self._trainer.exitcode not in (0, None)
             if died or self.trainer_state in ("crashed", "starting"):
-                # A trainer that died unseen (killed while the advisor worked) is crashed too.
                 self._replace_trainer(self.run.latest_checkpoint(), commands)
                 return "a new trainer starts with it"
             return "training has ended; it applies when the run continues with more epochs"
@@ -522,7 +528,7 @@ class Session:
     def assess(self, trigger: str) -> AdvisorTurn:
         """Diagnose and propose, up to the human gate (blocking: seconds, more with an LLM)."""
         self._require_open()
-        with self._advisor_lock:
+        with self._advisor_lock, self._full_disk_is_the_users():
             if self._turn is not None:
                 raise AdvisorError("a proposal is still waiting for your decision", "accept, reject or edit it first")
             self._assessing = True
@@ -550,7 +556,7 @@ class Session:
     def decide(self, verdict: Verdict) -> Decision:
         """Apply the human's verdict on the waiting proposal (blocking: git, maybe a new trainer)."""
         self._require_open()
-        with self._advisor_lock:
+        with self._advisor_lock, self._full_disk_is_the_users():
             turn = self._turn
             if turn is None:
                 raise AdvisorError("no proposal is waiting for a decision", "ask the advisor for an assessment first")
@@ -723,8 +729,19 @@ class Session:
         from copilot.report import write_report
 
         self.record_results()
-        with self._history_lock:
+        with self._history_lock, self._full_disk_is_the_users():
             return write_report(self.run, self.history, advisor_name=self.advisor_name)
+
+    @contextmanager
+    def _full_disk_is_the_users(self) -> Iterator[None]:
+        """A write into the run folder (advisor.sqlite, the ledger, the report) that finds the
+        disk full is the user's to fix, named with the run and how to continue it."""
+        try:
+            yield
+        except Exception as exc:
+            if is_disk_full(exc):
+                raise DiskFullError(self.run.path, resume_command(self.run)) from exc
+            raise
 
     def stop(self, timeout: float = 5.0) -> None:
         """Checkpoint and stop the trainer, note the round's results; a waiting proposal stays waiting."""

@@ -5,8 +5,10 @@ user's model, checks one forward pass against the data, resolves the hyperparame
 and runs epochs of `loop.train_step`, reading commands between steps (without waiting
 while running, with a timeout while paused). Logged steps are coalesced into
 `StepBatch`es so at most `train.max_messages_per_sec` messages reach the parent. Every
-event except log lines is appended to `metrics.jsonl` (flushed each epoch and at once on
-errors) and described in `events.log` with full tracebacks.
+event except log lines is appended to `metrics.jsonl` (whole lines, marked with this
+start's attempt; see `copilot/metrics_file.py`) and described in `events.log` with full
+tracebacks. A watchdog (`train.watchdog_s`) ends a run whose model is stuck, naming the
+stage and the frame; a full disk ends it as a `DiskFullError`, with nothing half-written.
 
 Whatever goes wrong ends as one `TrainerError` (kind, one-line message, hint, traceback)
 followed by `Finished`; a non-finite loss and a swapped model that fails are reported

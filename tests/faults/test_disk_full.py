@@ -1,6 +1,6 @@
 """A full disk under the runs folder (a real 2 MB tmpfs): one `error:`/`hint:` pair naming the
-space left, no half-written checkpoint, no torn line in metrics.jsonl, and the run resumes
-once space is freed."""
+space left and how to continue, no half-written checkpoint, no torn line, and the run resumes
+once space is freed; for `copilot train` and for a whole co-pilot session."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import pytest
 from copilot.cli import main
 from copilot.events import EpochSummary, parse_event
 from tests.faults.mounts import tiny_disk
+from tests.history.repos import git, isolate_git
 
 SAMPLE_MODELS = Path(__file__).resolve().parents[2] / "sample_models"
 CONFIG = """
@@ -50,3 +51,34 @@ def test_a_full_disk_ends_the_run_in_one_line_and_it_resumes_after_freeing_space
         assert main(["train", "--resume", "full", "--epochs", str(last + 1)]) == 0
         epochs = [parse_event(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
         assert [e.epoch for e in epochs if isinstance(e, EpochSummary)][-1] == last + 1
+
+
+def test_a_full_disk_under_a_co_pilot_session_is_one_line_naming_the_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    # The advisor's own writes (advisor.sqlite, the ledger, the report) meet the full disk too.
+    (tmp_path / "home").mkdir()
+    isolate_git(tmp_path / "home", monkeypatch)
+    project = tmp_path / "project"
+    project.mkdir()
+    monkeypatch.chdir(project)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    shutil.copyfile(SAMPLE_MODELS / "bad_cnn.py", project / "bad_cnn.py")
+    git(project, "init", "-q", "-b", "main")
+    git(project, "add", ".")
+    git(project, "commit", "-q", "-m", "model")
+    (project / ".git" / "info" / "exclude").write_text("copilot.toml\nruns/\n", encoding="utf-8")
+    (project / "copilot.toml").write_text(CONFIG, encoding="utf-8")
+    with tiny_disk(project / "runs", "2m") as runs:
+        run = runs / "full"
+        argv = ["run", "bad_cnn.py", "--headless", "--auto-accept", "validated", "--epochs", "30", "--run-name", "full"]
+        assert main(argv) == 2
+        err = capfd.readouterr().err
+        lines = err.strip().splitlines()
+        assert len(lines) == 2 and "Traceback" not in err, err
+        assert lines[0].startswith(f"error: no space left on {run} (") and lines[0].endswith(" MB free)"), err
+        assert lines[1] == "hint: free space and run `copilot resume full`", err
+        assert not list(run.rglob("*.partial"))
+        for jsonl in ("metrics.jsonl", "ledger.jsonl"):
+            text = (run / jsonl).read_text(encoding="utf-8") if (run / jsonl).exists() else ""
+            assert not text or text.endswith("\n"), f"a torn line in {jsonl}"

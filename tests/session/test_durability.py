@@ -99,7 +99,7 @@ def test_a_rounds_note_never_records_the_previous_models_numbers(project: Path) 
         session.assess("schedule")
         wait_for_file_text(session.run.metrics, '"reason":"epochs_done"')
         decision = session.decide(Verdict(decision="accept"))
-        assert decision.accepted and decision.round.round == 1
+        assert decision.accepted and decision.round.round == 1 and "training has ended" in decision.message
         events = run_until(session, lambda seen: any(isinstance(e, Finished) for e in seen))
         late = [e for e in events if isinstance(e, EpochSummary)]
         assert late and all(e.round == 0 for e in late), "round 0's model went on training after the commit"

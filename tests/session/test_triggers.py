@@ -96,7 +96,8 @@ def test_no_scheduled_look_once_the_budget_is_spent() -> None:
     assert watched.due() == "error"
 
 
-def test_a_kill_from_outside_is_no_reason_to_assess() -> None:
+def test_a_kill_from_outside_or_a_full_disk_is_no_reason_to_assess() -> None:
     watched = triggers()
     watched.observe(TrainerError(kind="killed", message="the trainer process was killed by SIGTERM (exit code -15)"))
+    watched.observe(TrainerError(kind="disk", message="no space left on /runs/r (0 MB free)"))
     assert watched.due() is None
