@@ -11,10 +11,9 @@ import pytest
 
 from copilot.cli import main
 from copilot.events import EpochSummary, parse_event
+from tests.faults.conftest import SAMPLE_MODELS
 from tests.faults.mounts import tiny_disk
-from tests.history.repos import git, isolate_git
 
-SAMPLE_MODELS = Path(__file__).resolve().parents[2] / "sample_models"
 CONFIG = """
 runs_dir = "runs"
 
@@ -54,19 +53,10 @@ def test_a_full_disk_ends_the_run_in_one_line_and_it_resumes_after_freeing_space
 
 
 def test_a_full_disk_under_a_co_pilot_session_is_one_line_naming_the_run(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+    user_project: Path, capfd: pytest.CaptureFixture[str]
 ) -> None:
     # The advisor's own writes (advisor.sqlite, the ledger, the report) meet the full disk too.
-    (tmp_path / "home").mkdir()
-    isolate_git(tmp_path / "home", monkeypatch)
-    project = tmp_path / "project"
-    project.mkdir()
-    monkeypatch.chdir(project)
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    shutil.copyfile(SAMPLE_MODELS / "bad_cnn.py", project / "bad_cnn.py")
-    git(project, "init", "-q", "-b", "main")
-    git(project, "add", ".")
-    git(project, "commit", "-q", "-m", "model")
+    project = user_project
     (project / ".git" / "info" / "exclude").write_text("copilot.toml\nruns/\n", encoding="utf-8")
     (project / "copilot.toml").write_text(CONFIG, encoding="utf-8")
     with tiny_disk(project / "runs", "2m") as runs:

@@ -2,30 +2,19 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
 
 from copilot.cli import main
 from tests.faults.mounts import read_only
-from tests.history.repos import git, isolate_git
-
-SAMPLE_MODELS = Path(__file__).resolve().parents[2] / "sample_models"
+from tests.history.repos import git
 
 
 def test_a_read_only_git_folder_is_one_clear_line_and_leaves_nothing(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    user_project: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    (tmp_path / "home").mkdir()
-    isolate_git(tmp_path / "home", monkeypatch)
-    project = tmp_path / "project"
-    project.mkdir()
-    shutil.copyfile(SAMPLE_MODELS / "bad_cnn.py", project / "bad_cnn.py")
-    git(project, "init", "-q", "-b", "main")
-    git(project, "add", ".")
-    git(project, "commit", "-q", "-m", "model")
-    monkeypatch.chdir(project)
+    project = user_project
     with read_only(project / ".git"):
         code = main(["run", "bad_cnn.py", "--headless", "--epochs", "1"])
         status = git(project, "status", "--porcelain", "--untracked-files=all")
