@@ -74,6 +74,9 @@ class TrainSettings(Section):
     max_messages_per_sec: float = Field(20.0, gt=0)
     seed: int = 0
     checkpoint_every_epoch: bool = True
+    # Seconds one stage (the model's import, construction, first forward, a step) may take
+    # before the trainer is called stuck and ends with the frame it is stuck in; None: never.
+    watchdog_s: float | None = Field(300.0, gt=0)
 
 
 class RoleSettings(Section):

@@ -197,6 +197,7 @@ class StepBatch(Message):
 
     type: Literal["steps"] = "steps"
     records: tuple[StepRecord, ...]
+    attempt: int = 1  # which start of the trainer measured them (see copilot/metrics_file.py)
 
 
 class ActivationStats(Message):
@@ -223,6 +224,7 @@ class EpochSummary(Message):
     samples_per_sec: float
     duration_s: float
     round: int = 0
+    attempt: int = 1  # which start of the trainer measured it (see copilot/metrics_file.py)
 
 
 class Evaluated(Message):
@@ -242,7 +244,7 @@ class LogLine(Message):
     time: float
 
 
-ErrorKind = Literal["load", "data", "forward", "shape", "nonfinite", "oom", "runtime", "killed", "config"]
+ErrorKind = Literal["load", "data", "forward", "shape", "nonfinite", "oom", "runtime", "killed", "config", "disk", "stuck"]
 
 
 class TrainerError(Message):
@@ -263,6 +265,7 @@ class CheckpointWritten(Message):
     path: str
     epoch: int
     step: int
+    round: int | None = None  # the round whose model it holds (None from trainers before rounds were recorded)
 
 
 class HParamsApplied(Message):

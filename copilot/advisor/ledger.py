@@ -10,7 +10,9 @@ An entry is identified by (run id, round, time): `time` is fixed when the propos
 made, before the gate, so a workflow step that re-runs after a crash appends nothing
 new. A later line with the same identity supersedes an earlier one, which is how a
 caller records the commit of an applied proposal without rewriting the file:
-`append_entry(run, entry.model_copy(update={"commit": sha}))`.
+`append_entry(run, entry.model_copy(update={"commit": sha}))`. The same identity,
+as `proposal_id`, is the round commit's `Copilot-Proposal` trailer, so an accepted
+entry without a commit can be completed after a crash without committing it twice.
 
 NaN and infinity are data here (an exploding loss as evidence), so lines are written
 with Python's JSON constants and read back as floats. This module does no advising.
@@ -37,6 +39,11 @@ _append_lock = threading.Lock()
 
 def entry_key(entry: LedgerEntry) -> EntryKey:
     return (entry.run_id, entry.round, entry.time)
+
+
+def proposal_id(entry: LedgerEntry) -> str:
+    """The entry's identity as one token: the `Copilot-Proposal` trailer of the round that applies it."""
+    return f"{entry.run_id}/r{entry.round}/{entry.time!r}"
 
 
 def _line(entry: LedgerEntry) -> str:

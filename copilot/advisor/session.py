@@ -189,6 +189,17 @@ class AdvisorSession:
             return None
         return self._run(None)
 
+    def last_decision(self) -> Accepted | Rejected | None:
+        """The verdict the newest assessment ended with, read from its checkpoint (None when it
+        did not end with one): what a caller that died before applying it must still apply."""
+        if self._thread_id is None:
+            return None
+        state = self._graph.get_state(self._config())
+        if state.next or state.interrupts or state.values.get("verdict") is None or "entry" not in state.values:
+            return None
+        outcome = _outcome_of(state.values)
+        return outcome if isinstance(outcome, (Accepted, Rejected)) else None
+
     def _run(self, graph_input: Any) -> Any:
         config = self._config()
         # "sync": each step is on disk before the next starts, so a crash loses at most one step.

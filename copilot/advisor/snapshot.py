@@ -1,7 +1,7 @@
 """Run metrics -> a bounded `TrainingSnapshot`: everything an advisor role may look at.
 
 The snapshot is read from the run folder's `metrics.jsonl` (the trainer's event
-records, parsed with `copilot.events.parse_event`) plus the model's source and the
+records, read with `copilot.metrics_file.read_metrics`) plus the model's source and the
 ledger of earlier proposals. It is bounded whatever the run's length: histories are
 summarised (first, best, last, recent slope) and downsampled to a few points,
 per-module statistics come from a window of recent logged steps, and long texts
@@ -47,8 +47,8 @@ from copilot.events import (
     StepBatch,
     StepRecord,
     TrainerError,
-    parse_event,
 )
+from copilot.metrics_file import read_metrics
 from copilot.run_folder import RunFolder
 
 ModelArgs = dict[str, float | int | str | bool | None]
@@ -196,20 +196,6 @@ class TrainingSnapshot(Part):
 
 
 # --------------------------------------------------------------------------- building
-
-
-def _read_events(path: Path) -> Iterator[object]:
-    """Every event in `metrics.jsonl`; a torn last line (the trainer was killed mid-write) is skipped."""
-    if not path.exists():
-        return
-    with path.open(encoding="utf-8") as lines:
-        for line in lines:
-            if not line.strip():
-                continue
-            try:
-                yield parse_event(line)
-            except ValidationError:
-                continue
 
 
 def _downsample(values: Sequence[float], points: int = HISTORY_POINTS) -> tuple[float, ...]:
@@ -467,7 +453,7 @@ def build_snapshot(
     error: TrainerError | None = None
     last_step = 0
 
-    for event in _read_events(run.metrics):
+    for event in read_metrics(run.metrics):
         if isinstance(event, RunStarted):
             started, model, hparams = event, event.model, event.hparams
         elif isinstance(event, ModelSwapped):

@@ -208,7 +208,7 @@ def run_headless(spec: TrainerSpec, console: Console) -> int:
                     error = error or event
                     if event.kind == "nonfinite":  # headless: nobody is there to fix it, so end the run
                         trainer.send(Stop())
-                if any(isinstance(e, Finished) for e in events) or (error is not None and error.kind == "killed"):
+                if any(isinstance(e, Finished) for e in events) or (error is not None and error.kind in ("killed", "oom")):
                     break
     except KeyboardInterrupt:
         console.print("stopping: writing a checkpoint (Ctrl-C again to abandon it)")
@@ -228,6 +228,8 @@ def run_headless(spec: TrainerSpec, console: Console) -> int:
 
 def _hint_with_log(error: TrainerError, spec: TrainerSpec) -> str:
     log = RunFolder(spec.run_folder).events_log
+    if error.kind == "disk":  # the trainer names the app's way to continue; this command has its own
+        return error.hint.replace("copilot resume ", "copilot train --resume ")
     if not error.traceback:
         return error.hint
     return f"{error.hint} (details in {log})" if error.hint else f"details in {log}"

@@ -176,6 +176,8 @@ class _HeadlessDriver:
         crashed = session.trainer_state == "crashed" or session.paused_on_nonfinite
         error = session.last_error
         session.stop()
+        if error is not None and error.kind == "disk":  # the report would not fit either: say only what to do
+            raise CopilotError(error.message, error.hint)
         report = session.write_report()
         self._print_rounds()
         self.console.print(f"report: [bold]{escape(str(report))}[/]")

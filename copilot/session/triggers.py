@@ -2,7 +2,8 @@
 
 `AssessmentTriggers` is fed every trainer event (by the session, from one thread) and
 answers `due()` with the reason to assess now: "error" (the trainer stopped on an
-error, or a swapped model failed), "nonfinite" (NaN or infinity; the trainer paused
+error, or a swapped model failed; a kill from outside with no sign of running out of
+memory, or a full disk, is a fault of the machine, not a diagnosis), "nonfinite" (NaN or infinity; the trainer paused
 itself), "plateau" (the loss has not improved for `plateau_window` epochs) or
 "schedule" (`assess_every` epochs since the last look), most urgent first; None
 otherwise. Assessing on demand is the caller's choice and needs no trigger.
@@ -21,6 +22,8 @@ from typing import Literal
 from copilot.events import EpochSummary, Event, HParamsApplied, ModelSwapped, RunStarted, TrainerError
 
 Trigger = Literal["error", "nonfinite", "plateau", "schedule"]
+# Errors no change to the model or its hyperparameters can fix: the session or the user recovers.
+MACHINE_FAULTS = ("killed", "disk")
 
 # The loss must beat its best by this fraction to count as progress (the offline rules'
 # PLATEAU_IMPROVEMENT, copilot/advisor/rules.py, for the same window).
@@ -53,6 +56,8 @@ class AssessmentTriggers:
             self._new_round()
 
     def _error(self, event: TrainerError) -> None:
+        if event.kind in MACHINE_FAULTS:
+            return
         # A restarted trainer that fails the same way reports the same error: one look is enough.
         identity = (event.kind, event.message, event.step)
         if identity in self._seen_errors:

@@ -92,5 +92,12 @@ def test_no_scheduled_look_once_the_budget_is_spent() -> None:
     watched.observe(epoch(1, 1.0))
     watched.observe(epoch(2, 1.0))
     assert watched.due() is None
-    watched.observe(TrainerError(kind="killed", message="the trainer process was killed by SIGKILL"))
+    watched.observe(TrainerError(kind="oom", message="the trainer process was killed by SIGKILL: the system ran out of memory"))
     assert watched.due() == "error"
+
+
+def test_a_kill_from_outside_or_a_full_disk_is_no_reason_to_assess() -> None:
+    watched = triggers()
+    watched.observe(TrainerError(kind="killed", message="the trainer process was killed by SIGTERM (exit code -15)"))
+    watched.observe(TrainerError(kind="disk", message="no space left on /runs/r (0 MB free)"))
+    assert watched.due() is None
