@@ -1,6 +1,7 @@
 """The advisor's workflow as a LangGraph graph, assembled in one function (`build_graph`).
 
-    assess ─► route ─┬─ hyperparameters: propose_hparams ─► check_hparams ─► (asked again once) ─┐
+    assess ─► route ─┬─ continue:        END (nothing to change, nothing to decide: training goes on)
+                     ├─ hyperparameters: propose_hparams ─► check_hparams ─► (asked again once) ─┐
                      ├─ architecture:    write_code ─► check_code ◄─► fix_code (≤ max_fix_rounds) ─┤
                      │                                                                           ▼
                      │                    human_gate: interrupt() ─► accept / reject ─► record ─► END
@@ -320,7 +321,7 @@ def build_graph(
     graph.add_conditional_edges(
         "assess",
         _by_route,
-        {"hyperparameters": "propose_hparams", "architecture": "write_code", "finish": "write_report"},
+        {"hyperparameters": "propose_hparams", "architecture": "write_code", "finish": "write_report", "continue": END},
     )
     graph.add_edge("propose_hparams", "check_hparams")
     graph.add_conditional_edges(

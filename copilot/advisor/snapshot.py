@@ -184,8 +184,9 @@ class TrainingSnapshot(Part):
     activations: ActivationHealth | None
     nonfinite_count: int
     nonfinite: tuple[NonFiniteEvent, ...]  # the first MAX_NONFINITE_EVENTS since the last change
-    error: TrainerFailure | None
+    error: TrainerFailure | None  # the last error of the current model: one from a replaced model is stale
     previous: tuple[PreviousProposal, ...]
+    target_accuracy: float | None = None  # the user's `advisor.target_accuracy`: met, training is done
 
     def trend(self, name: str) -> MetricTrend | None:
         return next((trend for trend in self.history if trend.name == name), None)
@@ -450,6 +451,7 @@ def build_snapshot(
     trigger: str = "demand",
     round: int = 0,
     data: DataSpec | None = None,
+    target_accuracy: float | None = None,
 ) -> TrainingSnapshot:
     """Read the run folder into a snapshot. An `AdvisorError` when there is nothing to assess."""
     started: RunStarted | None = None
@@ -469,15 +471,16 @@ def build_snapshot(
 
     for event in _read_events(run.metrics):
         if isinstance(event, RunStarted):
-            started, model, hparams = event, event.model, event.hparams
+            # A trainer (re)started: an error of the one before is about a model it may no longer train.
+            started, model, hparams, error = event, event.model, event.hparams, None
         elif isinstance(event, ModelSwapped):
             model, change_step = event.model, event.step
             window.clear()
-            nonfinite, nonfinite_count = [], 0
+            nonfinite, nonfinite_count, error = [], 0, None
         elif isinstance(event, HParamsApplied):
             hparams, change_step = event.hparams, event.step
             window.clear()
-            nonfinite, nonfinite_count = [], 0
+            nonfinite, nonfinite_count, error = [], 0, None
         elif isinstance(event, StepBatch):
             for record in event.records:
                 if first_step_loss is None:
@@ -608,6 +611,7 @@ def build_snapshot(
             else None
         ),
         previous=_previous(previous, epochs),
+        target_accuracy=target_accuracy,
     )
 
 

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from copilot.errors import ModelLoadError
+from copilot.errors import CopilotError, EnvironmentSetupError, ModelLoadError
 from copilot.events import DataSpec, ModelSummary, ModuleInfo
 from copilot.training.launcher import ensure_model_file, split_model_spec
 
@@ -99,15 +99,22 @@ def _import_file(path: Path) -> ModuleType:
     return module
 
 
-def _import_error(exc: Exception, path: Path) -> ModelLoadError:
-    """What went wrong while the file ran its top level: a syntax error, a missing package, anything else."""
+def _import_error(exc: Exception, path: Path) -> CopilotError:
+    """What went wrong while the file ran its top level: a syntax error, a package that is missing or
+    fails to import (the machine's set-up, not the model), anything else (the model's)."""
     if isinstance(exc, SyntaxError):
         return ModelLoadError(f"syntax error in {path.name}:{exc.lineno}: {exc.msg}", "fix that line and run again")
     where = _user_frame(exc, path)
-    if isinstance(exc, ModuleNotFoundError) and exc.name:
-        return ModelLoadError(
-            f"{where} imports '{exc.name}', which is not installed",
-            f"install it (pip install {exc.name.split('.')[0]}) or remove the import",
+    if isinstance(exc, ModuleNotFoundError) and exc.name and not (path.resolve().parent / exc.name.split(".")[0]).exists():
+        package = exc.name.split(".")[0]
+        return EnvironmentSetupError(
+            f"{where} imports '{exc.name}', which is not installed", _install_hint(package, f"pip install {package}")
+        )
+    package = _failing_package(exc, path)
+    if package is not None:
+        return EnvironmentSetupError(
+            f"{where} imports {package}, which fails to import here: {type(exc).__name__}: {_first_line(exc)}",
+            _install_hint(package, f"reinstall {package} in a version built for this Python and torch"),
         )
     if isinstance(exc, ImportError):
         return ModelLoadError(f"import failed at {where}: {_first_line(exc)}", "fix the import in the model file")
@@ -218,6 +225,48 @@ def _check_arguments(factory: Callable[..., object], factory_name: str, model_ar
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
+
+
+# torchvision's minor version is torch's plus 15 for every torch 2.x (2.0 and 0.15, 2.13 and
+# 0.28): the compatibility table in pytorch/vision's README. Wheels built for another torch
+# build (PyPI's CUDA wheels beside a CPU-only torch) fail with "operator torchvision::nms does
+# not exist"; the matching build comes from PyTorch's own index for this torch's variant.
+TORCHVISION_MINOR_OFFSET = 15
+PYTORCH_WHEEL_INDEX = "https://download.pytorch.org/whl"
+# `from pkg.sub import x` or `import pkg.sub as y`: the top-level package (a relative import names none).
+IMPORT_LINE = re.compile(r"from\s+([A-Za-z_]\w*)[\w.]*\s+import\b|import\s+([A-Za-z_]\w*)")
+
+
+def matching_torchvision_install() -> str:
+    """The pip command that installs the torchvision built for the torch installed here."""
+    release, _, variant = torch.__version__.partition("+")
+    major, minor = (int(part) for part in release.split(".")[:2])
+    if not variant:
+        variant = f"cu{torch.version.cuda.replace('.', '')}" if torch.version.cuda else "cpu"
+    version = f"0.{minor + TORCHVISION_MINOR_OFFSET}.*" if major == 2 else None
+    pinned = f"torchvision=={version}" if version else "torchvision"
+    return f"pip install --force-reinstall --no-deps '{pinned}' --index-url {PYTORCH_WHEEL_INDEX}/{variant} (matches torch {torch.__version__})"
+
+
+def _install_hint(package: str, default: str) -> str:
+    if package == "torchvision":
+        return matching_torchvision_install()
+    return f"{default}, or remove the import if the model does not need it"
+
+
+def _failing_package(exc: BaseException, path: Path) -> str | None:
+    """The top-level package an import line of the user's file names, when the error was raised
+    inside that package (outside the user's folder): its installation is broken, not the model."""
+    target, folder = str(path.resolve()), path.resolve().parent
+    frames = traceback.extract_tb(exc.__traceback__)
+    mine = [index for index, frame in enumerate(frames) if frame.filename == target]
+    if not mine or mine[-1] == len(frames) - 1:
+        return None
+    deeper = frames[mine[-1] + 1 :]
+    if any(Path(frame.filename).resolve().is_relative_to(folder) for frame in deeper):
+        return None  # the user's own helper module crashed: theirs to fix
+    named = IMPORT_LINE.match((frames[mine[-1]].line or "").strip())
+    return (named.group(1) or named.group(2)) if named else None
 
 
 def _user_frame(exc: BaseException, path: Path) -> str:

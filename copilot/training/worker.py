@@ -17,6 +17,7 @@ It must not print, and holds no measurement logic (that is `loop.py`/`instrument
 
 from __future__ import annotations
 
+import errno
 import math
 import multiprocessing
 import queue
@@ -32,7 +33,7 @@ from typing import Any, Literal, TextIO
 import torch
 from torch import nn
 
-from copilot.errors import ConfigError, CopilotError, DataError, ModelLoadError
+from copilot.errors import ConfigError, CopilotError, DataError, EnvironmentSetupError, ModelLoadError
 from copilot.events import (
     ActivationStats,
     CheckpointNow,
@@ -94,6 +95,9 @@ PROBE_BATCH = 2
 PAUSED_POLL_S = 0.25
 
 FinishReason = Literal["epochs_done", "stopped", "error"]
+
+# "No space left on device" and "disk quota exceeded": the machine's disk, not the model.
+DISK_FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT}
 
 
 def run_trainer(spec: TrainerSpec, commands: Any, events: Any) -> None:
@@ -250,10 +254,20 @@ def _error_event(exc: BaseException, user_files: set[str], *, epoch: int | None,
             "load" if isinstance(exc, ModelLoadError) else
             "data" if isinstance(exc, DataError) else
             "config" if isinstance(exc, ConfigError) else
+            "environment" if isinstance(exc, EnvironmentSetupError) else
             "runtime"
         )
         return TrainerError(kind=kind, message=exc.message, hint=exc.hint, traceback=full, epoch=epoch, step=step)
     message = f"{type(exc).__name__}: {_first_line(exc)}"
+    if isinstance(exc, OSError) and exc.errno in DISK_FULL_ERRNOS:
+        return TrainerError(
+            kind="environment",
+            message=f"the disk is full: {_first_line(exc)}",
+            hint=f"free space where the run writes ({exc.filename or 'the run folder'}), then continue with `copilot resume`",
+            traceback=full,
+            epoch=epoch,
+            step=step,
+        )
     if _is_out_of_memory(exc):
         return TrainerError(
             kind="oom",

@@ -11,7 +11,7 @@ from copilot.advisor import graph as graph_module
 from copilot.advisor.graph import PendingProposal
 from copilot.advisor.ledger import read_ledger
 from copilot.advisor.schemas import ArchitectureProposal, HParamChange, HParamProposal, Verdict
-from copilot.advisor.session import Accepted, AdvisorSession, Failed, Finished, Rejected
+from copilot.advisor.session import Accepted, AdvisorSession, Continued, Failed, Finished, Rejected
 from copilot.advisor.snapshot import build_snapshot
 from copilot.config import Settings, load_settings
 from copilot.errors import AdvisorError
@@ -226,6 +226,18 @@ def test_healthy_training_finishes_with_a_report_and_no_gate(run, settings):
     assert outcome.proposal.report.startswith("# Report")
     [entry] = read_ledger(run)
     assert entry.proposal.kind == "finish" and entry.verdict is None
+
+
+def test_continue_makes_no_proposal_no_gate_and_no_ledger_line(run, settings):
+    roles = ScriptedRoles("continue")
+    with open_session(run, roles, settings) as session:
+        outcome = session.assess(build_snapshot(run))
+        assert session.pending() is None
+
+    assert isinstance(outcome, Continued)
+    assert outcome.diagnosis.route == "continue" and outcome.tokens  # what the assessment cost is still counted
+    assert roles.calls["write_report"] == 0 and roles.calls["propose_hparams"] == 0
+    assert read_ledger(run) == []
 
 
 def test_one_proposal_at_a_time(run, settings):
