@@ -10,6 +10,7 @@ from copilot.events import (
     HParams,
     HParamsApplied,
     ModelSummary,
+    ModelSwapped,
     RunStarted,
     TrainerError,
 )
@@ -94,3 +95,17 @@ def test_no_scheduled_look_once_the_budget_is_spent() -> None:
     assert watched.due() is None
     watched.observe(TrainerError(kind="killed", message="the trainer process was killed by SIGKILL"))
     assert watched.due() == "error"
+
+
+def test_errors_no_model_change_can_fix_ask_nothing() -> None:
+    watched = triggers()
+    for kind in ("config", "data", "environment"):
+        watched.observe(TrainerError(kind=kind, message=f"a {kind} problem", hint="fix it so"))
+    assert watched.due() is None
+
+
+def test_an_error_of_a_model_since_replaced_asks_nothing() -> None:
+    watched = triggers()
+    watched.observe(TrainerError(kind="forward", message="boom in the old model", step=3))
+    watched.observe(ModelSwapped(model=MODEL, step=3, transferred=0, total=2))
+    assert watched.due() is None
