@@ -18,6 +18,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
+from copilot.advisor.ledger import same_hparams, tried_before
 from copilot.advisor.schemas import Diagnosis, Evidence, Finding, HParamAnswer, HParamChange, Route
 from copilot.advisor.snapshot import EXPLODING_GRAD_NORM, SPIKE_FACTOR, VANISHING_GRAD_NORM, PreviousProposal, TrainingSnapshot
 from copilot.events import NOT_MODEL_ERRORS, HParams
@@ -876,25 +877,38 @@ def _effective(change: dict[str, float | int | str], hparams: HParams) -> dict[s
     return {key: value for key, value in change.items() if current.get(key) != value}
 
 
-def propose_hparams(snapshot: TrainingSnapshot, diagnosis: Diagnosis, feedback: str | None) -> HParamAnswer:
-    """The first candidate that changes something and was not already rejected."""
+def candidate_changes(snapshot: TrainingSnapshot, diagnosis: Diagnosis, feedback: str | None) -> list[HParamAnswer]:
+    """Every plausible hyperparameter change for the diagnosis, most preferred first.
+
+    Each changes something the run does not already use and repeats nothing applied or
+    rejected in this run (the ledger's memory, `snapshot.tried`); duplicates are dropped.
+    Trials may rank them by measurement; `propose_hparams` takes the first.
+    """
     tags = diagnosis_tags(snapshot, diagnosis)
     feedback = human_feedback(snapshot, "hyperparameters", feedback)
-    rejected = {p.detail for p in snapshot.previous if p.kind == "hyperparameters" and p.decision == "reject"}
+    answers: list[HParamAnswer] = []
     for candidate in _candidates(snapshot, tags, feedback):
-        change = _effective(candidate.change, snapshot.hparams)
-        if not change:
+        effective = _effective(candidate.change, snapshot.hparams)
+        if not effective:
             continue
-        detail = ", ".join(f"{key}={value}" for key, value in HParamChange(**change).changes().items())
-        if detail in rejected:
+        change = HParamChange(**effective)
+        repeats = tried_before(snapshot.tried, hparams=change) is not None
+        if repeats or any(same_hparams(answer.change.changes(), change.changes()) for answer in answers):
             continue
         rationale = candidate.rationale
         if feedback:
             rationale += f' (Instead of what was rejected: "{feedback[:120]}".)'
-        return HParamAnswer(summary=candidate.summary[:60], rationale=rationale, change=HParamChange(**change))
-    # Everything was tried and rejected: halve the rate again, which always changes something.
+        answers.append(HParamAnswer(summary=candidate.summary[:60], rationale=rationale, change=change))
+    return answers
+
+
+def propose_hparams(snapshot: TrainingSnapshot, diagnosis: Diagnosis, feedback: str | None) -> HParamAnswer:
+    """The first candidate change; when every one was tried, half the rate again (always new)."""
+    candidates = candidate_changes(snapshot, diagnosis, feedback)
+    if candidates:
+        return candidates[0]
     return HParamAnswer(
         summary=f"lr {_lr(snapshot.hparams.lr * 0.5):g}",
-        rationale="Every specific change was rejected; a smaller learning rate is the most conservative step left.",
+        rationale="Every specific change was tried or rejected; a smaller learning rate is the most conservative step left.",
         change=HParamChange(lr=_lr(snapshot.hparams.lr * 0.5)),
     )

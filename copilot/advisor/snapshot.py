@@ -32,6 +32,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from copilot.advisor.codegen.source import declared_hparams, guess_model_class
+from copilot.advisor.ledger import TriedChange, tried_changes
 from copilot.advisor.schemas import LedgerEntry
 from copilot.errors import AdvisorError
 from copilot.events import (
@@ -187,6 +188,7 @@ class TrainingSnapshot(Part):
     error: TrainerFailure | None  # the last error of the current model: one from a replaced model is stale
     previous: tuple[PreviousProposal, ...]
     target_accuracy: float | None = None  # the user's `advisor.target_accuracy`: met, training is done
+    tried: tuple[TriedChange, ...] = ()  # every change applied or rejected in this run: never proposed again
 
     def trend(self, name: str) -> MetricTrend | None:
         return next((trend for trend in self.history if trend.name == name), None)
@@ -612,6 +614,7 @@ def build_snapshot(
         ),
         previous=_previous(previous, epochs),
         target_accuracy=target_accuracy,
+        tried=tuple(tried_changes(previous)),
     )
 
 

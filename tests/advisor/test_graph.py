@@ -81,6 +81,34 @@ def test_rejection_reason_reaches_the_next_assessment(run, settings):
     assert isinstance(second, PendingProposal) and second.proposal.after.momentum == 0.9
 
 
+def test_a_change_already_rejected_is_sent_back_and_never_proposed_again(run, settings):
+    # The second answer is the rejected one again, the rate off by a rounding; the third is new.
+    repeat = hparam_answer(optimizer="Adam", lr=1.004e-3)
+    roles = ScriptedRoles("hyperparameters", hparams=[hparam_answer(), repeat, hparam_answer("momentum", momentum=0.9)])
+    with open_session(run, roles, settings) as session:
+        session.assess(build_snapshot(run))
+        session.decide(Verdict(decision="reject"))
+        second = session.assess(build_snapshot(run, previous=read_ledger(run)))
+
+    assert isinstance(second, PendingProposal) and second.proposal.change.changes() == {"momentum": 0.9}
+    assert "the same change was rejected after round 0 in this run" in roles.feedback[2]
+
+
+def test_a_module_already_applied_is_no_proposal_comments_and_formatting_aside(run, settings):
+    reformatted = "# a comment the first version did not have\n" + GOOD_CODE.replace("\n\n\n", "\n\n")
+    checker = ScriptedChecker()
+    roles = ScriptedRoles("architecture", code=[code_answer(), code_answer(reformatted)])
+    with open_session(run, roles, settings, checker) as session:
+        session.assess(build_snapshot(run))
+        session.decide(Verdict(decision="accept"))
+        again = session.assess(build_snapshot(run, previous=read_ledger(run)))
+
+    assert isinstance(again, Failed)
+    assert "repeats a module applied as round 1" in again.message
+    assert checker.checked == [GOOD_CODE], "a repeat is refused before the sandbox runs it"
+    assert len(read_ledger(run)) == 1
+
+
 def test_pending_proposal_survives_a_restart_without_calling_the_advisor_again(run, settings):
     first_roles = ScriptedRoles("architecture", code=[code_answer()])
     with open_session(run, first_roles, settings) as session:
