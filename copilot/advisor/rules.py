@@ -18,6 +18,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
+from copilot.advisor.codegen.edits import remove_softmax_before_loss
 from copilot.advisor.ledger import same_hparams, tried_before
 from copilot.advisor.schemas import Diagnosis, Evidence, Finding, HParamAnswer, HParamChange, Route
 from copilot.advisor.snapshot import EXPLODING_GRAD_NORM, SPIKE_FACTOR, VANISHING_GRAD_NORM, PreviousProposal, TrainingSnapshot
@@ -99,6 +100,18 @@ PLAIN_SGD_HIGH_LR = 0.05
 # Adam above 1e-2 is well past the 1e-3 default of Kingma and Ba 2015 (Karpathy's "3e-4 is
 # the best learning rate for Adam" is the usual joke); transformers want 1e-3 or less.
 ADAM_HIGH_LR = 1e-2
+
+# An exploded rate: a training loss above 3x ln(classes) (6.9 nats for 10 classes: under 0.1%
+# on the right class, confidently wrong, which a sane initialisation never is) or a non-finite
+# one, while gradients then vanish or units die: the steps were too large for a sound model,
+# so the cure is a lower rate (Bengio 2012, "Practical recommendations", on the rate as the
+# first thing to tune), not a new model. Our own factor.
+EXPLODED_LOSS_FACTOR = 3.0
+# Probabilities fed to cross-entropy (which applies its own log-softmax): rows that sum to one
+# differ by at most 1 between classes, so the loss cannot fall below ln(1 + (C-1)/e), 1.46
+# nats for 10 classes. Found from the source (forward returns a softmax, the file has no
+# loss_function of its own) and confirmed by a loss at or above that floor, within 5%.
+PROBABILITY_FLOOR_MARGIN = 0.95
 
 Remedy = Literal["architecture", "hyperparameters", "either", "none"]
 # Trainer error kinds a new module fixes; those no change of model or hyperparameters can fix
@@ -580,13 +593,73 @@ def _optimizer(snapshot: TrainingSnapshot) -> list[Observation]:
     ]
 
 
+def _exploded_rate(snapshot: TrainingSnapshot, found: list[Observation]) -> list[Observation]:
+    """The loss blew up and the gradients then vanished (or units died): the rate, not the model."""
+    if not {o.tag for o in found} & {"vanishing", "dead_relu"} or snapshot.expected_initial_loss is None:
+        return []
+    current = snapshot.recent_epochs[-snapshot.epochs_since_change :] if snapshot.epochs_since_change else ()
+    losses = [row.train_loss for row in current]
+    threshold = EXPLODED_LOSS_FACTOR * snapshot.expected_initial_loss
+    worst = max(losses, key=lambda loss: loss if math.isfinite(loss) else math.inf, default=None)
+    if not snapshot.nonfinite_count and (worst is None or (math.isfinite(worst) and worst <= threshold)):
+        return []
+    evidence = [Evidence(metric="train_loss_max", value=_sig(worst) if worst is not None and math.isfinite(worst) else str(worst), threshold=_sig(threshold))]
+    if snapshot.nonfinite_count:
+        evidence.append(Evidence(metric="nonfinite_steps", value=snapshot.nonfinite_count, threshold=0))
+    return [
+        Observation(
+            "exploding_lr",
+            _finding(
+                "learning rate too high: the loss exploded, then the gradients vanished",
+                "Steps this large threw a sound model far off (the loss rose above what guessing costs) and killed its units; a lower rate fixes that, a new model would not.",
+                evidence,
+                severity="critical",
+            ),
+            "hyperparameters",
+        )
+    ]
+
+
+def _probabilities_into_the_loss(snapshot: TrainingSnapshot) -> list[Observation]:
+    """`forward` returns softmax probabilities to the trainer's cross-entropy, and the loss shows it."""
+    if snapshot.data.task != "classification" or snapshot.data.num_classes < 2 or not snapshot.recent_epochs:
+        return []
+    try:
+        edit = remove_softmax_before_loss(snapshot.source_code, {snapshot.class_name})
+    except SyntaxError:
+        return []
+    floor = math.log(1 + (snapshot.data.num_classes - 1) / math.e)
+    loss = snapshot.recent_epochs[-1].train_loss
+    if edit is None or not math.isfinite(loss) or loss < PROBABILITY_FLOOR_MARGIN * floor:
+        return []
+    return [
+        Observation(
+            "softmax_before_loss",
+            _finding(
+                "outputs already sum to one before cross-entropy",
+                "forward returns softmax probabilities and cross-entropy applies its own log-softmax, so the loss cannot "
+                "fall below its floor and its gradients fade; return the logits instead.",
+                [
+                    Evidence(metric="train_loss", value=_sig(loss), threshold=_sig(floor)),
+                    Evidence(metric="returned_softmax", value=edit.changes[0]),
+                ],
+                where=snapshot.class_name,
+                severity="critical",
+            ),
+            "architecture",
+        )
+    ]
+
+
 def observe(snapshot: TrainingSnapshot) -> list[Observation]:
     """Every finding the rules support, most severe first (stable order for equal severity)."""
-    found = _crash(snapshot) + _nonfinite(snapshot)
+    found = _crash(snapshot) + _nonfinite(snapshot) + _probabilities_into_the_loss(snapshot)
     extremes = _gradient_extremes(snapshot)
     found += extremes
     found += _update_ratios(snapshot, vanishing=any(o.tag == "vanishing" for o in extremes))
-    found += _activations(snapshot) + _progress(snapshot) + _initial_loss(snapshot)
+    found += _activations(snapshot)
+    found = _exploded_rate(snapshot, found) + found  # the cause before its symptoms
+    found += _progress(snapshot) + _initial_loss(snapshot)
     optimizer = _optimizer(snapshot)
     # Plain SGD at a high rate is a problem on its own (a warning); a high Adam rate only explains others.
     if any(o.finding.severity != "info" for o in found + optimizer):
@@ -661,7 +734,7 @@ def route(snapshot: TrainingSnapshot, observations: list[Observation]) -> tuple[
     crash = next((o for o in observations if o.tag == "crash"), None)
     if crash is not None and crash.remedy == "none":
         return "finish", 0.9
-    exploded = bool(tags & {"nonfinite", "exploding"}) or (snapshot.error is not None and snapshot.error.kind == "nonfinite")
+    exploded = bool(tags & {"nonfinite", "exploding", "exploding_lr"}) or (snapshot.error is not None and snapshot.error.kind == "nonfinite")
     if crash is not None and crash.remedy == "architecture":
         chosen: Route = "architecture"
         confidence = 0.9
@@ -673,7 +746,7 @@ def route(snapshot: TrainingSnapshot, observations: list[Observation]) -> tuple[
         confidence = 0.8
     elif crash is not None:
         chosen, confidence = "hyperparameters", 0.9
-    elif tags & {"vanishing", "saturated"}:
+    elif tags & {"vanishing", "saturated", "softmax_before_loss"}:
         chosen, confidence = "architecture", 0.8
     elif tags & {"chance", "plateau", "diverging"}:
         # A model with saturating units and no normalisation cannot be rescued by the optimiser alone.
@@ -813,7 +886,7 @@ def _candidates(snapshot: TrainingSnapshot, tags: set[str], feedback: str | None
         smaller = max(1, hparams.batch_size // 2)
         found.append(Candidate(f"batch size {smaller} instead of {hparams.batch_size}", "The run ran out of memory; half the batch needs about half the activation memory.", {"batch_size": smaller}))
 
-    if tags & {"nonfinite", "exploding", "diverging"}:
+    if tags & {"nonfinite", "exploding", "exploding_lr", "diverging"}:
         lower = _lr(hparams.lr * (0.3 if gentle else 0.1))
         reason = "The updates exploded (non-finite values, huge gradient norms or a diverging loss)"
         if not no_clip:

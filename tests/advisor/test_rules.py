@@ -441,3 +441,50 @@ def test_following_the_offline_advisor_takes_bad_cnn_past_95_percent_in_two_roun
     assert kinds.count("finish") <= 1
     assert accuracies[1] <= 0.15  # bad_cnn itself, at chance
     assert accuracies[-1] >= 0.95
+
+
+# --------------------------------------------------------------------------- issue 8's new rules
+
+
+def test_softmax_returned_into_cross_entropy_is_named_and_fixed_by_an_edit_of_that_line(sample_runs) -> None:
+    snapshot = build_snapshot(sample_runs("softmax_before_loss"))
+    advisor = OfflineAdvisor()
+    diagnosis = advisor.assess(snapshot).value
+
+    assert diagnosis.route == "architecture"
+    assert diagnosis.findings[0].what == "outputs already sum to one before cross-entropy"
+    answer = advisor.write_architecture(snapshot, diagnosis, None).value
+    assert answer.changes == ["line 30: F.softmax(logits, dim=1) -> logits"]
+    kept = [line for line in snapshot.source_code.splitlines() if line not in answer.code.splitlines()]
+    assert kept == ["        return F.softmax(logits, dim=1)"], "every other line of the user's file stays as it was"
+
+
+def test_log_softmax_before_the_loss_is_exact_and_not_flagged(tmp_path: Path) -> None:
+    source = (SAMPLE_MODELS / "softmax_before_loss.py").read_text()
+    epochs = [epoch_summary(e, train_loss=2.2, train_accuracy=0.2, val_accuracy=0.2) for e in (1, 2)]
+    events = [run_started(model_summary(2, class_name="SoftmaxCNN"), hparams=HParams(optimizer="Adam", lr=1e-3)), *epochs]
+    flagged = assess(_snapshot(tmp_path / "softmax", events, source_code=source))
+    exact = assess(_snapshot(tmp_path / "log", events, source_code=source.replace("F.softmax(", "F.log_softmax(")))
+
+    assert "outputs already sum to one before cross-entropy" in _findings(flagged)
+    assert "outputs already sum to one before cross-entropy" not in _findings(exact)
+
+
+def test_a_loss_that_exploded_and_then_killed_the_units_gets_a_lower_rate_not_a_new_model(tmp_path: Path) -> None:
+    # A sound CNN at SGD lr 3: the loss shot to 40 (over 3 x ln 10), then the ReLUs died and the gradients vanished.
+    hparams = HParams(optimizer="SGD", lr=3.0, momentum=0.9)
+    records = [step_record(k, modules=MODULES, grad_norm=1e-9) for k in range(1, 11)]
+    events = [
+        run_started(model_summary(2, activations=("ReLU",)), hparams=hparams),
+        steps(records),
+        ActivationStats(epoch=1, step=10, dead_fraction={"relu": 0.95}),
+        epoch_summary(1, train_loss=40.0, train_accuracy=0.1, val_accuracy=0.1),
+        epoch_summary(2, train_loss=2.31, train_accuracy=0.1, val_accuracy=0.1),
+    ]
+    snapshot = _snapshot(tmp_path, events)
+    diagnosis = assess(snapshot)
+
+    assert diagnosis.route == "hyperparameters"
+    assert diagnosis.findings[0].what.startswith("learning rate too high")
+    assert diagnosis.findings[0].evidence[0].value == 40.0
+    assert propose_hparams(snapshot, diagnosis, None).change.lr == pytest.approx(0.3)

@@ -5,7 +5,9 @@ helps a shallow network whose sigmoid or tanh units sit in their flat tails (Glo
 and Bengio 2010; Nair and Hinton 2010). The edit finds the calls with `ast` and
 rewrites only those spans of text, so the user's comments, layout and everything else
 stay as they were. `loss_function` is left alone: a sigmoid there is part of the loss,
-not a hidden layer. It writes source text only.
+not a hidden layer. Removing a softmax that `forward` returns into the trainer's
+cross-entropy (which applies its own log-softmax) is the same kind of edit: the call is
+replaced by its argument. It writes source text only.
 """
 
 from __future__ import annotations
@@ -74,6 +76,71 @@ def swap_saturating_activations(source: str, class_names: set[str] | None = None
                     continue  # written across lines or with odd spacing: leave it rather than guess
                 replacements.append((start, end, written, new, target.lineno))
 
+    return _spliced(source, replacements)
+
+
+# Softmax spellings whose result, returned from `forward`, is fed to the trainer's cross-entropy.
+SOFTMAX_CALLS = {"F.softmax", "torch.softmax", "torch.nn.functional.softmax", "nn.functional.softmax"}
+
+
+def _returned_softmax_calls(method: ast.FunctionDef) -> list[ast.Call]:
+    """Softmax calls whose result `forward` returns, directly or through one name (attention's softmax is not returned)."""
+    assigned: dict[str, ast.expr] = {}
+    found: list[ast.Call] = []
+    for node in ast.walk(method):
+        if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+            assigned[node.targets[0].id] = node.value
+    for node in ast.walk(method):
+        if not isinstance(node, ast.Return) or node.value is None:
+            continue
+        value = assigned.get(node.value.id, node.value) if isinstance(node.value, ast.Name) else node.value
+        if isinstance(value, ast.Call) and _is_softmax(value):
+            found.append(value)
+    return found
+
+
+def _is_softmax(call: ast.Call) -> bool:
+    written = ast.unparse(call.func)
+    if written in SOFTMAX_CALLS:
+        return bool(call.args)
+    return isinstance(call.func, ast.Attribute) and call.func.attr == "softmax" and written not in SOFTMAX_CALLS
+
+
+def defines_loss_function(source: str) -> bool:
+    """Whether the file brings its own loss (then the trainer's cross-entropy is not what follows the output)."""
+    tree = ast.parse(source)
+    return any(isinstance(node, ast.FunctionDef) and node.name == "loss_function" for node in ast.walk(tree))
+
+
+def remove_softmax_before_loss(source: str, class_names: set[str] | None = None) -> SourceEdit | None:
+    """Return the logits where `forward` returns softmax probabilities; None when it does not.
+
+    Cross-entropy applies its own log-softmax, so probabilities fed to it are squashed twice.
+    `log_softmax` is left alone: before nll_loss or cross-entropy it is exact.
+    """
+    tree = ast.parse(source)
+    if defines_loss_function(source):
+        return None
+    lines = source.splitlines(keepends=True)
+    replacements: list[tuple[int, int, str, str, int]] = []
+    for node in tree.body:
+        if not isinstance(node, ast.ClassDef) or (class_names is not None and node.name not in class_names):
+            continue
+        for method in node.body:
+            if not (isinstance(method, ast.FunctionDef) and method.name == "forward"):
+                continue
+            for call in _returned_softmax_calls(method):
+                inner = call.args[0] if call.args else call.func.value  # type: ignore[attr-defined]
+                start = _position(lines, call.lineno, call.col_offset)
+                end = _position(lines, call.end_lineno, call.end_col_offset)
+                inner_start = _position(lines, inner.lineno, inner.col_offset)
+                inner_end = _position(lines, inner.end_lineno, inner.end_col_offset)
+                replacements.append((start, end, source[start:end], source[inner_start:inner_end], call.lineno))
+    return _spliced(source, replacements)
+
+
+def _spliced(source: str, replacements: list[tuple[int, int, str, str, int]]) -> SourceEdit | None:
+    """`source` with each (start, end, old, new, line) span replaced; everything else byte for byte."""
     if not replacements:
         return None
     edited = source
