@@ -18,7 +18,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
-from copilot.advisor.codegen.edits import remove_softmax_before_loss
+from copilot.advisor.codegen.edits import SMALL_INIT_SCALE, remove_softmax_before_loss, smallest_init_scale
 from copilot.advisor.ledger import same_hparams, tried_before
 from copilot.advisor.schemas import Diagnosis, Evidence, Finding, HParamAnswer, HParamChange, Route
 from copilot.advisor.snapshot import EXPLODING_GRAD_NORM, SPIKE_FACTOR, VANISHING_GRAD_NORM, PreviousProposal, TrainingSnapshot
@@ -620,6 +620,32 @@ def _exploded_rate(snapshot: TrainingSnapshot, found: list[Observation]) -> list
     ]
 
 
+def _tiny_initial_scale(snapshot: TrainingSnapshot, found: list[Observation]) -> list[Observation]:
+    """Gradients vanish through unsaturated tanh/sigmoid layers drawn at a tiny constant scale: the init, not the activation."""
+    tags = {o.tag for o in found}
+    if "vanishing" not in tags or "saturated" in tags or not _uses_saturating_activation(snapshot):
+        return []
+    try:
+        scale = smallest_init_scale(snapshot.source_code)
+    except SyntaxError:
+        return []
+    if scale is None:
+        return []
+    return [
+        Observation(
+            "tiny_init",
+            _finding(
+                "initial weights far too small",
+                "Each layer drawn at this scale shrinks the signal, so activations and gradients collapse through the "
+                "stack (Glorot and Bengio 2010); Glorot's scale keeps them at the same size from layer to layer.",
+                [Evidence(metric="init_scale", value=scale, threshold=SMALL_INIT_SCALE)],
+                severity="critical",
+            ),
+            "architecture",
+        )
+    ]
+
+
 def _probabilities_into_the_loss(snapshot: TrainingSnapshot) -> list[Observation]:
     """`forward` returns softmax probabilities to the trainer's cross-entropy, and the loss shows it."""
     if snapshot.data.task != "classification" or snapshot.data.num_classes < 2 or not snapshot.recent_epochs:
@@ -658,7 +684,7 @@ def observe(snapshot: TrainingSnapshot) -> list[Observation]:
     found += extremes
     found += _update_ratios(snapshot, vanishing=any(o.tag == "vanishing" for o in extremes))
     found += _activations(snapshot)
-    found = _exploded_rate(snapshot, found) + found  # the cause before its symptoms
+    found = _exploded_rate(snapshot, found) + _tiny_initial_scale(snapshot, found) + found  # causes before their symptoms
     found += _progress(snapshot) + _initial_loss(snapshot)
     optimizer = _optimizer(snapshot)
     # Plain SGD at a high rate is a problem on its own (a warning); a high Adam rate only explains others.

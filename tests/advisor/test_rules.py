@@ -488,3 +488,18 @@ def test_a_loss_that_exploded_and_then_killed_the_units_gets_a_lower_rate_not_a_
     assert diagnosis.findings[0].what.startswith("learning rate too high")
     assert diagnosis.findings[0].evidence[0].value == 40.0
     assert propose_hparams(snapshot, diagnosis, None).change.lr == pytest.approx(0.3)
+
+
+def test_ten_tanh_layers_drawn_far_too_small_get_glorot_init_in_their_own_file(sample_runs) -> None:
+    snapshot = build_snapshot(sample_runs("tiny_init_tanh"))
+    advisor = OfflineAdvisor()
+    diagnosis = advisor.assess(snapshot).value
+
+    assert diagnosis.route == "architecture"
+    assert diagnosis.findings[0].what == "initial weights far too small"
+    assert diagnosis.findings[0].evidence[0].value == 0.001
+    answer = advisor.write_architecture(snapshot, diagnosis, None).value
+    assert answer.changes == [
+        'line 25: nn.init.normal_(module.weight, std=0.001) -> nn.init.xavier_normal_(module.weight, gain=nn.init.calculate_gain("tanh"))'
+    ]
+    assert answer.code.replace(answer.changes[0].split(" -> ")[1], "nn.init.normal_(module.weight, std=0.001)") == snapshot.source_code

@@ -17,7 +17,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
-from copilot.advisor.codegen.edits import SourceEdit, remove_softmax_before_loss, swap_saturating_activations
+from copilot.advisor.codegen.edits import SourceEdit, remove_softmax_before_loss, swap_saturating_activations, use_glorot_init
 from copilot.advisor.codegen.image import image_classifier
 from copilot.advisor.codegen.mlp import mlp_classifier
 from copilot.advisor.codegen.module_file import PROFILES, Bindings, Profile, assemble
@@ -161,6 +161,17 @@ def write_architecture(facts: ModelFacts, diagnosis: Diagnosis, tags: set[str], 
                 "Returning the logits is the whole fix; the rest of your file is kept.",
                 diagnosis,
                 logits,
+            )
+    if "tiny_init" in tags and not wants_rewrite:
+        activations = set(facts.model.activations) if facts.model else set()
+        rescaled = use_glorot_init(facts.source_code, "tanh" if activations & {"Tanh", "tanh"} else "sigmoid")
+        if rescaled is not None:
+            return _edit_answer(
+                "Glorot initial scale instead of a tiny constant",
+                "Weights drawn that small shrink the signal at every layer until nothing reaches the first ones; "
+                "Glorot's scale, with the activation's gain, keeps it steady. Only the init lines change.",
+                diagnosis,
+                rescaled,
             )
     if (_saturating_only(facts, tags) or wants_edit) and not wants_rewrite:
         edit = swap_saturating_activations(facts.source_code, {facts.class_name} | _helper_classes(facts.source_code))

@@ -148,3 +148,49 @@ def _spliced(source: str, replacements: list[tuple[int, int, str, str, int]]) ->
         edited = edited[:start] + new + edited[end:]
     changes = tuple(f"line {line}: {old} -> {new}" for _, _, old, new, line in sorted(replacements))
     return SourceEdit(code=edited, changes=changes)
+
+
+# An init call drawing weights at a constant scale under 0.02 (std, or uniform bound) is
+# "far too small" for the layers these models use: a third of the Glorot std
+# sqrt(2 / (fan_in + fan_out)) of a 256-wide layer, so each tanh layer shrinks the signal
+# (Glorot and Bengio 2010). The rules edit it only when gradients are measured vanishing.
+SMALL_INIT_SCALE = 0.02
+INIT_SCALE_ARGUMENT = {"normal_": ("std", 2), "uniform_": ("b", 2), "trunc_normal_": ("std", 2)}
+
+
+def _small_init_scale(call: ast.Call) -> float | None:
+    """The constant scale of an `init.normal_`/`uniform_`/`trunc_normal_` call when it is under SMALL_INIT_SCALE."""
+    if not isinstance(call.func, ast.Attribute) or call.func.attr not in INIT_SCALE_ARGUMENT or not call.args:
+        return None
+    if "init" not in ast.unparse(call.func.value).split("."):
+        return None  # tensor.normal_(...) on something that is not nn.init: not a weight initialiser we know
+    keyword, position = INIT_SCALE_ARGUMENT[call.func.attr]
+    given = next((k.value for k in call.keywords if k.arg == keyword), call.args[position] if len(call.args) > position else None)
+    try:
+        scale = abs(float(ast.literal_eval(given))) if given is not None else None
+    except ValueError:
+        return None
+    return scale if scale is not None and 0 < scale < SMALL_INIT_SCALE else None
+
+
+def smallest_init_scale(source: str) -> float | None:
+    """The smallest constant init scale under SMALL_INIT_SCALE in the source, or None."""
+    scales = [_small_init_scale(node) for node in ast.walk(ast.parse(source)) if isinstance(node, ast.Call)]
+    return min((scale for scale in scales if scale is not None), default=None)
+
+
+def use_glorot_init(source: str, nonlinearity: str) -> SourceEdit | None:
+    """Replace weight inits at a tiny constant scale by Glorot's (`xavier_normal_` with the activation's gain)."""
+    tree = ast.parse(source)
+    lines = source.splitlines(keepends=True)
+    replacements: list[tuple[int, int, str, str, int]] = []
+    for call in ast.walk(tree):
+        if not isinstance(call, ast.Call) or _small_init_scale(call) is None:
+            continue
+        init = ast.unparse(call.func.value)  # type: ignore[attr-defined]  ("nn.init", "torch.nn.init", "init")
+        weight = ast.get_source_segment(source, call.args[0]) or ast.unparse(call.args[0])
+        start = _position(lines, call.lineno, call.col_offset)
+        end = _position(lines, call.end_lineno, call.end_col_offset)
+        new = f'{init}.xavier_normal_({weight}, gain={init}.calculate_gain("{nonlinearity}"))'
+        replacements.append((start, end, source[start:end], new, call.lineno))
+    return _spliced(source, replacements)
