@@ -61,6 +61,12 @@ def test_user_errors_exit_2(in_project: Path, tmp_path: Path, capsys: pytest.Cap
     assert not (in_project / ".copilot" / "runs").exists() or not list((in_project / ".copilot" / "runs").iterdir())
 
 
+def test_a_target_accuracy_outside_0_to_1_is_a_user_error(in_project: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["run", "bad_cnn.py", "--headless", "--target-accuracy", "95"]) == 2
+    assert "target_accuracy" in capsys.readouterr().err
+    assert not (in_project / ".copilot" / "runs").exists()
+
+
 def test_a_crash_nobody_fixes_exits_2_with_a_report(in_project: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code = main(["run", "broken_cnn.py", "--headless", "--auto-accept", "all", "--max-rounds", "0", "--run-name", "crash"])
     captured = capsys.readouterr()
