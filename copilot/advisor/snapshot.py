@@ -189,6 +189,7 @@ class TrainingSnapshot(Part):
     previous: tuple[PreviousProposal, ...]
     target_accuracy: float | None = None  # the user's `advisor.target_accuracy`: met, training is done
     tried: tuple[TriedChange, ...] = ()  # every change applied or rejected in this run: never proposed again
+    worst_step_loss: float | None = None  # the highest logged step loss since the last change (an epoch's mean hides a blow-up)
 
     def trend(self, name: str) -> MetricTrend | None:
         return next((trend for trend in self.history if trend.name == name), None)
@@ -469,6 +470,7 @@ def build_snapshot(
     nonfinite: list[NonFiniteEvent] = []
     nonfinite_count = 0
     error: TrainerError | None = None
+    worst_step_loss: float | None = None
     last_step = 0
 
     for event in _read_events(run.metrics):
@@ -478,16 +480,18 @@ def build_snapshot(
         elif isinstance(event, ModelSwapped):
             model, change_step = event.model, event.step
             window.clear()
-            nonfinite, nonfinite_count, error = [], 0, None
+            nonfinite, nonfinite_count, error, worst_step_loss = [], 0, None, None
         elif isinstance(event, HParamsApplied):
             hparams, change_step = event.hparams, event.step
             window.clear()
-            nonfinite, nonfinite_count, error = [], 0, None
+            nonfinite, nonfinite_count, error, worst_step_loss = [], 0, None, None
         elif isinstance(event, StepBatch):
             for record in event.records:
                 if first_step_loss is None:
                     first_step_loss = record.loss
                 window.append(record)
+                logged = record.loss if math.isfinite(record.loss) else math.inf
+                worst_step_loss = logged if worst_step_loss is None else max(worst_step_loss, logged)
                 step_losses.append(record.loss)
                 step_numbers.append(record.step)
                 last_step = max(last_step, record.step)
@@ -615,6 +619,7 @@ def build_snapshot(
         previous=_previous(previous, epochs),
         target_accuracy=target_accuracy,
         tried=tuple(tried_changes(previous)),
+        worst_step_loss=worst_step_loss,
     )
 
 

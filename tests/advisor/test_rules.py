@@ -470,15 +470,18 @@ def test_log_softmax_before_the_loss_is_exact_and_not_flagged(tmp_path: Path) ->
     assert "outputs already sum to one before cross-entropy" not in _findings(exact)
 
 
-def test_a_loss_that_exploded_and_then_killed_the_units_gets_a_lower_rate_not_a_new_model(tmp_path: Path) -> None:
-    # A sound CNN at SGD lr 3: the loss shot to 40 (over 3 x ln 10), then the ReLUs died and the gradients vanished.
+@pytest.mark.parametrize("first_epoch_loss", [40.0, 3.47])  # 3.47: measured, exploding_lr_cnn.py's first epoch
+def test_a_loss_that_exploded_and_then_killed_the_units_gets_a_lower_rate_not_a_new_model(
+    tmp_path: Path, first_epoch_loss: float
+) -> None:
+    # A sound CNN at SGD lr 3: the loss rose past 1.5 x ln 10, then the ReLUs died and the gradients vanished.
     hparams = HParams(optimizer="SGD", lr=3.0, momentum=0.9)
     records = [step_record(k, modules=MODULES, grad_norm=1e-9) for k in range(1, 11)]
     events = [
         run_started(model_summary(2, activations=("ReLU",)), hparams=hparams),
         steps(records),
         ActivationStats(epoch=1, step=10, dead_fraction={"relu": 0.95}),
-        epoch_summary(1, train_loss=40.0, train_accuracy=0.1, val_accuracy=0.1),
+        epoch_summary(1, train_loss=first_epoch_loss, train_accuracy=0.1, val_accuracy=0.1),
         epoch_summary(2, train_loss=2.31, train_accuracy=0.1, val_accuracy=0.1),
     ]
     snapshot = _snapshot(tmp_path, events)
@@ -486,7 +489,7 @@ def test_a_loss_that_exploded_and_then_killed_the_units_gets_a_lower_rate_not_a_
 
     assert diagnosis.route == "hyperparameters"
     assert diagnosis.findings[0].what.startswith("learning rate too high")
-    assert diagnosis.findings[0].evidence[0].value == 40.0
+    assert diagnosis.findings[0].evidence[0].value == first_epoch_loss
     assert propose_hparams(snapshot, diagnosis, None).change.lr == pytest.approx(0.3)
 
 
