@@ -16,6 +16,7 @@ split's, which the advisor's checks also read.
 
     python benchmarks/advisor_outcomes.py --quick     # 4 models, small data, 4 epochs
     python benchmarks/advisor_outcomes.py             # every model, the default data, 8 epochs
+    python benchmarks/advisor_outcomes.py --quick --only exploding_lr_cnn
 """
 
 from __future__ import annotations
@@ -163,6 +164,7 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help=f"only {', '.join(QUICK)}; small data, 4 epochs")
     parser.add_argument("--epochs", type=int, help="epoch budget per run (default 8, 4 with --quick)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--only", nargs="+", metavar="MODEL", help="just these models (names as printed)")
     args = parser.parse_args()
     epochs = args.epochs or (4 if args.quick else 8)
     env = {**os.environ, "COPILOT_TRAIN__DEVICE": "cpu", "COPILOT_TRAIN__SEED": str(args.seed), "COPILOT_DATA__SEED": str(args.seed)}
@@ -170,8 +172,8 @@ def main() -> int:
     if args.quick:
         env |= {"COPILOT_DATA__TRAIN_SIZE": "2000", "COPILOT_DATA__VAL_SIZE": "500"}
     models = [(name, path, "broken") for name, path in BROKEN.items()] + [(name, path, "healthy") for name, path in HEALTHY.items()]
-    if args.quick:
-        models = [model for model in models if model[0] in QUICK]
+    chosen = set(args.only or (QUICK if args.quick else [name for name, _, _ in models]))
+    models = [model for model in models if model[0] in chosen]
 
     outcomes = []
     with tempfile.TemporaryDirectory(prefix="advisor-outcomes-") as temporary:

@@ -5,7 +5,9 @@ checkpoint in the run folder (`advisor.sqlite`), so a proposal waiting at the hu
 gate survives a restart: `pending()` finds it again without calling any provider, and
 `decide(verdict)` resumes the graph. Each assessment is its own LangGraph thread; only
 the newest thread can be waiting, because `assess` refuses to start another while a
-proposal waits.
+proposal waits. An assessment ends in one of: a proposal waiting at the gate, a finish
+report (`Finished`), nothing to change (`Continued`: training goes on, nothing is asked,
+nothing is written) or no proposal (`Failed`).
 
 `in_memory(...)` is for `copilot diagnose`: the same workflow with a checkpointer that
 lives only as long as the session, so a dry diagnosis leaves no pending gate in the
