@@ -13,6 +13,7 @@ only a converged run, a met target or a spent budget finishes (which stops train
 from __future__ import annotations
 
 import math
+import re
 import statistics
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -648,6 +649,32 @@ def _tiny_initial_scale(snapshot: TrainingSnapshot, found: list[Observation]) ->
     ]
 
 
+# The trainer's refusal of an output of the wrong width (copilot.training.models.check_forward).
+WRONG_OUTPUT = re.compile(r"model output has shape \[\d+, (\d+)\] but the .* data set needs \[\d+, (\d+)\]")
+
+
+def _wrong_head(snapshot: TrainingSnapshot) -> list[Observation]:
+    """The classifier's head has the wrong number of outputs for the data's classes."""
+    error = snapshot.error
+    matched = WRONG_OUTPUT.search(error.message) if error is not None and error.kind == "shape" else None
+    if matched is None or snapshot.data.task != "classification":
+        return []
+    outputs, classes = int(matched.group(1)), int(matched.group(2))
+    return [
+        Observation(
+            "head_size",
+            _finding(
+                "head output size does not match the classes",
+                f"The last layer gives {outputs} outputs for {classes} classes, so not one step can run.",
+                [Evidence(metric="output_size", value=outputs, threshold=classes)],
+                where=snapshot.class_name,
+                severity="critical",
+            ),
+            "architecture",
+        )
+    ]
+
+
 def _probabilities_into_the_loss(snapshot: TrainingSnapshot) -> list[Observation]:
     """`forward` returns softmax probabilities to the trainer's cross-entropy, and the loss shows it."""
     if snapshot.data.task != "classification" or snapshot.data.num_classes < 2 or not snapshot.recent_epochs:
@@ -681,7 +708,7 @@ def _probabilities_into_the_loss(snapshot: TrainingSnapshot) -> list[Observation
 
 def observe(snapshot: TrainingSnapshot) -> list[Observation]:
     """Every finding the rules support, most severe first (stable order for equal severity)."""
-    found = _crash(snapshot) + _nonfinite(snapshot) + _probabilities_into_the_loss(snapshot)
+    found = _crash(snapshot) + _wrong_head(snapshot) + _nonfinite(snapshot) + _probabilities_into_the_loss(snapshot)
     extremes = _gradient_extremes(snapshot)
     found += extremes
     found += _update_ratios(snapshot, vanishing=any(o.tag == "vanishing" for o in extremes))

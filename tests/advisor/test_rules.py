@@ -42,9 +42,10 @@ from copilot.events import (
 from copilot.run_folder import RunFolder
 from copilot.training.launcher import TrainerSpec
 from copilot.training.worker import run_trainer
-from tests.advisor.conftest import SAMPLE_MODELS, epoch_summary, model_summary, run_started, step_record, steps, write_events
+from tests.advisor.conftest import SAMPLE_MODELS, SHAPES, epoch_summary, model_summary, run_started, step_record, steps, write_events
 
 MODULES = ["layers.0", "layers.1"]
+REPO = SAMPLE_MODELS.parent
 DEMO_TRAIN_SIZE = 6000
 
 
@@ -506,3 +507,21 @@ def test_ten_tanh_layers_drawn_far_too_small_get_glorot_init_in_their_own_file(s
         'line 25: nn.init.normal_(module.weight, std=0.001) -> nn.init.xavier_normal_(module.weight, gain=nn.init.calculate_gain("tanh"))'
     ]
     assert answer.code.replace(answer.changes[0].split(" -> ")[1], "nn.init.normal_(module.weight, std=0.001)") == snapshot.source_code
+
+
+def test_a_head_of_the_wrong_size_gets_that_number_changed_and_nothing_else(tmp_path: Path) -> None:
+    source = (REPO / "benchmarks" / "models" / "wrong_head_size.py").read_text()
+    refusal = TrainerError(
+        kind="shape",
+        message="model output has shape [2, 7] but the shapes data set needs [2, 10] [batch, classes]",
+        hint="make the last layer produce 10 outputs per sample",
+    )
+    snapshot = _snapshot(tmp_path, [refusal], source_code=source, data=SHAPES)
+    advisor = OfflineAdvisor()
+    diagnosis = advisor.assess(snapshot).value
+
+    assert diagnosis.route == "architecture"
+    assert "head output size does not match the classes" in _findings(diagnosis)
+    answer = advisor.write_architecture(snapshot, diagnosis, None).value
+    assert answer.changes == ["line 17: 7 -> 10"]
+    assert answer.code == source.replace("nn.Linear(16 * 4 * 4, 7)", "nn.Linear(16 * 4 * 4, 10)")

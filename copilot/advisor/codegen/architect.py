@@ -17,7 +17,13 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
-from copilot.advisor.codegen.edits import SourceEdit, remove_softmax_before_loss, swap_saturating_activations, use_glorot_init
+from copilot.advisor.codegen.edits import (
+    SourceEdit,
+    remove_softmax_before_loss,
+    resize_head,
+    swap_saturating_activations,
+    use_glorot_init,
+)
 from copilot.advisor.codegen.image import image_classifier
 from copilot.advisor.codegen.mlp import mlp_classifier
 from copilot.advisor.codegen.module_file import PROFILES, Bindings, Profile, assemble
@@ -161,6 +167,16 @@ def write_architecture(facts: ModelFacts, diagnosis: Diagnosis, tags: set[str], 
                 "Returning the logits is the whole fix; the rest of your file is kept.",
                 diagnosis,
                 logits,
+            )
+    head = next((f for f in diagnosis.findings if f.what == "head output size does not match the classes"), None)
+    if head is not None and not wants_rewrite:
+        resized = resize_head(facts.source_code, facts.class_name, int(head.evidence[0].value), facts.data.num_classes)
+        if resized is not None:
+            return _edit_answer(
+                f"head with {facts.data.num_classes} outputs",
+                f"The data set has {facts.data.num_classes} classes; only the head's output size changes.",
+                diagnosis,
+                resized,
             )
     if "tiny_init" in tags and not wants_rewrite:
         activations = set(facts.model.activations) if facts.model else set()

@@ -194,3 +194,25 @@ def use_glorot_init(source: str, nonlinearity: str) -> SourceEdit | None:
         new = f'{init}.xavier_normal_({weight}, gain={init}.calculate_gain("{nonlinearity}"))'
         replacements.append((start, end, source[start:end], new, call.lineno))
     return _spliced(source, replacements)
+
+
+def resize_head(source: str, class_name: str, wrong: int, right: int) -> SourceEdit | None:
+    """Give the class's last `Linear(..., wrong)` layer `right` outputs; None when there is no such literal."""
+    tree = ast.parse(source)
+    lines = source.splitlines(keepends=True)
+    heads: list[ast.expr] = []
+    for node in tree.body:
+        if not (isinstance(node, ast.ClassDef) and node.name == class_name):
+            continue
+        for call in ast.walk(node):
+            if not (isinstance(call, ast.Call) and ast.unparse(call.func).split(".")[-1] == "Linear"):
+                continue
+            size = next((k.value for k in call.keywords if k.arg == "out_features"), call.args[1] if len(call.args) > 1 else None)
+            if isinstance(size, ast.Constant) and size.value == wrong:
+                heads.append(size)
+    if not heads:
+        return None
+    head = max(heads, key=lambda size: (size.lineno, size.col_offset))  # the last one written is the head
+    start = _position(lines, head.lineno, head.col_offset)
+    end = _position(lines, head.end_lineno, head.end_col_offset)
+    return _spliced(source, [(start, end, str(wrong), str(right), head.lineno)])
