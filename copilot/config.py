@@ -14,7 +14,7 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -27,6 +27,7 @@ from copilot.errors import ConfigError
 
 CONFIG_FILE = "copilot.toml"
 ProviderName = Literal["offline", "bedrock", "openai"]
+StructuredOutput = Literal["auto", "tools", "json_schema", "json_object", "prompt"]
 ModelArg = float | int | str | bool | None
 
 
@@ -35,7 +36,23 @@ class Section(BaseModel):
 
 
 class ModelSettings(Section):
-    args: dict[str, ModelArg] = Field(default_factory=dict)  # constructor keyword arguments
+    # Constructor keyword arguments; "config.n_layer" is a field of the config object a constructor takes.
+    args: dict[str, ModelArg] = Field(default_factory=dict)
+
+    @field_validator("args", mode="before")
+    @classmethod
+    def _config_tables_as_dotted_keys(cls, args: Any) -> Any:
+        """`config.n_layer = 4` or a `[model.args.config]` table in TOML is a nested table: flatten it
+        to the "config.n_layer" key the command line gives, so there is one form past this point. The
+        flags' dotted keys arrive merged beside the TOML's tables and go last, so a flag wins."""
+        if not isinstance(args, dict):
+            return args
+        flat: dict[str, Any] = {}
+        for key, value in args.items():
+            if isinstance(value, dict):
+                flat.update({f"{key}.{field}": field_value for field, field_value in value.items()})
+        flat.update({key: value for key, value in args.items() if not isinstance(value, dict)})
+        return flat
 
 
 class DataSettings(Section):
@@ -84,6 +101,9 @@ class OpenAISettings(Section):
     fast_model: str | None = None
     timeout_s: float = 600.0
     max_retries: int = Field(3, ge=0)
+    # How to ask for schema-shaped JSON; "auto" tries each in turn and keeps the first the
+    # server accepts (`copilot.advisor.providers.openai_compat` says which servers take which).
+    structured: StructuredOutput = "auto"
 
 
 class AdvisorSettings(Section):

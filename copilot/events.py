@@ -164,6 +164,9 @@ class RunStarted(Message):
     hparams: HParams
     resumed_from_epoch: int | None = None
     time: float  # unix seconds
+    # How forward is called and read: "tensor", "(logits, loss) tuple, targets passed to forward", ...
+    output_form: str = "tensor"
+    ignored_hooks: tuple[str, ...] = ()  # methods the model defines that copilot does not call (configure_optimizers)
 
 
 class NonFinite(Message):

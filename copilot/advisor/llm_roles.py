@@ -16,6 +16,7 @@ from typing import Generic, TypeVar
 
 from pydantic import BaseModel, Field
 
+from copilot.advisor.claims import checked_diagnosis
 from copilot.advisor.providers.base import LLMProvider
 from copilot.advisor.roles import RoleReply
 from copilot.advisor.schemas import (
@@ -147,7 +148,7 @@ class LLMRoles:
             tool_name=tool.name,
             tool_description=tool.description,
         )
-        return RoleReply(reply.value, (reply.usage,))
+        return RoleReply(reply.value, (reply.usage,), reply.notices)
 
     def _contract(self, snapshot: TrainingSnapshot) -> str:
         data = snapshot.data
@@ -167,10 +168,10 @@ class LLMRoles:
     def assess(self, snapshot: TrainingSnapshot) -> RoleReply[Diagnosis]:
         prompt = snapshot.to_prompt(include_source=False) + "\nDiagnose this run and choose the route."
         reply = self._ask("assessor", ASSESSOR_SYSTEM, prompt, REPORT_DIAGNOSIS)
-        diagnosis = Diagnosis.model_validate(reply.value.model_dump())
+        diagnosis = checked_diagnosis(Diagnosis.model_validate(reply.value.model_dump()), snapshot)
         dropped = len(reply.value.findings) - len(diagnosis.findings)
         notices = (f"{dropped} finding(s) without evidence were dropped",) if dropped else ()
-        return RoleReply(diagnosis, reply.usage, notices)
+        return RoleReply(diagnosis, reply.usage, (*reply.notices, *notices))
 
     def propose_hparams(
         self, snapshot: TrainingSnapshot, diagnosis: Diagnosis, feedback: str | None

@@ -50,6 +50,9 @@ class Diagnosis(Schema):
     confidence: float = Field(0.5, ge=0.0, le=1.0)
     summary: str = Field("", description="one or two sentences for the status line")
     notices: list[str] = Field(default_factory=list, description="not for the LLM: e.g. 'Bedrock throttled; used offline rules'")
+    # Set by copilot for an LLM's diagnosis (`copilot.advisor.claims`), never by the LLM:
+    contradictions: list[str] = Field(default_factory=list, description="not for the LLM: claims the measurements contradict")
+    measured_findings: list[Finding] = Field(default_factory=list, description="not for the LLM: the offline rules' findings")
 
     @field_validator("findings")
     @classmethod
@@ -174,6 +177,7 @@ class TokenUsage(Schema):
     role: Role
     input_tokens: int = 0
     output_tokens: int = 0
+    latency_s: float = 0.0  # wall time of the call's requests, corrections included
 
 
 class LedgerEntry(Schema):

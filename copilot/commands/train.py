@@ -102,8 +102,12 @@ def _parse_model_args(pairs: list[str]) -> dict[str, ModelArg]:
     parsed: dict[str, ModelArg] = {}
     for pair in pairs:
         key, equals, text = pair.partition("=")
-        if not equals or not key.strip().isidentifier():
-            raise ConfigError(f"--model-arg '{pair}' is not KEY=VALUE", "write it like --model-arg width=64")
+        # One dot reaches a field of a config object: config.n_layer=4.
+        if not equals or not all(part.isidentifier() for part in key.strip().split(".", 1)):
+            raise ConfigError(
+                f"--model-arg '{pair}' is not KEY=VALUE",
+                "write it like --model-arg width=64, or --model-arg config.n_layer=4 for a config field",
+            )
         parsed[key.strip()] = _parse_value(text.strip())
     return parsed
 
@@ -138,6 +142,7 @@ def _new_spec(args: argparse.Namespace, settings: Settings) -> TrainerSpec:
         model_args=settings.model.args,
         data=settings.data,
         train=settings.train,
+        max_params=settings.sandbox.max_params,
     )
     folder.session.write_text(spec.model_dump_json(indent=2) + "\n", encoding="utf-8")
     return spec

@@ -241,6 +241,7 @@ class Session:
             model_args=settings.model.args,
             data=settings.data,
             train=settings.train,
+            max_params=settings.sandbox.max_params,
         )
         run.create()
         run.session.write_text(spec.model_dump_json(indent=2) + "\n", encoding="utf-8")

@@ -21,7 +21,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from copilot.config import DataSettings, ModelArg, TrainSettings
+from copilot.config import DataSettings, ModelArg, SandboxSettings, TrainSettings
 from copilot.errors import ModelLoadError
 from copilot.events import Command, Event, Finished, Stop, TrainerError
 
@@ -37,6 +37,8 @@ class TrainerSpec(BaseModel):
     data: DataSettings = Field(default_factory=DataSettings)
     # train.hparams are the overrides on top of the file's HPARAMS (or, when resuming, on top of the checkpoint's).
     train: TrainSettings = Field(default_factory=TrainSettings)
+    # A config object built from defaults is refused past this many parameters (minGPT's defaults are GPT-2's).
+    max_params: int = SandboxSettings.model_fields["max_params"].default
     resume_from: Path | None = None  # a checkpoint file to continue from
 
 

@@ -79,6 +79,7 @@ from copilot.training.hparams import apply_hparam_changes, build_optimizer, buil
 from copilot.training.instruments import Instruments
 from copilot.training.launcher import TrainerSpec
 from copilot.training.loop import TrainState, evaluate, finish_epoch, make_loss_fn, train_step
+from copilot.training.model_outputs import OutputContract
 from copilot.training.models import (
     LoadedModel,
     ModelCheckError,
@@ -195,7 +196,8 @@ def _describe(event: Message) -> str | None:
         resumed = f", resumed after epoch {event.resumed_from_epoch}" if event.resumed_from_epoch is not None else ""
         return (
             f"run {event.run_id} on {event.device}{resumed}: {event.model.class_name} "
-            f"({event.model.total_params:,} parameters) on {event.data.name}; {event.hparams.model_dump()}"
+            f"({event.model.total_params:,} parameters) on {event.data.name}, outputs {event.output_form}; "
+            f"{event.hparams.model_dump()}"
         )
     if isinstance(event, EpochSummary):
         val_loss = "-" if event.val_loss is None else f"{event.val_loss:.4f}"
@@ -325,6 +327,7 @@ class _ActiveModel:
     optimizer: torch.optim.Optimizer
     scheduler: Any
     instruments: Instruments
+    contract: OutputContract
     origin: ModelOrigin
     summary: ModelSummary
     round: int
@@ -337,6 +340,7 @@ class _ActiveModel:
             optimizer=state.optimizer,
             scheduler=state.scheduler,
             instruments=state.instruments,
+            contract=state.contract,
             origin=origin,
             summary=summary,
             round=state.round,
@@ -393,18 +397,19 @@ class _Trainer:
         self.generator.manual_seed(self.settings.seed)
         self.device = distributed.pick_device(self.settings.device)
         self.data = load_data(self.spec.data, self.device, rank=distributed.rank(), world_size=distributed.world_size())
-        self.probe_inputs = self._probe_batch(self.data)
+        self.probe_inputs, self.probe_targets = self._probe_batch(self.data)
         checkpoint = load_checkpoint(self.spec.resume_from) if self.spec.resume_from else None
         if checkpoint is None:
             source, name = split_model_spec(self.spec.model_spec)
             args = dict(self.spec.model_args)
-            loaded = self._load_checked(str(source), name, args)
+            loaded, contract = self._load_checked(str(source), name, args)
             self.origin = self._keep_copy(str(source), name, args, round_number=0)
-            self.state = self._new_state(loaded.model, resolve_hparams(loaded.file_hparams, self.settings.hparams))
+            hparams = resolve_hparams(loaded.file_hparams, self.settings.hparams)
+            self.state = self._new_state(loaded.model, hparams, contract)
         else:
             self.origin = checkpoint.model
-            loaded = self._load_checked(checkpoint.model.path, checkpoint.model.name, checkpoint.model.args)
-            self.state = self._resumed_state(loaded.model, checkpoint)
+            loaded, contract = self._load_checked(checkpoint.model.path, checkpoint.model.name, checkpoint.model.args)
+            self.state = self._resumed_state(loaded.model, contract, checkpoint)
         self.summary = summarize_model(self.state.model, self.origin.source, self.probe_inputs)
         self.reporter.emit(
             RunStarted(
@@ -416,17 +421,20 @@ class _Trainer:
                 hparams=self.state.hparams,
                 resumed_from_epoch=checkpoint.epoch if checkpoint else None,
                 time=time.time(),
+                output_form=contract.describe(),
+                ignored_hooks=loaded.ignored_hooks,
             )
         )
         if checkpoint is not None:
             self.reporter.log(f"resumed from {self.spec.resume_from} at epoch {checkpoint.epoch}, step {checkpoint.step}")
         self.reporter.emit(StateChanged(state="running"))
 
-    def _new_state(self, model: nn.Module, hparams: HParams, *, step: int = 0) -> TrainState:
+    def _new_state(self, model: nn.Module, hparams: HParams, contract: OutputContract, *, step: int = 0) -> TrainState:
         optimizer = build_optimizer(model.parameters(), hparams)
         return TrainState(
             model=model,
-            loss_fn=make_loss_fn(model, self.data.spec.task),
+            loss_fn=make_loss_fn(model, self.data.spec.task, contract),
+            contract=contract,
             optimizer=optimizer,
             scheduler=build_scheduler(
                 optimizer, hparams, steps_per_epoch=self._steps_per_epoch(hparams.batch_size), start_step=step
@@ -438,10 +446,10 @@ class _Trainer:
             step=step,
         )
 
-    def _resumed_state(self, model: nn.Module, checkpoint: Checkpoint) -> TrainState:
+    def _resumed_state(self, model: nn.Module, contract: OutputContract, checkpoint: Checkpoint) -> TrainState:
         """The state as checkpointed, then the hyperparameters given now on top, then every random stream."""
         model.load_state_dict(checkpoint.model_state)
-        state = self._new_state(model, checkpoint.hparams, step=checkpoint.step)
+        state = self._new_state(model, checkpoint.hparams, contract, step=checkpoint.step)
         # The schedule built at the checkpoint's step already gives the lr the saved param groups hold.
         state.optimizer.load_state_dict(checkpoint.optimizer_state)
         state.epoch, state.round, state.initial_loss = checkpoint.epoch, checkpoint.round, checkpoint.initial_loss
@@ -455,23 +463,23 @@ class _Trainer:
         self.skip_batches = checkpoint.batches_done
         return state
 
-    def _probe_batch(self, data: DataBundle) -> torch.Tensor:
+    def _probe_batch(self, data: DataBundle) -> tuple[torch.Tensor, torch.Tensor]:
         batches = iterate_batches(data.train, PROBE_BATCH, shuffle=False, generator=None, device=self.device)
         try:
-            inputs, _targets = next(batches)
+            return next(batches)
         except StopIteration:
             raise DataError(f"the {data.spec.name} training set is empty", "give it at least one sample") from None
         finally:
             batches.close()
         return inputs
 
-    def _load_checked(self, file: str, name: str | None, args: dict[str, Any]) -> LoadedModel:
+    def _load_checked(self, file: str, name: str | None, args: dict[str, Any]) -> tuple[LoadedModel, OutputContract]:
         """Build the model in `file` on the device and check one forward pass on real samples."""
         self.user_files.add(str(Path(file).resolve()))
-        loaded = load_model(file if name is None else f"{file}:{name}", args)
+        spec = file if name is None else f"{file}:{name}"
+        loaded = load_model(spec, args, self.data.spec, self.spec.max_params)
         loaded.model.to(self.device)
-        check_forward(loaded, self.probe_inputs, self.data.spec)
-        return loaded
+        return loaded, check_forward(loaded, self.probe_inputs, self.data.spec, self.probe_targets)
 
     def _keep_copy(self, source: str, name: str | None, args: dict[str, Any], round_number: int) -> ModelOrigin:
         """Copy a model file that loaded into the run folder as `r<round>_<file>.py`: the record of
@@ -670,14 +678,14 @@ class _Trainer:
         round_number = command.round if command.round is not None else state.round
         args = dict(command.model_args)
         try:
-            loaded = self._load_checked(command.model_path, command.model_name, args)
+            loaded, contract = self._load_checked(command.model_path, command.model_name, args)
         except CopilotError as exc:
             self.reporter.emit(_swap_refused(exc, state))
             return
         origin = self._keep_copy(command.model_path, command.model_name, args, round_number)
         transferred, total = transfer_weights(state.model, loaded.model)
         self.swap_backup = _ActiveModel.of(state, self.origin, self.summary)
-        fresh = self._new_state(loaded.model, state.hparams, step=state.step)  # a fresh optimizer for the new parameters
+        fresh = self._new_state(loaded.model, state.hparams, contract, step=state.step)  # a fresh optimizer for the new parameters
         fresh.round = round_number
         summary = summarize_model(loaded.model, origin.source, self.probe_inputs)
         self._install(state, _ActiveModel.of(fresh, origin, summary))
@@ -686,6 +694,7 @@ class _Trainer:
     def _install(self, state: TrainState, active: _ActiveModel) -> None:
         state.model, state.loss_fn, state.optimizer = active.model, active.loss_fn, active.optimizer
         state.scheduler, state.instruments, state.round = active.scheduler, active.instruments, active.round
+        state.contract = active.contract
         self.origin, self.summary = active.origin, active.summary
 
     def _revert_swap(self, state: TrainState, exc: Exception) -> None:

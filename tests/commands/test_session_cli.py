@@ -123,7 +123,7 @@ def test_a_package_that_fails_to_import_is_one_line_with_its_fix_and_no_round(
 
     captured = capsys.readouterr()
     assert code == 2
-    assert "error: script.py:12 imports visionish, which fails to import here: RuntimeError: operator" in captured.err
+    assert "error: script.py:12 `from visionish import datasets` failed: RuntimeError: operator visionish::nms" in captured.err
     assert "hint: reinstall visionish" in captured.err
     assert "assessing the run" not in captured.out
     run = in_project / ".copilot" / "runs" / "env"
