@@ -113,6 +113,8 @@ class AdvisorSettings(Section):
     provider: ProviderName = "offline"
     assess_every: int = Field(2, ge=1)  # epochs between scheduled assessments
     plateau_window: int = Field(3, ge=2)  # epochs without improvement that trigger at once
+    # Validation accuracy at which training is done (the advisor then proposes to finish); None: no target.
+    target_accuracy: float | None = Field(None, gt=0.0, le=1.0)
     max_fix_rounds: int = Field(3, ge=0)
     # Training a model the human may be about to replace spends the epoch budget on it:
     # hold the trainer while a proposal waits at the gate, resume once it is decided.

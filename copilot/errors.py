@@ -39,6 +39,10 @@ class ConfigError(CopilotError):
     """A setting, flag or HPARAMS entry is unknown or out of range."""
 
 
+class EnvironmentSetupError(CopilotError):
+    """This machine's set-up (an installed package, a device, the disk) cannot run training; no model change fixes it."""
+
+
 class HistoryError(CopilotError):
     """The git repository is in a state we refuse to touch, or a round does not exist."""
 

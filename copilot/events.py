@@ -244,7 +244,11 @@ class LogLine(Message):
     time: float
 
 
-ErrorKind = Literal["load", "data", "forward", "shape", "nonfinite", "oom", "runtime", "killed", "config", "disk", "stuck"]
+ErrorKind = Literal["load", "data", "forward", "shape", "nonfinite", "oom", "runtime", "killed", "config", "environment", "disk", "stuck"]
+# Errors no change to the model or its hyperparameters can fix: an invalid setting, a data
+# set that cannot be read, the machine's set-up (a package that fails to import, no GPU, a
+# full disk). Their fix is the error's own hint; the advisor is not asked about them.
+NOT_MODEL_ERRORS: frozenset[str] = frozenset({"config", "data", "environment"})
 
 
 class TrainerError(Message):

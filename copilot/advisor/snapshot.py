@@ -32,6 +32,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from copilot.advisor.codegen.source import declared_hparams, guess_model_class
+from copilot.advisor.ledger import TriedChange, tried_changes
 from copilot.advisor.schemas import LedgerEntry
 from copilot.errors import AdvisorError
 from copilot.events import (
@@ -184,8 +185,11 @@ class TrainingSnapshot(Part):
     activations: ActivationHealth | None
     nonfinite_count: int
     nonfinite: tuple[NonFiniteEvent, ...]  # the first MAX_NONFINITE_EVENTS since the last change
-    error: TrainerFailure | None
+    error: TrainerFailure | None  # the last error of the current model: one from a replaced model is stale
     previous: tuple[PreviousProposal, ...]
+    target_accuracy: float | None = None  # the user's `advisor.target_accuracy`: met, training is done
+    tried: tuple[TriedChange, ...] = ()  # every change applied or rejected in this run: never proposed again
+    worst_step_loss: float | None = None  # the highest logged step loss since the last change (an epoch's mean hides a blow-up)
 
     def trend(self, name: str) -> MetricTrend | None:
         return next((trend for trend in self.history if trend.name == name), None)
@@ -436,6 +440,7 @@ def build_snapshot(
     trigger: str = "demand",
     round: int = 0,
     data: DataSpec | None = None,
+    target_accuracy: float | None = None,
 ) -> TrainingSnapshot:
     """Read the run folder into a snapshot. An `AdvisorError` when there is nothing to assess."""
     started: RunStarted | None = None
@@ -451,24 +456,28 @@ def build_snapshot(
     nonfinite: list[NonFiniteEvent] = []
     nonfinite_count = 0
     error: TrainerError | None = None
+    worst_step_loss: float | None = None
     last_step = 0
 
     for event in read_metrics(run.metrics):
         if isinstance(event, RunStarted):
-            started, model, hparams = event, event.model, event.hparams
+            # A trainer (re)started: an error of the one before is about a model it may no longer train.
+            started, model, hparams, error = event, event.model, event.hparams, None
         elif isinstance(event, ModelSwapped):
             model, change_step = event.model, event.step
             window.clear()
-            nonfinite, nonfinite_count = [], 0
+            nonfinite, nonfinite_count, error, worst_step_loss = [], 0, None, None
         elif isinstance(event, HParamsApplied):
             hparams, change_step = event.hparams, event.step
             window.clear()
-            nonfinite, nonfinite_count = [], 0
+            nonfinite, nonfinite_count, error, worst_step_loss = [], 0, None, None
         elif isinstance(event, StepBatch):
             for record in event.records:
                 if first_step_loss is None:
                     first_step_loss = record.loss
                 window.append(record)
+                logged = record.loss if math.isfinite(record.loss) else math.inf
+                worst_step_loss = logged if worst_step_loss is None else max(worst_step_loss, logged)
                 step_losses.append(record.loss)
                 step_numbers.append(record.step)
                 last_step = max(last_step, record.step)
@@ -594,6 +603,9 @@ def build_snapshot(
             else None
         ),
         previous=_previous(previous, epochs),
+        target_accuracy=target_accuracy,
+        tried=tuple(tried_changes(previous)),
+        worst_step_loss=worst_step_loss,
     )
 
 

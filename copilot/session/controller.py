@@ -52,7 +52,7 @@ from copilot.advisor.schemas import (
     TokenUsage,
     Verdict,
 )
-from copilot.advisor.session import Accepted, AdvisorSession, Failed, Finished as AdvisorFinished, Rejected
+from copilot.advisor.session import Accepted, AdvisorSession, Continued, Failed, Finished as AdvisorFinished, Rejected
 from copilot.advisor.snapshot import build_snapshot
 from copilot.config import Settings
 from copilot.errors import AdvisorError, ConfigError, CopilotError, DiskFullError, is_disk_full
@@ -99,6 +99,14 @@ class AdvisorTurn:
     trigger: str
     tokens: tuple[TokenUsage, ...]
     edit_problem: str | None = None  # why the human's last edit was not taken
+
+
+@dataclass(frozen=True)
+class Continuing:
+    """The advisor found nothing to change: no proposal, nothing to decide; training goes on."""
+
+    diagnosis: Diagnosis
+    trigger: str
 
 
 @dataclass(frozen=True)
@@ -526,8 +534,11 @@ class Session:
         """The proposal waiting for the human (found again after a restart)."""
         return self._turn
 
-    def assess(self, trigger: str) -> AdvisorTurn:
-        """Diagnose and propose, up to the human gate (blocking: seconds, more with an LLM)."""
+    def assess(self, trigger: str) -> AdvisorTurn | Continuing:
+        """Diagnose and propose, up to the human gate (blocking: seconds, more with an LLM).
+
+        `Continuing` when there is nothing to change: nothing waits and the trainer is not held.
+        """
         self._require_open()
         with self._advisor_lock, self._full_disk_is_the_users():
             if self._turn is not None:
@@ -536,10 +547,16 @@ class Session:
             try:
                 self._triggers.assessed()
                 self.record_results()
-                snapshot = build_snapshot(self.run, previous=read_ledger(self.run), trigger=trigger, round=self.round)
+                snapshot = build_snapshot(
+                    self.run, previous=read_ledger(self.run), trigger=trigger, round=self.round,
+                    target_accuracy=self.settings.advisor.target_accuracy,
+                )  # fmt: skip
                 outcome = self._advisor.assess(snapshot)
             finally:
                 self._assessing = False
+            if isinstance(outcome, Continued):
+                self._unrecorded_tokens += _tokens(outcome.tokens)
+                return Continuing(outcome.diagnosis, trigger)
             if isinstance(outcome, Failed):
                 self._unrecorded_tokens += _tokens(outcome.tokens)
                 raise AdvisorError(

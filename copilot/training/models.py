@@ -36,7 +36,7 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from copilot.config import SandboxSettings
-from copilot.errors import ModelLoadError
+from copilot.errors import CopilotError, EnvironmentSetupError, ModelLoadError
 from copilot.events import DataSpec, ModelSummary, ModuleInfo
 from copilot.training.data import IMAGE_INPUT_SHAPES
 from copilot.training.launcher import ensure_model_file, split_model_spec
@@ -153,17 +153,27 @@ def _enclosing_package(path: Path) -> tuple[str | None, str | None]:
     return (".".join(parts), str(folder)) if parts else (None, None)
 
 
-def _import_error(exc: Exception, path: Path) -> ModelLoadError:
+def _import_error(exc: Exception, path: Path) -> CopilotError:
     """What went wrong while the file ran its top level: a syntax error, a missing package, a
-    package that fails as it is imported (torchvision beside a torch it was not built for), anything else."""
+    package that fails as it is imported (torchvision beside a torch it was not built for), anything else.
+
+    A package that is missing or fails inside its own code is the machine's set-up, not the
+    model (`EnvironmentSetupError`: no proposal can fix it); the user's own code is the model's.
+    """
     if isinstance(exc, SyntaxError):
         return ModelLoadError(f"syntax error in {path.name}:{exc.lineno}: {exc.msg}", "fix that line and run again")
     where = _user_frame(exc, path)
     statement = _import_statement(exc, path)
     if isinstance(exc, ModuleNotFoundError) and exc.name:
-        return ModelLoadError(
+        return EnvironmentSetupError(
             f"{where} imports '{exc.name}', which is not installed",
             f"install it (pip install {exc.name.split('.')[0]}) or remove the import",
+        )
+    package = _failing_package(exc, path)
+    if statement is not None and package is not None:
+        return EnvironmentSetupError(
+            f"{where} `{statement}` failed: {type(exc).__name__}: {_first_line(exc)}",
+            _torchvision_pair_hint(exc) or f"reinstall {package} in a version built for this Python and torch, or remove the import",
         )
     if statement is not None:
         return ModelLoadError(
@@ -492,6 +502,25 @@ def _build(factory: Callable[..., object], factory_name: str, path: Path, model_
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
+
+
+# `from pkg.sub import x` or `import pkg.sub as y`: the top-level package (a relative import names none).
+IMPORT_LINE = re.compile(r"from\s+([A-Za-z_]\w*)[\w.]*\s+import\b|import\s+([A-Za-z_]\w*)")
+
+
+def _failing_package(exc: BaseException, path: Path) -> str | None:
+    """The top-level package an import line of the user's file names, when the error was raised
+    inside that package (outside the user's folder): its installation is broken, not the model."""
+    target, folder = str(path.resolve()), path.resolve().parent
+    frames = traceback.extract_tb(exc.__traceback__)
+    mine = [index for index, frame in enumerate(frames) if frame.filename == target]
+    if not mine or mine[-1] == len(frames) - 1:
+        return None
+    deeper = frames[mine[-1] + 1 :]
+    if any(Path(frame.filename).resolve().is_relative_to(folder) for frame in deeper):
+        return None  # the user's own helper module crashed: theirs to fix
+    named = IMPORT_LINE.match((frames[mine[-1]].line or "").strip())
+    return (named.group(1) or named.group(2)) if named else None
 
 
 def _user_frame(exc: BaseException, path: Path) -> str:

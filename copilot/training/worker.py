@@ -35,7 +35,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from copilot.errors import ConfigError, CopilotError, DataError, DiskFullError, ModelLoadError, is_disk_full
+from copilot.errors import ConfigError, CopilotError, DataError, DiskFullError, EnvironmentSetupError, ModelLoadError, is_disk_full
 from copilot.events import (
     ActivationStats,
     CheckpointNow,
@@ -271,10 +271,20 @@ def _error_event(exc: BaseException, user_files: set[str], *, epoch: int | None,
             "load" if isinstance(exc, ModelLoadError) else
             "data" if isinstance(exc, DataError) else
             "config" if isinstance(exc, ConfigError) else
+            "environment" if isinstance(exc, EnvironmentSetupError) else
             "runtime"
         )
         return TrainerError(kind=kind, message=exc.message, hint=exc.hint, traceback=full, epoch=epoch, step=step)
     message = f"{type(exc).__name__}: {_first_line(exc)}"
+    if is_disk_full(exc):
+        return TrainerError(
+            kind="disk",
+            message=f"the disk is full: {_first_line(exc)}",
+            hint=f"free space where the run writes ({exc.filename or 'the run folder'}), then continue with `copilot resume`",
+            traceback=full,
+            epoch=epoch,
+            step=step,
+        )
     if _is_out_of_memory(exc):
         return TrainerError(
             kind="oom",

@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from copilot.errors import ModelLoadError
+from copilot.errors import CopilotError, EnvironmentSetupError, ModelLoadError
 from copilot.events import DataSpec
 from copilot.training.models import ModelCheckError, check_forward, load_model, summarize_model, transfer_weights
 from tests.training.conftest import CONVENTIONS
@@ -22,8 +22,8 @@ TEXT = DataSpec(
 REPO = Path(__file__).resolve().parents[2]
 
 
-def load_error(spec: Path | str, **model_args: object) -> ModelLoadError:
-    with pytest.raises(ModelLoadError) as caught:
+def load_error(spec: Path | str, **model_args: object) -> CopilotError:
+    with pytest.raises(CopilotError) as caught:
         load_model(str(spec), model_args)
     return caught.value
 
@@ -119,6 +119,34 @@ def test_import_error_names_the_missing_module(write_model) -> None:
     error = load_error(path)
     assert error.message == "needs.py:2 imports 'no_such_package_xyz', which is not installed"
     assert "pip install no_such_package_xyz" in error.hint
+
+
+def test_a_missing_package_is_the_environments_problem(write_model) -> None:
+    error = load_error(write_model("needs.py", "import torch\nimport no_such_package_xyz\n"))
+    assert isinstance(error, EnvironmentSetupError)
+
+
+def test_a_package_that_fails_inside_its_own_import_is_the_environments_problem(
+    write_model, tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # What PyPI's torchvision does beside a CPU-only torch: it is installed, and its own import raises.
+    site = tmp_path_factory.mktemp("site-packages")
+    (site / "visionish").mkdir(parents=True)
+    (site / "visionish" / "__init__.py").write_text("raise RuntimeError('operator visionish::nms does not exist')\n")
+    monkeypatch.syspath_prepend(str(site))
+    path = write_model("script.py", "import torch\nfrom visionish import datasets\n\nclass Net(torch.nn.Module):\n    pass\n")
+
+    error = load_error(path)
+
+    assert isinstance(error, EnvironmentSetupError)
+    assert error.message == "script.py:2 `from visionish import datasets` failed: RuntimeError: operator visionish::nms does not exist"
+    assert "reinstall visionish" in error.hint
+
+
+def test_a_crash_in_the_users_own_helper_module_stays_the_models_problem(write_model) -> None:
+    write_model("helpers.py", "raise ValueError('bad table')\n")
+    error = load_error(write_model("net.py", "import torch\nimport helpers\n"))
+    assert isinstance(error, ModelLoadError) and "bad table" in error.message
 
 
 def test_error_while_the_file_runs(write_model) -> None:
