@@ -25,6 +25,7 @@ from copilot.advisor.schemas import (
     Finding,
     Health,
     HParamAnswer,
+    ROUTE_DESCRIPTION,
     Role,
     Route,
     SandboxReport,
@@ -42,7 +43,9 @@ evidence it rests on (metric, measured value, threshold crossed) taken from the 
 findings without evidence are discarded. Choose one route: "hyperparameters" when the \
 optimizer settings are the problem, "architecture" when the model itself must change \
 (vanishing or exploding gradients through depth, saturating activations, no normalisation, \
-a shape error), "finish" when training is healthy. Prefer the smallest change that fixes \
+a shape error), "continue" when training is healthy or still improving (no change; training \
+goes on), "finish" only when it has converged (the validation loss no longer improves by more \
+than its epoch-to-epoch noise) or the target is met. Never finish a run that is still improving. Prefer the smallest change that fixes \
 the problem. Do not repeat a proposal the human rejected; respect their reasons."""
 
 HPARAMS_SYSTEM = """You choose hyperparameters for a neural-network training run. Propose one \
@@ -71,7 +74,7 @@ class AssessorAnswer(Schema):
 
     health: Health
     findings: list[Finding] = Field(description="each problem with its evidence; findings without evidence are discarded")
-    route: Route = Field(description="what to do next: change hyperparameters, change the architecture, or finish")
+    route: Route = Field(description=ROUTE_DESCRIPTION)
     confidence: float = Field(ge=0.0, le=1.0, description="how sure you are of the route, 0 to 1")
     summary: str = Field(description="one or two sentences for the status line")
 

@@ -15,8 +15,12 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from copilot.events import HParams, OptimizerName, ScheduleName
 
 Health = Literal["healthy", "warning", "critical"]
-Route = Literal["hyperparameters", "architecture", "finish"]
+Route = Literal["hyperparameters", "architecture", "continue", "finish"]
 Role = Literal["assessor", "coder", "checker", "reporter"]
+ROUTE_DESCRIPTION = (
+    "what to do next: change hyperparameters, change the architecture, continue training unchanged "
+    "(healthy or still improving), or finish (converged, target met or budget spent; this stops training)"
+)
 
 
 class Schema(BaseModel):
@@ -42,7 +46,7 @@ class Finding(Schema):
 class Diagnosis(Schema):
     health: Health
     findings: list[Finding] = Field(default_factory=list)
-    route: Route = Field(description="what to do next: change hyperparameters, change the architecture, or finish")
+    route: Route = Field(description=ROUTE_DESCRIPTION)
     confidence: float = Field(0.5, ge=0.0, le=1.0)
     summary: str = Field("", description="one or two sentences for the status line")
     notices: list[str] = Field(default_factory=list, description="not for the LLM: e.g. 'Bedrock throttled; used offline rules'")

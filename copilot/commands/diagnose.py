@@ -59,7 +59,9 @@ def run_diagnose_command(args: argparse.Namespace) -> int:
     run = find_run(args.run, runs=settings.runs_dir)
     previous = read_ledger(run)
     accepted_rounds = sum(1 for entry in previous if entry.verdict and entry.verdict.decision != "reject")
-    snapshot = build_snapshot(run, previous=previous, trigger="demand", round=accepted_rounds)
+    snapshot = build_snapshot(
+        run, previous=previous, trigger="demand", round=accepted_rounds, target_accuracy=settings.advisor.target_accuracy
+    )
     advisor = build_advisor(settings)
 
     console = Console(highlight=False)
@@ -78,6 +80,8 @@ def print_assessment(console: Console, outcome: Assessment) -> None:
     print_diagnosis(console, diagnosis)
     if outcome.kind == "failed":
         console.print(f"[bold red]No proposal:[/] {escape(outcome.message)}")
+    elif outcome.kind == "continued":
+        console.print("[bold]No change proposed:[/] training goes on as it is.")
     elif outcome.kind == "finished":
         console.print(Markdown(outcome.proposal.report))
     elif outcome.proposal.kind == "hyperparameters":

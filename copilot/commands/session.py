@@ -54,6 +54,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="decide without asking (with --headless): accept proposals that passed their checks, or all",
     )
     loop.add_argument("--max-rounds", type=int, metavar="N", help="accept at most N rounds, then just train")
+    loop.add_argument(
+        "--target-accuracy",
+        type=float,
+        metavar="A",
+        help="validation accuracy (0-1] at which training is done: the advisor then proposes to finish",
+    )
 
     run = subparsers.add_parser(
         "run",
@@ -100,7 +106,7 @@ def run_session_command(args: argparse.Namespace) -> int:
         raise ConfigError("no model given", "run `copilot run MODEL.py`, or `copilot resume RUN` for a stopped run")
     _check_loop_flags(args)
     overrides = training_overrides(args)
-    advisor = {"assess_every": args.assess_every, "provider": args.advisor}
+    advisor = {"assess_every": args.assess_every, "provider": args.advisor, "target_accuracy": args.target_accuracy}
     if any(value is not None for value in advisor.values()):
         overrides["advisor"] = {key: value for key, value in advisor.items() if value is not None}
     settings = load_settings(overrides)
@@ -115,7 +121,9 @@ def run_demo_command(args: argparse.Namespace) -> int:
     folder = (args.dir or DEMO_DIR).expanduser().resolve()
     model = prepare_demo_folder(folder)
     # The demo's own folder holds its settings: a copilot.toml where the user stands must not change it.
-    settings = load_settings({"runs_dir": folder / ".copilot" / "runs", "advisor": {"provider": "offline"}}, config_dir=folder)
+    settings = load_settings(
+        {"runs_dir": folder / ".copilot" / "runs", "advisor": {"provider": "offline", **_target(args)}}, config_dir=folder
+    )
     from copilot.session.controller import Session
 
     Console(highlight=False).print(f"demo repository: [bold]{escape(str(folder))}[/]")
@@ -125,7 +133,8 @@ def run_demo_command(args: argparse.Namespace) -> int:
 
 def run_resume_command(args: argparse.Namespace) -> int:
     _check_loop_flags(args)
-    settings = load_settings()
+    target = _target(args)
+    settings = load_settings({"advisor": target} if target else None)
     by_name = settings.runs_dir / args.run
     run = RunFolder(by_name.resolve()) if (by_name / "session.json").exists() else find_run(args.run, runs=settings.runs_dir)
     from copilot.session.controller import Session
@@ -159,6 +168,11 @@ def _check_loop_flags(args: argparse.Namespace) -> None:
         raise ConfigError("--auto-accept decides without asking, so it needs --headless", "add --headless")
     if args.max_rounds is not None and args.max_rounds < 0:
         raise ConfigError(f"--max-rounds {args.max_rounds} is negative", "give 0 or more")
+
+
+def _target(args: argparse.Namespace) -> dict[str, float]:
+    """The advisor setting `--target-accuracy` overrides, if given."""
+    return {} if args.target_accuracy is None else {"target_accuracy": args.target_accuracy}
 
 
 def _drive(

@@ -60,7 +60,7 @@ from copilot.tui.widgets.status import AdvisorState, StatusInfo
 
 if TYPE_CHECKING:
     from copilot.advisor.schemas import Diagnosis
-    from copilot.session.controller import AdvisorTurn, Decision, Session
+    from copilot.session.controller import AdvisorTurn, Continuing, Decision, Session
 
 POLL_TIMEOUT_S = 0.1  # how long the ingest thread waits for events; bounds how late it sees a quit
 NOTABLE_EVENTS = (TrainerError, Finished, ModelSwapped, HParamsApplied)
@@ -400,7 +400,16 @@ class CopilotApp(App[int]):
             then=self._receive_turn, failed=lambda: self._set_advisor("idle"),
         )
 
-    def _receive_turn(self, turn: AdvisorTurn) -> None:
+    def _receive_turn(self, turn: AdvisorTurn | Continuing) -> None:
+        from copilot.session.controller import Continuing  # at run time only here: see the imports above
+
+        if isinstance(turn, Continuing):
+            # Nothing to accept: a short notice, and the advisor is free again.
+            self.last_diagnosis = (turn.diagnosis, turn.trigger)
+            self.store.note("advisor", "info", f"{turn.diagnosis.health}: continue: {turn.diagnosis.summary}")
+            self.notify(f"Advisor: no change needed; training goes on. {turn.diagnosis.summary}", timeout=6)
+            self._set_advisor("idle")
+            return
         self.turn = turn
         self.last_diagnosis = (turn.diagnosis, turn.trigger)
         self.store.note("advisor", "info", f"{turn.diagnosis.health}: proposes {turn.proposal.kind}: {turn.proposal.summary}")

@@ -21,7 +21,7 @@ from textual.command import CommandPalette
 from textual.pilot import Pilot
 from textual.widgets import DataTable, Input, Static, Tabs
 
-from copilot.advisor.schemas import Verdict
+from copilot.advisor.schemas import Diagnosis, Verdict
 from copilot.config import Settings
 from copilot.events import TrainerError
 from copilot.tui.app import CopilotApp, edited_hparam_change
@@ -32,6 +32,7 @@ from copilot.tui.screens.run import RunScreen
 from copilot.tui.widgets.charts import MetricChart
 from copilot.tui.widgets.log import LogPane
 from copilot.errors import CopilotError
+from copilot.session.controller import Continuing
 from tests.tui.synthetic import (
     START_TIME,
     Decision,
@@ -475,6 +476,19 @@ async def test_the_command_palette_lists_every_action_of_the_screen() -> None:
         await pilot.press("enter")
         await until(pilot, lambda: "decide" in session.names())
         assert session.calls[-1] == ("decide", Verdict(decision="accept"))
+
+
+async def test_a_continue_is_a_short_notice_with_nothing_to_accept() -> None:
+    session = proposal_session()
+    summary = "Training is healthy at val_accuracy 97.0% after 4 epochs; still improving: no change, training goes on."
+    continuing = Continuing(Diagnosis(health="healthy", route="continue", summary=summary), "schedule")
+    session.assess = lambda trigger: continuing
+    app = make_app(session)
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: any("continue" in entry.message for entry in app.store.view().log_tail))
+        assert app.advisor_state == "idle" and app.turn is None
+        assert app.check_action("accept", ()) is None, "nothing to accept"
+        assert f"healthy: continue: {summary}" in [entry.message for entry in app.store.view().log_tail]
 
 
 async def test_a_failing_session_call_is_logged_in_one_line() -> None:
