@@ -79,7 +79,7 @@ def oom_kills() -> int | None:
             continue
         for counters in (root / path.lstrip("/") / "memory.events", root / path.lstrip("/") / "memory.oom_control"):
             try:
-                fields = dict(line.split() for line in counters.read_text(encoding="utf-8").splitlines() if " " in line)
+                fields = dict(entry.split() for entry in counters.read_text(encoding="utf-8").splitlines() if " " in entry)
             except (OSError, ValueError):
                 continue
             if "oom_kill" in fields:
