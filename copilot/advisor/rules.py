@@ -118,7 +118,7 @@ Remedy = Literal["architecture", "hyperparameters", "either", "none"]
 # Trainer error kinds a new module fixes; those no change of model or hyperparameters can fix
 # (copilot.events.NOT_MODEL_ERRORS), whose fix is the error's own hint; the rest a
 # hyperparameter change fixes.
-ARCHITECTURE_ERRORS = {"load", "forward", "shape", "runtime"}
+ARCHITECTURE_ERRORS = {"load", "forward", "shape", "runtime", "stuck"}  # "stuck": a forward that never returns is the code's
 SATURATING_ACTIVATIONS = {"Sigmoid", "Tanh", "sigmoid", "tanh", "Hardtanh", "hardtanh"}
 SPARSE_UPDATE_MODULES = {"Embedding", "EmbeddingBag"}  # only the rows in a batch move
 
