@@ -57,6 +57,8 @@ class TrainSettings(Section):
     max_messages_per_sec: float = Field(20.0, gt=0)
     seed: int = 0
     checkpoint_every_epoch: bool = True
+    # Names of variables the trainer gets beyond the allow-list (copilot/walls.py), e.g. ["WANDB_API_KEY"].
+    pass_env: list[str] = Field(default_factory=list)
 
 
 class RoleSettings(Section):

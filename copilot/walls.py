@@ -150,12 +150,13 @@ def is_secret_name(name: str) -> bool:
 
 
 def allowed_environment(
-    source: Mapping[str, str], *, home: str, scratch: str, pass_env: Iterable[str] = ()
+    source: Mapping[str, str], *, home: str | None, scratch: str, pass_env: Iterable[str] = ()
 ) -> dict[str, str]:
-    """A fresh environment from the allow-list plus the names in `pass_env`, with its own home and scratch.
+    """A fresh environment from the allow-list plus the names in `pass_env`, with its own scratch space.
 
-    A name in `pass_env` is copied even when it looks like a secret: the user named it
-    (e.g. WANDB_API_KEY for their own logging). Allow-listed names never carry secrets.
+    `home` is the process's own home; None keeps the user's (a trainer running only the
+    user's own code). A name in `pass_env` is copied even when it looks like a secret:
+    the user named it (e.g. WANDB_API_KEY for their own logging).
     """
     environment = {
         name: value
@@ -165,8 +166,12 @@ def allowed_environment(
     environment.update({name: source[name] for name in pass_env if name in source})
     environment.setdefault("PATH", os.defpath)
     environment.setdefault("LANG", "C.UTF-8")
-    # The home and the scratch are the process's own: nothing of the user's dotfiles is found through them.
-    environment.update({"HOME": home, "TMPDIR": scratch, "XDG_CACHE_HOME": os.path.join(home, ".cache")})
+    environment["TMPDIR"] = scratch
+    if home is not None:
+        # A home of its own: nothing of the user's dotfiles (~/.aws, ~/.netrc) is found through it.
+        environment.update({"HOME": home, "XDG_CACHE_HOME": os.path.join(home, ".cache")})
+    elif "HOME" in source:
+        environment["HOME"] = source["HOME"]
     return environment
 
 

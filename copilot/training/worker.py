@@ -18,7 +18,7 @@ It must not print, and holds no measurement logic (that is `loop.py`/`instrument
 from __future__ import annotations
 
 import math
-import multiprocessing
+import os
 import queue
 import random
 import shutil
@@ -94,6 +94,8 @@ PROBE_BATCH = 2
 PAUSED_POLL_S = 0.25
 
 FinishReason = Literal["epochs_done", "stopped", "error"]
+# Orphaned, a process is re-parented: a different parent means the one that started us is gone.
+_STARTING_PARENT_PID = os.getppid()
 
 
 def run_trainer(spec: TrainerSpec, commands: Any, events: Any) -> None:
@@ -740,5 +742,4 @@ def _seed_everything(seed: int) -> None:
 
 def _parent_alive() -> bool:
     """False once the process that started us is gone (never an orphan training on its own)."""
-    parent = multiprocessing.parent_process()
-    return parent is None or parent.is_alive()
+    return os.getppid() == _STARTING_PARENT_PID
