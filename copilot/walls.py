@@ -94,6 +94,8 @@ class WallPlan:
     read_roots: tuple[str, ...] = ()  # folders or files: read (and executed) beneath
     close_network: bool = True
     file_size_limit_bytes: int = DEFAULT_FILE_SIZE_LIMIT_BYTES
+    # /dev/shm (queues, shared tensors, DataLoader workers) and the GPU's device files.
+    shared_memory_and_gpu: bool = True
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -313,7 +315,9 @@ def _landlock_ruleset(libc: ctypes.CDLL, abi: int, plan: WallPlan) -> int:
     own_process = f"/proc/{os.getpid()}"  # /proc/self, but not the parent's environ beside it
     rules = [(path, _FS_READ) for path in (*interpreter_read_roots(), *SYSTEM_READ_ROOTS, *plan.read_roots, own_process)]
     rules += [(path, _FS_READ_FILE) for path in SYSTEM_READ_FILES]
-    rules += [(path, handled_fs) for path in (*plan.write_roots, *SYSTEM_WRITE_ROOTS, *gpu_devices)]
+    rules += [(path, handled_fs) for path in plan.write_roots]
+    if plan.shared_memory_and_gpu:
+        rules += [(path, handled_fs) for path in (*SYSTEM_WRITE_ROOTS, *gpu_devices)]
     for path, access in rules:
         try:
             path_fd = os.open(path, os.O_PATH | os.O_CLOEXEC)

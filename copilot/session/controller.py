@@ -388,10 +388,13 @@ class Session:
             _save_spec(self.run, self._spec)
             if self.trainer_state in ("finished", "stopped"):
                 return self._send(commands)
+            # Paused by the user, the walled trainer starts paused too; held or paused on NaN, it goes on with the change.
+            paused_by_user = self.trainer_state == "paused" and not (self._holding or self.paused_on_nonfinite)
             if self._trainer is not None:
                 self._keep(self._trainer.stop(REPLACE_STOP_TIMEOUT_S))
-            self._launch(self._spec_from(self.run.latest_checkpoint()), commands)
-            return "a walled trainer starts with it from the latest checkpoint"
+            first: list[Command] = [Pause()] if paused_by_user else []
+            self._launch(self._spec_from(self.run.latest_checkpoint()), [*first, *commands])
+            return "a new trainer starts with it behind the walls, from the latest checkpoint"
 
     def poll_events(self, timeout: float) -> list[Event]:
         """Events from the trainer, waiting at most `timeout` s for the first; call from one thread only."""

@@ -94,13 +94,25 @@ def wall_plan(spec: TrainerSpec) -> walls.WallPlan:
     """What a walled trainer for `spec` may read and write."""
     folder = RunFolder(spec.run_folder.resolve())
     model_file, _name = split_model_spec(spec.model_spec)
-    reads = [*walls.visible_entries(str(model_file.resolve().parent)), str(Path(copilot.__file__).resolve().parent)]
+    reads = [*_model_folder_reads(model_file.resolve().parent), str(Path(copilot.__file__).resolve().parent)]
     if spec.data.data_dir is not None:
         reads.append(str(spec.data.data_dir.resolve()))
     if spec.data.custom:
         custom_file, _function = split_model_spec(spec.data.custom)
         reads.extend(walls.visible_entries(str(custom_file.resolve().parent)))
     return walls.WallPlan(write_roots=tuple(str(path) for path in folder.trainer_writes()), read_roots=tuple(reads))
+
+
+def _model_folder_reads(folder: Path) -> tuple[str, ...]:
+    """The model's folder without its `.git`.
+
+    A run's worktree holds only a `.git` file pointing elsewhere: the folder itself is
+    granted, so the files git writes into it later (a new round, an undo) stay readable.
+    A checkout with its `.git` folder inside is granted entry by entry, hidden ones left out.
+    """
+    if (folder / ".git").is_dir():
+        return walls.visible_entries(str(folder))
+    return (str(folder),)
 
 
 def trainer_environment(spec: TrainerSpec, source: dict[str, str] | None = None) -> dict[str, str]:

@@ -38,7 +38,7 @@ def test_accepted_code_runs_in_a_new_walled_trainer_from_the_checkpoint(project:
         turn = session.assess("schedule")
         assert isinstance(turn.proposal, ArchitectureProposal)
         decision = session.decide(Verdict(decision="accept"))
-        assert decision.accepted and "walled trainer" in decision.message
+        assert decision.accepted and "behind the walls" in decision.message
 
         walled_trainer = session._trainer
         assert walled_trainer is not None and walled_trainer is not user_trainer and not user_trainer.is_alive
