@@ -77,6 +77,8 @@ class TrainSettings(Section):
     # Seconds one stage (the model's import, construction, first forward, a step) may take
     # before the trainer is called stuck and ends with the frame it is stuck in; None: never.
     watchdog_s: float | None = Field(300.0, gt=0)
+    # Names of variables the trainer gets beyond the allow-list (copilot/walls.py), e.g. ["WANDB_API_KEY"].
+    pass_env: list[str] = Field(default_factory=list)
 
 
 class RoleSettings(Section):

@@ -1,7 +1,7 @@
 """Typed messages between the trainer process and everything else.
 
-This module is the only contract between processes: the parent sends `Command`s on
-one queue, the trainer sends `Event`s on another, and `metrics.jsonl` in the run
+This module is the only contract between processes: the parent sends `Command`s and
+the trainer sends `Event`s, as JSON, over one socket pair, and `metrics.jsonl` in the run
 folder holds the same event records, one JSON object per line. Nothing else is
 shared. Every message is a frozen pydantic model with a literal `type` field, so a
 line of `metrics.jsonl` or an item from a queue parses back with `parse_event`.

@@ -192,7 +192,7 @@ def _change_lines(entry: LedgerEntry | None, patch: str) -> list[str]:
     if isinstance(proposal, ArchitectureProposal):
         lines += [f"- {change}" for change in proposal.changes]
         sandbox = proposal.sandbox
-        lines += ["", f"Sandbox: {sandbox.stage}, {_number(sandbox.param_count)} parameters, forward+backward {_number(sandbox.forward_backward_ms)} ms."]
+        lines += ["", f"Sandbox (advisory): {sandbox.stage}, {_number(sandbox.param_count)} parameters, forward+backward {_number(sandbox.forward_backward_ms)} ms."]
     if patch.strip():
         lines += ["", *_fence(patch, "diff")]
     elif isinstance(proposal, ArchitectureProposal):

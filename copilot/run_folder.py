@@ -1,7 +1,8 @@
 """The layout of a run folder, `.copilot/runs/<run-id>/`, the source of truth on disk.
 
-The trainer writes `metrics.jsonl` (append-only), `events.log`, `checkpoints/` and the
-model files as trained; the advisor writes `ledger.jsonl` and its SQLite checkpoint;
+The trainer writes `metrics.jsonl` (append-only), `events.log`, `checkpoints/`, the
+model files as trained and its own `trainer/` folder (home, scratch, output), nothing
+else (`trainer_writes`, which the walls enforce); the advisor writes `ledger.jsonl` and its SQLite checkpoint;
 the report goes to `report.md`. Every part that reads or writes a run finds its files
 here, so no path is spelled twice. It must not import torch.
 """
@@ -59,6 +60,28 @@ class RunFolder:
         return self.path / "models"
 
     @property
+    def trainer(self) -> Path:
+        """The trainer's own folder: its home, its scratch space and its captured output."""
+        return self.path / "trainer"
+
+    @property
+    def trainer_home(self) -> Path:
+        return self.trainer / "home"
+
+    @property
+    def trainer_scratch(self) -> Path:
+        return self.trainer / "tmp"
+
+    @property
+    def trainer_output(self) -> Path:
+        """A walled trainer's stdout and stderr, capped (never the terminal)."""
+        return self.trainer / "output.log"
+
+    def trainer_writes(self) -> tuple[Path, ...]:
+        """Every path a trainer writes: what the walls let it write, and nothing else of the run folder."""
+        return (self.metrics, self.events_log, self.checkpoints, self.models, self.trainer)
+
+    @property
     def ledger(self) -> Path:
         return self.path / "ledger.jsonl"
 
@@ -79,10 +102,15 @@ class RunFolder:
         found = sorted(self.checkpoints.glob("*.pt"), key=lambda p: p.stat().st_mtime)
         return found[-1] if found else None
 
-    def create(self) -> "RunFolder":
+    def create(self, *, for_trainer: bool = False) -> "RunFolder":
+        """Make the folders; `for_trainer` also makes every file the trainer writes, before walls
+        that let it write those files but create nothing else in the run folder."""
         try:
-            self.checkpoints.mkdir(parents=True, exist_ok=True)
-            self.models.mkdir(parents=True, exist_ok=True)
+            for folder in (self.checkpoints, self.models, self.trainer_home, self.trainer_scratch):
+                folder.mkdir(parents=True, exist_ok=True)
+            if for_trainer:
+                for file in (self.metrics, self.events_log):
+                    file.touch(exist_ok=True)
         except OSError as exc:
             raise CopilotError(
                 f"cannot create the run folder {self.path}: {exc.strerror or exc}",

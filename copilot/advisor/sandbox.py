@@ -9,13 +9,16 @@ JSON report, a crash, a timeout, an out-of-memory death) becomes one `SandboxRep
 for the fixer and the human.
 
 It never runs generated code in this process, and `check_model_code` never raises for
-bad code: every failure is a report with `ok=False`.
+bad code: every failure is a report with `ok=False`. A pass is advisory: it is what the
+checked code's own process wrote, which that code can forge (`SANDBOX_ADVISORY`); the
+parent adds what it measured itself (`observed_*`), and accepted code runs walled anyway.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -27,6 +30,7 @@ from typing import Literal
 
 from pydantic import ValidationError
 
+from copilot import walls
 from copilot.advisor.sandbox_child import SandboxJob
 from copilot.advisor.schemas import SandboxReport
 from copilot.advisor.static_check import find_refusal, static_check
@@ -72,6 +76,8 @@ class _ChildOutcome:
     returncode: int
     killed_by_parent: bool
     stderr_tail: str
+    cpu_s: float  # measured by the kernel for the parent (wait4), not reported by the child
+    peak_mb: float
 
 
 def _run_in_child(
@@ -112,26 +118,26 @@ def _run_in_child(
         job_path = Path(root) / "job.json"
         job_path.write_text(job.to_json(), encoding="utf-8")
         outcome = _run_child(job_path, workdir, Path(root), settings.timeout_s)
-    return _report_from(outcome, job)
+    # Set here, after the child's own fields: a report claiming its own measurements is overwritten.
+    return _report_from(outcome, job).model_copy(
+        update={"observed_cpu_s": outcome.cpu_s, "observed_peak_mb": outcome.peak_mb}
+    )
 
 
 def _child_environment(workdir: Path) -> dict[str, str]:
-    """A fresh environment from an allow-list: nothing of the parent's (credentials included) is copied."""
-    environment = {
-        "PATH": os.defpath,
-        "HOME": str(workdir),
-        "TMPDIR": str(workdir),
-        "LANG": "C.UTF-8",
-        "LC_ALL": "C.UTF-8",
-        "OMP_NUM_THREADS": "1",
-        "MKL_NUM_THREADS": "1",
-        "OPENBLAS_NUM_THREADS": "1",
-        # glibc reserves address space per malloc arena; few arenas keep RLIMIT_AS about real memory.
-        "MALLOC_ARENA_MAX": "2",
-        "CUDA_VISIBLE_DEVICES": "",
-    }
-    if "LD_LIBRARY_PATH" in os.environ:  # some Python installations need it to load their libraries
-        environment["LD_LIBRARY_PATH"] = os.environ["LD_LIBRARY_PATH"]
+    """The walls' allow-listed environment (no credentials), with the sandbox's home, scratch and thread counts."""
+    environment = walls.allowed_environment(os.environ, home=str(workdir), scratch=str(workdir))
+    environment.update(
+        {
+            "LC_ALL": "C.UTF-8",
+            "OMP_NUM_THREADS": "1",
+            "MKL_NUM_THREADS": "1",
+            "OPENBLAS_NUM_THREADS": "1",
+            # glibc reserves address space per malloc arena; few arenas keep RLIMIT_AS about real memory.
+            "MALLOC_ARENA_MAX": "2",
+            "CUDA_VISIBLE_DEVICES": "",
+        }
+    )
     return environment
 
 
@@ -148,18 +154,19 @@ def _run_child(job_path: Path, workdir: Path, root: Path, timeout_s: float) -> _
             env=_child_environment(workdir),
             start_new_session=True,
         )
-        killed = False
+        # A pidfd says when the child ends without polling; wait4 then gives what the kernel measured of it.
+        pidfd = os.pidfd_open(process.pid)
         try:
-            process.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            killed = True
+            killed = not select.select([pidfd], [], [], timeout_s)[0]
         finally:
+            os.close(pidfd)
             # The whole group: anything the child managed to start goes with it.
             try:
                 os.killpg(process.pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
-            process.wait()
+            _pid, status, usage = os.wait4(process.pid, 0)
+            process.returncode = os.waitstatus_to_exitcode(status)
     records = []
     for line in report_path.read_text(encoding="utf-8", errors="replace").splitlines():
         try:
@@ -171,7 +178,9 @@ def _run_child(job_path: Path, workdir: Path, root: Path, timeout_s: float) -> _
     with open(stderr_path, "rb") as stderr_file:
         stderr_file.seek(max(0, stderr_path.stat().st_size - STDERR_TAIL_CHARS))
         stderr_tail = stderr_file.read().decode("utf-8", errors="replace")
-    return _ChildOutcome(records, process.returncode, killed, stderr_tail)
+    return _ChildOutcome(
+        records, process.returncode, killed, stderr_tail, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024
+    )
 
 
 def _report_from(outcome: _ChildOutcome, job: SandboxJob) -> SandboxReport:

@@ -9,31 +9,33 @@ Before the generated code is even compiled, the child
   Python's own installation, writing anywhere else, starting or signalling processes
   (fork, exec, spawn, system, Popen, kill), sockets and ctypes; torch's C++ file
   openers (`torch.save`/`torch.load` on a path, `from_file`) are wrapped to meet it;
-- where the kernel has Landlock, confines itself to the same file rules, no TCP and no
-  signals out, which also holds for native code no audit hook sees.
+- raises the operating system's walls of `copilot/walls.py` (loaded by its path) before
+  torch starts: its own network namespace, no capabilities, Landlock (writes only in
+  the working folder, reads only from the interpreter and what torch needs, no TCP, no
+  signals out) and a seccomp socket filter, which also hold for native code no audit
+  hook sees. The audit hook and the checks are a lint for honest mistakes; the walls
+  are what contain hostile code, and whatever this process reports is a claim.
 Then it runs the checks: import, instantiate, parameter budget, forward, output shape,
 backward with finite gradients for every trainable parameter. It writes JSON lines to
 its original stdout (a stage marker as each check starts, then one report with
 SandboxReport's fields); anything the model prints goes to stderr.
 
-It imports only the standard library and torch, never copilot: nothing of the parent
-(settings, credentials, open files) is in reach. The one copilot file it runs,
-`training/model_outputs.py` (stdlib and torch only), is loaded by path before the walls
-go up, so model outputs are read here exactly as the trainer reads them. The parent
-imports this module only for `SandboxJob`, so no torch at module level. Limits are set
-here and not in a `preexec_fn`, which is unsafe in a parent with threads.
+It imports only the standard library, torch and two copilot files by path, never the
+copilot package: nothing of the parent (settings, credentials, open files) is in reach.
+`walls.py` raises the walls; `training/model_outputs.py` (stdlib and torch only) reads
+model outputs here exactly as the trainer reads them. The parent imports this module only
+for `SandboxJob`, so no torch at module level. Limits are set here and not in a
+`preexec_fn`, which is unsafe in a parent with threads.
 """
 
 from __future__ import annotations
 
-import ctypes
 import faulthandler
 import importlib.util
 import json
 import linecache
 import math
 import os
-import platform
 import re
 import resource
 import signal
@@ -48,6 +50,12 @@ from typing import Any
 
 GENERATED_FILENAME = "<generated model>"
 GENERATED_MODULE_NAME = "generated_model"
+WALLS_MODULE_NAME = "copilot_walls"
+# The files the child runs (this one, the walls', the output reader): read after the walls are
+# up (the reader's import; linecache when torch formats a stack through them).
+COPILOT_FOLDER = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MODEL_OUTPUTS_SOURCE = os.path.join(COPILOT_FOLDER, "training", "model_outputs.py")
+OWN_SOURCES = (os.path.abspath(__file__), os.path.join(COPILOT_FOLDER, "walls.py"), MODEL_OUTPUTS_SOURCE)
 MAX_MESSAGE_CHARS = 300
 MAX_TRACEBACK_CHARS = 3000
 FILE_SIZE_LIMIT_BYTES = 16 * 1024 * 1024
@@ -72,18 +80,6 @@ PATH_CHANGING_EVENTS = frozenset(
 )  # fmt: skip
 PATH_READING_EVENTS = frozenset({"os.listdir", "os.scandir", "glob.glob"})
 _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_TRUNC
-
-# Landlock (Linux 5.13+): system call numbers (the same on x86_64 and aarch64) and access rights.
-_LANDLOCK_CREATE_RULESET, _LANDLOCK_ADD_RULE, _LANDLOCK_RESTRICT_SELF = 444, 445, 446
-_LANDLOCK_CREATE_RULESET_VERSION = 1
-_LANDLOCK_RULE_PATH_BENEATH = 1
-_PR_SET_NO_NEW_PRIVS = 38
-_FS_EXECUTE, _FS_WRITE_FILE, _FS_READ_FILE, _FS_READ_DIR = 1 << 0, 1 << 1, 1 << 2, 1 << 3
-_FS_ABI1_ALL = (1 << 13) - 1  # execute .. make_sym
-_FS_REFER, _FS_TRUNCATE, _FS_IOCTL_DEV = 1 << 13, 1 << 14, 1 << 15  # ABI 2, 3, 5
-_NET_BIND_AND_CONNECT_TCP = 0b11  # ABI 4
-_SCOPE_ABSTRACT_UNIX_AND_SIGNAL = 0b11  # ABI 6
-
 
 @dataclass(frozen=True)
 class SandboxJob:
@@ -140,16 +136,36 @@ class CheckFailed(Exception):
 
 
 def apply_limits(job: SandboxJob) -> None:
+    """Memory and CPU time; file size and core dumps are the walls' (`copilot/walls.py`)."""
     memory_bytes = job.memory_mb * 1024 * 1024
     resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))
     # The soft limit raises SIGXCPU (turned into CpuTimeExceeded); the hard one kills
     # a process whose code swallowed that exception.
     resource.setrlimit(resource.RLIMIT_CPU, (job.cpu_seconds, job.cpu_seconds + 2))
-    resource.setrlimit(resource.RLIMIT_FSIZE, (FILE_SIZE_LIMIT_BYTES, FILE_SIZE_LIMIT_BYTES))
-    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     # Fork is refused by the audit hook, not RLIMIT_NPROC: the limit counts every process
     # and thread of the user (other tools, torch's threads) and does not bind root.
-    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # an oversized write fails with EFBIG instead of killing
+
+
+def load_walls() -> types.ModuleType:
+    """`copilot/walls.py`, loaded by its path: the one place walls are raised, and nothing else of copilot."""
+    spec = importlib.util.spec_from_file_location(WALLS_MODULE_NAME, OWN_SOURCES[1])
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[WALLS_MODULE_NAME] = module  # its dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def raise_walls(job: SandboxJob) -> bool:
+    """The operating system's walls, before torch starts a thread; True when Landlock confines the files."""
+    walls = load_walls()
+    plan = walls.WallPlan(
+        write_roots=(job.workdir,),
+        read_roots=OWN_SOURCES,
+        file_size_limit_bytes=FILE_SIZE_LIMIT_BYTES,
+        shared_memory_and_gpu=False,
+    )
+    return walls.apply_walls(plan).landlock_abi > 0
 
 
 def install_timers(job: SandboxJob, on_cpu_limit: Callable[[], None]) -> None:
@@ -181,7 +197,7 @@ class AuditGuard:
         # torch's cpuinfo reads the CPU's description lazily, after the walls are up.
         roots |= {"/sys/devices/system/cpu"}
         self.read_roots = tuple(sorted({os.path.realpath(root) for root in roots} | {self.workdir}))
-        self.read_files = frozenset({"/dev/null", "/dev/urandom", "/proc/cpuinfo"})
+        self.read_files = frozenset({"/dev/null", "/dev/urandom", "/proc/cpuinfo", *OWN_SOURCES})
         self.violations: list[tuple[str, int | None]] = []  # (what was blocked, generated line)
         self.kernel_confined = False  # Landlock holds the same rules for native code
         self.active = False
@@ -259,75 +275,6 @@ def audit_native_file_doors(torch: Any) -> None:
     torch.from_file = audited(torch.from_file, "r+b")
     torch.UntypedStorage.from_file = audited(torch.UntypedStorage.from_file, "r+b")
     torch.TypedStorage.from_file = audited(torch.TypedStorage.from_file, "r+b")
-
-
-def landlock_abi() -> int:
-    """The kernel's Landlock ABI version, 0 where there is none."""
-    if platform.system() != "Linux" or platform.machine() not in ("x86_64", "aarch64"):
-        return 0
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.syscall.restype = ctypes.c_long
-    version = libc.syscall(
-        ctypes.c_long(_LANDLOCK_CREATE_RULESET), None, ctypes.c_long(0), ctypes.c_long(_LANDLOCK_CREATE_RULESET_VERSION)
-    )
-    return max(version, 0)
-
-
-def restrict_with_landlock(guard: AuditGuard) -> bool:
-    """Kernel-enforced backstop for native code: the audit hook's file rules, no TCP, no signals out.
-
-    Audit hooks see only what Python reports; a C++ extension opening a file or a socket
-    is invisible to them. Landlock confines the process itself: read-only beneath the
-    read roots, everything beneath the working folder, nothing else; with ABI 4 no TCP
-    bind or connect, with ABI 6 no signals to processes outside. Returns False where the
-    kernel lacks Landlock; the audit hook still stands then.
-    """
-    abi = landlock_abi()
-    if abi < 1:
-        return False
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.syscall.restype = ctypes.c_long
-    handled_fs = _FS_ABI1_ALL | (_FS_REFER if abi >= 2 else 0) | (_FS_TRUNCATE if abi >= 3 else 0)
-    handled_fs |= _FS_IOCTL_DEV if abi >= 5 else 0
-    file_rights = (_FS_EXECUTE | _FS_WRITE_FILE | _FS_READ_FILE) | (handled_fs & (_FS_TRUNCATE | _FS_IOCTL_DEV))
-
-    class RulesetAttr(ctypes.Structure):
-        _fields_ = [("handled_access_fs", ctypes.c_uint64), ("handled_access_net", ctypes.c_uint64), ("scoped", ctypes.c_uint64)]
-
-    class PathBeneathAttr(ctypes.Structure):
-        _pack_ = 1
-        _fields_ = [("allowed_access", ctypes.c_uint64), ("parent_fd", ctypes.c_int32)]
-
-    attr = RulesetAttr(
-        handled_fs,
-        _NET_BIND_AND_CONNECT_TCP if abi >= 4 else 0,
-        _SCOPE_ABSTRACT_UNIX_AND_SIGNAL if abi >= 6 else 0,
-    )
-    attr_size = 8 if abi < 4 else 16 if abi < 6 else 24  # the struct grew with the ABI
-    ruleset = libc.syscall(ctypes.c_long(_LANDLOCK_CREATE_RULESET), ctypes.byref(attr), ctypes.c_long(attr_size), ctypes.c_long(0))
-    if ruleset < 0:
-        return False
-    try:
-        rules = [(root, _FS_EXECUTE | _FS_READ_FILE | _FS_READ_DIR) for root in guard.read_roots]
-        rules += [(path, _FS_READ_FILE) for path in guard.read_files]
-        rules.append((guard.workdir, handled_fs))
-        for path, access in rules:
-            if not os.path.exists(path):
-                continue
-            path_fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
-            try:
-                rule = PathBeneathAttr(access if os.path.isdir(path) else access & file_rights, path_fd)
-                libc.syscall(
-                    ctypes.c_long(_LANDLOCK_ADD_RULE), ctypes.c_long(ruleset), ctypes.c_long(_LANDLOCK_RULE_PATH_BENEATH),
-                    ctypes.byref(rule), ctypes.c_long(0),
-                )  # fmt: skip
-            finally:
-                os.close(path_fd)
-        if libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
-            return False
-        return libc.syscall(ctypes.c_long(_LANDLOCK_RESTRICT_SELF), ctypes.c_long(ruleset), ctypes.c_long(0)) == 0
-    finally:
-        os.close(ruleset)
 
 
 def _inside(path: str, roots: tuple[str, ...]) -> bool:
@@ -541,8 +488,7 @@ def _generated_traceback(error: BaseException) -> str:
 
 def load_outputs_reader() -> types.ModuleType:
     """copilot/training/model_outputs.py, by path: the package (and what it could reach) stays unimported."""
-    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "training", "model_outputs.py")
-    spec = importlib.util.spec_from_file_location("copilot_model_outputs", path)
+    spec = importlib.util.spec_from_file_location("copilot_model_outputs", MODEL_OUTPUTS_SOURCE)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses look their module up here
@@ -568,13 +514,14 @@ def main(job_path: str) -> None:
     try:
         apply_limits(job)
         install_timers(job, on_cpu_limit=lambda: emit({"cpu_limit": True}))
+        kernel_confined = raise_walls(job)
         import torch  # under the limits: a torch that cannot start within them is reported too
 
         torch.set_num_threads(1)
         guard = AuditGuard(job.workdir)
         outputs = load_outputs_reader()
         audit_native_file_doors(torch)
-        guard.kernel_confined = restrict_with_landlock(guard)
+        guard.kernel_confined = kernel_confined
         sys.addaudithook(guard)
         checks.run(torch, guard, outputs)
         signal.setitimer(signal.ITIMER_REAL, 0)

@@ -103,8 +103,19 @@ class ArchitectureAnswer(Schema):
     code: str = Field(description="the complete new model module: same class name, constructor signature, input and output contract")
 
 
+# Shown with every sandbox verdict: what the checked code reports about itself can be forged.
+SANDBOX_ADVISORY = (
+    "advisory: the sandbox catches honest mistakes; its verdict comes from the checked code's own process "
+    "(a claim), and accepted code runs behind the walls either way"
+)
+
+
 class SandboxReport(Schema):
-    """The structured outcome of checking generated model code in a child process."""
+    """The structured outcome of checking generated model code in a child process.
+
+    Everything but the `observed_*` fields comes from the child, where the checked code
+    ran: a claim, advisory. `observed_*` the parent measured itself (wait4 of the child).
+    """
 
     ok: bool
     stage: Literal[
@@ -117,6 +128,8 @@ class SandboxReport(Schema):
     param_count: int | None = None
     forward_backward_ms: float | None = None
     traceback: str = ""  # trimmed to the frames inside the generated module
+    observed_cpu_s: float | None = None  # the child's user + system CPU time, measured by the parent
+    observed_peak_mb: float | None = None  # the child's peak resident memory, measured by the parent
 
 
 class HParamProposal(Schema):

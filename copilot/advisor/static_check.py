@@ -1,4 +1,4 @@
-"""The static check of generated model code: the first wall of the sandbox.
+"""The static check of generated model code: a fast lint for honest mistakes, not a wall.
 
 It reads the syntax tree of a model module and refuses, before anything runs, the
 constructs a model file never needs and an escape always does: imports outside the
@@ -11,8 +11,10 @@ to files and processes (`torch.load`, `torch.save`, `torch.hub`, `torch.from_fil
 line and the construct.
 
 It never imports, compiles for running, or executes the code it checks. Python has
-too many doors for a syntax check to close them all, so it is not the only wall:
-`copilot.advisor.sandbox` runs the code that passes in a limited child process.
+too many doors for a syntax check to close them all (allowed modules re-export the
+interpreter: `typing.stdlib_re.enum.bltns` is `builtins`), so it contains nothing:
+containment is the operating system's (`copilot/walls.py`), around the sandbox child
+and around every trainer that runs code the user did not write.
 """
 
 from __future__ import annotations

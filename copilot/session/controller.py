@@ -10,7 +10,9 @@ From then on:
   human gate and `pending` shows what waits there (after a restart too);
 - `decide` takes the human's verdict: an accepted change is committed as the next
   round, then the trainer swaps the model or applies the hyperparameters (a crashed
-  trainer is started again with it; one paused on NaN is resumed); a rejection goes
+  trainer is started again with it; one paused on NaN is resumed); the first code
+  the user did not write restarts the trainer walled (`copilot.walls`) from a
+  checkpoint, and the run stays walled from then on; a rejection goes
   to the ledger through the workflow; an edit is checked again;
 - a round's measured results go into its git note at the next assessment and when
   the run ends; `write_report` writes report.md; `stop` checkpoints and stops.
@@ -161,6 +163,11 @@ def resume_command(run: RunFolder) -> str:
     return f"copilot resume {run.run_id if run.path.resolve().parent == here else run.path}"
 
 
+def _save_spec(run: RunFolder, spec: TrainerSpec) -> None:
+    """The spec `resume` starts the trainer from again, walls included."""
+    run.session.write_text(spec.model_dump_json(indent=2) + "\n", encoding="utf-8")
+
+
 def history_of(run: RunFolder) -> ExperimentHistory:
     """The experiment history of a run a session started, found through its session.json."""
     if not run.session.exists():
@@ -259,7 +266,7 @@ class Session:
             max_params=settings.sandbox.max_params,
         )
         run.create()
-        run.session.write_text(spec.model_dump_json(indent=2) + "\n", encoding="utf-8")
+        _save_spec(run, spec)
         session = cls._opened(settings, run, spec, history, roles, max_rounds)
         session._launch(spec, ())
         return session
@@ -283,6 +290,8 @@ class Session:
                 "run_folder": run.path,
                 "model_spec": f"{worktree_model}:{class_name}" if class_name else str(worktree_model),
                 "resume_from": None,
+                # A run that ever took generated code stays walled (also one saved before walls existed).
+                "walled": saved.walled or any(info.kind == "arch" for info in history.rounds()),
             }
         )
         session = cls._opened(settings, run, spec, history, roles, max_rounds)
@@ -346,7 +355,7 @@ class Session:
             return
         append_entry(self.run, outcome.entry.model_copy(update={"commit": committed.sha}))
         if committed.round not in applied_rounds(self.run.metrics):
-            self._send([self._command_for(outcome.proposal, committed.round)])
+            self._apply(self._command_for(outcome.proposal, committed.round))
 
     @staticmethod
     def _turn_of(pending: PendingProposal, trigger: str) -> AdvisorTurn:
@@ -402,6 +411,28 @@ class Session:
                 self._replace_trainer(self.run.latest_checkpoint(), commands)
                 return "a new trainer starts with it"
             return "training has ended; it applies when the run continues with more epochs"
+
+    def _send_untrusted(self, commands: Sequence[Command]) -> str:
+        """Give the trainer commands that run code the user did not write; says what happened.
+
+        The first time, the trainer is restarted walled from a checkpoint written now, not
+        swapped in place: walls bind only the thread that raises them, so they cannot be
+        closed around a trainer already running. Once walled, the run stays walled.
+        """
+        with self._trainer_lock:
+            if self._spec.walled:
+                return self._send(commands)
+            self._spec = self._spec.model_copy(update={"walled": True})
+            _save_spec(self.run, self._spec)
+            if self.trainer_state in ("finished", "stopped"):
+                return self._send(commands)
+            # Paused by the user, the walled trainer starts paused too; held or paused on NaN, it goes on with the change.
+            paused_by_user = self.trainer_state == "paused" and not (self._holding or self.paused_on_nonfinite)
+            if self._trainer is not None:
+                self._keep(self._trainer.stop(REPLACE_STOP_TIMEOUT_S))
+            first: list[Command] = [Pause()] if paused_by_user else []
+            self._launch(self._spec_from(self.run.latest_checkpoint()), [*first, *commands])
+            return "a new trainer starts with it behind the walls, from the latest checkpoint"
 
     def poll_events(self, timeout: float) -> list[Event]:
         """Events from the trainer, waiting at most `timeout` s for the first; call from one thread only."""
@@ -617,7 +648,11 @@ class Session:
                 )  # fmt: skip
         append_entry(self.run, accepted.entry.model_copy(update={"commit": info.sha}))
         self._new_round(info)
-        return info, self._send([self._command_for(proposal, info.round)])
+        return info, self._apply(self._command_for(proposal, info.round))
+
+    def _apply(self, command: Command) -> str:
+        """Hand a committed round to the trainer: new model code only behind the walls."""
+        return self._send_untrusted([command]) if isinstance(command, SwapModel) else self._send([command])
 
     def _command_for(self, proposal: Proposal, round_number: int) -> Command:
         """What the trainer must do to train a committed round of `proposal`."""

@@ -24,6 +24,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
+from copilot import walls
 from copilot.config import DataSettings
 from copilot.errors import DataError
 from copilot.events import DataSpec
@@ -278,6 +279,9 @@ def batches_per_epoch(split: Split, batch_size: int, world_size: int = 1) -> int
 
 
 def _dataloader_workers() -> int:
+    # Behind the walls no unix socket can be made, and DataLoader workers hand tensors over through one.
+    if walls.current() is not None:
+        return 0
     return min(4, max(0, (os.cpu_count() or 1) - 1))
 
 

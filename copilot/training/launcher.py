@@ -1,12 +1,24 @@
 """Start the trainer in its own process and talk to it; the one training module the parent imports.
 
-`TrainerProcess` spawns the worker with the `spawn` start method (safe with CUDA), sends
-it `Command`s on one queue and reads `Event`s from another without ever blocking longer
-than the caller allows. If the trainer dies without saying goodbye (a signal, the
-kernel's out-of-memory killer, a segfault), the parent still gets a `TrainerError` after
-every event the trainer managed to send: of kind "oom" when the memory cgroup counted an
-out-of-memory kill meanwhile (evidence, not a guess from the signal), else "killed", a
-fault from outside that the session recovers from by resuming from a checkpoint.
+`TrainerProcess` starts the worker as a fresh interpreter (`subprocess`, exec'd, so
+safe with CUDA) with an environment built from an allow-list (`copilot.walls`) plus the
+names in `train.pass_env`: the app's credentials are never in the trainer's environment,
+`/proc/self/environ` included. Parent and trainer speak JSON lines of the typed messages
+in `copilot.events` over one socket pair (commands in, events out); the parent parses
+what arrives as untrusted input, never unpickles it. If the trainer dies without saying
+goodbye (a signal, the out-of-memory killer, a segfault), the parent still gets a
+`TrainerError` after every event the trainer managed to send: of kind "oom" when the
+memory cgroup counted an out-of-memory kill meanwhile (evidence, not a guess from the
+signal), else "killed", a fault from outside that the session recovers from by resuming
+from a checkpoint.
+
+Walls: a spec with `walled=True` (the session sets it the first time code the user did
+not write is to run; trials set it for every candidate) starts a trainer that raises
+`copilot.walls` as its first act, before torch is imported and before any thread
+exists: no network, no capabilities, writes only to `RunFolder.trainer_writes()`, reads
+only from the interpreter, the model's folder without its hidden entries, the data and
+what torch needs; its stdout and stderr go to `trainer/output.log`, capped. A trainer is
+walled from its start or never: walls cannot be closed around a running process.
 
 It must not import torch (the app imports this module and starts quickly) and holds no
 training logic: everything that trains lives in `worker.py`, inside the child.
@@ -14,18 +26,34 @@ training logic: everything that trains lives in `worker.py`, inside the child.
 
 from __future__ import annotations
 
-import multiprocessing
+import json
+import os
 import queue
 import signal
+import socket
+import subprocess
+import sys
+import threading
 import time
+from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+import copilot
+from copilot import walls
 from copilot.config import DataSettings, ModelArg, SandboxSettings, TrainSettings
 from copilot.errors import ModelLoadError
-from copilot.events import Command, Event, Finished, Stop, TrainerError
+from copilot.events import Command, Event, Finished, LogLine, Stop, TrainerError, event_to_json, parse_command, parse_event
+from copilot.run_folder import RunFolder
+
+# A walled trainer's stdout and stderr beyond this go nowhere (the log says how much was dropped).
+TRAINER_OUTPUT_CAP_BYTES = 16 * 1024 * 1024
+# One message from the trainer larger than this ends the connection: no event is that big.
+MAX_EVENT_BYTES = 16 * 1024 * 1024
+# The child's side: `-P` keeps the working folder off sys.path, so no file there shadows copilot.
+CHILD_CODE = "import sys; from copilot.training.launcher import trainer_main; trainer_main(int(sys.argv[1]))"
 
 
 class TrainerSpec(BaseModel):
@@ -42,6 +70,8 @@ class TrainerSpec(BaseModel):
     # A config object built from defaults is refused past this many parameters (minGPT's defaults are GPT-2's).
     max_params: int = SandboxSettings.model_fields["max_params"].default
     resume_from: Path | None = None  # a checkpoint file to continue from
+    # Runs code the user did not write (generated, edited in copilot, a trial): start behind the walls.
+    walled: bool = False
 
 
 def split_model_spec(spec: str) -> tuple[Path, str | None]:
@@ -87,72 +117,209 @@ def oom_kills() -> int | None:
     return None
 
 
-def _trainer_entry(spec: TrainerSpec, commands: Any, events: Any) -> None:
-    """Child-side entry; imports the worker (and torch) only here, so the parent never does."""
+def wall_plan(spec: TrainerSpec) -> walls.WallPlan:
+    """What a walled trainer for `spec` may read and write."""
+    folder = RunFolder(spec.run_folder.resolve())
+    model_file, _name = split_model_spec(spec.model_spec)
+    reads = [*_model_folder_reads(model_file.resolve().parent), str(Path(copilot.__file__).resolve().parent)]
+    if spec.data.data_dir is not None:
+        reads.append(str(spec.data.data_dir.resolve()))
+    if spec.data.custom:
+        custom_file, _function = split_model_spec(spec.data.custom)
+        reads.extend(walls.visible_entries(str(custom_file.resolve().parent)))
+    return walls.WallPlan(write_roots=tuple(str(path) for path in folder.trainer_writes()), read_roots=tuple(reads))
+
+
+def _model_folder_reads(folder: Path) -> tuple[str, ...]:
+    """The model's folder without its `.git`.
+
+    A run's worktree holds only a `.git` file pointing elsewhere: the folder itself is
+    granted, so the files git writes into it later (a new round, an undo) stay readable.
+    A checkout with its `.git` folder inside is granted entry by entry, hidden ones left out.
+    """
+    if (folder / ".git").is_dir():
+        return walls.visible_entries(str(folder))
+    return (str(folder),)
+
+
+def trainer_environment(spec: TrainerSpec, source: dict[str, str] | None = None) -> dict[str, str]:
+    """The trainer's whole environment: the allow-list, `train.pass_env`, and where copilot is found."""
+    folder = RunFolder(spec.run_folder)
+    environment = walls.allowed_environment(
+        os.environ if source is None else source,
+        home=str(folder.trainer_home) if spec.walled else None,
+        scratch=str(folder.trainer_scratch),
+        pass_env=spec.train.pass_env,
+    )
+    # The child is started with -P: put the folder holding this copilot first, so it runs this code.
+    package_root = str(Path(copilot.__file__).resolve().parent.parent)
+    environment["PYTHONPATH"] = os.pathsep.join(filter(None, (package_root, environment.get("PYTHONPATH"))))
+    return environment
+
+
+def trainer_main(connection_fd: int) -> None:
+    """Child-side entry: read the start message, raise the walls, and only then import the worker (and torch)."""
     # Ctrl-C in a terminal reaches the whole process group; the parent decides how to stop us.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    from copilot.training.worker import run_trainer
+    connection = Connection(connection_fd)
+    start = json.loads(connection.recv_bytes())
+    spec = TrainerSpec.model_validate_json(start["spec"])
+    events = _EventsToParent(connection)
+    try:
+        if start["walls"] is not None:
+            try:
+                applied = walls.apply_walls(walls.WallPlan.from_json(start["walls"]))
+            except walls.WallsError as error:
+                events.put(TrainerError(kind="config", message=f"the trainer could not be walled: {error}", hint="", user_error=False))
+                events.put(Finished(reason="error", epoch=0, step=0))
+                return
+            level = "warning" if applied.missing else "info"
+            events.put(LogLine(level=level, message=applied.describe(), time=time.time()))
+        from copilot.training.worker import run_trainer
 
-    run_trainer(spec, commands, events)
+        run_trainer(spec, _CommandsFromParent(connection), events)
+    finally:
+        events.close()
+
+
+class _CommandsFromParent:
+    """The worker's command queue, read from the connection (`get(timeout=)`, `get_nowait()`)."""
+
+    def __init__(self, connection: Connection) -> None:
+        self._connection = connection
+
+    def get(self, timeout: float | None = None) -> Command:
+        try:
+            if not self._connection.poll(timeout):
+                raise queue.Empty
+            return parse_command(self._connection.recv_bytes())
+        except (EOFError, OSError):
+            raise queue.Empty from None  # the parent is gone: the worker notices and stops
+
+    def get_nowait(self) -> Command:
+        return self.get(0.0)
+
+
+class _EventsToParent:
+    """The worker's event queue: `put` never blocks training; a feeder thread writes, as multiprocessing's queues do.
+
+    The thread starts at the first `put`, after the walls are up, so it is walled too.
+    """
+
+    def __init__(self, connection: Connection) -> None:
+        self._connection = connection
+        self._pending: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._feeder: threading.Thread | None = None
+
+    def put(self, event: Any) -> None:
+        if self._feeder is None:
+            self._feeder = threading.Thread(target=self._feed, name="copilot-events", daemon=True)
+            self._feeder.start()
+        self._pending.put(event)
+
+    def _feed(self) -> None:
+        while (event := self._pending.get()) is not None:
+            try:
+                self._connection.send_bytes(event_to_json(event).encode())
+            except OSError:
+                return  # the parent is gone; nobody reads the rest
+
+    def close(self) -> None:
+        """Send what is queued, then let the process exit."""
+        if self._feeder is not None:
+            self._pending.put(None)
+            self._feeder.join()
+        self._connection.close()
 
 
 class TrainerProcess:
-    """One trainer child process and its two queues."""
+    """One trainer child process and the connection to it."""
 
     def __init__(self, spec: TrainerSpec) -> None:
         self.spec = spec
-        context = multiprocessing.get_context("spawn")
-        self._commands = context.Queue()
-        self._events = context.Queue()
-        # Not a daemon: the trainer may start DataLoader workers, which daemons cannot have.
-        # It watches for its parent instead and stops when the parent is gone.
-        self._process = context.Process(
-            target=_trainer_entry,
-            args=(spec, self._commands, self._events),
-            name=f"copilot-trainer-{spec.run_folder.name}",
-        )
+        self._process: subprocess.Popen[bytes] | None = None
+        self._connection: Connection | None = None
+        self._send_lock = threading.Lock()  # commands come from the app's and the session's threads
         self._finished = False  # a Finished event arrived
         self._death_reported = False
         self._oom_kills_at_start: int | None = None
 
     def start(self) -> None:
         self._oom_kills_at_start = oom_kills()
-        self._process.start()
+        spec = self.spec
+        folder = RunFolder(spec.run_folder).create(for_trainer=spec.walled)
+        parent_end, child_end = socket.socketpair()
+        try:
+            output: IO[bytes] | int | None = subprocess.PIPE if spec.walled else None
+            # Not a new session: the trainer may start DataLoader workers and goes with its group.
+            # It watches for its parent and stops when the parent is gone.
+            self._process = subprocess.Popen(
+                [sys.executable, "-P", "-c", CHILD_CODE, str(child_end.fileno())],
+                env=trainer_environment(spec),
+                stdin=subprocess.DEVNULL,
+                stdout=output,
+                stderr=subprocess.STDOUT if spec.walled else None,
+                pass_fds=(child_end.fileno(),),
+            )
+        finally:
+            child_end.close()
+        self._connection = Connection(parent_end.detach())
+        if self._process.stdout is not None:
+            _OutputCap(self._process.stdout, folder.trainer_output).start()
+        plan = wall_plan(spec).to_json() if spec.walled else None
+        self._connection.send_bytes(json.dumps({"spec": spec.model_dump_json(), "walls": plan}).encode())
 
     def send(self, command: Command) -> None:
         """Queue a command for the trainer; it reads commands between steps."""
-        if self._process.is_alive():
-            self._commands.put(command)
+        if not self.is_alive or self._connection is None:
+            return
+        with self._send_lock:
+            try:
+                self._connection.send_bytes(event_to_json(command).encode())
+            except OSError:
+                pass  # it died meanwhile; poll reports how
 
     def poll(self, timeout: float = 0.0) -> list[Event]:
         """Events that arrived, waiting at most `timeout` seconds for the first one."""
-        events: list[Event] = []
-        try:
-            events.append(self._events.get(timeout=timeout) if timeout > 0 else self._events.get_nowait())
-        except queue.Empty:
-            pass
+        events = self._receive(timeout)
         events.extend(self._drain())
-        if not events and not self._process.is_alive() and self._process.exitcode is not None:
-            # The child is gone: whatever it sent is in the pipe now; read it before judging.
+        if not events and self._process is not None and self._process.poll() is not None:
+            # The child is gone: whatever it sent is in the socket now; read it before judging.
             events.extend(self._drain())
             events.extend(self._death_notice())
         self._finished = self._finished or any(isinstance(event, Finished) for event in events)
         return events
 
+    def _receive(self, timeout: float) -> list[Event]:
+        """At most one event, waiting up to `timeout`; nothing once the connection has ended."""
+        connection = self._connection
+        if connection is None or connection.closed:
+            return []
+        try:
+            if not connection.poll(timeout):
+                return []
+            data = connection.recv_bytes(MAX_EVENT_BYTES)
+        except (EOFError, OSError):
+            connection.close()
+            return []
+        try:
+            return [parse_event(data)]
+        except ValidationError:
+            # The trainer may run hostile code: what it sends is parsed, and what does not parse is dropped.
+            return [LogLine(level="warning", message="the trainer sent a message that is not an event; dropped", time=time.time())]
+
     def _drain(self) -> list[Event]:
         drained: list[Event] = []
-        while True:
-            try:
-                drained.append(self._events.get_nowait())
-            except queue.Empty:
-                return drained
+        while batch := self._receive(0.0):
+            drained.extend(batch)
+        return drained
 
     def _death_notice(self) -> list[Event]:
         """A `TrainerError` for a child that exited without a `Finished` event, once."""
         if self._finished or self._death_reported:
             return []
         self._death_reported = True
-        code = self._process.exitcode
+        code = self.exitcode
         if code is not None and code < 0:
             name = signal.Signals(-code).name if -code in signal.valid_signals() else f"signal {-code}"
             message = f"the trainer process was killed by {name} (exit code {code})"
@@ -172,15 +339,15 @@ class TrainerProcess:
 
     @property
     def is_alive(self) -> bool:
-        return self._process.is_alive()
+        return self._process is not None and self._process.poll() is None
 
     @property
     def exitcode(self) -> int | None:
-        return self._process.exitcode
+        return self._process.poll() if self._process is not None else None
 
     @property
     def pid(self) -> int | None:
-        return self._process.pid
+        return self._process.pid if self._process is not None else None
 
     def stop(self, timeout: float = 30.0, *, checkpoint: bool = True) -> list[Event]:
         """Ask the trainer to stop, wait up to `timeout` s reading its events, then terminate it.
@@ -189,30 +356,53 @@ class TrainerProcess:
         """
         self.send(Stop(checkpoint=checkpoint))
         events = self._wait_for_exit(timeout)
-        if self._process.is_alive():
+        if self.is_alive and self._process is not None:
             self._process.terminate()
             events.extend(self._wait_for_exit(5.0))
-        if self._process.is_alive():
+        if self.is_alive:
             self.kill()
         events.extend(self.poll())
-        self._close_queues()
+        if self._connection is not None:
+            self._connection.close()
         return events
 
     def kill(self) -> None:
         """SIGKILL the trainer at once; `poll` then reports it as killed."""
-        self._process.kill()
-        self._process.join(5.0)
+        if self._process is not None:
+            self._process.kill()
+            try:
+                self._process.wait(5.0)
+            except subprocess.TimeoutExpired:
+                pass
 
     def _wait_for_exit(self, timeout: float) -> list[Event]:
-        # Reading while waiting matters: a child with unsent events cannot exit before they are read.
+        # Reading while waiting matters: a child whose feeder still sends cannot exit before it is read.
         events: list[Event] = []
         deadline = time.monotonic() + timeout
-        while self._process.is_alive() and time.monotonic() < deadline:
+        while self.is_alive and time.monotonic() < deadline:
             events.extend(self.poll(timeout=min(0.1, max(0.0, deadline - time.monotonic()))))
-        self._process.join(0.5)
         return events
 
-    def _close_queues(self) -> None:
-        # A dead child never reads the commands left in the pipe: do not wait on them at exit.
-        self._commands.cancel_join_thread()
-        self._commands.close()
+
+class _OutputCap(threading.Thread):
+    """Copies a walled trainer's output to its log file up to `TRAINER_OUTPUT_CAP_BYTES`; the rest is counted, not kept.
+
+    The cap is measured here, in the parent: what the trainer says about its output is a claim.
+    """
+
+    def __init__(self, stream: IO[bytes], log_path: Path) -> None:
+        super().__init__(name="copilot-trainer-output", daemon=True)
+        self._stream = stream
+        self._log_path = log_path
+
+    def run(self) -> None:
+        written = dropped = 0
+        with self._stream, open(self._log_path, "ab") as log:
+            while chunk := self._stream.read1(65536):
+                kept = chunk[: max(0, TRAINER_OUTPUT_CAP_BYTES - written)]
+                log.write(kept)
+                log.flush()
+                written += len(kept)
+                dropped += len(chunk) - len(kept)
+            if dropped:
+                log.write(f"\n[copilot: {dropped} more bytes of output dropped at the {TRAINER_OUTPUT_CAP_BYTES} byte cap]\n".encode())

@@ -20,7 +20,6 @@ It must not print, and holds no measurement logic (that is `loop.py`/`instrument
 from __future__ import annotations
 
 import math
-import multiprocessing
 import os
 import queue
 import random
@@ -100,6 +99,8 @@ PROBE_BATCH = 2
 PAUSED_POLL_S = 0.25
 
 FinishReason = Literal["epochs_done", "stopped", "error"]
+# Orphaned, a process is re-parented: a different parent means the one that started us is gone.
+_STARTING_PARENT_PID = os.getppid()
 
 
 def run_trainer(spec: TrainerSpec, commands: Any, events: Any) -> None:
@@ -433,9 +434,8 @@ class _Trainer:
         )
         self.reporter.emit(Finished(reason="error", epoch=state.epoch if state else 0, step=state.step if state else 0))
         self.reporter.close()
-        if multiprocessing.parent_process() is not None:  # our own process: end it, the stuck thread with it
+        if not isinstance(self.events, queue.Queue):  # the trainer's own process, not a test's thread: end it, the stuck thread with it
             self.events.close()
-            self.events.join_thread()
             os._exit(1)
 
     def _start(self) -> None:
@@ -825,5 +825,4 @@ def _seed_everything(seed: int) -> None:
 
 def _parent_alive() -> bool:
     """False once the process that started us is gone (never an orphan training on its own)."""
-    parent = multiprocessing.parent_process()
-    return parent is None or parent.is_alive()
+    return os.getppid() == _STARTING_PARENT_PID

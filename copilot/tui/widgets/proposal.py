@@ -3,7 +3,7 @@
 Architecture proposals show the model file's unified diff, syntax-highlighted with
 Rich's `Syntax(..., "diff")`, or side by side; hyperparameter proposals show a
 before/after table; a finish proposal shows its summary. The sandbox's verdict is
-one line here and the whole report in a dialog (`v`). It renders; the app decides.
+one line here, marked advisory, and the whole report in a dialog (`v`). It renders; the app decides.
 """
 
 from __future__ import annotations
@@ -21,7 +21,14 @@ from textual.app import ComposeResult
 from textual.containers import VerticalScroll
 from textual.widgets import Static
 
-from copilot.advisor.schemas import ArchitectureProposal, FinishProposal, HParamProposal, Proposal, SandboxReport
+from copilot.advisor.schemas import (
+    SANDBOX_ADVISORY,
+    ArchitectureProposal,
+    FinishProposal,
+    HParamProposal,
+    Proposal,
+    SandboxReport,
+)
 from copilot.events import HPARAM_KEYS
 
 KEY_HINTS = "a accept · r reject · e edit · v sandbox · d side by side"  # fits the advisor pane at 160 columns
@@ -45,6 +52,7 @@ def sandbox_summary(report: SandboxReport, fix_rounds: int = 0) -> Text:
         text.append(report.message, "red")
     if fix_rounds:
         text.append(f" · after {fix_rounds} fix round{'s' if fix_rounds > 1 else ''}", "dim")
+    text.append(" · advisory (v)", "dim")
     return text
 
 
@@ -61,6 +69,9 @@ def sandbox_details(report: SandboxReport) -> Group:
         ("expected shape", report.expected_shape),
         ("parameters", f"{report.param_count:,}" if report.param_count is not None else None),
         ("forward+backward", f"{report.forward_backward_ms:.1f} ms" if report.forward_backward_ms is not None else None),
+        ("CPU time (measured outside)", f"{report.observed_cpu_s:.2f} s" if report.observed_cpu_s is not None else None),
+        ("peak memory (measured outside)", f"{report.observed_peak_mb:.0f} MB" if report.observed_peak_mb is not None else None),
+        ("note", SANDBOX_ADVISORY),
     ):
         if value is not None:
             table.add_row(label, str(value))
