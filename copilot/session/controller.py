@@ -157,9 +157,10 @@ def _existing_ancestor(path: Path) -> Path:
     return Path.cwd()
 
 
-def resume_command(run: RunFolder) -> str:
-    """`copilot resume <id>` when the run is under this folder's runs, else with the run folder's path."""
-    here = (Path.cwd() / DEFAULT_RUNS_DIR).resolve()
+def resume_command(run: RunFolder, runs_dir: Path = DEFAULT_RUNS_DIR) -> str:
+    """`copilot resume <id>` when the run is in the runs folder the settings name (`runs_dir`,
+    relative to this folder), where `resume` looks; else with the run folder's path."""
+    here = (Path.cwd() / runs_dir).resolve()
     return f"copilot resume {run.run_id if run.path.resolve().parent == here else run.path}"
 
 
@@ -535,7 +536,7 @@ class Session:
     def _send_live(self, command: Command) -> None:
         with self._trainer_lock:
             if self._trainer is None or not self._trainer.is_alive:
-                raise CopilotError("the trainer is not running", f"continue the run with `{resume_command(self.run)}`")
+                raise CopilotError("the trainer is not running", f"continue the run with `{resume_command(self.run, self.settings.runs_dir)}`")
             self._trainer.send(command)
 
     # ------------------------------------------------------------------ the advisor
@@ -676,7 +677,7 @@ class Session:
 
     def _require_open(self) -> None:
         if self._stopped:
-            raise CopilotError("this session is stopped", f"continue the run with `{resume_command(self.run)}`")
+            raise CopilotError("this session is stopped", f"continue the run with `{resume_command(self.run, self.settings.runs_dir)}`")
 
     # ------------------------------------------------------------------ rounds and their results
 
@@ -793,18 +794,20 @@ class Session:
             yield
         except Exception as exc:
             if is_disk_full(exc):
-                raise DiskFullError(self.run.path, resume_command(self.run)) from exc
+                raise DiskFullError(self.run.path, resume_command(self.run, self.settings.runs_dir)) from exc
             raise
 
     def stop(self, timeout: float = 5.0) -> None:
         """Checkpoint and stop the trainer, note the round's results; a waiting proposal stays waiting."""
         if self._stopped:
             return
-        with self._trainer_lock:
-            if self._trainer is not None:
-                self._keep(self._trainer.stop(timeout))
-            self._stopped = True
+        # Stopped from the first line: a stop that fails (a full disk) is not tried again, and
+        # the advisor's database is closed whatever happened, so nothing holds the run folder.
+        self._stopped = True
         try:
+            with self._trainer_lock:
+                if self._trainer is not None:
+                    self._keep(self._trainer.stop(timeout))
             self.record_results()
         finally:
             self._advisor.close()

@@ -193,7 +193,7 @@ class _HeadlessDriver:
         """Stop the session (checkpoint first) and say how to continue."""
         self.console.print(escape(why))
         self.session.stop()
-        self.console.print(f"continue with [bold]{escape(resume_command(self.session.run))}[/]")
+        self.console.print(f"continue with [bold]{escape(resume_command(self.session.run, self.session.settings.runs_dir))}[/]")
 
     # ------------------------------------------------------------------ the advisor
 

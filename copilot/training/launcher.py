@@ -26,6 +26,7 @@ training logic: everything that trains lives in `worker.py`, inside the child.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import queue
@@ -396,13 +397,40 @@ class _OutputCap(threading.Thread):
         self._log_path = log_path
 
     def run(self) -> None:
+        """Drain the stream to its end whatever happens to the log (a full disk): a trainer whose
+        output pipe is not read blocks on its next print. Output the log cannot take is dropped."""
         written = dropped = 0
-        with self._stream, open(self._log_path, "ab") as log:
+        log = self._open_log()
+        with self._stream:
             while chunk := self._stream.read1(65536):
-                kept = chunk[: max(0, TRAINER_OUTPUT_CAP_BYTES - written)]
-                log.write(kept)
-                log.flush()
+                kept = chunk[: max(0, TRAINER_OUTPUT_CAP_BYTES - written)] if log is not None else b""
+                if kept and not _append(log, kept):
+                    _close(log)
+                    log, kept = None, b""
                 written += len(kept)
                 dropped += len(chunk) - len(kept)
+        if log is not None:
             if dropped:
-                log.write(f"\n[copilot: {dropped} more bytes of output dropped at the {TRAINER_OUTPUT_CAP_BYTES} byte cap]\n".encode())
+                _append(log, f"\n[copilot: {dropped} more bytes of output dropped at the {TRAINER_OUTPUT_CAP_BYTES} byte cap]\n".encode())
+            _close(log)
+
+    def _open_log(self) -> IO[bytes] | None:
+        try:
+            return open(self._log_path, "ab")
+        except OSError:
+            return None
+
+
+def _append(log: IO[bytes], data: bytes) -> bool:
+    """Write and flush; False when the disk refused it."""
+    try:
+        log.write(data)
+        log.flush()
+    except OSError:
+        return False
+    return True
+
+
+def _close(log: IO[bytes]) -> None:
+    with contextlib.suppress(OSError):  # closing flushes what a full disk refused: it stays dropped
+        log.close()
