@@ -262,6 +262,15 @@ class CheckpointWritten(Message):
     step: int
 
 
+class TrialOutputs(Message):
+    """A trial wrote its model's outputs on the fixed validation samples (a tensor file)."""
+
+    type: Literal["trial_outputs"] = "trial_outputs"
+    trial_step: int  # steps since the trial forked from the run
+    step: int  # global optimizer step
+    path: str
+
+
 class HParamsApplied(Message):
     type: Literal["hparams_applied"] = "hparams_applied"
     hparams: HParams
@@ -300,6 +309,7 @@ Event = Annotated[
         LogLine,
         TrainerError,
         CheckpointWritten,
+        TrialOutputs,
         HParamsApplied,
         ModelSwapped,
         StateChanged,

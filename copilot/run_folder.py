@@ -59,6 +59,16 @@ class RunFolder:
         return self.path / "models"
 
     @property
+    def trials(self) -> Path:
+        """One folder per trial (`trials/<assessment>/<arm>/`), each laid out like a run folder."""
+        return self.path / "trials"
+
+    @property
+    def outputs(self) -> Path:
+        """In a trial's folder: its model outputs on the fixed validation samples, for the parent to score."""
+        return self.path / "outputs"
+
+    @property
     def ledger(self) -> Path:
         return self.path / "ledger.jsonl"
 

@@ -23,7 +23,29 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from copilot.config import DataSettings, ModelArg, TrainSettings
 from copilot.errors import ModelLoadError
-from copilot.events import Command, Event, Finished, Stop, TrainerError
+from copilot.events import Command, Event, Finished, SetHParams, Stop, SwapModel, TrainerError
+
+
+class TrialPlan(BaseModel):
+    """What makes a trainer a trial: a change, a step budget, and where to show its outputs.
+
+    A trial is a trainer resumed from the run's checkpoint (or started afresh when there
+    is none) that applies `changes` before its first step, exactly as an accepted round
+    would, trains `steps` optimizer steps in the run's data order and stops with a
+    checkpoint the run can continue from. After each step in `evaluate_at` it writes its
+    outputs on the first `val_samples` validation samples; it never sees a score: the
+    parent keeps the labels and computes it.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    arm: str  # "incumbent", "c1", ...: names the trial's folder and its results
+    steps: int = Field(ge=1)
+    evaluate_at: tuple[int, ...]  # steps after the fork, ascending, the last one `steps`
+    val_samples: int = Field(ge=1)
+    changes: tuple[SetHParams | SwapModel, ...] = ()
+    # Another data order and random stream for a second copy of the incumbent: a noise estimate.
+    reseed: int | None = None
 
 
 class TrainerSpec(BaseModel):
@@ -38,6 +60,7 @@ class TrainerSpec(BaseModel):
     # train.hparams are the overrides on top of the file's HPARAMS (or, when resuming, on top of the checkpoint's).
     train: TrainSettings = Field(default_factory=TrainSettings)
     resume_from: Path | None = None  # a checkpoint file to continue from
+    trial: TrialPlan | None = None  # set: a short trial of a change, not the run itself
 
 
 def split_model_spec(spec: str) -> tuple[Path, str | None]:

@@ -164,6 +164,33 @@ def evaluate(state: TrainState, batches: Iterable[tuple[Tensor, Tensor]]) -> tup
     return loss_total[0] / samples, accuracy
 
 
+def predict(state: TrainState, batches: Iterable[tuple[Tensor, Tensor]], samples: int) -> Tensor:
+    """The model's outputs on the first `samples` inputs of `batches`, on the CPU, in eval mode and
+    without gradients (a trial's answer on the fixed validation samples; the targets are not used)."""
+    model = state.model
+    was_training = model.training
+    model.eval()
+    kept: list[Tensor] = []
+    taken = 0
+    try:
+        with torch.no_grad():
+            for inputs, _targets in batches:
+                if taken >= samples:
+                    break
+                outputs = model(inputs[: samples - taken])
+                if not isinstance(outputs, Tensor):
+                    raise DataError(
+                        f"the model returned {type(outputs).__name__}, not a tensor of outputs; a trial cannot score it",
+                        "return the logits from forward() (a model with its own loss_function may still return a tensor)",
+                    )
+                kept.append(outputs.detach().float().cpu())
+                taken += len(kept[-1])
+    finally:
+        model.train(was_training)
+        state.restart_throughput_clock()
+    return torch.cat(kept)
+
+
 def correct_predictions(outputs: Tensor, targets: Tensor, task: Task) -> Tensor | None:
     """Count of correct argmax predictions on the device: per sample for classification
     ([B, C] outputs), per token for the sequence task ([B, S, V] outputs). None when the
