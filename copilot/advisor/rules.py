@@ -773,22 +773,31 @@ def _effective(change: dict[str, float | int | str], hparams: HParams) -> dict[s
     return {key: value for key, value in change.items() if current.get(key) != value}
 
 
-def propose_hparams(snapshot: TrainingSnapshot, diagnosis: Diagnosis, feedback: str | None) -> HParamAnswer:
-    """The first candidate that changes something and was not already rejected."""
+def candidate_changes(snapshot: TrainingSnapshot, diagnosis: Diagnosis, feedback: str | None) -> list[HParamAnswer]:
+    """Every candidate that changes something and was not already rejected, best first (trials rank them)."""
     tags = diagnosis_tags(snapshot, diagnosis)
     feedback = human_feedback(snapshot, "hyperparameters", feedback)
     rejected = {p.detail for p in snapshot.previous if p.kind == "hyperparameters" and p.decision == "reject"}
+    found: list[HParamAnswer] = []
     for candidate in _candidates(snapshot, tags, feedback):
         change = _effective(candidate.change, snapshot.hparams)
         if not change:
             continue
         detail = ", ".join(f"{key}={value}" for key, value in HParamChange(**change).changes().items())
-        if detail in rejected:
+        if detail in rejected or any(answer.change == HParamChange(**change) for answer in found):
             continue
         rationale = candidate.rationale
         if feedback:
             rationale += f' (Instead of what was rejected: "{feedback[:120]}".)'
-        return HParamAnswer(summary=candidate.summary[:60], rationale=rationale, change=HParamChange(**change))
+        found.append(HParamAnswer(summary=candidate.summary[:60], rationale=rationale, change=HParamChange(**change)))
+    return found
+
+
+def propose_hparams(snapshot: TrainingSnapshot, diagnosis: Diagnosis, feedback: str | None) -> HParamAnswer:
+    """The first candidate that changes something and was not already rejected."""
+    candidates = candidate_changes(snapshot, diagnosis, feedback)
+    if candidates:
+        return candidates[0]
     # Everything was tried and rejected: halve the rate again, which always changes something.
     return HParamAnswer(
         summary=f"lr {_lr(snapshot.hparams.lr * 0.5):g}",
