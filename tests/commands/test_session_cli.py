@@ -34,6 +34,8 @@ def _tiny_runs(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("COPILOT_DATA__VAL_SIZE", str(TINY_DATA["val_size"]))
     monkeypatch.setenv("COPILOT_TRAIN__DEVICE", "cpu")
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    # Trials are tested on their own below; elsewhere here they would only slow the runs down.
+    monkeypatch.setenv("COPILOT_TRIALS__ENABLED", "false")
 
 
 @pytest.fixture
@@ -177,7 +179,7 @@ def test_the_demo_folder_is_a_repository_of_its_own(tmp_path: Path, git_home: Pa
 def test_the_headless_demo_reaches_95_percent_in_at_most_two_rounds(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    for name in ("COPILOT_DATA__TRAIN_SIZE", "COPILOT_DATA__VAL_SIZE", "OMP_NUM_THREADS"):
+    for name in ("COPILOT_DATA__TRAIN_SIZE", "COPILOT_DATA__VAL_SIZE", "OMP_NUM_THREADS", "COPILOT_TRIALS__ENABLED"):
         monkeypatch.delenv(name)  # the demo as a user gets it: the default data set and settings
     monkeypatch.chdir(tmp_path)
     started = time.monotonic()

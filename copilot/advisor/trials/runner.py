@@ -93,11 +93,11 @@ class TrialRunner:
 
     def compare(self, candidates: Sequence[Arm], budget: TrialBudget) -> TrialReport:
         started = time.monotonic()
-        incumbent = self._run_arm(INCUMBENT, "unchanged", (), budget, self._fork)
-        results = [self._run_arm(arm.name, arm.summary, self._commands(arm), budget, self._fork) for arm in candidates]
+        incumbent = self._run_arm(Arm(INCUMBENT, "unchanged"), budget, self._fork)
+        results = [self._run_arm(arm, budget, self._fork) for arm in candidates]
         second_seed = None
         if needs_second_seed(incumbent):
-            second_seed = self._run_arm(SECOND_SEED, "unchanged, another seed", (), budget, self._fork, reseed=True)
+            second_seed = self._run_arm(Arm(SECOND_SEED, "unchanged, another seed"), budget, self._fork, reseed=True)
         noise = noise_of(incumbent, second_seed)
         ranking = rank(incumbent, results, noise, self._settings.min_gain)
         extended = False
@@ -121,34 +121,36 @@ class TrialRunner:
 
     # ------------------------------------------------------------------ one arm
 
-    def _commands(self, arm: Arm) -> tuple[SetHParams | SwapModel, ...]:
+    def _arm_spec(self, arm: Arm, folder: Path, resume_from: Path | None) -> tuple[str, tuple[SetHParams | SwapModel, ...]]:
+        """The model the arm's trainer starts with and the changes it applies before its first step.
+
+        A new model file is swapped in as an accepted round would swap it; with nothing
+        trained to fork from, the trainer simply starts from the new file (the old one may
+        not even load), and an empty hyperparameter change marks the round.
+        """
+        model_spec = self._base.model_spec
         commands: list[SetHParams | SwapModel] = []
         if arm.model_code is not None:
-            source = self._folder / arm.name / "source" / (arm.file_name or "model.py")
+            source = folder / "source" / (arm.file_name or "model.py")
             source.parent.mkdir(parents=True, exist_ok=True)
             source.write_text(arm.model_code, encoding="utf-8")
             _path, class_name = split_model_spec(self._base.model_spec)
-            commands.append(
-                SwapModel(model_path=str(source), model_name=class_name, model_args=dict(self._base.model_args), round=self._round)
-            )
-        if arm.hparam_changes:
+            if resume_from is None:
+                model_spec = f"{source}:{class_name}" if class_name else str(source)
+            else:
+                swap = SwapModel(model_path=str(source), model_name=class_name, model_args=dict(self._base.model_args), round=self._round)
+                commands.append(swap)
+        if arm.hparam_changes or (arm.model_code is not None and not commands):
             commands.append(SetHParams(changes=dict(arm.hparam_changes), round=self._round))
-        return tuple(commands)
+        return model_spec, tuple(commands)
 
     def _run_arm(
-        self,
-        name: str,
-        summary: str,
-        changes: tuple[SetHParams | SwapModel, ...],
-        budget: TrialBudget,
-        resume_from: Path | None,
-        *,
-        reseed: bool = False,
-        folder_name: str | None = None,
+        self, arm: Arm, budget: TrialBudget, resume_from: Path | None, *, reseed: bool = False, folder_name: str | None = None
     ) -> ArmResult:
-        folder = self._folder / (folder_name or name)
+        folder = self._folder / (folder_name or arm.name)
+        model_spec, changes = self._arm_spec(arm, folder, resume_from)
         plan = TrialPlan(
-            arm=name,
+            arm=arm.name,
             steps=budget.steps,
             evaluate_at=budget.evaluate_at,
             val_samples=self._val_samples,
@@ -157,9 +159,11 @@ class TrialRunner:
         )
         # Resumed, the checkpoint holds the run's hyperparameters: the start's overrides must not apply again.
         train = self._base.train if resume_from is None else self._base.train.model_copy(update={"hparams": {}})
-        spec = self._base.model_copy(update={"run_folder": folder, "resume_from": resume_from, "train": train, "trial": plan})
+        spec = self._base.model_copy(
+            update={"run_folder": folder, "model_spec": model_spec, "resume_from": resume_from, "train": train, "trial": plan}
+        )
         collected = self._collect(spec)
-        return self._scored(name, summary, collected, budget.steps, folder)
+        return self._scored(arm.name, arm.summary, collected, folder)
 
     def _collect(self, spec: TrainerSpec) -> _Collected:
         collected = _Collected()
@@ -199,7 +203,7 @@ class TrialRunner:
         collected.wall_time_s = time.monotonic() - started
         return collected
 
-    def _scored(self, name: str, summary: str, collected: _Collected, steps: int, folder: Path) -> ArmResult:
+    def _scored(self, name: str, summary: str, collected: _Collected, folder: Path) -> ArmResult:
         common: dict[str, Any] = {
             "arm": name, "summary": summary, "wall_time_s": round(collected.wall_time_s, 2),
             "folders": [str(folder)], "checkpoint": collected.checkpoint,
@@ -226,7 +230,7 @@ class TrialRunner:
         """Train an arm for another budget from its own end state; its points continue its trial steps."""
         if result.status != "measured" or result.checkpoint is None:
             return result
-        more = self._run_arm(result.arm, result.summary, (), budget, Path(result.checkpoint), folder_name=f"{result.arm}-extended")
+        more = self._run_arm(Arm(result.arm, result.summary), budget, Path(result.checkpoint), folder_name=f"{result.arm}-extended")
         shifted = [point.model_copy(update={"trial_step": point.trial_step + result.steps}) for point in more.points]
         return more.model_copy(
             update={
