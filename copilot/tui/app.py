@@ -117,6 +117,14 @@ class TrainerNotice(Message):
         self.events = events
 
 
+class TrialsStarted(Message):
+    """The assessment is trialling candidates (posted from its worker thread): what and for how long."""
+
+    def __init__(self, line: str) -> None:
+        super().__init__()
+        self.line = line
+
+
 class BackgroundDone(Message):
     """A blocking call finished in a worker thread; `then` runs with its result on the UI thread."""
 
@@ -218,6 +226,7 @@ class CopilotApp(App[int]):
 
     def on_mount(self) -> None:
         self.set_interval(1 / self.settings.tui.refresh_hz, self.refresh_screen)
+        self.session.on_trials = lambda line: self.post_message(TrialsStarted(line))
         self._ingest()
         self._in_background("advisor", "advisor", "looking for a pending proposal", self.session.pending, then=self._show_pending)
         if self.handle_signals:
@@ -293,6 +302,10 @@ class CopilotApp(App[int]):
                     self.post_message(AssessmentDue(trigger))
         finally:
             self._ingest_done.set()
+
+    def on_trials_started(self, message: TrialsStarted) -> None:
+        self.store.note("advisor", "info", message.line)
+        self.notify(message.line, timeout=10)
 
     def on_assessment_due(self, message: AssessmentDue) -> None:
         self.start_assessment(message.trigger)
