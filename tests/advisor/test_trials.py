@@ -139,3 +139,29 @@ def test_a_win_needs_twice_the_noise_the_minimum_gain_and_a_lead_that_holds() ->
     assert rank(incumbent, [lucky], noise, min_gain=0.01).winner is None
     crashed = rank(arm(INCUMBENT, status="failed"), [arm("c1", 2.0, 1.9, 1.8)], None, min_gain=0.01)
     assert crashed.winner == "c1"
+
+
+@pytest.mark.slow
+def test_cancelling_kills_the_arm_in_flight_and_starts_no_other(tmp_path: Path) -> None:
+    import threading
+    import time
+
+    spec, fork = crawling_run(tmp_path)
+    long = TrialSettings(min_steps=1000, max_steps=1000, evaluations=3)
+    runner = runner_for(spec, fork, tmp_path, long)
+    budget = trial_budget(remaining=10_000, settings=long)
+    assert budget is not None
+    reports = []
+    worker = threading.Thread(target=lambda: reports.append(runner.compare([Arm("c1", "lr 0.1", {"lr": 0.1})], budget)))
+    worker.start()
+    deadline = time.monotonic() + 120
+    while not runner.in_flight:  # the incumbent's process is up
+        assert time.monotonic() < deadline and worker.is_alive()
+        worker.join(0.05)
+    runner.cancel()
+    worker.join(60)
+
+    assert not worker.is_alive()
+    [report] = reports
+    assert report.winner is None and report.reason == "the trials were cancelled"
+    assert [(arm.arm, arm.status) for arm in report.arms] == [("incumbent", "cancelled"), ("c1", "cancelled")]

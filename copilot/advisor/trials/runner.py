@@ -112,6 +112,12 @@ class TrialRunner:
             return self._report(arms, budget, noise, None, "the trials were cancelled", extended, started)
         return self._report(arms, budget, noise, ranking.winner, ranking.reason, extended, started)
 
+    @property
+    def in_flight(self) -> bool:
+        """Whether an arm's trial process is running now."""
+        with self._lock:
+            return self._current is not None and self._current.is_alive
+
     def cancel(self) -> None:
         """Stop the trials: the arm in flight is killed, none starts after it."""
         self._cancelled.set()
