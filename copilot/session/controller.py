@@ -584,6 +584,9 @@ class Session:
         self._trial_runner = runner
         try:
             return runner.compare(arms, budget)
+        except (CopilotError, OSError) as exc:  # e.g. a full disk: the proposal still reaches the human, unmeasured
+            message = exc.message if isinstance(exc, CopilotError) else str(exc)
+            return TrialReport(status="not_trialled", reason=f"the trials could not run: {message}")
         finally:
             self._trial_runner = None
             self.trialling = None
