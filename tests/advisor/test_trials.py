@@ -136,7 +136,11 @@ def test_a_win_needs_twice_the_noise_the_minimum_gain_and_a_lead_that_holds() ->
     assert rank(incumbent, [clear, small, lucky], noise, min_gain=0.01).winner == "c1"
     alone = rank(incumbent, [small], noise, min_gain=0.01)
     assert alone.winner is None and alone.undecided == ("c2",)
-    assert rank(incumbent, [lucky], noise, min_gain=0.01).winner is None
+    late = rank(incumbent, [lucky], noise, min_gain=0.01)
+    assert late.winner is None and late.undecided == ("c3",)  # ahead only at the end: trained on, not dropped
+    caught_up = arm("c3", 1.10, 1.05, 1.00, 0.70, 0.60, 0.55)
+    longer = arm(INCUMBENT, 1.00, 0.95, 0.92, 0.88, 0.85, 0.83)
+    assert rank(longer, [caught_up], noise_of(longer), min_gain=0.01).winner == "c3"
     crashed = rank(arm(INCUMBENT, status="failed"), [arm("c1", 2.0, 1.9, 1.8)], None, min_gain=0.01)
     assert crashed.winner == "c1"
 

@@ -13,9 +13,10 @@ times the noise AND by at least `min_gain` of the unchanged run's loss.
 Short trials favour aggressive settings (a high rate or Adam leads early, then
 overshoots) and penalise freshly initialised layers (they start behind). Two guards:
 a winner must also lead at the evaluation before the last (a lead that holds, not one
-point of luck), and a candidate whose gap is inside the noise is "undecided": the
-runner trains it and the unchanged run once more for the same budget from where they
-stopped and ranks them again, so a new layer gets its warm-up and an overshoot shows.
+point of luck), and a candidate whose gap is inside the noise, or who leads only at the
+last evaluation (a new layer catching up, or luck), is "undecided": the runner trains
+it and the unchanged run once more for the same budget from where they stopped and
+ranks them again, so a new layer gets its warm-up and an overshoot shows.
 
 Pure functions of the measurements; no torch, no I/O.
 """
@@ -93,7 +94,7 @@ def rank(incumbent: ArmResult, candidates: Sequence[ArmResult], noise: Noise | N
         gap = _gap(base, candidate.final)  # type: ignore[arg-type]
         if gap > needed and _lead_holds(incumbent, candidate):
             winners.append((gap, candidate))
-        elif abs(gap) <= needed:
+        elif gap > -needed:  # inside the noise, or ahead only at the last evaluation: train on
             undecided.append(candidate.arm)
     if winners:
         gap, best = max(winners, key=lambda pair: pair[0])
