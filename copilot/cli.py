@@ -21,7 +21,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from copilot import __version__
-from copilot.errors import CopilotError
+from copilot.errors import CopilotError, DiskFullError, is_disk_full
 
 COMMAND_MODULES = (
     "copilot.commands.train",
@@ -57,6 +57,12 @@ def _write_crash_log(exc: BaseException) -> Path:
     return Path("(unwritable)")
 
 
+def _written_folder(exc: BaseException) -> Path:
+    """The folder a failed write was for (sqlite does not say: then the working folder)."""
+    filename = getattr(exc, "filename", None)
+    return Path(filename).resolve().parent if isinstance(filename, str) else Path.cwd()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -65,7 +71,13 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     stderr = Console(stderr=True, highlight=False, soft_wrap=True)
     try:
-        return int(args.handler(args) or 0)
+        try:
+            return int(args.handler(args) or 0)
+        except Exception as exc:
+            if not is_disk_full(exc):
+                raise
+            # The app's own writes (ledger, advisor.sqlite, report) on a full disk: the user's to fix.
+            raise DiskFullError(_written_folder(exc), f"copilot resume {getattr(args, 'run', None) or 'RUN'}") from exc
     except CopilotError as exc:
         stderr.print(f"[bold red]error:[/] {escape(exc.message)}")
         if exc.hint:

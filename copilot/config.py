@@ -14,7 +14,7 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -27,6 +27,7 @@ from copilot.errors import ConfigError
 
 CONFIG_FILE = "copilot.toml"
 ProviderName = Literal["offline", "bedrock", "openai"]
+StructuredOutput = Literal["auto", "tools", "json_schema", "json_object", "prompt"]
 ModelArg = float | int | str | bool | None
 
 
@@ -35,7 +36,23 @@ class Section(BaseModel):
 
 
 class ModelSettings(Section):
-    args: dict[str, ModelArg] = Field(default_factory=dict)  # constructor keyword arguments
+    # Constructor keyword arguments; "config.n_layer" is a field of the config object a constructor takes.
+    args: dict[str, ModelArg] = Field(default_factory=dict)
+
+    @field_validator("args", mode="before")
+    @classmethod
+    def _config_tables_as_dotted_keys(cls, args: Any) -> Any:
+        """`config.n_layer = 4` or a `[model.args.config]` table in TOML is a nested table: flatten it
+        to the "config.n_layer" key the command line gives, so there is one form past this point. The
+        flags' dotted keys arrive merged beside the TOML's tables and go last, so a flag wins."""
+        if not isinstance(args, dict):
+            return args
+        flat: dict[str, Any] = {}
+        for key, value in args.items():
+            if isinstance(value, dict):
+                flat.update({f"{key}.{field}": field_value for field, field_value in value.items()})
+        flat.update({key: value for key, value in args.items() if not isinstance(value, dict)})
+        return flat
 
 
 class DataSettings(Section):
@@ -57,6 +74,9 @@ class TrainSettings(Section):
     max_messages_per_sec: float = Field(20.0, gt=0)
     seed: int = 0
     checkpoint_every_epoch: bool = True
+    # Seconds one stage (the model's import, construction, first forward, a step) may take
+    # before the trainer is called stuck and ends with the frame it is stuck in; None: never.
+    watchdog_s: float | None = Field(300.0, gt=0)
 
 
 class RoleSettings(Section):
@@ -84,12 +104,17 @@ class OpenAISettings(Section):
     fast_model: str | None = None
     timeout_s: float = 600.0
     max_retries: int = Field(3, ge=0)
+    # How to ask for schema-shaped JSON; "auto" tries each in turn and keeps the first the
+    # server accepts (`copilot.advisor.providers.openai_compat` says which servers take which).
+    structured: StructuredOutput = "auto"
 
 
 class AdvisorSettings(Section):
     provider: ProviderName = "offline"
     assess_every: int = Field(2, ge=1)  # epochs between scheduled assessments
     plateau_window: int = Field(3, ge=2)  # epochs without improvement that trigger at once
+    # Validation accuracy at which training is done (the advisor then proposes to finish); None: no target.
+    target_accuracy: float | None = Field(None, gt=0.0, le=1.0)
     max_fix_rounds: int = Field(3, ge=0)
     # Training a model the human may be about to replace spends the epoch budget on it:
     # hold the trainer while a proposal waits at the gate, resume once it is decided.

@@ -8,6 +8,10 @@ never to the screen.
 
 from __future__ import annotations
 
+import errno
+import shutil
+from pathlib import Path
+
 
 class CopilotError(Exception):
     """A problem the user can fix: `message` says what is wrong, `hint` what to do."""
@@ -35,12 +39,34 @@ class ConfigError(CopilotError):
     """A setting, flag or HPARAMS entry is unknown or out of range."""
 
 
+class EnvironmentSetupError(CopilotError):
+    """This machine's set-up (an installed package, a device, the disk) cannot run training; no model change fixes it."""
+
+
 class HistoryError(CopilotError):
     """The git repository is in a state we refuse to touch, or a round does not exist."""
 
 
 class AdvisorError(CopilotError):
     """The advisor could not produce a valid diagnosis or proposal."""
+
+
+class DiskFullError(CopilotError):
+    """A write into the run folder failed for want of space; nothing half-written was kept."""
+
+    def __init__(self, folder: Path, resume: str) -> None:
+        try:
+            free = f"{shutil.disk_usage(folder).free // 2**20} MB free"
+        except OSError:
+            free = "free space unknown"
+        super().__init__(f"no space left on {folder} ({free})", f"free space and run `{resume}`")
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """An error that means the disk is full (sqlite says so in words, not with an errno)."""
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    return type(exc).__name__ == "OperationalError" and "disk is full" in str(exc)
 
 
 class SandboxRefusal(CopilotError):

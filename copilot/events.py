@@ -164,6 +164,9 @@ class RunStarted(Message):
     hparams: HParams
     resumed_from_epoch: int | None = None
     time: float  # unix seconds
+    # How forward is called and read: "tensor", "(logits, loss) tuple, targets passed to forward", ...
+    output_form: str = "tensor"
+    ignored_hooks: tuple[str, ...] = ()  # methods the model defines that copilot does not call (configure_optimizers)
 
 
 class NonFinite(Message):
@@ -194,6 +197,7 @@ class StepBatch(Message):
 
     type: Literal["steps"] = "steps"
     records: tuple[StepRecord, ...]
+    attempt: int = 1  # which start of the trainer measured them (see copilot/metrics_file.py)
 
 
 class ActivationStats(Message):
@@ -220,6 +224,7 @@ class EpochSummary(Message):
     samples_per_sec: float
     duration_s: float
     round: int = 0
+    attempt: int = 1  # which start of the trainer measured it (see copilot/metrics_file.py)
 
 
 class Evaluated(Message):
@@ -239,7 +244,11 @@ class LogLine(Message):
     time: float
 
 
-ErrorKind = Literal["load", "data", "forward", "shape", "nonfinite", "oom", "runtime", "killed", "config"]
+ErrorKind = Literal["load", "data", "forward", "shape", "nonfinite", "oom", "runtime", "killed", "config", "environment", "disk", "stuck"]
+# Errors no change to the model or its hyperparameters can fix: an invalid setting, a data
+# set that cannot be read, the machine's set-up (a package that fails to import, no GPU, a
+# full disk). Their fix is the error's own hint; the advisor is not asked about them.
+NOT_MODEL_ERRORS: frozenset[str] = frozenset({"config", "data", "environment"})
 
 
 class TrainerError(Message):
@@ -260,6 +269,7 @@ class CheckpointWritten(Message):
     path: str
     epoch: int
     step: int
+    round: int | None = None  # the round whose model it holds (None from trainers before rounds were recorded)
 
 
 class TrialOutputs(Message):

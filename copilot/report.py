@@ -16,17 +16,16 @@ from __future__ import annotations
 
 import math
 import re
-import threading
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pydantic import ValidationError
-
 from copilot.advisor.ledger import read_ledger
 from copilot.advisor.schemas import ArchitectureProposal, FinishProposal, HParamProposal, LedgerEntry, TokenUsage
-from copilot.events import EpochSummary, Finished, HParamsApplied, ModelSwapped, RunStarted, StepBatch, TrainerError, parse_event
+from copilot.events import EpochSummary, Finished, HParamsApplied, ModelSwapped, RunStarted, StepBatch, TrainerError
+from copilot.metrics_file import read_metrics
+from copilot.plotext_lock import PLOTEXT_LOCK
 from copilot.run_folder import RunFolder
 from copilot.session.controller import finding_line
 
@@ -54,10 +53,6 @@ PRICE_PER_MILLION_TOKENS: dict[str, tuple[float, float]] = {
     "gpt-4.1": (2.00, 8.00),
 }
 
-# plotext keeps one global figure: two reports drawn at once (app threads) must take turns.
-_PLOTEXT_LOCK = threading.Lock()
-
-
 def price_of(model: str) -> tuple[float, float] | None:
     """(input, output) dollars per million tokens for a model id, or None when not in the table."""
     for key in sorted(PRICE_PER_MILLION_TOKENS, key=len, reverse=True):
@@ -84,28 +79,21 @@ class RunRecord:
 
 def read_run(run: RunFolder) -> RunRecord:
     record = RunRecord()
-    if not run.metrics.exists():
-        return record
-    with run.metrics.open(encoding="utf-8") as lines:
-        for line in lines:
-            try:
-                event = parse_event(line)
-            except (ValidationError, ValueError):
-                continue  # a torn last line of a killed trainer
-            if isinstance(event, RunStarted):
-                record.starts.append(event)
-            elif isinstance(event, EpochSummary):
-                record.epochs.append(event)
-            elif isinstance(event, StepBatch):
-                for step in event.records:
-                    record.step_losses.append((step.step, step.loss))
-                    record.grad_norms.append((step.step, step.total_grad_norm))
-            elif isinstance(event, (ModelSwapped, HParamsApplied)) and event.round is not None:
-                record.round_steps.append((event.round, event.step))
-            elif isinstance(event, TrainerError):
-                record.errors.append(event)
-            elif isinstance(event, Finished):
-                record.finished = event
+    for event in read_metrics(run.metrics):
+        if isinstance(event, RunStarted):
+            record.starts.append(event)
+        elif isinstance(event, EpochSummary):
+            record.epochs.append(event)
+        elif isinstance(event, StepBatch):
+            for step in event.records:
+                record.step_losses.append((step.step, step.loss))
+                record.grad_norms.append((step.step, step.total_grad_norm))
+        elif isinstance(event, (ModelSwapped, HParamsApplied)) and event.round is not None:
+            record.round_steps.append((event.round, event.step))
+        elif isinstance(event, TrainerError):
+            record.errors.append(event)
+        elif isinstance(event, Finished):
+            record.finished = event
     return record
 
 
@@ -362,7 +350,7 @@ def text_chart(curve: Curve) -> str:
     """The curve drawn by plotext in plain characters (no colour codes), rounds as vertical lines."""
     import plotext as plt
 
-    with _PLOTEXT_LOCK:
+    with PLOTEXT_LOCK:
         plt.clear_figure()
         plt.plotsize(CHART_WIDTH, CHART_HEIGHT)
         plt.theme("clear")

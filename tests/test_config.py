@@ -33,3 +33,11 @@ def test_malformed_toml_still_names_the_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as caught:
         load_settings(config_dir=tmp_path)
     assert "copilot.toml" in caught.value.message and caught.value.hint == "fix the TOML syntax"
+
+
+def test_config_fields_in_toml_tables_or_dotted_keys_meet_flags_as_dotted_arguments(tmp_path: Path) -> None:
+    (tmp_path / "copilot.toml").write_text(
+        "[model.args]\nwidth = 8\nconfig.n_layer = 2\n\n[model.args.head]\nsize = 4\n", encoding="utf-8"
+    )
+    settings = load_settings({"model": {"args": {"config.n_layer": 3}}}, config_dir=tmp_path)
+    assert settings.model.args == {"width": 8, "config.n_layer": 3, "head.size": 4}  # the flag wins

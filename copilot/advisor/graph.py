@@ -1,6 +1,7 @@
 """The advisor's workflow as a LangGraph graph, assembled in one function (`build_graph`).
 
-    assess ─► route ─┬─ hyperparameters: propose_hparams ─► check_hparams ─► (asked again once) ─┐
+    assess ─► route ─┬─ continue:        END (nothing to change, nothing to decide: training goes on)
+                     ├─ hyperparameters: propose_hparams ─► check_hparams ─► (asked again once) ─┐
                      ├─ architecture:    write_code ─► check_code ◄─► fix_code (≤ max_fix_rounds) ─┤
                      │                                                                           ▼
                      │              trial: the proposal and the rules' next candidates, measured ─┤
@@ -10,7 +11,8 @@
                      │                        ▲   └─ edit ─► check_edit ─┘ (passes)
                      │                        └──────────────┘ (fails: asked again with the report)
                      └─ finish:          write_report ─► record ─► END
-    A check that still fails after its retries ends the run with `failure` set and no proposal.
+    A check that still fails after its retries ends the run with `failure` set and no proposal,
+    and so does a change already applied or rejected in this run (the ledger's memory).
 
 The trial node hands the candidates to the caller's `TrialRunnerFn` (the session forks
 the run, holds its trainer and runs the trials); the measured winner becomes the
@@ -40,7 +42,7 @@ from langgraph.graph.state import CompiledStateGraph
 from langgraph.types import interrupt
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from copilot.advisor.ledger import append_entry
+from copilot.advisor.ledger import append_entry, same_code, tried_before
 from copilot.advisor.providers.base import describe_validation_error
 from copilot.advisor.roles import AdvisorRoles, RoleReply
 from copilot.advisor.rules import candidate_changes
@@ -216,7 +218,11 @@ class AdvisorNodes:
         return {"hparam_answer": reply.value, "hparam_asks": state.get("hparam_asks", 0) + 1, **_spent(reply)}
 
     def check_hparams(self, state: AdvisorState) -> dict:
-        checked = hparam_proposal(state["hparam_answer"], state["snapshot"].hparams)
+        snapshot = state["snapshot"]
+        checked = hparam_proposal(state["hparam_answer"], snapshot.hparams)
+        repeated = tried_before(snapshot.tried, hparams=checked.change) if isinstance(checked, HParamProposal) else None
+        if repeated is not None:
+            checked = f"the same change was {repeated.describe()} in this run; propose a different one"
         if isinstance(checked, HParamProposal):
             return {"proposal": checked, "proposed_at": time.time(), "feedback": None}
         if state["hparam_asks"] > HPARAM_RETRIES:
@@ -228,8 +234,13 @@ class AdvisorNodes:
         return {"code_answer": reply.value, "fix_rounds": 0, **_spent(reply)}
 
     def check_code(self, state: AdvisorState) -> dict:
-        answer = state["code_answer"]
-        report = self.check_code_with(answer.code, state["snapshot"])
+        answer, snapshot = state["code_answer"], state["snapshot"]
+        # Memory before the sandbox: a module already applied, rejected or trained now is no proposal.
+        repeated = tried_before(snapshot.tried, code=answer.code)
+        if repeated is not None or same_code(answer.code, snapshot.source_code):
+            what = f"repeats a module {repeated.describe()}" if repeated is not None else "is the model training now"
+            return {"failure": f"the new model {what} (comments and formatting aside); nothing new to propose"}
+        report = self.check_code_with(answer.code, snapshot)
         if report.ok:
             proposal = architecture_proposal(answer, report, state)
             return {"code_report": report, "proposal": proposal, "proposed_at": time.time()}
@@ -374,7 +385,7 @@ def build_graph(
     graph.add_conditional_edges(
         "assess",
         _by_route,
-        {"hyperparameters": "propose_hparams", "architecture": "write_code", "finish": "write_report"},
+        {"hyperparameters": "propose_hparams", "architecture": "write_code", "finish": "write_report", "continue": END},
     )
     graph.add_edge("propose_hparams", "check_hparams")
     graph.add_conditional_edges(

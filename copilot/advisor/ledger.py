@@ -10,22 +10,33 @@ An entry is identified by (run id, round, time): `time` is fixed when the propos
 made, before the gate, so a workflow step that re-runs after a crash appends nothing
 new. A later line with the same identity supersedes an earlier one, which is how a
 caller records the commit of an applied proposal without rewriting the file:
-`append_entry(run, entry.model_copy(update={"commit": sha}))`.
+`append_entry(run, entry.model_copy(update={"commit": sha}))`. The same identity,
+as `proposal_id`, is the round commit's `Copilot-Proposal` trailer, so an accepted
+entry without a commit can be completed after a crash without committing it twice.
 
 NaN and infinity are data here (an exploding loss as evidence), so lines are written
-with Python's JSON constants and read back as floats. This module does no advising.
+with Python's JSON constants and read back as floats.
+
+The ledger is also the advisor's memory: `tried_changes` lists every change applied or
+rejected in the run, and `same_code` / `same_hparams` say when a new proposal is one of
+them (the same module apart from comments and formatting, or the same values within
+`SAME_VALUE_TOLERANCE`), so it is never proposed again. This module does no advising.
 """
 
 from __future__ import annotations
 
+import ast
+import hashlib
 import json
+import math
 import os
 import threading
+from collections.abc import Mapping, Sequence
 from typing import BinaryIO
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError
 
-from copilot.advisor.schemas import LedgerEntry
+from copilot.advisor.schemas import FinishProposal, HParamChange, HParamProposal, LedgerEntry
 from copilot.errors import AdvisorError
 from copilot.run_folder import RunFolder
 
@@ -37,6 +48,11 @@ _append_lock = threading.Lock()
 
 def entry_key(entry: LedgerEntry) -> EntryKey:
     return (entry.run_id, entry.round, entry.time)
+
+
+def proposal_id(entry: LedgerEntry) -> str:
+    """The entry's identity as one token: the `Copilot-Proposal` trailer of the round that applies it."""
+    return f"{entry.run_id}/r{entry.round}/{entry.time!r}"
 
 
 def _line(entry: LedgerEntry) -> str:
@@ -94,3 +110,84 @@ def _drop_cut_line(ledger: BinaryIO) -> None:
         return
     ledger.truncate(content.rfind(b"\n") + 1)
     ledger.seek(0, os.SEEK_END)
+
+
+# --------------------------------------------------------------------------- memory
+
+# Two hyperparameter values within 1% of each other are the same proposal: the rules round
+# rates to 3 significant figures, so 0.00300 and 0.003 must match, while a real step (x0.5,
+# x0.3) is far outside it. Our own threshold.
+SAME_VALUE_TOLERANCE = 0.01
+
+HParamValues = Mapping[str, float | int | str]
+
+
+def code_fingerprint(code: str) -> str:
+    """A digest of the module's syntax tree: comments, blank lines and formatting do not change it.
+
+    Code that does not parse is compared as its stripped text.
+    """
+    try:
+        normalised = ast.dump(ast.parse(code))
+    except SyntaxError:
+        normalised = code.strip()
+    return hashlib.sha256(normalised.encode("utf-8")).hexdigest()
+
+
+def same_code(a: str, b: str) -> bool:
+    return code_fingerprint(a) == code_fingerprint(b)
+
+
+def same_hparams(a: HParamValues, b: HParamValues) -> bool:
+    """The same keys with the same values, numbers within SAME_VALUE_TOLERANCE of each other."""
+    if a.keys() != b.keys():
+        return False
+    for key, left in a.items():
+        right = b[key]
+        if isinstance(left, (int, float)) and isinstance(right, (int, float)) and not isinstance(left, bool):
+            if not math.isclose(left, right, rel_tol=SAME_VALUE_TOLERANCE):
+                return False
+        elif left != right:
+            return False
+    return True
+
+
+class TriedChange(BaseModel):
+    """A change applied or rejected in this run: its hyperparameter values or its module's fingerprint."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    round: int  # the round the proposal was made in
+    decision: str  # "accept", "edit" or "reject"
+    hparams: dict[str, float | int | str] | None = None
+    code_fingerprint: str | None = None
+
+    def describe(self) -> str:
+        return f"rejected after round {self.round}" if self.decision == "reject" else f"applied as round {self.round + 1}"
+
+
+def tried_changes(entries: Sequence[LedgerEntry]) -> list[TriedChange]:
+    """Every change the human decided on: as proposed and, for an edit, as edited."""
+    tried: list[TriedChange] = []
+    for entry in entries:
+        verdict, proposal = entry.verdict, entry.proposal
+        if verdict is None or isinstance(proposal, FinishProposal):
+            continue
+        if isinstance(proposal, HParamProposal):
+            changes = [proposal.change] + ([verdict.edited_change] if verdict.edited_change else [])
+            tried += [TriedChange(round=entry.round, decision=verdict.decision, hparams=change.changes()) for change in changes]
+        else:
+            codes = [proposal.code] + ([verdict.edited_code] if verdict.edited_code else [])
+            tried += [TriedChange(round=entry.round, decision=verdict.decision, code_fingerprint=code_fingerprint(code)) for code in codes]
+    return tried
+
+
+def tried_before(tried: Sequence[TriedChange], *, hparams: HParamChange | None = None, code: str | None = None) -> TriedChange | None:
+    """The earlier change this one repeats, or None."""
+    fingerprint = code_fingerprint(code) if code is not None else None
+    for change in tried:
+        if hparams is not None and change.hparams is not None and same_hparams(change.hparams, hparams.changes()):
+            return change
+        if fingerprint is not None and change.code_fingerprint == fingerprint:
+            return change
+    return None

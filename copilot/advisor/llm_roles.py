@@ -16,6 +16,7 @@ from typing import Generic, TypeVar
 
 from pydantic import BaseModel, Field
 
+from copilot.advisor.claims import checked_diagnosis
 from copilot.advisor.providers.base import LLMProvider
 from copilot.advisor.roles import RoleReply
 from copilot.advisor.schemas import (
@@ -24,6 +25,7 @@ from copilot.advisor.schemas import (
     Finding,
     Health,
     HParamAnswer,
+    ROUTE_DESCRIPTION,
     Role,
     Route,
     SandboxReport,
@@ -41,7 +43,9 @@ evidence it rests on (metric, measured value, threshold crossed) taken from the 
 findings without evidence are discarded. Choose one route: "hyperparameters" when the \
 optimizer settings are the problem, "architecture" when the model itself must change \
 (vanishing or exploding gradients through depth, saturating activations, no normalisation, \
-a shape error), "finish" when training is healthy. Prefer the smallest change that fixes \
+a shape error), "continue" when training is healthy or still improving (no change; training \
+goes on), "finish" only when it has converged (the validation loss no longer improves by more \
+than its epoch-to-epoch noise) or the target is met. Never finish a run that is still improving. Prefer the smallest change that fixes \
 the problem. Do not repeat a proposal the human rejected; respect their reasons."""
 
 HPARAMS_SYSTEM = """You choose hyperparameters for a neural-network training run. Propose one \
@@ -70,7 +74,7 @@ class AssessorAnswer(Schema):
 
     health: Health
     findings: list[Finding] = Field(description="each problem with its evidence; findings without evidence are discarded")
-    route: Route = Field(description="what to do next: change hyperparameters, change the architecture, or finish")
+    route: Route = Field(description=ROUTE_DESCRIPTION)
     confidence: float = Field(ge=0.0, le=1.0, description="how sure you are of the route, 0 to 1")
     summary: str = Field(description="one or two sentences for the status line")
 
@@ -144,7 +148,7 @@ class LLMRoles:
             tool_name=tool.name,
             tool_description=tool.description,
         )
-        return RoleReply(reply.value, (reply.usage,))
+        return RoleReply(reply.value, (reply.usage,), reply.notices)
 
     def _contract(self, snapshot: TrainingSnapshot) -> str:
         data = snapshot.data
@@ -164,10 +168,10 @@ class LLMRoles:
     def assess(self, snapshot: TrainingSnapshot) -> RoleReply[Diagnosis]:
         prompt = snapshot.to_prompt(include_source=False) + "\nDiagnose this run and choose the route."
         reply = self._ask("assessor", ASSESSOR_SYSTEM, prompt, REPORT_DIAGNOSIS)
-        diagnosis = Diagnosis.model_validate(reply.value.model_dump())
+        diagnosis = checked_diagnosis(Diagnosis.model_validate(reply.value.model_dump()), snapshot)
         dropped = len(reply.value.findings) - len(diagnosis.findings)
         notices = (f"{dropped} finding(s) without evidence were dropped",) if dropped else ()
-        return RoleReply(diagnosis, reply.usage, notices)
+        return RoleReply(diagnosis, reply.usage, (*reply.notices, *notices))
 
     def propose_hparams(
         self, snapshot: TrainingSnapshot, diagnosis: Diagnosis, feedback: str | None

@@ -3,21 +3,27 @@
 Deterministic and local (no network, no randomness): the same snapshot always gives
 the same diagnosis and proposal. Each threshold is a named constant with the source it
 comes from; each finding carries the measured value and the threshold it crossed.
-Which route follows (architecture, hyperparameters, finish) is decided in `route`,
-from what the findings say can fix them. Architecture code is written elsewhere
+Which route follows (architecture, hyperparameters, continue, finish) is decided in
+`route`, from what the findings say can fix them: with nothing to fix, a run whose
+validation metric still improves by more than its own noise continues (no round), and
+only a converged run, a met target or a spent budget finishes (which stops training). Architecture code is written elsewhere
 (`copilot.advisor.codegen`); this module never writes code or touches files.
 """
 
 from __future__ import annotations
 
 import math
+import re
+import statistics
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
+from copilot.advisor.codegen.edits import SMALL_INIT_SCALE, remove_softmax_before_loss, smallest_init_scale
+from copilot.advisor.ledger import same_hparams, tried_before
 from copilot.advisor.schemas import Diagnosis, Evidence, Finding, HParamAnswer, HParamChange, Route
 from copilot.advisor.snapshot import EXPLODING_GRAD_NORM, SPIKE_FACTOR, VANISHING_GRAD_NORM, PreviousProposal, TrainingSnapshot
-from copilot.events import HParams
+from copilot.events import NOT_MODEL_ERRORS, HParams
 
 # --------------------------------------------------------------------------- thresholds
 # VANISHING_GRAD_NORM (1e-7), EXPLODING_GRAD_NORM (1e3) and SPIKE_FACTOR (10x the median)
@@ -56,6 +62,20 @@ INITIAL_LOSS_TOLERANCE = 0.5
 # advisor's default plateau_window in copilot.config is 3 epochs).
 PLATEAU_EPOCHS = 3
 PLATEAU_IMPROVEMENT = 0.01
+# ...unless the training loss is already under 5% of ln(classes) (0.115 nats for 10 classes,
+# about 97% confidence in the right class): the training set is fitted, and a flat loss
+# there is convergence, not a stall an optimiser change could fix. Our own threshold.
+FITTED_LOSS_FRACTION = 0.05
+# Converged: over the last PLATEAU_EPOCHS epochs the validation loss has not beaten its
+# earlier best by more than its noise, the standard deviation of its epoch-to-epoch changes
+# since the last change (a steady fall has a small spread and large gains; a flat, noisy
+# curve the reverse). A spread needs at least this many changes to mean anything.
+NOISE_MIN_CHANGES = 3
+# A spike pattern is at least 3 logged steps past SPIKE_FACTOR x the median in the window:
+# gradient norms of small batches are heavy-tailed, so one or two outliers among 50 logged
+# steps are its tail (the demo at 99.5% validation accuracy had one, 4.1 against 4.09), not
+# the recurring explosions clipping exists for (Pascanu et al. 2013). Our own threshold.
+SPIKE_PATTERN_STEPS = 3
 # Over-fitting: validation accuracy 15 points under training accuracy, or validation loss
 # 1.5x the training loss while rising (Goodfellow et al. 2016, ch. 7: the generalisation gap).
 OVERFIT_ACCURACY_GAP = 0.15
@@ -82,12 +102,23 @@ PLAIN_SGD_HIGH_LR = 0.05
 # the best learning rate for Adam" is the usual joke); transformers want 1e-3 or less.
 ADAM_HIGH_LR = 1e-2
 
+# An exploded rate: a training loss (an epoch's mean, or a logged step) above DIVERGENCE_FACTOR
+# x ln(classes), worse than guessing, or a non-finite one, while gradients then vanish or
+# units die: the steps were too large for the model, so the cure is a lower rate (Bengio 2012,
+# "Practical recommendations", on the rate as the first thing to tune), not a new model.
+# Measured: SGD at lr 3 on a sound CNN logged no step above 3.3 nats (the blow-up sat between
+# logged steps), yet its first epoch averaged 3.47 > 1.5 x 2.30, and then every ReLU was dead.
+# Probabilities fed to cross-entropy (which applies its own log-softmax): rows that sum to one
+# differ by at most 1 between classes, so the loss cannot fall below ln(1 + (C-1)/e), 1.46
+# nats for 10 classes. Found from the source (forward returns a softmax, the file has no
+# loss_function of its own) and confirmed by a loss at or above that floor, within 5%.
+PROBABILITY_FLOOR_MARGIN = 0.95
+
 Remedy = Literal["architecture", "hyperparameters", "either", "none"]
 # Trainer error kinds a new module fixes; those no change of model or hyperparameters can fix
-# (an invalid setting, a data set that cannot be read), whose fix is the error's own hint;
-# the rest a hyperparameter change fixes.
+# (copilot.events.NOT_MODEL_ERRORS), whose fix is the error's own hint; the rest a
+# hyperparameter change fixes.
 ARCHITECTURE_ERRORS = {"load", "forward", "shape", "runtime"}
-SETTINGS_ERRORS = {"config", "data"}
 SATURATING_ACTIVATIONS = {"Sigmoid", "Tanh", "sigmoid", "tanh", "Hardtanh", "hardtanh"}
 SPARSE_UPDATE_MODULES = {"Embedding", "EmbeddingBag"}  # only the rows in a batch move
 
@@ -148,7 +179,7 @@ def _crash(snapshot: TrainingSnapshot) -> list[Observation]:
     if error is None:
         return []
     remedy: Remedy = (
-        "architecture" if error.kind in ARCHITECTURE_ERRORS else "none" if error.kind in SETTINGS_ERRORS else "hyperparameters"
+        "architecture" if error.kind in ARCHITECTURE_ERRORS else "none" if error.kind in NOT_MODEL_ERRORS else "hyperparameters"
     )
     why = {
         "shape": "the model's layers do not fit the data's shapes, so not one step can run",
@@ -156,6 +187,7 @@ def _crash(snapshot: TrainingSnapshot) -> list[Observation]:
         "load": "the model file cannot be loaded, so training cannot start",
         "config": "a setting is invalid, so training cannot start; no change to the model can fix that",
         "data": "the data set cannot be used, so training cannot start; no change to the model can fix that",
+        "environment": "this machine's set-up cannot run training; no change to the model can fix that",
         "oom": "a batch does not fit in memory at this batch size",
         "nonfinite": "the loss became NaN or infinite and training stopped",
     }.get(error.kind, "training stopped before its epochs were done")
@@ -199,17 +231,21 @@ def _gradient_extremes(snapshot: TrainingSnapshot) -> list[Observation]:
                 "hyperparameters",
             )
         )
-    elif gradients.spike_steps and math.isfinite(gradients.total_max):
+    elif gradients.spike_steps >= SPIKE_PATTERN_STEPS and math.isfinite(gradients.total_max):
+        # Spikes that leave the validation loss at its best cost nothing measurable: shown, not acted on.
+        losses = _validation_losses(snapshot)
+        harmless = len(losses) >= 2 and losses[-1] <= min(losses)
         found.append(
             Observation(
                 "spikes",
                 _finding(
                     "gradient norm spikes",
-                    "Occasional steps with a gradient many times the usual size throw the weights off; clipping caps them.",
+                    "Repeated steps with a gradient many times the usual size throw the weights off; clipping caps them.",
                     [
                         Evidence(metric="total_grad_norm_max", value=_sig(gradients.total_max), threshold=_sig(SPIKE_FACTOR * gradients.total_median)),
-                        Evidence(metric="spike_steps", value=gradients.spike_steps, threshold=0),
+                        Evidence(metric="spike_steps", value=gradients.spike_steps, threshold=SPIKE_PATTERN_STEPS),
                     ],
+                    severity="info" if harmless else "warning",
                 ),
                 "hyperparameters",
             )
@@ -377,7 +413,7 @@ def _progress(snapshot: TrainingSnapshot) -> list[Observation]:
                 "either",
             )
         )
-    if len(current) > PLATEAU_EPOCHS:
+    if len(current) > PLATEAU_EPOCHS and not _fitted(snapshot, current[-1].train_loss):
         before = min(row.train_loss for row in current[: -PLATEAU_EPOCHS])
         latest = current[-1].train_loss
         if math.isfinite(before) and math.isfinite(latest) and before > 0:
@@ -421,6 +457,41 @@ def _progress(snapshot: TrainingSnapshot) -> list[Observation]:
                 )
             )
     return found
+
+
+def _fitted(snapshot: TrainingSnapshot, train_loss: float) -> bool:
+    """The training loss is under FITTED_LOSS_FRACTION of what guessing costs: nothing left to fit."""
+    reference = snapshot.expected_initial_loss
+    return reference is not None and math.isfinite(train_loss) and train_loss < FITTED_LOSS_FRACTION * reference
+
+
+def _validation_losses(snapshot: TrainingSnapshot) -> list[float]:
+    """The validation loss (the training loss where there is none) per epoch since the last change."""
+    current = snapshot.recent_epochs[-snapshot.epochs_since_change :] if snapshot.epochs_since_change else ()
+    losses = [row.val_loss if row.val_loss is not None else row.train_loss for row in current]
+    return [loss for loss in losses if math.isfinite(loss)]
+
+
+@dataclass(frozen=True)
+class ValidationProgress:
+    """How much the validation loss improved over the plateau window, against its own noise."""
+
+    improvement: float  # earlier best minus the window's best: > 0 is progress
+    noise: float  # standard deviation of the epoch-to-epoch changes since the last change
+
+    @property
+    def improving(self) -> bool:
+        return self.improvement > self.noise
+
+
+def validation_progress(snapshot: TrainingSnapshot) -> ValidationProgress | None:
+    """None until there are enough epochs since the last change to tell progress from noise."""
+    losses = _validation_losses(snapshot)
+    if len(losses) <= max(PLATEAU_EPOCHS, NOISE_MIN_CHANGES):
+        return None
+    changes = [later - earlier for earlier, later in zip(losses, losses[1:])]
+    improvement = min(losses[:-PLATEAU_EPOCHS]) - min(losses[-PLATEAU_EPOCHS:])
+    return ValidationProgress(improvement=improvement, noise=statistics.pstdev(changes))
 
 
 def _divergence(snapshot: TrainingSnapshot, current: list) -> list[Observation]:
@@ -523,13 +594,127 @@ def _optimizer(snapshot: TrainingSnapshot) -> list[Observation]:
     ]
 
 
+def _exploded_rate(snapshot: TrainingSnapshot, found: list[Observation]) -> list[Observation]:
+    """The loss blew up and the gradients then vanished (or units died): the rate, not the model."""
+    if not {o.tag for o in found} & {"vanishing", "dead_relu"} or snapshot.expected_initial_loss is None:
+        return []
+    current = snapshot.recent_epochs[-snapshot.epochs_since_change :] if snapshot.epochs_since_change else ()
+    losses = [loss if math.isfinite(loss) else math.inf for loss in [row.train_loss for row in current]]
+    if snapshot.worst_step_loss is not None:
+        losses.append(snapshot.worst_step_loss)
+    threshold = DIVERGENCE_FACTOR * snapshot.expected_initial_loss
+    worst = max(losses, default=None)
+    if not snapshot.nonfinite_count and (worst is None or worst <= threshold):
+        return []
+    evidence = [Evidence(metric="loss_max", value=_sig(worst) if worst is not None and math.isfinite(worst) else str(worst), threshold=_sig(threshold))]
+    if snapshot.nonfinite_count:
+        evidence.append(Evidence(metric="nonfinite_steps", value=snapshot.nonfinite_count, threshold=0))
+    return [
+        Observation(
+            "exploding_lr",
+            _finding(
+                "learning rate too high: the loss exploded, then the gradients vanished",
+                "Steps this large threw a sound model far off (the loss rose above what guessing costs) and killed its units; a lower rate fixes that, a new model would not.",
+                evidence,
+                severity="critical",
+            ),
+            "hyperparameters",
+        )
+    ]
+
+
+def _tiny_initial_scale(snapshot: TrainingSnapshot, found: list[Observation]) -> list[Observation]:
+    """Gradients vanish through unsaturated tanh/sigmoid layers drawn at a tiny constant scale: the init, not the activation."""
+    tags = {o.tag for o in found}
+    if "vanishing" not in tags or "saturated" in tags or not _uses_saturating_activation(snapshot):
+        return []
+    try:
+        scale = smallest_init_scale(snapshot.source_code)
+    except SyntaxError:
+        return []
+    if scale is None:
+        return []
+    return [
+        Observation(
+            "tiny_init",
+            _finding(
+                "initial weights far too small",
+                "Each layer drawn at this scale shrinks the signal, so activations and gradients collapse through the "
+                "stack (Glorot and Bengio 2010); Glorot's scale keeps them at the same size from layer to layer.",
+                [Evidence(metric="init_scale", value=scale, threshold=SMALL_INIT_SCALE)],
+                severity="critical",
+            ),
+            "architecture",
+        )
+    ]
+
+
+# The trainer's refusal of an output of the wrong width (copilot.training.models.check_forward).
+WRONG_OUTPUT = re.compile(r"model output has shape \[\d+, (\d+)\] but the .* data set needs \[\d+, (\d+)\]")
+
+
+def _wrong_head(snapshot: TrainingSnapshot) -> list[Observation]:
+    """The classifier's head has the wrong number of outputs for the data's classes."""
+    error = snapshot.error
+    matched = WRONG_OUTPUT.search(error.message) if error is not None and error.kind == "shape" else None
+    if matched is None or snapshot.data.task != "classification":
+        return []
+    outputs, classes = int(matched.group(1)), int(matched.group(2))
+    return [
+        Observation(
+            "head_size",
+            _finding(
+                "head output size does not match the classes",
+                f"The last layer gives {outputs} outputs for {classes} classes, so not one step can run.",
+                [Evidence(metric="output_size", value=outputs, threshold=classes)],
+                where=snapshot.class_name,
+                severity="critical",
+            ),
+            "architecture",
+        )
+    ]
+
+
+def _probabilities_into_the_loss(snapshot: TrainingSnapshot) -> list[Observation]:
+    """`forward` returns softmax probabilities to the trainer's cross-entropy, and the loss shows it."""
+    if snapshot.data.task != "classification" or snapshot.data.num_classes < 2 or not snapshot.recent_epochs:
+        return []
+    try:
+        edit = remove_softmax_before_loss(snapshot.source_code, {snapshot.class_name})
+    except SyntaxError:
+        return []
+    floor = math.log(1 + (snapshot.data.num_classes - 1) / math.e)
+    loss = snapshot.recent_epochs[-1].train_loss
+    if edit is None or not math.isfinite(loss) or loss < PROBABILITY_FLOOR_MARGIN * floor:
+        return []
+    return [
+        Observation(
+            "softmax_before_loss",
+            _finding(
+                "outputs already sum to one before cross-entropy",
+                "forward returns softmax probabilities and cross-entropy applies its own log-softmax, so the loss cannot "
+                "fall below its floor and its gradients fade; return the logits instead.",
+                [
+                    Evidence(metric="train_loss", value=_sig(loss), threshold=_sig(floor)),
+                    Evidence(metric="returned_softmax", value=edit.changes[0]),
+                ],
+                where=snapshot.class_name,
+                severity="critical",
+            ),
+            "architecture",
+        )
+    ]
+
+
 def observe(snapshot: TrainingSnapshot) -> list[Observation]:
     """Every finding the rules support, most severe first (stable order for equal severity)."""
-    found = _crash(snapshot) + _nonfinite(snapshot)
+    found = _crash(snapshot) + _wrong_head(snapshot) + _nonfinite(snapshot) + _probabilities_into_the_loss(snapshot)
     extremes = _gradient_extremes(snapshot)
     found += extremes
     found += _update_ratios(snapshot, vanishing=any(o.tag == "vanishing" for o in extremes))
-    found += _activations(snapshot) + _progress(snapshot) + _initial_loss(snapshot)
+    found += _activations(snapshot)
+    found = _exploded_rate(snapshot, found) + _tiny_initial_scale(snapshot, found) + found  # causes before their symptoms
+    found += _progress(snapshot) + _initial_loss(snapshot)
     optimizer = _optimizer(snapshot)
     # Plain SGD at a high rate is a problem on its own (a warning); a high Adam rate only explains others.
     if any(o.finding.severity != "info" for o in found + optimizer):
@@ -573,16 +758,38 @@ def _hparams_already_tamed(snapshot: TrainingSnapshot) -> bool:
     return accepted and snapshot.hparams.grad_clip is not None
 
 
+def finish_reason(snapshot: TrainingSnapshot) -> str | None:
+    """Why training is done whatever the findings say (the user's target is met), or None.
+
+    A spent budget needs no finish: the trainer stops by itself and the triggers ask nothing
+    more, while a look at a finished run (`copilot diagnose`) still wants its problems named.
+    """
+    accuracy = _accuracy(snapshot)
+    target = snapshot.target_accuracy
+    if target is not None and accuracy is not None and accuracy[0] == "val_accuracy" and accuracy[1] >= target:
+        return f"the target is met: val_accuracy {accuracy[1]:.1%} against a target of {target:.1%}"
+    return None
+
+
+def converged(snapshot: TrainingSnapshot) -> bool:
+    """The validation loss stopped improving by more than its noise over the plateau window."""
+    progress = validation_progress(snapshot)
+    return progress is not None and not progress.improving
+
+
 def route(snapshot: TrainingSnapshot, observations: list[Observation]) -> tuple[Route, float]:
     """The route and the confidence in it."""
+    if finish_reason(snapshot) is not None:
+        return "finish", 0.9
     tags = {o.tag for o in observations if o.finding.severity != "info"}
     if not tags - {"initial_loss"}:
-        return "finish", 0.8
+        # Nothing to fix: only a converged run stops; a healthy or improving one trains on.
+        return ("finish", 0.8) if converged(snapshot) else ("continue", 0.8)
     remedies = {o.remedy for o in observations if o.finding.severity != "info"}
     crash = next((o for o in observations if o.tag == "crash"), None)
     if crash is not None and crash.remedy == "none":
         return "finish", 0.9
-    exploded = bool(tags & {"nonfinite", "exploding"}) or (snapshot.error is not None and snapshot.error.kind == "nonfinite")
+    exploded = bool(tags & {"nonfinite", "exploding", "exploding_lr"}) or (snapshot.error is not None and snapshot.error.kind == "nonfinite")
     if crash is not None and crash.remedy == "architecture":
         chosen: Route = "architecture"
         confidence = 0.9
@@ -594,7 +801,7 @@ def route(snapshot: TrainingSnapshot, observations: list[Observation]) -> tuple[
         confidence = 0.8
     elif crash is not None:
         chosen, confidence = "hyperparameters", 0.9
-    elif tags & {"vanishing", "saturated"}:
+    elif tags & {"vanishing", "saturated", "softmax_before_loss"}:
         chosen, confidence = "architecture", 0.8
     elif tags & {"chance", "plateau", "diverging"}:
         # A model with saturating units and no normalisation cannot be rescued by the optimiser alone.
@@ -621,6 +828,8 @@ def assess(snapshot: TrainingSnapshot) -> Diagnosis:
     findings = [o.finding for o in observations]
     if chosen == "finish":
         summary = _finish_summary(snapshot)
+    elif chosen == "continue":
+        summary = _continue_summary(snapshot)
     else:
         lead = findings[0]
         where = f" in {lead.where}" if lead.where else ""
@@ -630,13 +839,36 @@ def assess(snapshot: TrainingSnapshot) -> Diagnosis:
 
 def _finish_summary(snapshot: TrainingSnapshot) -> str:
     error = snapshot.error
-    if error is not None and error.kind in SETTINGS_ERRORS:
+    if error is not None and error.kind in NOT_MODEL_ERRORS:
         fix = error.hint or "fix the setting"
         return f"Training cannot run: {error.message}. No change to the model fixes this; {fix}, then start again."
+    progress = validation_progress(snapshot)
+    reason = finish_reason(snapshot) or (
+        f"converged: the validation loss improved by {_sig(progress.improvement):g} over the last "
+        f"{PLATEAU_EPOCHS} epochs, within its noise of {_sig(progress.noise):g}"
+        if progress is not None
+        else "nothing left to fix"
+    )
+    return f"Training is done at {_standing(snapshot)}: {reason}."
+
+
+def _continue_summary(snapshot: TrainingSnapshot) -> str:
+    progress = validation_progress(snapshot)
+    if progress is None:
+        why = f"too few epochs since the last change ({snapshot.epochs_since_change}) to call it converged"
+    else:
+        why = (
+            f"the validation loss improved by {_sig(progress.improvement):g} over the last {PLATEAU_EPOCHS} "
+            f"epochs, more than its noise of {_sig(progress.noise):g}"
+        )
+    return f"Training is healthy at {_standing(snapshot)}; {why}: no change, training goes on."
+
+
+def _standing(snapshot: TrainingSnapshot) -> str:
+    """`val_accuracy 99.4% after 5 epochs`: where the run stands, in a few words."""
     accuracy = _accuracy(snapshot)
-    if accuracy:
-        return f"Training is healthy: {accuracy[0]} {accuracy[1]:.1%} after {snapshot.epoch} epochs; no change needed."
-    return f"Training is healthy after {snapshot.epoch} epochs; no change needed."
+    measured = f"{accuracy[0]} {accuracy[1]:.1%} " if accuracy else ""
+    return f"{measured}after {snapshot.epoch} epochs"
 
 
 # --------------------------------------------------------------------------- hyperparameter proposals
@@ -709,7 +941,7 @@ def _candidates(snapshot: TrainingSnapshot, tags: set[str], feedback: str | None
         smaller = max(1, hparams.batch_size // 2)
         found.append(Candidate(f"batch size {smaller} instead of {hparams.batch_size}", "The run ran out of memory; half the batch needs about half the activation memory.", {"batch_size": smaller}))
 
-    if tags & {"nonfinite", "exploding", "diverging"}:
+    if tags & {"nonfinite", "exploding", "exploding_lr", "diverging"}:
         lower = _lr(hparams.lr * (0.3 if gentle else 0.1))
         reason = "The updates exploded (non-finite values, huge gradient norms or a diverging loss)"
         if not no_clip:
@@ -774,33 +1006,37 @@ def _effective(change: dict[str, float | int | str], hparams: HParams) -> dict[s
 
 
 def candidate_changes(snapshot: TrainingSnapshot, diagnosis: Diagnosis, feedback: str | None) -> list[HParamAnswer]:
-    """Every candidate that changes something and was not already rejected, best first (trials rank them)."""
+    """Every plausible hyperparameter change for the diagnosis, most preferred first.
+
+    Each changes something the run does not already use and repeats nothing applied or
+    rejected in this run (the ledger's memory, `snapshot.tried`); duplicates are dropped.
+    Trials may rank them by measurement; `propose_hparams` takes the first.
+    """
     tags = diagnosis_tags(snapshot, diagnosis)
     feedback = human_feedback(snapshot, "hyperparameters", feedback)
-    rejected = {p.detail for p in snapshot.previous if p.kind == "hyperparameters" and p.decision == "reject"}
-    found: list[HParamAnswer] = []
+    answers: list[HParamAnswer] = []
     for candidate in _candidates(snapshot, tags, feedback):
-        change = _effective(candidate.change, snapshot.hparams)
-        if not change:
+        effective = _effective(candidate.change, snapshot.hparams)
+        if not effective:
             continue
-        detail = ", ".join(f"{key}={value}" for key, value in HParamChange(**change).changes().items())
-        if detail in rejected or any(answer.change == HParamChange(**change) for answer in found):
+        change = HParamChange(**effective)
+        repeats = tried_before(snapshot.tried, hparams=change) is not None
+        if repeats or any(same_hparams(answer.change.changes(), change.changes()) for answer in answers):
             continue
         rationale = candidate.rationale
         if feedback:
             rationale += f' (Instead of what was rejected: "{feedback[:120]}".)'
-        found.append(HParamAnswer(summary=candidate.summary[:60], rationale=rationale, change=HParamChange(**change)))
-    return found
+        answers.append(HParamAnswer(summary=candidate.summary[:60], rationale=rationale, change=change))
+    return answers
 
 
 def propose_hparams(snapshot: TrainingSnapshot, diagnosis: Diagnosis, feedback: str | None) -> HParamAnswer:
-    """The first candidate that changes something and was not already rejected."""
+    """The first candidate change; when every one was tried, half the rate again (always new)."""
     candidates = candidate_changes(snapshot, diagnosis, feedback)
     if candidates:
         return candidates[0]
-    # Everything was tried and rejected: halve the rate again, which always changes something.
     return HParamAnswer(
         summary=f"lr {_lr(snapshot.hparams.lr * 0.5):g}",
-        rationale="Every specific change was rejected; a smaller learning rate is the most conservative step left.",
+        rationale="Every specific change was tried or rejected; a smaller learning rate is the most conservative step left.",
         change=HParamChange(lr=_lr(snapshot.hparams.lr * 0.5)),
     )

@@ -17,15 +17,18 @@ its original stdout (a stage marker as each check starts, then one report with
 SandboxReport's fields); anything the model prints goes to stderr.
 
 It imports only the standard library and torch, never copilot: nothing of the parent
-(settings, credentials, open files) is in reach. The parent imports this module only
-for `SandboxJob`, so no torch at module level. Limits are set here and not in a
-`preexec_fn`, which is unsafe in a parent with threads.
+(settings, credentials, open files) is in reach. The one copilot file it runs,
+`training/model_outputs.py` (stdlib and torch only), is loaded by path before the walls
+go up, so model outputs are read here exactly as the trainer reads them. The parent
+imports this module only for `SandboxJob`, so no torch at module level. Limits are set
+here and not in a `preexec_fn`, which is unsafe in a parent with threads.
 """
 
 from __future__ import annotations
 
 import ctypes
 import faulthandler
+import importlib.util
 import json
 import linecache
 import math
@@ -361,7 +364,7 @@ class Checks:
         self.stage = stage
         self.emit({"stage": stage})
 
-    def run(self, torch: Any, guard: AuditGuard) -> None:
+    def run(self, torch: Any, guard: AuditGuard, outputs: types.ModuleType) -> None:
         job = self.job
         self.enter("import")
         module = types.ModuleType(GENERATED_MODULE_NAME)
@@ -393,9 +396,12 @@ class Checks:
         self.enter("forward")
         inputs, targets = self.dummy_batch(torch)
         started = time.perf_counter()
-        output = model(inputs)
-        if not isinstance(output, torch.Tensor):
-            raise CheckFailed("forward", f"forward returned {type(output).__name__}, expected one tensor")
+        raw_output = model(inputs, targets) if outputs.passes_targets(model) else model(inputs)
+        try:
+            read = outputs.read_outputs(raw_output)
+        except outputs.UnreadableOutputs as unreadable:
+            raise CheckFailed("forward", str(unreadable)) from None
+        output = read.logits
 
         self.enter("shape")
         self.measured["output_shape"] = list(output.shape)
@@ -405,7 +411,7 @@ class Checks:
             )
 
         self.enter("backward")
-        loss = self.loss(torch, model, output, targets)
+        loss = self.loss(torch, model, raw_output, read, targets)
         loss.backward()
         self.measured["forward_backward_ms"] = (time.perf_counter() - started) * 1000.0
         self.check_gradients(torch, model)
@@ -421,15 +427,18 @@ class Checks:
         target_shape = (batch,) if job.task == "classification" else (batch, job.input_shape[0])
         return inputs, torch.randint(job.num_classes, target_shape, generator=generator)
 
-    def loss(self, torch: Any, model: Any, output: Any, targets: Any) -> Any:
+    def loss(self, torch: Any, model: Any, raw_output: Any, read: Any, targets: Any) -> Any:
+        """As the trainer picks it: the file's loss_function, else the loss the model returned, else cross-entropy."""
         job = self.job
         loss_function = getattr(model, "loss_function", None)
         if callable(loss_function):
-            loss = loss_function(output, targets)
+            loss = loss_function(raw_output, targets)
+        elif read.loss is not None:
+            loss = read.loss
         elif job.expected_shape == (*targets.shape, job.num_classes):
-            loss = torch.nn.functional.cross_entropy(output.reshape(-1, job.num_classes), targets.reshape(-1))
+            loss = torch.nn.functional.cross_entropy(read.logits.reshape(-1, job.num_classes), targets.reshape(-1))
         else:  # a caller-given output contract that is not class scores
-            loss = output.float().sum()
+            loss = read.logits.float().sum()
         if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
             raise CheckFailed("backward", "the loss is not a scalar tensor")
         if not math.isfinite(loss.item()):
@@ -530,6 +539,17 @@ def _generated_traceback(error: BaseException) -> str:
 # ---------------------------------------------------------------------- entry point
 
 
+def load_outputs_reader() -> types.ModuleType:
+    """copilot/training/model_outputs.py, by path: the package (and what it could reach) stays unimported."""
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "training", "model_outputs.py")
+    spec = importlib.util.spec_from_file_location("copilot_model_outputs", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up here
+    spec.loader.exec_module(module)
+    return module
+
+
 def main(job_path: str) -> None:
     # The report stream is the original stdout; the model's own prints go to stderr.
     report_fd = os.dup(1)
@@ -552,10 +572,11 @@ def main(job_path: str) -> None:
 
         torch.set_num_threads(1)
         guard = AuditGuard(job.workdir)
+        outputs = load_outputs_reader()
         audit_native_file_doors(torch)
         guard.kernel_confined = restrict_with_landlock(guard)
         sys.addaudithook(guard)
-        checks.run(torch, guard)
+        checks.run(torch, guard, outputs)
         signal.setitimer(signal.ITIMER_REAL, 0)
         if guard.violations:  # the model swallowed a refusal and carried on
             raise SandboxViolation("swallowed")

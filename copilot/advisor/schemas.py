@@ -15,8 +15,12 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from copilot.events import HParams, OptimizerName, ScheduleName
 
 Health = Literal["healthy", "warning", "critical"]
-Route = Literal["hyperparameters", "architecture", "finish"]
+Route = Literal["hyperparameters", "architecture", "continue", "finish"]
 Role = Literal["assessor", "coder", "checker", "reporter"]
+ROUTE_DESCRIPTION = (
+    "what to do next: change hyperparameters, change the architecture, continue training unchanged "
+    "(healthy or still improving), or finish (converged, target met or budget spent; this stops training)"
+)
 
 
 class Schema(BaseModel):
@@ -42,10 +46,13 @@ class Finding(Schema):
 class Diagnosis(Schema):
     health: Health
     findings: list[Finding] = Field(default_factory=list)
-    route: Route = Field(description="what to do next: change hyperparameters, change the architecture, or finish")
+    route: Route = Field(description=ROUTE_DESCRIPTION)
     confidence: float = Field(0.5, ge=0.0, le=1.0)
     summary: str = Field("", description="one or two sentences for the status line")
     notices: list[str] = Field(default_factory=list, description="not for the LLM: e.g. 'Bedrock throttled; used offline rules'")
+    # Set by copilot for an LLM's diagnosis (`copilot.advisor.claims`), never by the LLM:
+    contradictions: list[str] = Field(default_factory=list, description="not for the LLM: claims the measurements contradict")
+    measured_findings: list[Finding] = Field(default_factory=list, description="not for the LLM: the offline rules' findings")
 
     @field_validator("findings")
     @classmethod
@@ -223,6 +230,7 @@ class TokenUsage(Schema):
     role: Role
     input_tokens: int = 0
     output_tokens: int = 0
+    latency_s: float = 0.0  # wall time of the call's requests, corrections included
 
 
 class LedgerEntry(Schema):

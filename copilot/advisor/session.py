@@ -5,7 +5,9 @@ checkpoint in the run folder (`advisor.sqlite`), so a proposal waiting at the hu
 gate survives a restart: `pending()` finds it again without calling any provider, and
 `decide(verdict)` resumes the graph. Each assessment is its own LangGraph thread; only
 the newest thread can be waiting, because `assess` refuses to start another while a
-proposal waits.
+proposal waits. An assessment ends in one of: a proposal waiting at the gate, a finish
+report (`Finished`), nothing to change (`Continued`: training goes on, nothing is asked,
+nothing is written) or no proposal (`Failed`).
 
 `in_memory(...)` is for `copilot diagnose`: the same workflow with a checkpointer that
 lives only as long as the session, so a dry diagnosis leaves no pending gate in the
@@ -70,6 +72,14 @@ class Finished(Outcome):
         return self.entry.tokens
 
 
+class Continued(Outcome):
+    """Training is healthy or still improving: no proposal, nothing to decide, no ledger line."""
+
+    kind: Literal["continued"] = "continued"
+    diagnosis: Diagnosis
+    tokens: list[TokenUsage] = Field(default_factory=list)
+
+
 class Failed(Outcome):
     """No proposal could be made (its check kept failing); nothing to decide."""
 
@@ -98,12 +108,14 @@ class Rejected(Decided):
     kind: Literal["rejected"] = "rejected"
 
 
-Assessment = PendingProposal | Finished | Failed
+Assessment = PendingProposal | Finished | Continued | Failed
 Decision = Accepted | Rejected | PendingProposal  # pending again: an edit did not pass its check
 
 
-def _outcome_of(values: dict[str, Any]) -> Finished | Failed | Accepted | Rejected:
+def _outcome_of(values: dict[str, Any]) -> Finished | Continued | Failed | Accepted | Rejected:
     """What a finished thread ended with, read from its final state."""
+    if values["diagnosis"].route == "continue" and values.get("proposal") is None:
+        return Continued(diagnosis=diagnosis_with_notices(values), tokens=values.get("tokens", []))
     if values.get("failure"):
         return Failed(
             diagnosis=diagnosis_with_notices(values),
@@ -201,6 +213,17 @@ class AdvisorSession:
         if not state.next or state.interrupts or state.values.get("verdict") is None:
             return None
         return self._run(None)
+
+    def last_decision(self) -> Accepted | Rejected | None:
+        """The verdict the newest assessment ended with, read from its checkpoint (None when it
+        did not end with one): what a caller that died before applying it must still apply."""
+        if self._thread_id is None:
+            return None
+        state = self._graph.get_state(self._config())
+        if state.next or state.interrupts or state.values.get("verdict") is None or "entry" not in state.values:
+            return None
+        outcome = _outcome_of(state.values)
+        return outcome if isinstance(outcome, (Accepted, Rejected)) else None
 
     def _run(self, graph_input: Any) -> Any:
         config = self._config()

@@ -1,7 +1,7 @@
 """Run metrics -> a bounded `TrainingSnapshot`: everything an advisor role may look at.
 
 The snapshot is read from the run folder's `metrics.jsonl` (the trainer's event
-records, parsed with `copilot.events.parse_event`) plus the model's source and the
+records, read with `copilot.metrics_file.read_metrics`) plus the model's source and the
 ledger of earlier proposals. It is bounded whatever the run's length: histories are
 summarised (first, best, last, recent slope) and downsampled to a few points,
 per-module statistics come from a window of recent logged steps, and long texts
@@ -32,6 +32,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from copilot.advisor.codegen.source import declared_hparams, guess_model_class
+from copilot.advisor.ledger import TriedChange, tried_changes
 from copilot.advisor.schemas import LedgerEntry
 from copilot.errors import AdvisorError
 from copilot.events import (
@@ -47,8 +48,8 @@ from copilot.events import (
     StepBatch,
     StepRecord,
     TrainerError,
-    parse_event,
 )
+from copilot.metrics_file import read_metrics
 from copilot.run_folder import RunFolder
 
 ModelArgs = dict[str, float | int | str | bool | None]
@@ -184,8 +185,11 @@ class TrainingSnapshot(Part):
     activations: ActivationHealth | None
     nonfinite_count: int
     nonfinite: tuple[NonFiniteEvent, ...]  # the first MAX_NONFINITE_EVENTS since the last change
-    error: TrainerFailure | None
+    error: TrainerFailure | None  # the last error of the current model: one from a replaced model is stale
     previous: tuple[PreviousProposal, ...]
+    target_accuracy: float | None = None  # the user's `advisor.target_accuracy`: met, training is done
+    tried: tuple[TriedChange, ...] = ()  # every change applied or rejected in this run: never proposed again
+    worst_step_loss: float | None = None  # the highest logged step loss since the last change (an epoch's mean hides a blow-up)
 
     def trend(self, name: str) -> MetricTrend | None:
         return next((trend for trend in self.history if trend.name == name), None)
@@ -196,20 +200,6 @@ class TrainingSnapshot(Part):
 
 
 # --------------------------------------------------------------------------- building
-
-
-def _read_events(path: Path) -> Iterator[object]:
-    """Every event in `metrics.jsonl`; a torn last line (the trainer was killed mid-write) is skipped."""
-    if not path.exists():
-        return
-    with path.open(encoding="utf-8") as lines:
-        for line in lines:
-            if not line.strip():
-                continue
-            try:
-                yield parse_event(line)
-            except ValidationError:
-                continue
 
 
 def _downsample(values: Sequence[float], points: int = HISTORY_POINTS) -> tuple[float, ...]:
@@ -450,6 +440,7 @@ def build_snapshot(
     trigger: str = "demand",
     round: int = 0,
     data: DataSpec | None = None,
+    target_accuracy: float | None = None,
 ) -> TrainingSnapshot:
     """Read the run folder into a snapshot. An `AdvisorError` when there is nothing to assess."""
     started: RunStarted | None = None
@@ -465,24 +456,28 @@ def build_snapshot(
     nonfinite: list[NonFiniteEvent] = []
     nonfinite_count = 0
     error: TrainerError | None = None
+    worst_step_loss: float | None = None
     last_step = 0
 
-    for event in _read_events(run.metrics):
+    for event in read_metrics(run.metrics):
         if isinstance(event, RunStarted):
-            started, model, hparams = event, event.model, event.hparams
+            # A trainer (re)started: an error of the one before is about a model it may no longer train.
+            started, model, hparams, error = event, event.model, event.hparams, None
         elif isinstance(event, ModelSwapped):
             model, change_step = event.model, event.step
             window.clear()
-            nonfinite, nonfinite_count = [], 0
+            nonfinite, nonfinite_count, error, worst_step_loss = [], 0, None, None
         elif isinstance(event, HParamsApplied):
             hparams, change_step = event.hparams, event.step
             window.clear()
-            nonfinite, nonfinite_count = [], 0
+            nonfinite, nonfinite_count, error, worst_step_loss = [], 0, None, None
         elif isinstance(event, StepBatch):
             for record in event.records:
                 if first_step_loss is None:
                     first_step_loss = record.loss
                 window.append(record)
+                logged = record.loss if math.isfinite(record.loss) else math.inf
+                worst_step_loss = logged if worst_step_loss is None else max(worst_step_loss, logged)
                 step_losses.append(record.loss)
                 step_numbers.append(record.step)
                 last_step = max(last_step, record.step)
@@ -608,6 +603,9 @@ def build_snapshot(
             else None
         ),
         previous=_previous(previous, epochs),
+        target_accuracy=target_accuracy,
+        tried=tuple(tried_changes(previous)),
+        worst_step_loss=worst_step_loss,
     )
 
 

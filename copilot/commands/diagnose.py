@@ -27,7 +27,7 @@ from copilot.config import load_settings
 from copilot.run_folder import find_run
 
 if TYPE_CHECKING:
-    from copilot.advisor.schemas import ArchitectureProposal, Diagnosis, Evidence, HParamProposal, TokenUsage
+    from copilot.advisor.schemas import ArchitectureProposal, Diagnosis, Evidence, Finding, HParamProposal, TokenUsage
     from copilot.advisor.session import Assessment
 
 HEALTH_STYLE = {"healthy": "bold green", "warning": "bold yellow", "critical": "bold red"}
@@ -59,7 +59,9 @@ def run_diagnose_command(args: argparse.Namespace) -> int:
     run = find_run(args.run, runs=settings.runs_dir)
     previous = read_ledger(run)
     accepted_rounds = sum(1 for entry in previous if entry.verdict and entry.verdict.decision != "reject")
-    snapshot = build_snapshot(run, previous=previous, trigger="demand", round=accepted_rounds)
+    snapshot = build_snapshot(
+        run, previous=previous, trigger="demand", round=accepted_rounds, target_accuracy=settings.advisor.target_accuracy
+    )
     advisor = build_advisor(settings)
 
     console = Console(highlight=False)
@@ -78,6 +80,8 @@ def print_assessment(console: Console, outcome: Assessment) -> None:
     print_diagnosis(console, diagnosis)
     if outcome.kind == "failed":
         console.print(f"[bold red]No proposal:[/] {escape(outcome.message)}")
+    elif outcome.kind == "continued":
+        console.print("[bold]No change proposed:[/] training goes on as it is.")
     elif outcome.kind == "finished":
         console.print(Markdown(outcome.proposal.report))
     elif outcome.proposal.kind == "hyperparameters":
@@ -95,12 +99,19 @@ def print_diagnosis(console: Console, diagnosis: Diagnosis) -> None:
     )
     for notice in diagnosis.notices:
         console.print(f"[yellow]notice:[/] {escape(notice)}")
-    if not diagnosis.findings:
+    for contradiction in diagnosis.contradictions:
+        console.print(f"[bold red]contradicted by the measurements:[/] {escape(contradiction)}")
+    _print_findings(console, "Findings", diagnosis.findings)
+    _print_findings(console, "Measured by the offline rules", diagnosis.measured_findings)
+
+
+def _print_findings(console: Console, title: str, findings: list[Finding]) -> None:
+    if not findings:
         return
-    table = Table(title="Findings", title_justify="left", show_lines=True)
+    table = Table(title=title, title_justify="left", show_lines=True)
     for column in ("severity", "finding", "where", "evidence", "why it matters"):
         table.add_column(column)
-    for finding in diagnosis.findings:
+    for finding in findings:
         table.add_row(
             f"[{SEVERITY_STYLE[finding.severity]}]{finding.severity}[/]",
             escape(finding.what),

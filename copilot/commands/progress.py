@@ -75,6 +75,9 @@ class TrainingProgress:
             f"({event.data.train_size:,} training samples), {escape(event.device)}; "
             f"{hparams.optimizer} lr {hparams.lr:g}, batch {hparams.batch_size}, {hparams.epochs} epochs"
         )
+        self.console.print(f"outputs: {escape(event.output_form)}")
+        for hook in event.ignored_hooks:
+            self.console.print(f"{hook}() is ignored: the optimizer comes from HPARAMS and the flags", style="yellow")
         self.epochs = hparams.epochs
         per_rank = event.data.train_size // max(event.world_size, 1)
         self.steps_per_epoch = max(1, math.ceil(per_rank / hparams.batch_size))

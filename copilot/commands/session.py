@@ -60,6 +60,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help="propose without trialling candidates first (proposals are 'not trialled'; --auto-accept validated takes none)",
     )
+    loop.add_argument(
+        "--target-accuracy",
+        type=float,
+        metavar="A",
+        help="validation accuracy (0-1] at which training is done: the advisor then proposes to finish",
+    )
 
     run = subparsers.add_parser(
         "run",
@@ -111,7 +117,7 @@ def run_session_command(args: argparse.Namespace) -> int:
         raise ConfigError("no model given", "run `copilot run MODEL.py`, or `copilot resume RUN` for a stopped run")
     _check_loop_flags(args)
     overrides = training_overrides(args) | _loop_overrides(args)
-    advisor = {"assess_every": args.assess_every, "provider": args.advisor}
+    advisor = {"assess_every": args.assess_every, "provider": args.advisor, "target_accuracy": args.target_accuracy}
     if any(value is not None for value in advisor.values()):
         overrides["advisor"] = {key: value for key, value in advisor.items() if value is not None}
     settings = load_settings(overrides)
@@ -127,7 +133,8 @@ def run_demo_command(args: argparse.Namespace) -> int:
     model = prepare_demo_folder(folder)
     # The demo's own folder holds its settings: a copilot.toml where the user stands must not change it.
     settings = load_settings(
-        {"runs_dir": folder / ".copilot" / "runs", "advisor": {"provider": "offline"}} | _loop_overrides(args), config_dir=folder
+        {"runs_dir": folder / ".copilot" / "runs", "advisor": {"provider": "offline", **_target(args)}} | _loop_overrides(args),
+        config_dir=folder,
     )
     from copilot.session.controller import Session
 
@@ -138,7 +145,8 @@ def run_demo_command(args: argparse.Namespace) -> int:
 
 def run_resume_command(args: argparse.Namespace) -> int:
     _check_loop_flags(args)
-    settings = load_settings(_loop_overrides(args))
+    target = _target(args)
+    settings = load_settings(({"advisor": target} if target else {}) | _loop_overrides(args))
     by_name = settings.runs_dir / args.run
     run = RunFolder(by_name.resolve()) if (by_name / "session.json").exists() else find_run(args.run, runs=settings.runs_dir)
     from copilot.session.controller import Session
@@ -172,6 +180,11 @@ def _check_loop_flags(args: argparse.Namespace) -> None:
         raise ConfigError("--auto-accept decides without asking, so it needs --headless", "add --headless")
     if args.max_rounds is not None and args.max_rounds < 0:
         raise ConfigError(f"--max-rounds {args.max_rounds} is negative", "give 0 or more")
+
+
+def _target(args: argparse.Namespace) -> dict[str, float]:
+    """The advisor setting `--target-accuracy` overrides, if given."""
+    return {} if args.target_accuracy is None else {"target_accuracy": args.target_accuracy}
 
 
 def _drive(

@@ -102,8 +102,12 @@ def _parse_model_args(pairs: list[str]) -> dict[str, ModelArg]:
     parsed: dict[str, ModelArg] = {}
     for pair in pairs:
         key, equals, text = pair.partition("=")
-        if not equals or not key.strip().isidentifier():
-            raise ConfigError(f"--model-arg '{pair}' is not KEY=VALUE", "write it like --model-arg width=64")
+        # One dot reaches a field of a config object: config.n_layer=4.
+        if not equals or not all(part.isidentifier() for part in key.strip().split(".", 1)):
+            raise ConfigError(
+                f"--model-arg '{pair}' is not KEY=VALUE",
+                "write it like --model-arg width=64, or --model-arg config.n_layer=4 for a config field",
+            )
         parsed[key.strip()] = _parse_value(text.strip())
     return parsed
 
@@ -138,6 +142,7 @@ def _new_spec(args: argparse.Namespace, settings: Settings) -> TrainerSpec:
         model_args=settings.model.args,
         data=settings.data,
         train=settings.train,
+        max_params=settings.sandbox.max_params,
     )
     folder.session.write_text(spec.model_dump_json(indent=2) + "\n", encoding="utf-8")
     return spec
@@ -203,7 +208,7 @@ def run_headless(spec: TrainerSpec, console: Console) -> int:
                     error = error or event
                     if event.kind == "nonfinite":  # headless: nobody is there to fix it, so end the run
                         trainer.send(Stop())
-                if any(isinstance(e, Finished) for e in events) or (error is not None and error.kind == "killed"):
+                if any(isinstance(e, Finished) for e in events) or (error is not None and error.kind in ("killed", "oom")):
                     break
     except KeyboardInterrupt:
         console.print("stopping: writing a checkpoint (Ctrl-C again to abandon it)")
@@ -223,6 +228,8 @@ def run_headless(spec: TrainerSpec, console: Console) -> int:
 
 def _hint_with_log(error: TrainerError, spec: TrainerSpec) -> str:
     log = RunFolder(spec.run_folder).events_log
+    if error.kind == "disk":  # the trainer names the app's way to continue; this command has its own
+        return error.hint.replace("copilot resume ", "copilot train --resume ")
     if not error.traceback:
         return error.hint
     return f"{error.hint} (details in {log})" if error.hint else f"details in {log}"

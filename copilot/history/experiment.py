@@ -443,6 +443,10 @@ class ExperimentHistory:
     def round(self, number: int) -> RoundInfo:
         return self._find(self.rounds(), number)
 
+    def round_of_proposal(self, proposal_id: str) -> RoundInfo | None:
+        """The round whose `Copilot-Proposal` trailer is `proposal_id`, if one was committed."""
+        return next((info for info in self.rounds() if info.proposal_id == proposal_id), None)
+
     def show(self, number: int) -> RoundDetail:
         """A round with its full message and its change against the commit before it."""
         with self._repository.session() as git:
@@ -478,12 +482,14 @@ class ExperimentHistory:
         advisor: str,
         before: Mapping[str, float | int],
         verdict: Literal["accepted", "edited"],
+        proposal_id: str | None = None,
     ) -> RoundInfo:
         """Commit an accepted change as the next round and bring the worktree to it.
 
         `model_code` is the whole new model file (required for "arch"); `hparams` the
         run's complete hyperparameters (required for "hparams"); either round may
-        carry both. `before` is what was measured when the change was proposed.
+        carry both. `before` is what was measured when the change was proposed;
+        `proposal_id` (the ledger's) becomes the `Copilot-Proposal` trailer.
         """
         if kind not in ("arch", "hparams"):
             raise ValueError(f"kind must be 'arch' or 'hparams', not {kind!r}")
@@ -495,6 +501,7 @@ class ExperimentHistory:
             ("Copilot-Advisor", advisor),
             ("Copilot-Before", format_metrics(before)),
             ("Copilot-Verdict", verdict),
+            *([("Copilot-Proposal", proposal_id)] if proposal_id else []),
         ]
         files = {}
         if model_code is not None:

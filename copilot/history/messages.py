@@ -16,6 +16,7 @@ A round commit reads like a lab-notebook entry in `git log`:
     Copilot-Advisor: offline
     Copilot-Before: val_acc=0.121 val_loss=2.3 epoch=4
     Copilot-Verdict: accepted
+    Copilot-Proposal: 20261120-234500-bad-cnn-3f2a/r2/1763682300.25
 
 The trailers are the machine-readable part; git's own trailer parser
 (`%(trailers)` in `git log`, `git interpret-trailers --parse`) reads them back.

@@ -321,10 +321,18 @@ def ensure_excluded(common_dir: Path) -> None:
     existing = exclude.read_text(encoding="utf-8") if exclude.exists() else ""
     if EXCLUDE_ENTRY in existing.splitlines():
         return
-    exclude.parent.mkdir(parents=True, exist_ok=True)
     separator = "" if not existing or existing.endswith("\n") else "\n"
-    with exclude.open("a", encoding="utf-8") as handle:
-        handle.write(f"{separator}# copilot: experiment worktrees and run folders\n{EXCLUDE_ENTRY}\n")
+    try:
+        exclude.parent.mkdir(parents=True, exist_ok=True)
+        with exclude.open("a", encoding="utf-8") as handle:
+            handle.write(f"{separator}# copilot: experiment worktrees and run folders\n{EXCLUDE_ENTRY}\n")
+    except OSError as exc:
+        # The first write into the repository: a read-only .git stops the run here, before
+        # anything exists under .copilot/ in the user's checkout.
+        raise HistoryError(
+            f"cannot write to the git repository {common_dir}: {exc.strerror.lower() if exc.strerror else exc}",
+            "copilot keeps its experiment branch there: make it writable, or run on a writable copy of the project",
+        ) from None
 
 
 def checkouts(common_dir: Path) -> list[WorktreeEntry]:

@@ -98,6 +98,7 @@ class RoundInfo(Frozen):
     after: Metrics = {}  # metrics measured on this round: its note, else the next round's `before`
     results: RoundResults | None = None
     rollback_to: int | None = None
+    proposal_id: str | None = None  # the ledger entry this round applies (Copilot-Proposal)
     trailers: tuple[tuple[str, str], ...] = ()
 
     @property
@@ -223,6 +224,7 @@ def round_of_entry(entry: LogEntry, run_id: str) -> RoundInfo | None:
         after=results.metrics() if results else {},
         results=results,
         rollback_to=parse_round_label(fields.get("Rollback-To", "")),
+        proposal_id=fields.get("Proposal"),
         trailers=entry.trailers,
     )
 

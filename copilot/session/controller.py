@@ -20,8 +20,12 @@ From then on:
   the run ends; `write_report` writes report.md; `stop` checkpoints and stops.
 
 `Session.reopen` continues a stopped run from its latest checkpoint, pending proposal
-included. The Textual app and the headless driver both drive a `Session`; it prints
-nothing and imports no Textual. Blocking calls (`assess`, `decide`, history
+included, and completes a verdict a crash cut short (the round commit's
+`Copilot-Proposal` trailer says whether it was committed already). A trainer killed from
+outside is resumed from its last checkpoint without an advisor round; a full disk met by
+the advisor's or the report's writes is a `DiskFullError` naming the run. The Textual
+app and the headless driver both drive a `Session`; it prints nothing and imports no
+Textual. Blocking calls (`assess`, `decide`, history
 operations, `stop`) may run in worker threads: the trainer, the history and the
 advisor each have their own lock.
 """
@@ -33,7 +37,8 @@ import shutil
 import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -43,7 +48,7 @@ from pydantic import ValidationError
 from copilot.advisor.codegen.source import declared_hparams
 from copilot.advisor.factory import build_advisor
 from copilot.advisor.graph import PendingProposal
-from copilot.advisor.ledger import append_entry, read_ledger
+from copilot.advisor.ledger import append_entry, entry_key, proposal_id, read_ledger
 from copilot.advisor.roles import AdvisorRoles
 from copilot.advisor.schemas import (
     ArchitectureProposal,
@@ -56,13 +61,13 @@ from copilot.advisor.schemas import (
     TrialReport,
     Verdict,
 )
-from copilot.advisor.session import Accepted, AdvisorSession, Failed, Finished as AdvisorFinished, Rejected
+from copilot.advisor.session import Accepted, AdvisorSession, Continued, Failed, Finished as AdvisorFinished, Rejected
 from copilot.advisor.snapshot import TrainingSnapshot, build_snapshot
 from copilot.advisor.trials.budget import remaining_steps, steps_per_epoch, trial_budget
 from copilot.advisor.trials.describe import arm_lines, measured_line
 from copilot.advisor.trials.runner import INCUMBENT, Arm, TrialRunner
 from copilot.config import Settings
-from copilot.errors import AdvisorError, ConfigError, CopilotError
+from copilot.errors import AdvisorError, ConfigError, CopilotError, DiskFullError, is_disk_full
 from copilot.events import (
     CheckpointNow,
     CheckpointWritten,
@@ -71,6 +76,7 @@ from copilot.events import (
     Event,
     Finished,
     HParams,
+    LogLine,
     Pause,
     ActivationStats,
     HParamsApplied,
@@ -87,6 +93,7 @@ from copilot.events import (
 )
 from copilot.history import ExperimentHistory, RoundDiff, RoundInfo
 from copilot.history.hparams_file import read_hparams
+from copilot.metrics_file import applied_rounds
 from copilot.run_folder import DEFAULT_RUNS_DIR, RunFolder, new_run_id
 from copilot.session.triggers import AssessmentTriggers
 from copilot.training.launcher import TrainerProcess, TrainerSpec, ensure_model_file, split_model_spec
@@ -100,6 +107,9 @@ REPLACE_STOP_TIMEOUT_S = 30.0
 FORK_CHECKPOINT_TIMEOUT_S = 60.0
 # What of the winning trial's record becomes the run's own: its training, not its process's life.
 CARRIED_TRIAL_EVENTS = (StepBatch, ActivationStats, EpochSummary, HParamsApplied, ModelSwapped)
+# Trainers killed from outside are resumed from their checkpoint this many times in a row
+# (without an epoch finished in between) before the run is left crashed for the user.
+MAX_FAULT_RESTARTS = 3
 
 
 @dataclass(frozen=True)
@@ -111,6 +121,14 @@ class AdvisorTurn:
     trigger: str
     tokens: tuple[TokenUsage, ...]
     edit_problem: str | None = None  # why the human's last edit was not taken
+
+
+@dataclass(frozen=True)
+class Continuing:
+    """The advisor found nothing to change: no proposal, nothing to decide; training goes on."""
+
+    diagnosis: Diagnosis
+    trigger: str
 
 
 @dataclass(frozen=True)
@@ -235,16 +253,21 @@ class Session:
         self.trainer_state: TrainerState = "starting"
         self.paused_on_nonfinite = False
         self._holding = False  # we paused the trainer while a proposal waits for the human
+        self._fault_restarts = 0  # trainers killed from outside and resumed since the last epoch
         self.last_error: TrainerError | None = None
         self.last_epoch: EpochSummary | None = None
-        self.last_checkpoint: str | None = None
-        self._last_checkpoint_step = 0
+        self._last_checkpoint: CheckpointWritten | None = None  # trials fork from it when the trainer cannot checkpoint
         self.trialling: str | None = None  # while trials run: what they are, for the status line
         self.on_trials: Callable[[str], None] | None = None  # told when trials start, e.g. to print it
         self._trial_runner: TrialRunner | None = None
         tip = history.rounds()[-1]
         self.round = tip.round
-        self._round_started = (int(tip.before.get("epoch", 0)), tip.time.timestamp())
+        # Where the current round began (the epoch before its first), and what its own model
+        # measured: the trainer may still report the previous round's epochs after a commit.
+        self._round_started_epoch: int | None = int(tip.before.get("epoch", 0))
+        self._round_started_time = tip.time.timestamp()
+        self._round_epoch: EpochSummary | None = None
+        self._round_checkpoint: str | None = None
         self._results_recorded_at: tuple[int, int] | None = None  # (round, epoch) last written to a note
         self._refresh_recorded_tokens()
 
@@ -282,6 +305,7 @@ class Session:
             model_args=settings.model.args,
             data=settings.data,
             train=settings.train,
+            max_params=settings.sandbox.max_params,
         )
         run.create()
         run.session.write_text(spec.model_dump_json(indent=2) + "\n", encoding="utf-8")
@@ -359,15 +383,26 @@ class Session:
         return None
 
     def _finish_interrupted_decision(self) -> None:
-        """A crash after the gate but before the change was applied: apply it now, once."""
-        outcome = self._advisor.recover()
-        if not isinstance(outcome, Accepted) or outcome.entry.commit is not None:
+        """A crash after the verdict but before the change was committed or applied: finish it now, once.
+
+        The ledger says what was accepted and whether its commit was noted; the round's
+        `Copilot-Proposal` trailer says whether it was committed before the crash, so a
+        resume never commits the same proposal twice, and never offers it again.
+        """
+        outcome = self._advisor.recover() or self._advisor.last_decision()
+        if not isinstance(outcome, Accepted):
             return
-        tip = self.history.rounds()[-1]
-        if tip.summary == outcome.proposal.summary and tip.round > 0:
-            append_entry(self.run, outcome.entry.model_copy(update={"commit": tip.sha}))
+        recorded = {entry_key(entry): entry for entry in read_ledger(self.run)}.get(entry_key(outcome.entry))
+        if recorded is not None and recorded.commit is not None:
             return
-        self._commit(outcome)
+        with self._history_lock:
+            committed = self.history.round_of_proposal(proposal_id(outcome.entry))
+        if committed is None:
+            self._commit(outcome)
+            return
+        append_entry(self.run, outcome.entry.model_copy(update={"commit": committed.sha}))
+        if committed.round not in applied_rounds(self.run.metrics):
+            self._send([self._command_for(outcome.proposal, committed.round)])
 
     @staticmethod
     def _turn_of(pending: PendingProposal, trigger: str) -> AdvisorTurn:
@@ -416,7 +451,10 @@ class Session:
                     self.paused_on_nonfinite = self._holding = False
                     return "training resumes with it"
                 return "the trainer applies it now"
-            if self.trainer_state in ("crashed", "starting"):
+            # A trainer killed unseen (while the advisor worked) is crashed too; one that ended
+            # its budget unseen exited 0.
+            died = self._trainer is not None and not alive and self._trainer.exitcode not in (0, None)
+            if died or self.trainer_state in ("crashed", "starting"):
                 self._replace_trainer(self.run.latest_checkpoint(), commands)
                 return "a new trainer starts with it"
             return "training has ended; it applies when the run continues with more epochs"
@@ -431,7 +469,26 @@ class Session:
             time.sleep(timeout)
         for event in fresh:
             self._observe(event)
-        return backlog + fresh
+        events = backlog + fresh
+        # Only the current trainer's death counts: the backlog holds those of trainers already replaced.
+        killed = next((event for event in fresh if isinstance(event, TrainerError) and event.kind == "killed"), None)
+        if killed is not None and not self._stopped:
+            events.extend(self._recover_from_kill(killed))
+        return events
+
+    def _recover_from_kill(self, killed: TrainerError) -> list[Event]:
+        """A trainer killed from outside is a fault, not a diagnosis: resume it from its last checkpoint."""
+        if self._fault_restarts >= MAX_FAULT_RESTARTS:
+            return []
+        self._fault_restarts += 1
+        checkpoint = self.run.latest_checkpoint()
+        with self._trainer_lock:
+            self._replace_trainer(checkpoint, ())
+            if self._turn is not None:
+                self._hold()
+        where = f"its last checkpoint, {checkpoint.name}" if checkpoint is not None else "the start (no checkpoint yet)"
+        notice = LogLine(level="warning", message=f"{killed.message}; resumed from {where}", time=time.time())
+        return [notice]
 
     def _keep(self, events: Sequence[Event]) -> None:
         """Events read outside `poll_events` (a trainer stopping): observed now, handed out by the next poll."""
@@ -445,6 +502,11 @@ class Session:
             self.trainer_state = "running"
         elif isinstance(event, EpochSummary):
             self.last_epoch = event
+            self._fault_restarts = 0
+            if event.round == self.round:
+                if self._round_started_epoch is None:
+                    self._round_started_epoch = event.epoch - 1
+                self._round_epoch = event
         elif isinstance(event, StateChanged) and event.state in ("running", "paused"):
             self.trainer_state = event.state
             if event.state == "running":
@@ -453,12 +515,19 @@ class Session:
             self.last_error = event
             if event.kind == "nonfinite":
                 self.paused_on_nonfinite = True
-            elif event.kind == "killed":
+            elif event.kind in ("killed", "oom"):  # "oom" also comes as a death notice, with no Finished
                 self.trainer_state = "crashed"
         elif isinstance(event, CheckpointWritten):
-            self.last_checkpoint, self._last_checkpoint_step = event.path, event.step
+            self._last_checkpoint = event
+            if event.round == self.round:
+                self._round_checkpoint = event.path
         elif isinstance(event, Finished):
             self.trainer_state = {"epochs_done": "finished", "stopped": "stopped", "error": "crashed"}[event.reason]
+
+    @property
+    def trainer_pid(self) -> int | None:
+        """The running trainer's process id (what a user's `kill` would name)."""
+        return self._trainer.pid if self._trainer is not None else None
 
     def pause(self) -> None:
         self._send_live(Pause())
@@ -522,20 +591,29 @@ class Session:
         """The proposal waiting for the human (found again after a restart)."""
         return self._turn
 
-    def assess(self, trigger: str) -> AdvisorTurn:
-        """Diagnose and propose, up to the human gate (blocking: seconds, more with an LLM)."""
+    def assess(self, trigger: str) -> AdvisorTurn | Continuing:
+        """Diagnose and propose, up to the human gate (blocking: seconds, more with an LLM).
+
+        `Continuing` when there is nothing to change: nothing waits and the trainer is not held.
+        """
         self._require_open()
-        with self._advisor_lock:
+        with self._advisor_lock, self._full_disk_is_the_users():
             if self._turn is not None:
                 raise AdvisorError("a proposal is still waiting for your decision", "accept, reject or edit it first")
             self._assessing = True
             try:
                 self._triggers.assessed()
                 self.record_results()
-                snapshot = build_snapshot(self.run, previous=read_ledger(self.run), trigger=trigger, round=self.round)
+                snapshot = build_snapshot(
+                    self.run, previous=read_ledger(self.run), trigger=trigger, round=self.round,
+                    target_accuracy=self.settings.advisor.target_accuracy,
+                )  # fmt: skip
                 outcome = self._advisor.assess(snapshot)
             finally:
                 self._assessing = False
+            if isinstance(outcome, Continued):
+                self._unrecorded_tokens += _tokens(outcome.tokens)
+                return Continuing(outcome.diagnosis, trigger)
             if isinstance(outcome, Failed):
                 self._unrecorded_tokens += _tokens(outcome.tokens)
                 raise AdvisorError(
@@ -616,7 +694,8 @@ class Session:
         latest = self.run.latest_checkpoint()
         if latest is None:
             return None, 0  # nothing trained yet: every arm starts from the model file, as the run did
-        return latest, self._last_checkpoint_step if self.last_checkpoint == str(latest) else 0
+        known = self._last_checkpoint
+        return latest, known.step if known is not None and known.path == str(latest) else 0
 
     def _step_time_s(self, batch_size: int) -> float | None:
         """Seconds per step as the run measured it (its last epoch's throughput)."""
@@ -648,7 +727,7 @@ class Session:
     def decide(self, verdict: Verdict) -> Decision:
         """Apply the human's verdict on the waiting proposal (blocking: git, maybe a new trainer)."""
         self._require_open()
-        with self._advisor_lock:
+        with self._advisor_lock, self._full_disk_is_the_users():
             turn = self._turn
             if turn is None:
                 raise AdvisorError("no proposal is waiting for a decision", "ask the advisor for an assessment first")
@@ -676,28 +755,35 @@ class Session:
         report = getattr(proposal, "trials", None)
         measured = f"\n\n{measured_line(report)}" + "".join(f"\n- {line}" for line in arm_lines(report))
         self.record_results()
+        identity = proposal_id(accepted.entry)
         with self._history_lock:
             if isinstance(proposal, ArchitectureProposal):
                 rationale = proposal.rationale + "".join(f"\n\n- {change}" for change in proposal.changes) + measured
                 info = self.history.commit_round(
                     kind="arch", summary=proposal.summary, findings=findings, rationale=rationale,
                     model_code=proposal.code, hparams=None, advisor=self.advisor_name,
-                    before=self._before_metrics(), verdict=verdict,
+                    before=self._before_metrics(), verdict=verdict, proposal_id=identity,
                 )  # fmt: skip
-                command: Command = self._swap_command(info.round)
             else:
                 info = self.history.commit_round(
                     kind="hparams", summary=proposal.summary, findings=findings, rationale=proposal.rationale + measured,
                     model_code=None, hparams=proposal.after.model_dump(), advisor=self.advisor_name,
-                    before=self._before_metrics(), verdict=verdict,
+                    before=self._before_metrics(), verdict=verdict, proposal_id=identity,
                 )  # fmt: skip
-                command = SetHParams(changes=proposal.change.changes(), round=info.round)
             if isinstance(report, TrialReport) and report.status == "trialled":
                 self.history.record_result(info.round, {"trial": self._trial_note(report)})
         append_entry(self.run, accepted.entry.model_copy(update={"commit": info.sha}))
         self._new_round(info)
         winner = trial_winner(proposal)
-        return info, self._continue_from_trial(winner) if winner is not None else self._send([command])
+        if winner is not None:
+            return info, self._continue_from_trial(winner)
+        return info, self._send([self._command_for(proposal, info.round)])
+
+    def _command_for(self, proposal: Proposal, round_number: int) -> Command:
+        """What the trainer must do to train a committed round of `proposal`."""
+        if isinstance(proposal, ArchitectureProposal):
+            return self._swap_command(round_number)
+        return SetHParams(changes=proposal.change.changes(), round=round_number)
 
     @staticmethod
     def _trial_note(report: TrialReport) -> dict[str, object]:
@@ -745,13 +831,21 @@ class Session:
 
     def _new_round(self, info: RoundInfo) -> None:
         self.round = info.round
-        self._round_started = (self.last_epoch.epoch if self.last_epoch else 0, time.time())
+        self._round_started_epoch = None  # known at the round's first epoch
+        self._round_started_time = time.time()
+        self._round_epoch = self._round_checkpoint = None
 
     def record_results(self) -> None:
-        """Write what the current round measured into its git note (once per new epoch)."""
-        epoch = self.last_epoch
-        started_epoch, started_time = self._round_started
-        if epoch is None or epoch.epoch <= started_epoch or self._results_recorded_at == (self.round, epoch.epoch):
+        """Write what the current round's own model measured into its git note (once per new epoch).
+
+        Only epochs and checkpoints the trainer reports for this round count: those of the
+        model before it, still arriving after the commit, are never this round's results.
+        """
+        epoch = self._round_epoch
+        started_epoch = self._round_started_epoch
+        if epoch is None or started_epoch is None or epoch.epoch <= started_epoch:
+            return
+        if self._results_recorded_at == (self.round, epoch.epoch):
             return
         results = {
             "val_acc": epoch.val_accuracy,
@@ -759,8 +853,8 @@ class Session:
             "train_loss": epoch.train_loss,
             "epoch": epoch.epoch,
             "epochs_trained": epoch.epoch - started_epoch,
-            "wall_time_s": round(time.time() - started_time, 1),
-            "checkpoint": self.last_checkpoint,
+            "wall_time_s": round(time.time() - self._round_started_time, 1),
+            "checkpoint": self._round_checkpoint,
         }
         with self._history_lock:
             self.history.record_result(self.round, {key: value for key, value in results.items() if value is not None})
@@ -829,8 +923,19 @@ class Session:
         from copilot.report import write_report
 
         self.record_results()
-        with self._history_lock:
+        with self._history_lock, self._full_disk_is_the_users():
             return write_report(self.run, self.history, advisor_name=self.advisor_name)
+
+    @contextmanager
+    def _full_disk_is_the_users(self) -> Iterator[None]:
+        """A write into the run folder (advisor.sqlite, the ledger, the report) that finds the
+        disk full is the user's to fix, named with the run and how to continue it."""
+        try:
+            yield
+        except Exception as exc:
+            if is_disk_full(exc):
+                raise DiskFullError(self.run.path, resume_command(self.run)) from exc
+            raise
 
     def stop(self, timeout: float = 5.0) -> None:
         """Checkpoint and stop the trainer, note the round's results; a waiting proposal stays waiting."""

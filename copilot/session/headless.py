@@ -10,7 +10,9 @@ sandbox; a proposal "not trialled" is not accepted) and `"all"` accepts everythi
 without asking: the study's autonomous mode. Trials are announced with their budget
 before they start, and each proposal shows the advisor's claim beside what was measured.
 
-The run ends when the epoch budget is spent or the human accepts the advisor's finish:
+An assessment that finds nothing to change (the advisor's "continue") prints one line
+and training goes on; nothing is asked. The run ends when the epoch budget is spent or
+the human accepts the advisor's finish (converged, or the target met):
 the report is written and the rounds are printed. SIGHUP (the SSH connection
 dropped) and SIGTERM stop the session cleanly: a checkpoint is written, the trainer
 stops, a waiting proposal stays in the advisor's checkpoint. No raw terminal mode is
@@ -41,7 +43,7 @@ from copilot.commands.diagnose import print_architecture_proposal, print_diagnos
 from copilot.commands.progress import TrainingProgress
 from copilot.errors import AdvisorError, CopilotError
 from copilot.events import Event, HParamsApplied, ModelSwapped
-from copilot.session.controller import AdvisorTurn, Decision, Session, resume_command
+from copilot.session.controller import AdvisorTurn, Continuing, Decision, Session, resume_command
 
 AutoAccept = Literal["validated", "all"]
 POLL_S = 0.2
@@ -186,6 +188,8 @@ class _HeadlessDriver:
         crashed = session.trainer_state == "crashed" or session.paused_on_nonfinite
         error = session.last_error
         session.stop()
+        if error is not None and error.kind == "disk":  # the report would not fit either: say only what to do
+            raise CopilotError(error.message, error.hint)
         report = session.write_report()
         self._print_rounds()
         self.console.print(f"report: [bold]{escape(str(report))}[/]")
@@ -206,10 +210,15 @@ class _HeadlessDriver:
     def _assess(self, trigger: str) -> AdvisorTurn | None:
         self.console.print(f"[bold]advisor[/] ({escape(self.session.advisor_name)}) assessing the run (trigger: {trigger})…")
         try:
-            return self.session.assess(trigger)
+            turn = self.session.assess(trigger)
         except AdvisorError as exc:
             self.console.print(f"[yellow]{escape(exc.message)}[/]" + (f" ({escape(exc.hint)})" if exc.hint else ""))
             return None
+        if isinstance(turn, Continuing):
+            # Nothing to decide: one line, and training goes on.
+            self.console.print(f"[green]advisor: continue[/] {escape(turn.diagnosis.summary)}")
+            return None
+        return turn
 
     def _print_turn(self, turn: AdvisorTurn) -> None:
         print_diagnosis(self.console, turn.diagnosis)

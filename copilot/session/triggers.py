@@ -2,7 +2,9 @@
 
 `AssessmentTriggers` is fed every trainer event (by the session, from one thread) and
 answers `due()` with the reason to assess now: "error" (the trainer stopped on an
-error, or a swapped model failed), "nonfinite" (NaN or infinity; the trainer paused
+error, or a swapped model failed, unless no model change can fix it: a setting, the
+data, the machine's set-up; nor on a kill from outside with no sign of running out of
+memory, or a full disk: a fault of the machine the session recovers from), "nonfinite" (NaN or infinity; the trainer paused
 itself), "plateau" (the loss has not improved for `plateau_window` epochs) or
 "schedule" (`assess_every` epochs since the last look), most urgent first; None
 otherwise. Assessing on demand is the caller's choice and needs no trigger.
@@ -18,9 +20,11 @@ import math
 from dataclasses import dataclass, field
 from typing import Literal
 
-from copilot.events import EpochSummary, Event, HParamsApplied, ModelSwapped, RunStarted, TrainerError
+from copilot.events import NOT_MODEL_ERRORS, EpochSummary, Event, HParamsApplied, ModelSwapped, RunStarted, TrainerError
 
 Trigger = Literal["error", "nonfinite", "plateau", "schedule"]
+# Errors no change to the model or its hyperparameters can fix: the session or the user recovers.
+MACHINE_FAULTS = ("killed", "disk")
 
 # The loss must beat its best by this fraction to count as progress (the offline rules'
 # PLATEAU_IMPROVEMENT, copilot/advisor/rules.py, for the same window).
@@ -53,6 +57,8 @@ class AssessmentTriggers:
             self._new_round()
 
     def _error(self, event: TrainerError) -> None:
+        if event.kind in NOT_MODEL_ERRORS or event.kind in MACHINE_FAULTS:
+            return  # the error's own hint, or the session's recovery, is the fix; no proposal can be one
         # A restarted trainer that fails the same way reports the same error: one look is enough.
         identity = (event.kind, event.message, event.step)
         if identity in self._seen_errors:
@@ -74,9 +80,10 @@ class AssessmentTriggers:
             self.epochs_without_improvement += 1
 
     def _new_round(self) -> None:
-        """A new model or new hyperparameters: the old best loss says nothing about them."""
+        """A new model or new hyperparameters: the old best loss and an error not yet looked at say nothing about them."""
         self.best_loss = math.inf
         self.epochs_without_improvement = 0
+        self.urgent = None
 
     def due(self) -> Trigger | None:
         if self.urgent is not None:

@@ -14,8 +14,10 @@ schedule beyond their state dicts.
 
 from __future__ import annotations
 
+import errno
 import os
 import random
+import shutil
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -27,6 +29,8 @@ from copilot.errors import CopilotError
 from copilot.events import HParams
 
 FORMAT_VERSION = 1
+# A failed save with less than this free beside it was the disk filling up.
+DISK_FULL_BELOW_BYTES = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -106,9 +110,24 @@ def save_checkpoint(checkpoint: Checkpoint, path: Path) -> Path:
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(path.name + ".partial")
-    torch.save(payload, partial)
-    os.replace(partial, path)
+    try:
+        torch.save(payload, partial)
+        os.replace(partial, path)
+    except BaseException as exc:
+        # torch reports a full disk as an opaque RuntimeError: tell it by the space left.
+        full = _no_space_left(path.parent)
+        partial.unlink(missing_ok=True)
+        if full and not isinstance(exc, OSError):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path)) from exc
+        raise
     return path
+
+
+def _no_space_left(folder: Path) -> bool:
+    try:
+        return shutil.disk_usage(folder).free < DISK_FULL_BELOW_BYTES
+    except OSError:
+        return False
 
 
 def load_checkpoint(path: Path) -> Checkpoint:

@@ -34,6 +34,11 @@ SHAPES_VAL_SIZE = 2_000
 TEXT_TRAIN_SIZE = 2_000
 TEXT_VAL_SIZE = 400
 TEXT_VOCAB_SIZE = text.VOCAB_SIZE
+# One sample of each bundled image set, to say which one a model's first layer would fit.
+IMAGE_INPUT_SHAPES: dict[str, tuple[int, ...]] = {
+    "shapes": (3, shapes.IMAGE_SIZE, shapes.IMAGE_SIZE),
+    "cifar10": (3, 32, 32),
+}
 IMAGE_FOLDER_VAL_FRACTION = 0.2
 DEFAULT_DATA_DIR = Path("data")
 # CUDA sets are kept on the device only while they take at most this share of its free memory.
@@ -88,7 +93,7 @@ def _load_shapes(settings: DataSettings) -> tuple[DataSpec, Split, Split]:
     spec = DataSpec(
         name="shapes",
         task="classification",
-        input_shape=(3, shapes.IMAGE_SIZE, shapes.IMAGE_SIZE),
+        input_shape=IMAGE_INPUT_SHAPES["shapes"],
         num_classes=shapes.NUM_CLASSES,
         train_size=train_size,
         val_size=val_size,
@@ -121,7 +126,7 @@ def _load_cifar10(settings: DataSettings) -> tuple[DataSpec, Split, Split]:
     spec = DataSpec(
         name="cifar10",
         task="classification",
-        input_shape=(3, 32, 32),
+        input_shape=IMAGE_INPUT_SHAPES["cifar10"],
         num_classes=files.CIFAR10_CLASSES,
         train_size=len(train_labels),
         val_size=len(val_labels),

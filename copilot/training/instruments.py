@@ -24,6 +24,8 @@ from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode
 from torch.utils.hooks import RemovableHandle
 
+from copilot.training.model_outputs import OutputContract
+
 # A sigmoid output this close to 0 or 1 (a tanh output this close to -1 or 1) has a gradient
 # too small to learn through.
 SATURATION_MARGIN = 0.01
@@ -143,9 +145,16 @@ class Instruments:
 
     # ------------------------------------------------------------------ non-finite values
 
-    def locate_nonfinite_output(self, inputs: Tensor, weights: WeightSnapshot) -> str | None:
+    def locate_nonfinite_output(
+        self,
+        inputs: Tensor,
+        weights: WeightSnapshot,
+        targets: Tensor | None = None,
+        contract: OutputContract = OutputContract(),
+    ) -> str | None:
         """The first module (in forward order) whose output is not finite when `inputs` run
-        through the model with `weights`; None when no submodule's output is.
+        through the model with `weights` (called as `contract` says, with `targets` when it
+        takes them); None when no submodule's output is.
 
         For the rare step whose loss is not finite: it reruns one forward pass with the
         weights the step started from, then restores the current weights, buffers and
@@ -171,7 +180,7 @@ class Instruments:
         try:
             with torch.no_grad(), torch.random.fork_rng(devices=devices):
                 torch._foreach_copy_(self._parameters, weights.tensors)
-                self._model(inputs)
+                contract.forward(self._model, inputs, targets)
         except Exception:  # noqa: BLE001 - a failing rerun only means the location stays unknown
             pass
         finally:

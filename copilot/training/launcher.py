@@ -3,8 +3,10 @@
 `TrainerProcess` spawns the worker with the `spawn` start method (safe with CUDA), sends
 it `Command`s on one queue and reads `Event`s from another without ever blocking longer
 than the caller allows. If the trainer dies without saying goodbye (a signal, the
-kernel's out-of-memory killer, a segfault), the parent still gets a `TrainerError` of kind
-"killed" after every event the trainer managed to send.
+kernel's out-of-memory killer, a segfault), the parent still gets a `TrainerError` after
+every event the trainer managed to send: of kind "oom" when the memory cgroup counted an
+out-of-memory kill meanwhile (evidence, not a guess from the signal), else "killed", a
+fault from outside that the session recovers from by resuming from a checkpoint.
 
 It must not import torch (the app imports this module and starts quickly) and holds no
 training logic: everything that trains lives in `worker.py`, inside the child.
@@ -21,7 +23,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from copilot.config import DataSettings, ModelArg, TrainSettings
+from copilot.config import DataSettings, ModelArg, SandboxSettings, TrainSettings
 from copilot.errors import ModelLoadError
 from copilot.events import Command, Event, Finished, SetHParams, Stop, SwapModel, TrainerError
 
@@ -59,6 +61,8 @@ class TrainerSpec(BaseModel):
     data: DataSettings = Field(default_factory=DataSettings)
     # train.hparams are the overrides on top of the file's HPARAMS (or, when resuming, on top of the checkpoint's).
     train: TrainSettings = Field(default_factory=TrainSettings)
+    # A config object built from defaults is refused past this many parameters (minGPT's defaults are GPT-2's).
+    max_params: int = SandboxSettings.model_fields["max_params"].default
     resume_from: Path | None = None  # a checkpoint file to continue from
     trial: TrialPlan | None = None  # set: a short trial of a change, not the run itself
 
@@ -82,6 +86,28 @@ def ensure_model_file(path: Path) -> None:
         )
     if path.suffix != ".py":
         raise ModelLoadError(f"{path} is not a Python file", "give a .py file that defines the model")
+
+
+def oom_kills() -> int | None:
+    """Out-of-memory kills the kernel counted in this process's memory cgroup (v2 or v1), or None
+    when it keeps no count we can read."""
+    try:
+        groups = Path("/proc/self/cgroup").read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return None
+    for line in groups:
+        _number, controllers, path = line.split(":", 2)
+        root = Path("/sys/fs/cgroup") if controllers == "" else Path("/sys/fs/cgroup/memory") if "memory" in controllers.split(",") else None
+        if root is None:
+            continue
+        for counters in (root / path.lstrip("/") / "memory.events", root / path.lstrip("/") / "memory.oom_control"):
+            try:
+                fields = dict(line.split() for line in counters.read_text(encoding="utf-8").splitlines() if " " in line)
+            except (OSError, ValueError):
+                continue
+            if "oom_kill" in fields:
+                return int(fields["oom_kill"])
+    return None
 
 
 def _trainer_entry(spec: TrainerSpec, commands: Any, events: Any) -> None:
@@ -110,8 +136,10 @@ class TrainerProcess:
         )
         self._finished = False  # a Finished event arrived
         self._death_reported = False
+        self._oom_kills_at_start: int | None = None
 
     def start(self) -> None:
+        self._oom_kills_at_start = oom_kills()
         self._process.start()
 
     def send(self, command: Command) -> None:
@@ -153,11 +181,16 @@ class TrainerProcess:
             message = f"the trainer process was killed by {name} (exit code {code})"
         else:
             message = f"the trainer process exited with code {code} without finishing"
-        hint = (
-            "SIGKILL usually means the system ran out of memory: lower the batch size or the model size"
-            if code == -signal.SIGKILL
-            else "see events.log in the run folder"
-        )
+        now, before = oom_kills(), self._oom_kills_at_start
+        if now is not None and before is not None and now > before:
+            return [
+                TrainerError(
+                    kind="oom",
+                    message=f"{message}: the system ran out of memory",
+                    hint="lower the batch size (--batch-size) or the model size",
+                )
+            ]
+        hint = "nothing says it ran out of memory; continue the run from its last checkpoint with `copilot resume`"
         return [TrainerError(kind="killed", message=message, hint=hint, user_error=False)]
 
     @property

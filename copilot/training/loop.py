@@ -28,6 +28,7 @@ from copilot.errors import DataError
 from copilot.events import ActivationStats, HParams, NonFinite, StepRecord, Task
 from copilot.training.hparams import advance_schedule
 from copilot.training.instruments import ActivationSample, Instruments, WeightSnapshot, fetch_together
+from copilot.training.model_outputs import OutputContract, UnreadableOutputs, read_outputs
 
 LossFunction = Callable[[Tensor, Tensor], Tensor]
 
@@ -44,6 +45,7 @@ class TrainState:
     instruments: Instruments
     task: Task
     device: torch.device
+    contract: OutputContract = field(default_factory=OutputContract)
     epoch: int = 0  # epochs finished
     step: int = 0  # optimizer steps taken (global)
     initial_loss: float | None = None
@@ -52,7 +54,7 @@ class TrainState:
     _epoch_loss_sum: Tensor | None = field(default=None, init=False, repr=False)
     _epoch_correct: Tensor | None = field(default=None, init=False, repr=False)
     _epoch_samples: int = field(default=0, init=False, repr=False)
-    _epoch_predictions: int = field(default=0, init=False, repr=False)
+    _epoch_predictions: Tensor | None = field(default=None, init=False, repr=False)
     _epoch_accuracy_defined: bool = field(default=True, init=False, repr=False)
     # Throughput is measured between logged steps, at the transfer that waits for the device anyway.
     _interval_started: float | None = field(default=None, init=False, repr=False)
@@ -70,13 +72,24 @@ class StepResult:
     activations: ActivationStats | None  # only when activations were sampled
 
 
-def make_loss_fn(model: nn.Module, task: Task) -> LossFunction:
-    """The model's own `loss_function(outputs, targets)` if it defines one, else cross-entropy
-    (over every position of a [batch, sequence, vocabulary] output for the sequence task)."""
+def make_loss_fn(model: nn.Module, task: Task, contract: OutputContract = OutputContract()) -> LossFunction:
+    """The file's `loss_function(outputs, targets)` if the model defines one (it gets the outputs
+    as forward returned them, as it always has), else the loss the model returned (nanoGPT's
+    `(logits, loss)`), else cross-entropy on the logits (over every position for the sequence task)."""
     own = getattr(model, "loss_function", None)
     if callable(own):
         return own
-    return _sequence_cross_entropy if task == "sequence" else F.cross_entropy
+    class_dim_last = contract.class_dim == -1
+
+    def returned_or_cross_entropy(outputs: object, targets: Tensor) -> Tensor:
+        read = read_outputs(outputs)
+        if read.loss is not None:
+            return read.loss
+        if task == "sequence" and class_dim_last:
+            return _sequence_cross_entropy(read.logits, targets)
+        return F.cross_entropy(read.logits, targets)  # [batch, classes, sequence] is its native layout
+
+    return returned_or_cross_entropy
 
 
 def train_step(state: TrainState, inputs: Tensor, targets: Tensor, *, log: bool, sample_activations: bool) -> StepResult:
@@ -91,10 +104,10 @@ def train_step(state: TrainState, inputs: Tensor, targets: Tensor, *, log: bool,
     state.optimizer.zero_grad(set_to_none=True)
     sampling = state.instruments.sampling_activations() if sample_activations else nullcontext()
     with sampling as activation_sample:
-        outputs = model(inputs)
+        outputs = state.contract.forward(model, inputs, targets)
     loss = state.loss_fn(outputs, targets)
     loss.backward()
-    correct = _add_to_epoch_sums(state, loss, outputs, targets, batch_size=len(inputs))
+    counted = _add_to_epoch_sums(state, loss, outputs, targets, batch_size=len(inputs))
     if state.initial_loss is None and state.step == 0:
         state.initial_loss = loss.item()
     lr = float(state.optimizer.param_groups[0]["lr"])
@@ -111,7 +124,7 @@ def train_step(state: TrainState, inputs: Tensor, targets: Tensor, *, log: bool,
         activations = _activation_stats(state, activation_sample, *fetch_together(*_stacked(activation_sample)))
         return StepResult(record=None, activations=activations)
     return _measured_step(
-        state, inputs, loss, correct, targets, lr, gradient_norms, weights_before, activation_sample
+        state, inputs, targets, loss, counted, lr, gradient_norms, weights_before, activation_sample
     )
 
 
@@ -121,12 +134,15 @@ def finish_epoch(state: TrainState) -> tuple[float, float | None]:
     if state._epoch_samples == 0:
         loss, accuracy = math.nan, None
     else:
-        loss_sum, correct = fetch_together(state._epoch_loss_sum, state._epoch_correct)
+        # Samples were counted, so _add_to_epoch_sums created all three sums on the device.
+        loss_total, correct_total, predicted_total = state._epoch_loss_sum, state._epoch_correct, state._epoch_predictions
+        assert loss_total is not None and correct_total is not None and predicted_total is not None
+        loss_sum, correct, predicted = fetch_together(loss_total, correct_total, predicted_total)
         loss = loss_sum[0] / state._epoch_samples
-        defined = state._epoch_accuracy_defined and state._epoch_predictions > 0
-        accuracy = correct[0] / state._epoch_predictions if defined else None
-    state._epoch_loss_sum = state._epoch_correct = None
-    state._epoch_samples = state._epoch_predictions = 0
+        defined = state._epoch_accuracy_defined and predicted[0] > 0
+        accuracy = correct[0] / predicted[0] if defined else None
+    state._epoch_loss_sum = state._epoch_correct = state._epoch_predictions = None
+    state._epoch_samples = 0
     state._epoch_accuracy_defined = True
     state.epoch += 1
     return loss, accuracy
@@ -139,34 +155,34 @@ def evaluate(state: TrainState, batches: Iterable[tuple[Tensor, Tensor]]) -> tup
     was_training = model.training
     model.eval()
     loss_sum = torch.zeros((), dtype=torch.float64, device=state.device)
-    correct_sum = torch.zeros((), dtype=torch.int64, device=state.device)
-    samples = predictions = 0
+    counted_sum = torch.zeros(2, dtype=torch.int64, device=state.device)  # correct, predictions
+    samples = 0
     accuracy_defined = True
     try:
         with torch.no_grad():
             for inputs, targets in batches:
-                outputs = model(inputs)
+                outputs = state.contract.forward(model, inputs, targets)
                 loss_sum += state.loss_fn(outputs, targets).detach() * len(inputs)
-                correct = correct_predictions(outputs, targets, state.task)
-                if correct is None:
+                counted = correct_predictions(outputs, targets, state.task, state.contract)
+                if counted is None:
                     accuracy_defined = False
                 else:
-                    correct_sum += correct
-                    predictions += targets.numel()
+                    counted_sum += counted
                 samples += len(inputs)
     finally:
         model.train(was_training)
         state.restart_throughput_clock()
     if samples == 0:
         raise DataError("the validation set gave no batches", "use a larger validation set or a smaller batch size")
-    loss_total, correct_total = fetch_together(loss_sum, correct_sum)
-    accuracy = correct_total[0] / predictions if accuracy_defined and predictions else None
+    loss_total, (correct_total, predictions) = fetch_together(loss_sum, counted_sum)
+    accuracy = correct_total / predictions if accuracy_defined and predictions else None
     return loss_total[0] / samples, accuracy
 
 
 def predict(state: TrainState, batches: Iterable[tuple[Tensor, Tensor]], samples: int) -> Tensor:
-    """The model's outputs on the first `samples` inputs of `batches`, on the CPU, in eval mode and
-    without gradients (a trial's answer on the fixed validation samples; the targets are not used)."""
+    """The model's logits on the first `samples` inputs of `batches`, classes last, on the CPU, in
+    eval mode and without gradients: a trial's answer on the fixed validation samples. The targets
+    go to forward only for a model that takes them (it returns every position's logits then)."""
     model = state.model
     was_training = model.training
     model.eval()
@@ -174,16 +190,17 @@ def predict(state: TrainState, batches: Iterable[tuple[Tensor, Tensor]], samples
     taken = 0
     try:
         with torch.no_grad():
-            for inputs, _targets in batches:
+            for inputs, targets in batches:
                 if taken >= samples:
                     break
-                outputs = model(inputs[: samples - taken])
-                if not isinstance(outputs, Tensor):
-                    raise DataError(
-                        f"the model returned {type(outputs).__name__}, not a tensor of outputs; a trial cannot score it",
-                        "return the logits from forward() (a model with its own loss_function may still return a tensor)",
-                    )
-                kept.append(outputs.detach().float().cpu())
+                wanted = samples - taken
+                try:
+                    logits = read_outputs(state.contract.forward(model, inputs[:wanted], targets[:wanted])).logits
+                except UnreadableOutputs as exc:
+                    raise DataError(f"a trial cannot score the model's outputs: {exc}", "return the logits from forward()") from None
+                if state.contract.class_dim == 1:
+                    logits = logits.movedim(1, -1)
+                kept.append(logits.detach().float().cpu())
                 taken += len(kept[-1])
     finally:
         model.train(was_training)
@@ -191,35 +208,44 @@ def predict(state: TrainState, batches: Iterable[tuple[Tensor, Tensor]], samples
     return torch.cat(kept)
 
 
-def correct_predictions(outputs: Tensor, targets: Tensor, task: Task) -> Tensor | None:
-    """Count of correct argmax predictions on the device: per sample for classification
-    ([B, C] outputs), per token for the sequence task ([B, S, V] outputs). None when the
-    outputs do not have that shape (a model with its own loss may output anything)."""
-    if not isinstance(outputs, Tensor) or targets.dtype.is_floating_point:
+def correct_predictions(outputs: object, targets: Tensor, task: Task, contract: OutputContract) -> Tensor | None:
+    """[correct argmax predictions, predictions made] on the device: per sample for
+    classification, per token for the sequence task, with the classes where `contract` says.
+    Negative targets are not predicted (nanoGPT's `ignore_index=-1`, PyTorch's -100). None
+    when the logits do not have that shape (a model with its own loss may output anything)."""
+    try:
+        logits = read_outputs(outputs).logits
+    except UnreadableOutputs:
         return None
-    prediction_dims = 1 if task == "classification" else 2
-    if outputs.dim() != prediction_dims + 1 or outputs.shape[:-1] != targets.shape:
+    if targets.dtype.is_floating_point:
         return None
-    return (outputs.detach().argmax(dim=-1) == targets).sum()
+    class_dim = contract.class_dim
+    scores_shape = logits.shape[:1] + logits.shape[2:] if class_dim == 1 else logits.shape[:-1]
+    if logits.dim() != (2 if task == "classification" else 3) or scores_shape != targets.shape:
+        return None
+    predicted = targets >= 0
+    correct = (logits.detach().argmax(dim=class_dim) == targets) & predicted
+    return torch.stack((correct.sum(), predicted.sum()))
 
 
 def _sequence_cross_entropy(outputs: Tensor, targets: Tensor) -> Tensor:
     return F.cross_entropy(outputs.reshape(-1, outputs.shape[-1]), targets.reshape(-1))
 
 
-def _add_to_epoch_sums(state: TrainState, loss: Tensor, outputs: Tensor, targets: Tensor, batch_size: int) -> Tensor | None:
-    if state._epoch_loss_sum is None or state._epoch_correct is None:
+def _add_to_epoch_sums(state: TrainState, loss: Tensor, outputs: object, targets: Tensor, batch_size: int) -> Tensor | None:
+    if state._epoch_loss_sum is None or state._epoch_correct is None or state._epoch_predictions is None:
         state._epoch_loss_sum = torch.zeros((), dtype=torch.float64, device=loss.device)
         state._epoch_correct = torch.zeros((), dtype=torch.int64, device=loss.device)
+        state._epoch_predictions = torch.zeros((), dtype=torch.int64, device=loss.device)
     state._epoch_loss_sum.add_(loss.detach(), alpha=batch_size)
     state._epoch_samples += batch_size
-    correct = correct_predictions(outputs, targets, state.task)
-    if correct is None:
+    counted = correct_predictions(outputs, targets, state.task, state.contract)
+    if counted is None:
         state._epoch_accuracy_defined = False
     else:
-        state._epoch_correct.add_(correct)
-        state._epoch_predictions += targets.numel()
-    return correct
+        state._epoch_correct.add_(counted[0])
+        state._epoch_predictions.add_(counted[1])
+    return counted
 
 
 def _clip_gradients(state: TrainState, total_norm: Tensor | None) -> None:
@@ -237,9 +263,9 @@ def _clip_gradients(state: TrainState, total_norm: Tensor | None) -> None:
 def _measured_step(
     state: TrainState,
     inputs: Tensor,
-    loss: Tensor,
-    correct: Tensor | None,
     targets: Tensor,
+    loss: Tensor,
+    counted: Tensor | None,
     lr: float,
     gradient_norms: tuple[Tensor, Tensor],
     weights_before: WeightSnapshot,
@@ -248,11 +274,11 @@ def _measured_step(
     instruments = state.instruments
     module_grad_norms, total_grad_norm = gradient_norms
     weight_norms = instruments.weight_norms(weights_before)
-    counted = correct if correct is not None else torch.zeros((), device=loss.device)
+    correct_and_predicted = counted if counted is not None else torch.zeros(2, device=loss.device)
     fetched = fetch_together(
-        loss, counted, total_grad_norm, module_grad_norms, weight_norms, *_stacked(activation_sample)
+        loss, correct_and_predicted, total_grad_norm, module_grad_norms, weight_norms, *_stacked(activation_sample)
     )
-    (loss_value,), (correct_count,), (total_norm,), module_norms, weight_values = fetched[:5]
+    (loss_value,), (correct_count, predicted_count), (total_norm,), module_norms, weight_values = fetched[:5]
     now = time.perf_counter()
     elapsed = now - (state._interval_started or now)
     samples_per_sec = state._interval_samples / elapsed if elapsed > 0 else 0.0
@@ -263,13 +289,13 @@ def _measured_step(
     before, change, after = (weight_values[i * modules : (i + 1) * modules] for i in range(3))
     nonfinite = _first_nonfinite(names, loss_value, module_norms, before, after)
     if nonfinite is not None and nonfinite.where == "loss":
-        located = instruments.locate_nonfinite_output(inputs, weights_before)
+        located = instruments.locate_nonfinite_output(inputs, weights_before, targets, state.contract)
         nonfinite = NonFinite(where="loss", module=located)
     record = StepRecord(
         epoch=state.epoch + 1,
         step=state.step,
         loss=loss_value,
-        accuracy=correct_count / targets.numel() if correct is not None else None,
+        accuracy=correct_count / predicted_count if counted is not None and predicted_count else None,
         lr=lr,
         samples_per_sec=samples_per_sec,
         device_memory_mb=_device_memory_mb(state.device),

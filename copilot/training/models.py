@@ -3,7 +3,14 @@
 The user writes an ordinary Python file; we import it under a unique module name, pick
 the model (`file.py:Name`, else `build_model()`, else the one `nn.Module` subclass the
 file defines), and turn every way that can go wrong into a one-line `ModelLoadError`
-with a hint. This runs in the trainer process (and the advisor's sandbox), never in the
+with a hint. Files are taken as people write them: a training script's
+`if __name__ == "__main__":` block does not run (the module is not `__main__`), sibling
+modules import as when the script runs, and a constructor taking a config object
+(`GPT(config: GPTConfig)`) gets one built from `config.field=value` arguments, with the
+data set's `vocab_size` and `block_size` filled in. How forward is called and read is
+`model_outputs.OutputContract`, found here by the forward check.
+
+This runs in the trainer process (and the advisor's sandbox), never in the
 UI: importing a user's file runs their code. It must not train, print or write files.
 """
 
@@ -12,22 +19,28 @@ from __future__ import annotations
 import importlib.util
 import inspect
 import itertools
+import math
 import re
 import sys
 import traceback
+import typing
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import MISSING, dataclass, fields, is_dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import Literal
 
+import pydantic
 import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from copilot.errors import ModelLoadError
+from copilot.config import SandboxSettings
+from copilot.errors import CopilotError, EnvironmentSetupError, ModelLoadError
 from copilot.events import DataSpec, ModelSummary, ModuleInfo
+from copilot.training.data import IMAGE_INPUT_SHAPES
 from copilot.training.launcher import ensure_model_file, split_model_spec
+from copilot.training.model_outputs import OutputContract, UnreadableOutputs, class_dimension, passes_targets, read_outputs
 
 _module_counter = itertools.count()
 
@@ -41,6 +54,8 @@ class LoadedModel:
     source_path: Path
     file_hparams: dict[str, object] | None  # the file's module-level HPARAMS
     has_custom_loss: bool  # the model defines loss_function(outputs, targets)
+    # Hooks the model defines that copilot does not call, for the run header (configure_optimizers).
+    ignored_hooks: tuple[str, ...] = ()
 
 
 class ModelCheckError(ModelLoadError):
@@ -51,12 +66,29 @@ class ModelCheckError(ModelLoadError):
         self.kind = kind
 
 
-def load_model(spec: str, model_args: Mapping[str, object]) -> LoadedModel:
-    """Import the file named in `spec` ("file.py[:Name]") and build its model with `model_args`."""
+# Hooks of nanoGPT and minGPT models whose signatures differ between code bases: named, not called.
+IGNORED_HOOKS = ("configure_optimizers",)
+
+
+def load_model(
+    spec: str,
+    model_args: Mapping[str, object],
+    data: DataSpec | None = None,
+    max_params: int = SandboxSettings.model_fields["max_params"].default,
+) -> LoadedModel:
+    """Import the file named in `spec` ("file.py[:Name]") and build its model with `model_args`.
+
+    `config.field=value` arguments build the config object a constructor takes; `data`
+    fills its `vocab_size` and `block_size` for the sequence task; a config whose model
+    would have more than `max_params` parameters is refused before it is built.
+    """
     path, name = split_model_spec(spec)
     module = _import_file(path)
     factory, factory_name = _find_factory(module, path, name)
-    model = _build(factory, factory_name, path, model_args)
+    arguments = _resolve_arguments(factory, factory_name, module, model_args, data, path)
+    if arguments.built_configs:
+        _refuse_oversized(factory, factory_name, arguments, max_params)
+    model = _build(factory, factory_name, path, arguments.values)
     hparams = getattr(module, "HPARAMS", None)
     if hparams is not None and not isinstance(hparams, Mapping):
         raise ModelLoadError(
@@ -69,13 +101,16 @@ def load_model(spec: str, model_args: Mapping[str, object]) -> LoadedModel:
         source_path=path.resolve(),
         file_hparams=dict(hparams) if hparams is not None else None,
         has_custom_loss=callable(getattr(model, "loss_function", None)),
+        ignored_hooks=tuple(hook for hook in IGNORED_HOOKS if callable(getattr(model, hook, None))),
     )
 
 
 def _import_file(path: Path) -> ModuleType:
     ensure_model_file(path)
     safe_stem = re.sub(r"\W", "_", path.stem)
-    module_name = f"copilot_user_model_{next(_module_counter)}_{safe_stem}"
+    package, package_root = _enclosing_package(path.resolve())
+    # Inside a package (mingpt/model.py), the module is named under it so `from .utils import CfgNode` resolves.
+    module_name = ".".join(filter(None, (package, f"copilot_user_model_{next(_module_counter)}_{safe_stem}")))
     # The absolute path becomes the code's file name, so tracebacks can be matched to the user's file.
     import_spec = importlib.util.spec_from_file_location(module_name, path.resolve())
     if import_spec is None or import_spec.loader is None:
@@ -83,31 +118,67 @@ def _import_file(path: Path) -> ModuleType:
     module = importlib.util.module_from_spec(import_spec)
     # Registered before running so dataclasses and pickling inside the file can find their module.
     sys.modules[module_name] = module
-    # The file's folder goes on the path so it can import modules that sit beside it.
-    folder = str(path.resolve().parent)
-    added_to_path = folder not in sys.path
-    if added_to_path:
-        sys.path.insert(0, folder)
+    # The file's folder goes first on the path, as when the script runs, so modules beside it import;
+    # the folder above its package too, so `from mingpt.utils import ...` does.
+    added_to_path = [folder for folder in (str(path.resolve().parent), package_root) if folder and folder not in sys.path]
+    sys.path[:0] = added_to_path
+    # A training script parses its flags at import time more often than not: it sees no flags,
+    # as when run bare, not the trainer process's own.
+    trainer_argv, sys.argv = sys.argv, [str(path)]
     try:
         import_spec.loader.exec_module(module)
     except Exception as exc:
         sys.modules.pop(module_name, None)
         raise _import_error(exc, path) from None
+    except SystemExit as exc:  # argparse refusing, or an explicit exit() at the top level
+        sys.modules.pop(module_name, None)
+        raise ModelLoadError(
+            f"{path.name} exited while it was imported (exit status {exc.code})",
+            'move the top-level script code under if __name__ == "__main__":',
+        ) from None
     finally:
-        if added_to_path:
+        sys.argv = trainer_argv
+        for folder in added_to_path:
             sys.path.remove(folder)
     return module
 
 
-def _import_error(exc: Exception, path: Path) -> ModelLoadError:
-    """What went wrong while the file ran its top level: a syntax error, a missing package, anything else."""
+def _enclosing_package(path: Path) -> tuple[str | None, str | None]:
+    """("mingpt", "/src") for /src/mingpt/model.py when mingpt/ has an __init__.py; (None, None) outside a package."""
+    parts: list[str] = []
+    folder = path.parent
+    while (folder / "__init__.py").is_file() and folder.name.isidentifier():
+        parts.insert(0, folder.name)
+        folder = folder.parent
+    return (".".join(parts), str(folder)) if parts else (None, None)
+
+
+def _import_error(exc: Exception, path: Path) -> CopilotError:
+    """What went wrong while the file ran its top level: a syntax error, a missing package, a
+    package that fails as it is imported (torchvision beside a torch it was not built for), anything else.
+
+    A package that is missing or fails inside its own code is the machine's set-up, not the
+    model (`EnvironmentSetupError`: no proposal can fix it); the user's own code is the model's.
+    """
     if isinstance(exc, SyntaxError):
         return ModelLoadError(f"syntax error in {path.name}:{exc.lineno}: {exc.msg}", "fix that line and run again")
     where = _user_frame(exc, path)
+    statement = _import_statement(exc, path)
     if isinstance(exc, ModuleNotFoundError) and exc.name:
-        return ModelLoadError(
+        return EnvironmentSetupError(
             f"{where} imports '{exc.name}', which is not installed",
             f"install it (pip install {exc.name.split('.')[0]}) or remove the import",
+        )
+    package = _failing_package(exc, path)
+    if statement is not None and package is not None:
+        return EnvironmentSetupError(
+            f"{where} `{statement}` failed: {type(exc).__name__}: {_first_line(exc)}",
+            _torchvision_pair_hint(exc) or f"reinstall {package} in a version built for this Python and torch, or remove the import",
+        )
+    if statement is not None:
+        return ModelLoadError(
+            f"{where} `{statement}` failed: {type(exc).__name__}: {_first_line(exc)}",
+            _torchvision_pair_hint(exc) or "fix the import in the model file, or the package it imports",
         )
     if isinstance(exc, ImportError):
         return ModelLoadError(f"import failed at {where}: {_first_line(exc)}", "fix the import in the model file")
@@ -115,6 +186,30 @@ def _import_error(exc: Exception, path: Path) -> ModelLoadError:
         f"running {where} failed: {type(exc).__name__}: {_first_line(exc)}",
         "the model file must import without errors; run `python FILE` to see the whole traceback",
     )
+
+
+def _import_statement(exc: BaseException, path: Path) -> str | None:
+    """The `import ...` / `from ... import ...` line of the user's file that the failure went through, if any."""
+    target = str(path.resolve())
+    frames = [frame for frame in traceback.extract_tb(exc.__traceback__) if frame.filename == target]
+    line = (frames[-1].line or "").strip() if frames else ""
+    return line if line.startswith(("import ", "from ")) else None
+
+
+def _torchvision_pair_hint(exc: BaseException) -> str | None:
+    """torchvision's wheels are built against one torch release; a mismatched pair fails at import
+    with "operator torchvision::nms does not exist". Name the torchvision that matches this torch."""
+    if "torchvision::" not in str(exc):
+        return None
+    release = re.match(r"(\d+)\.(\d+)", torch.__version__)
+    if release is None:
+        return "install the torchvision release built for this torch"
+    major, minor = int(release.group(1)), int(release.group(2))
+    # torchvision 0.(minor + 15) pairs with torch 2.minor since torch 2.0 and torchvision 0.15.
+    matching = f"0.{minor + 15}" if major == 2 else None
+    wanted = f"torchvision=={matching}.*" if matching else "torchvision"
+    index = " --index-url https://download.pytorch.org/whl/cpu" if torch.version.cuda is None else ""
+    return f"install the pair built together: pip install torch=={torch.__version__.split('+')[0]} {wanted}{index}"
 
 
 def _find_factory(module: ModuleType, path: Path, name: str | None) -> tuple[Callable[..., object], str]:
@@ -174,8 +269,221 @@ def _top_level_candidates(candidates: dict[str, type[nn.Module]]) -> list[str]:
     return [class_name for class_name in candidates if class_name not in used] or list(candidates)
 
 
+@dataclass(frozen=True)
+class _Arguments:
+    """What the factory is called with, after config objects were built from `name.field` arguments."""
+
+    values: dict[str, object]
+    built_configs: tuple[str, ...]  # "config=GPTConfig": the config objects built here
+    default_sizes: tuple[str, ...]  # "config.n_layer": integer fields left at the class's default
+
+
+# Fields of a sequence model's config that the data set decides, and where the value comes from.
+_FIELDS_FROM_DATA: dict[str, Callable[[DataSpec], int]] = {
+    "vocab_size": lambda data: data.num_classes,
+    "block_size": lambda data: data.input_shape[0],
+}
+_SCALAR_TYPES = (int, float, str, bool)
+
+
+def _resolve_arguments(
+    factory: Callable[..., object],
+    factory_name: str,
+    module: ModuleType,
+    model_args: Mapping[str, object],
+    data: DataSpec | None,
+    path: Path,
+) -> _Arguments:
+    """Build config objects, then name missing or unknown constructor arguments before calling, instead of a TypeError."""
+    try:
+        parameters = list(inspect.signature(factory).parameters.values())
+    except (TypeError, ValueError):  # no introspectable signature: let the call speak
+        return _Arguments(dict(model_args), (), ())
+    plain = {key: value for key, value in model_args.items() if "." not in key}
+    dotted: dict[str, dict[str, object]] = {}
+    for key, value in model_args.items():
+        if "." in key:
+            owner, _dot, field_name = key.partition(".")
+            dotted.setdefault(owner, {})[field_name] = value
+    named = [p for p in parameters if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    annotations = _annotations(factory, module, named)
+    values: dict[str, object] = dict(plain)
+    built: list[str] = []
+    default_sizes: list[str] = []
+    for parameter in named:
+        config_class = _config_class(parameter, annotations.get(parameter.name), module)
+        wanted = parameter.name in dotted or parameter.default is inspect.Parameter.empty
+        if config_class is None or parameter.name in plain or not wanted:
+            continue
+        config, used = _build_config(config_class, parameter.name, dotted.get(parameter.name, {}), data, path)
+        values[parameter.name] = config
+        built.append(f"{parameter.name}={config_class.__name__}")
+        default_sizes += [f"{parameter.name}.{name}" for name in _integer_fields(config_class) if name not in used]
+    stray = [owner for owner in dotted if owner not in {entry.partition("=")[0] for entry in built}]
+    if stray:
+        owner = stray[0]
+        raise ModelLoadError(
+            f"{factory_name}() has no config parameter '{owner}' for --model-arg {owner}.{next(iter(dotted[owner]))}",
+            "config.field=value arguments need a parameter annotated with a dataclass or pydantic model",
+        )
+    _check_arguments(factory_name, named, values, annotations, path, any(p.kind is p.VAR_KEYWORD for p in parameters))
+    return _Arguments(values, tuple(built), tuple(default_sizes))
+
+
+def _check_arguments(
+    factory_name: str,
+    named: list[inspect.Parameter],
+    values: Mapping[str, object],
+    annotations: Mapping[str, object],
+    path: Path,
+    accepts_any: bool,
+) -> None:
+    missing = [p for p in named if p.default is inspect.Parameter.empty and p.name not in values]
+    if missing:
+        example = " ".join(f"--model-arg {p.name}=..." for p in missing)
+        # A parameter no command-line value can give (an object, a config class of no known kind):
+        # the file has to build the model itself.
+        unbuildable = [p for p in missing if _looks_like_object(p, annotations.get(p.name))]
+        hint = (
+            f"define build_model() in {path.name} that returns the model built as you want it"
+            if unbuildable
+            else f"give them with {example} or under [model.args] in copilot.toml"
+        )
+        raise ModelLoadError(f"{factory_name}() needs arguments: {', '.join(p.name for p in missing)}", hint)
+    unknown = [key for key in values if key not in {p.name for p in named}]
+    if unknown and not accepts_any:
+        accepted = ", ".join(p.name for p in named) or "none"
+        raise ModelLoadError(
+            f"{factory_name}() takes no argument {', '.join(repr(k) for k in unknown)}",
+            f"arguments it accepts: {accepted}",
+        )
+
+
+def _annotations(factory: Callable[..., object], module: ModuleType, named: list[inspect.Parameter]) -> dict[str, object]:
+    """Parameter annotations as objects; string annotations (`from __future__ import annotations`
+    or quoted) are resolved in the file's namespace."""
+    target = factory.__init__ if inspect.isclass(factory) else factory  # type: ignore[misc]
+    try:
+        resolved: dict[str, object] = typing.get_type_hints(target)
+    except Exception:  # an annotation naming something not importable: look names up one by one
+        resolved = {}
+    for parameter in named:
+        if parameter.name not in resolved and isinstance(parameter.annotation, str):
+            found = vars(module).get(parameter.annotation.strip("'\""))
+            if found is not None:
+                resolved[parameter.name] = found
+        elif parameter.name not in resolved and parameter.annotation is not inspect.Parameter.empty:
+            resolved[parameter.name] = parameter.annotation
+    return resolved
+
+
+def _is_config_class(candidate: object) -> bool:
+    return inspect.isclass(candidate) and (
+        is_dataclass(candidate) or issubclass(candidate, pydantic.BaseModel)
+    )
+
+
+def _config_class(parameter: inspect.Parameter, annotation: object, module: ModuleType) -> type | None:
+    """The dataclass or pydantic model a parameter takes: its annotation (`Optional[...]` too), or,
+    for an unannotated `config` parameter as nanoGPT writes it, the one `*Config` dataclass of the file."""
+    if annotation is not None:
+        options = [annotation, *typing.get_args(annotation)]
+        classes = [option for option in options if _is_config_class(option)]
+        return classes[0] if len(classes) == 1 else None
+    if "config" not in parameter.name.lower() and "cfg" not in parameter.name.lower():
+        return None
+    defined = [
+        value
+        for name, value in vars(module).items()
+        if name.endswith("Config") and _is_config_class(value) and getattr(value, "__module__", None) == module.__name__
+    ]
+    return defined[0] if len(defined) == 1 else None
+
+
+def _looks_like_object(parameter: inspect.Parameter, annotation: object) -> bool:
+    if annotation is not None:
+        return inspect.isclass(annotation) and not issubclass(annotation, _SCALAR_TYPES)
+    return "config" in parameter.name.lower() or "cfg" in parameter.name.lower()
+
+
+def _config_fields(config_class: type) -> dict[str, bool]:
+    """Field name -> whether it has a default."""
+    if is_dataclass(config_class):
+        return {
+            field.name: field.default is not MISSING or field.default_factory is not MISSING
+            for field in fields(config_class)
+            if field.init
+        }
+    return {name: not info.is_required() for name, info in config_class.model_fields.items()}  # type: ignore[attr-defined]
+
+
+def _integer_fields(config_class: type) -> list[str]:
+    if is_dataclass(config_class):
+        return [f.name for f in fields(config_class) if f.init and isinstance(f.default, int) and not isinstance(f.default, bool)]
+    return [
+        name
+        for name, info in config_class.model_fields.items()  # type: ignore[attr-defined]
+        if isinstance(info.default, int) and not isinstance(info.default, bool)
+    ]
+
+
+def _build_config(
+    config_class: type, parameter: str, given: Mapping[str, object], data: DataSpec | None, path: Path
+) -> tuple[object, dict[str, object]]:
+    """The config object, and the fields set on it (given, or filled from the data set)."""
+    accepted = _config_fields(config_class)
+    unknown = [name for name in given if name not in accepted]
+    if unknown:
+        raise ModelLoadError(
+            f"{config_class.__name__} has no field '{unknown[0]}' (--model-arg {parameter}.{unknown[0]})",
+            f"its fields: {', '.join(accepted)}",
+        )
+    values = dict(given)
+    if data is not None and data.task == "sequence":
+        for name, from_data in _FIELDS_FROM_DATA.items():
+            if name in accepted and name not in values:
+                values[name] = from_data(data)
+    missing = [name for name, has_default in accepted.items() if not has_default and name not in values]
+    if missing:
+        example = " ".join(f"--model-arg {parameter}.{name}=..." for name in missing)
+        raise ModelLoadError(f"{config_class.__name__} needs {', '.join(missing)}", f"give them with {example}")
+    try:
+        return config_class(**values), values
+    except pydantic.ValidationError as exc:
+        first = exc.errors()[0]
+        location = ".".join(str(part) for part in first["loc"])
+        raise ModelLoadError(
+            f"{config_class.__name__}: {parameter}.{location}: {first['msg']}", "fix that --model-arg value"
+        ) from None
+    except Exception as exc:
+        raise ModelLoadError(
+            f"building {config_class.__name__} failed at {_user_frame(exc, path)}: {type(exc).__name__}: {_first_line(exc)}",
+            f"fix the {parameter}.field=value arguments",
+        ) from None
+
+
+def _refuse_oversized(factory: Callable[..., object], factory_name: str, arguments: _Arguments, max_params: int) -> None:
+    """A config built here from class defaults can be GPT-2 sized (minGPT's are): count the parameters
+    on the meta device, which allocates nothing, and refuse before building one for real."""
+    try:
+        with torch.random.fork_rng(devices=[]), torch.device("meta"):
+            probe = factory(**arguments.values)
+    except Exception:  # the real build reports what fails
+        return
+    if not isinstance(probe, nn.Module):
+        return
+    count = sum(parameter.numel() for parameter in probe.parameters())
+    if count <= max_params:
+        return
+    smaller = " ".join(f"--model-arg {name}=..." for name in arguments.default_sizes[:3])
+    raise ModelLoadError(
+        f"{factory_name}({', '.join(arguments.built_configs)}(...)) has {count:,} parameters, "
+        f"past the budget of {max_params:,} (sandbox.max_params)",
+        f"give smaller sizes ({smaller})" if smaller else "give smaller sizes as --model-arg config.field=value",
+    )
+
+
 def _build(factory: Callable[..., object], factory_name: str, path: Path, model_args: Mapping[str, object]) -> nn.Module:
-    _check_arguments(factory, factory_name, model_args)
     try:
         model = factory(**model_args)
     except Exception as exc:
@@ -191,33 +499,28 @@ def _build(factory: Callable[..., object], factory_name: str, path: Path, model_
     return model
 
 
-def _check_arguments(factory: Callable[..., object], factory_name: str, model_args: Mapping[str, object]) -> None:
-    """Name missing or unknown constructor arguments before calling, instead of a TypeError."""
-    try:
-        parameters = inspect.signature(factory).parameters.values()
-    except (TypeError, ValueError):  # no introspectable signature: let the call speak
-        return
-    accepts_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters)
-    named = [p for p in parameters if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
-    missing = [p.name for p in named if p.default is inspect.Parameter.empty and p.name not in model_args]
-    if missing:
-        example = " ".join(f"--model-arg {name}=..." for name in missing)
-        raise ModelLoadError(
-            f"{factory_name}() needs arguments: {', '.join(missing)}",
-            f"give them with {example} or under [model.args] in copilot.toml",
-        )
-    unknown = [key for key in model_args if key not in {p.name for p in named}]
-    if unknown and not accepts_any:
-        accepted = ", ".join(p.name for p in named) or "none"
-        raise ModelLoadError(
-            f"{factory_name}() takes no argument {', '.join(repr(k) for k in unknown)}",
-            f"arguments it accepts: {accepted}",
-        )
-
-
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
+
+
+# `from pkg.sub import x` or `import pkg.sub as y`: the top-level package (a relative import names none).
+IMPORT_LINE = re.compile(r"from\s+([A-Za-z_]\w*)[\w.]*\s+import\b|import\s+([A-Za-z_]\w*)")
+
+
+def _failing_package(exc: BaseException, path: Path) -> str | None:
+    """The top-level package an import line of the user's file names, when the error was raised
+    inside that package (outside the user's folder): its installation is broken, not the model."""
+    target, folder = str(path.resolve()), path.resolve().parent
+    frames = traceback.extract_tb(exc.__traceback__)
+    mine = [index for index, frame in enumerate(frames) if frame.filename == target]
+    if not mine or mine[-1] == len(frames) - 1:
+        return None
+    deeper = frames[mine[-1] + 1 :]
+    if any(Path(frame.filename).resolve().is_relative_to(folder) for frame in deeper):
+        return None  # the user's own helper module crashed: theirs to fix
+    named = IMPORT_LINE.match((frames[mine[-1]].line or "").strip())
+    return (named.group(1) or named.group(2)) if named else None
 
 
 def _user_frame(exc: BaseException, path: Path) -> str:
@@ -230,44 +533,99 @@ def _user_frame(exc: BaseException, path: Path) -> str:
 # --------------------------------------------------------------------------- checking against the data
 
 
-def check_forward(loaded: LoadedModel, inputs: torch.Tensor, data: DataSpec) -> None:
-    """Run one forward pass on a few real samples; raise a `ModelCheckError` that says what does not fit.
+def check_forward(
+    loaded: LoadedModel, inputs: torch.Tensor, data: DataSpec, targets: torch.Tensor | None = None
+) -> OutputContract:
+    """Run one forward pass on a few real samples (with their `targets` when forward takes them);
+    return how the model is called and read, or raise a `ModelCheckError` that says what does not fit.
 
     Runs in eval mode without gradients, so batch-norm statistics and dropout's random
     stream are left as they were: a checked model trains exactly like an unchecked one.
     """
     model = loaded.model
+    calling = OutputContract(passes_targets=passes_targets(model) and targets is not None)
     was_training = model.training
     model.eval()
     try:
         with torch.no_grad():
-            outputs = model(inputs)
+            outputs = calling.forward(model, inputs, targets)
     except Exception as exc:
         shape = list(inputs.shape)
         raise ModelCheckError(
             f"forward pass failed on input {shape} at {_user_frame(exc, loaded.source_path)}: {_first_line(exc)}",
-            f"make the layer sizes fit one sample of shape {list(data.input_shape)} "
+            _first_layer_mismatch(model, data)
+            or f"make the layer sizes fit one sample of shape {list(data.input_shape)} "
             f"({data.name} data set, task {data.task})",
             kind="forward",
         ) from None
     finally:
         model.train(was_training)
     expected = data.expected_output(inputs.shape[0])
-    if not isinstance(outputs, torch.Tensor):
-        raise ModelCheckError(
-            f"forward returned a {type(outputs).__name__}, not a tensor",
-            f"return the logits as one tensor of shape {list(expected)}",
-            kind="shape",
-        )
-    if tuple(outputs.shape) != expected:
+    try:
+        read = read_outputs(outputs)
+    except UnreadableOutputs as exc:
+        raise ModelCheckError(str(exc), f"return the logits as one tensor of shape {list(expected)}", kind="shape") from None
+    logits = read.logits
+    class_dim = -1 if tuple(logits.shape) == expected else None
+    if data.task == "sequence":
+        targets_shape = torch.Size(expected[:-1])
+        class_dim = class_dimension(logits, targets_shape, data.num_classes)
+        if class_dim is None and tuple(logits.shape) == expected:
+            raise ModelCheckError(
+                f"model output {list(logits.shape)} could be [batch, sequence, vocabulary] or [batch, vocabulary, "
+                f"sequence]: the {data.name} data set's sequence length and vocabulary are both {expected[-1]}",
+                "use sequences of another length than the vocabulary size, so the layout can be told apart",
+                kind="shape",
+            )
+    if class_dim is None:
         layout = "[batch, classes]" if data.task == "classification" else "[batch, sequence, vocabulary]"
         raise ModelCheckError(
-            f"model output has shape {list(outputs.shape)} but the {data.name} data set needs "
+            f"model output has shape {list(logits.shape)} but the {data.name} data set needs "
             f"{list(expected)} {layout}",
             f"make the last layer produce {data.num_classes} outputs per "
             + ("sample" if data.task == "classification" else "position"),
             kind="shape",
         )
+    return OutputContract(form=read.form, passes_targets=calling.passes_targets, class_dim=class_dim)
+
+
+def _first_layer_mismatch(model: nn.Module, data: DataSpec) -> str | None:
+    """One line naming what the model's first layer expects and what the data gives, or None when it fits."""
+    first = next(
+        ((name, module) for name, module in model.named_modules()
+         if isinstance(module, (nn.modules.conv._ConvNd, nn.Linear, nn.Embedding))),
+        None,
+    )  # fmt: skip
+    if first is None:
+        return None
+    name, layer = first
+    sample = " x ".join(str(size) for size in data.input_shape)
+    gives = f"the {data.name} data set gives {sample} {'token ids' if data.input_dtype == 'int64' else 'samples'}"
+    if isinstance(layer, nn.Embedding):
+        if data.input_dtype == "int64":
+            return None
+        return f"first layer '{name}' is an embedding that expects token ids; {gives}: --dataset text would fit"
+    if data.input_dtype == "int64":
+        return f"first layer '{name}' expects float inputs; {gives}: add an nn.Embedding first, or use an image data set"
+    if isinstance(layer, nn.modules.conv._ConvNd):
+        channels = data.input_shape[0] if len(data.input_shape) == layer.weight.dim() - 1 else None
+        if channels == layer.in_channels:
+            return None
+        fitting = _bundled_sets_where(lambda shape: shape[0] == layer.in_channels)
+        return f"first layer '{name}' expects {layer.in_channels} input channels; {gives}: {fitting}"
+    features = math.prod(data.input_shape)
+    if layer.in_features == features or layer.in_features == data.input_shape[-1]:
+        return None
+    fitting = _bundled_sets_where(lambda shape: math.prod(shape) == layer.in_features)
+    return (
+        f"first layer '{name}' expects {layer.in_features:,} input features; {gives} ({features:,} flattened): "
+        f"{fitting}, or make its in_features {features:,}"
+    )
+
+
+def _bundled_sets_where(fits: Callable[[tuple[int, ...]], bool]) -> str:
+    names = [f"--dataset {name}" for name, shape in IMAGE_INPUT_SHAPES.items() if fits(shape)]
+    return f"{' or '.join(names)} would fit" if names else "a data set of that shape would fit (data.custom)"
 
 
 # --------------------------------------------------------------------------- describing

@@ -5,8 +5,10 @@ user's model, checks one forward pass against the data, resolves the hyperparame
 and runs epochs of `loop.train_step`, reading commands between steps (without waiting
 while running, with a timeout while paused). Logged steps are coalesced into
 `StepBatch`es so at most `train.max_messages_per_sec` messages reach the parent. Every
-event except log lines is appended to `metrics.jsonl` (flushed each epoch and at once on
-errors) and described in `events.log` with full tracebacks.
+event except log lines is appended to `metrics.jsonl` (whole lines, marked with this
+start's attempt; see `copilot/metrics_file.py`) and described in `events.log` with full
+tracebacks. A watchdog (`train.watchdog_s`) ends a run whose model is stuck, naming the
+stage and the frame; a full disk ends it as a `DiskFullError`, with nothing half-written.
 
 Whatever goes wrong ends as one `TrainerError` (kind, one-line message, hint, traceback)
 followed by `Finished`; a non-finite loss and a swapped model that fails are reported
@@ -25,6 +27,7 @@ from __future__ import annotations
 
 import math
 import multiprocessing
+import os
 import queue
 import random
 import shutil
@@ -33,12 +36,12 @@ import traceback
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, TextIO
+from typing import Any, Literal
 
 import torch
 from torch import nn
 
-from copilot.errors import ConfigError, CopilotError, DataError, ModelLoadError
+from copilot.errors import ConfigError, CopilotError, DataError, DiskFullError, EnvironmentSetupError, ModelLoadError, is_disk_full
 from copilot.events import (
     ActivationStats,
     CheckpointNow,
@@ -69,6 +72,7 @@ from copilot.events import (
     TrialOutputs,
     event_to_json,
 )
+from copilot.metrics_file import LineFile, open_for_append
 from copilot.run_folder import RunFolder
 from copilot.training import distributed
 from copilot.training.checkpoints import (
@@ -85,6 +89,7 @@ from copilot.training.hparams import apply_hparam_changes, build_optimizer, buil
 from copilot.training.instruments import Instruments
 from copilot.training.launcher import TrainerSpec
 from copilot.training.loop import TrainState, evaluate, finish_epoch, make_loss_fn, predict, train_step
+from copilot.training.model_outputs import OutputContract
 from copilot.training.models import (
     LoadedModel,
     ModelCheckError,
@@ -94,6 +99,7 @@ from copilot.training.models import (
     summarize_model,
     transfer_weights,
 )
+from copilot.training.watchdog import LOADING, StuckAt, Watchdog
 
 # Samples in the batch the model is checked and described with before training.
 PROBE_BATCH = 2
@@ -125,12 +131,14 @@ class _Reporter:
         self._pending_steps: list[StepRecord] = []
         self._pending_activations: ActivationStats | None = None
         self._last_flush = -math.inf
-        self._metrics: TextIO | None = None
-        self._log: TextIO | None = None
+        self._metrics: LineFile | None = None
+        self._log: LineFile | None = None
+        self.attempt = 1
+        self._files_failed = False  # a write into the run folder failed: events still reach the parent
         if enabled:
             folder.create()
-            self._metrics = folder.metrics.open("a", encoding="utf-8")
-            self._log = folder.events_log.open("a", encoding="utf-8")
+            self._metrics, self.attempt = open_for_append(folder.metrics)
+            self._log = LineFile(folder.events_log)
 
     def emit(self, event: Message) -> None:
         """Send one event now, after the steps still waiting (so the parent sees them in order)."""
@@ -138,6 +146,10 @@ class _Reporter:
         self._send(event)
         if isinstance(event, (TrainerError, Finished)):
             self.sync_files()
+
+    @property
+    def log_file(self) -> LineFile | None:
+        return self._log
 
     def log(self, message: str, level: Literal["debug", "info", "warning", "error"] = "info") -> None:
         self.emit(LogLine(level=level, message=message, time=time.time()))
@@ -158,7 +170,7 @@ class _Reporter:
         if not self._pending_steps and self._pending_activations is None:
             return
         if self._pending_steps:
-            self._send(StepBatch(records=tuple(self._pending_steps)))
+            self._send(StepBatch(records=tuple(self._pending_steps), attempt=self.attempt))
             self._pending_steps = []
         if self._pending_activations is not None:
             self._send(self._pending_activations)
@@ -166,9 +178,8 @@ class _Reporter:
         self._last_flush = time.monotonic()
 
     def sync_files(self) -> None:
-        for file in (self._metrics, self._log):
-            if file is not None:
-                file.flush()
+        """Everything measured so far, waiting steps included, into the files (the OS keeps it past a kill)."""
+        self.flush_steps()
 
     def close(self) -> None:
         self.flush_steps()
@@ -180,12 +191,19 @@ class _Reporter:
         if not self._enabled:
             return
         self._events.put(event)
-        if self._metrics is not None and not isinstance(event, LogLine):
-            self._metrics.write(event_to_json(event) + "\n")
-        line = _describe(event)
-        if line is not None and self._log is not None:
-            level = event.level if isinstance(event, LogLine) else "error" if isinstance(event, TrainerError) else "info"
-            self._log.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {level.upper():<7} {line}\n")
+        if self._files_failed:
+            return
+        try:
+            if self._metrics is not None and not isinstance(event, LogLine):
+                self._metrics.append(event_to_json(event))
+            line = _describe(event)
+            if line is not None and self._log is not None:
+                level = event.level if isinstance(event, LogLine) else "error" if isinstance(event, TrainerError) else "info"
+                self._log.append(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {level.upper():<7} {line}")
+        except OSError:
+            # Once: what could not be written ends the run; its error still reaches the parent.
+            self._files_failed = True
+            raise
 
 
 def _percent(value: float | None) -> str:
@@ -198,7 +216,8 @@ def _describe(event: Message) -> str | None:
         resumed = f", resumed after epoch {event.resumed_from_epoch}" if event.resumed_from_epoch is not None else ""
         return (
             f"run {event.run_id} on {event.device}{resumed}: {event.model.class_name} "
-            f"({event.model.total_params:,} parameters) on {event.data.name}; {event.hparams.model_dump()}"
+            f"({event.model.total_params:,} parameters) on {event.data.name}, outputs {event.output_form}; "
+            f"{event.hparams.model_dump()}"
         )
     if isinstance(event, EpochSummary):
         val_loss = "-" if event.val_loss is None else f"{event.val_loss:.4f}"
@@ -251,16 +270,28 @@ def _is_out_of_memory(exc: BaseException) -> bool:
 def _error_event(exc: BaseException, user_files: set[str], *, epoch: int | None, step: int | None) -> TrainerError:
     """Classify an exception: what kind, whether the user can fix it, and how."""
     full = "".join(traceback.format_exception(exc))
+    if isinstance(exc, DiskFullError):  # nothing to debug, and events.log may not have room for it
+        return TrainerError(kind="disk", message=exc.message, hint=exc.hint, epoch=epoch, step=step)
     if isinstance(exc, CopilotError):
         kind: ErrorKind = (
             exc.kind if isinstance(exc, ModelCheckError) else
             "load" if isinstance(exc, ModelLoadError) else
             "data" if isinstance(exc, DataError) else
             "config" if isinstance(exc, ConfigError) else
+            "environment" if isinstance(exc, EnvironmentSetupError) else
             "runtime"
         )
         return TrainerError(kind=kind, message=exc.message, hint=exc.hint, traceback=full, epoch=epoch, step=step)
     message = f"{type(exc).__name__}: {_first_line(exc)}"
+    if is_disk_full(exc):
+        return TrainerError(
+            kind="disk",
+            message=f"the disk is full: {_first_line(exc)}",
+            hint=f"free space where the run writes ({exc.filename or 'the run folder'}), then continue with `copilot resume`",
+            traceback=full,
+            epoch=epoch,
+            step=step,
+        )
     if _is_out_of_memory(exc):
         return TrainerError(
             kind="oom",
@@ -318,6 +349,7 @@ class _ActiveModel:
     optimizer: torch.optim.Optimizer
     scheduler: Any
     instruments: Instruments
+    contract: OutputContract
     origin: ModelOrigin
     summary: ModelSummary
     round: int
@@ -330,6 +362,7 @@ class _ActiveModel:
             optimizer=state.optimizer,
             scheduler=state.scheduler,
             instruments=state.instruments,
+            contract=state.contract,
             origin=origin,
             summary=summary,
             round=state.round,
@@ -364,6 +397,8 @@ class _Trainer:
         self.nonfinite_reported = False  # in the epoch in progress
         self.trial = spec.trial
         self.trial_forked_at = 0  # the global step a trial started from
+        self.events = events
+        self.watchdog: Watchdog | None = None
 
     # ----------------------------------------------------------------- run
 
@@ -374,6 +409,8 @@ class _Trainer:
             reason = self._train()
         except Exception as exc:
             state = self.state
+            if is_disk_full(exc):
+                exc = DiskFullError(self.folder.path, f"copilot resume {self.folder.run_id}")
             self.reporter.emit(
                 _error_event(
                     exc,
@@ -383,27 +420,58 @@ class _Trainer:
                 )
             )
         finally:
+            if self.watchdog is not None:
+                self.watchdog.stop()
             epoch, step = (self.state.epoch, self.state.step) if self.state else (0, 0)
             self.reporter.emit(Finished(reason=reason, epoch=epoch, step=step))
             self.reporter.close()
+
+    def _watch(self, stage: str) -> None:
+        if self.watchdog is not None:
+            self.watchdog.at(stage)
+
+    def _stuck(self, stuck: StuckAt) -> None:
+        """The watchdog's verdict (on its own thread; the main one is stuck): report it and end."""
+        frame = stuck.frame
+        where = f" at {Path(frame.filename).name}:{frame.lineno} in {frame.name}" if frame is not None else ""
+        state = self.state
+        self.reporter.emit(
+            TrainerError(
+                kind="stuck",
+                message=f"the model is stuck in {stuck.stage}: no progress for {stuck.seconds:.0f} s{where}",
+                hint="every thread's stack is in events.log; fix the loop there, or raise train.watchdog_s if it is only slow",
+                epoch=state.epoch + 1 if state else None,
+                step=state.step if state else None,
+            )
+        )
+        self.reporter.emit(Finished(reason="error", epoch=state.epoch if state else 0, step=state.step if state else 0))
+        self.reporter.close()
+        if multiprocessing.parent_process() is not None:  # our own process: end it, the stuck thread with it
+            self.events.close()
+            self.events.join_thread()
+            os._exit(1)
 
     def _start(self) -> None:
         _seed_everything(self.settings.seed)
         self.generator.manual_seed(self.settings.seed)
         self.device = distributed.pick_device(self.settings.device)
         self.data = load_data(self.spec.data, self.device, rank=distributed.rank(), world_size=distributed.world_size())
-        self.probe_inputs = self._probe_batch(self.data)
+        if self.settings.watchdog_s is not None:
+            self.watchdog = Watchdog(self.settings.watchdog_s, self.reporter.log_file, self.user_files, self._stuck)
+            self.watchdog.start()
+        self.probe_inputs, self.probe_targets = self._probe_batch(self.data)
         checkpoint = load_checkpoint(self.spec.resume_from) if self.spec.resume_from else None
         if checkpoint is None:
             source, name = split_model_spec(self.spec.model_spec)
             args = dict(self.spec.model_args)
-            loaded = self._load_checked(str(source), name, args)
+            loaded, contract = self._load_checked(str(source), name, args)
             self.origin = self._keep_copy(str(source), name, args, round_number=0)
-            self.state = self._new_state(loaded.model, resolve_hparams(loaded.file_hparams, self.settings.hparams))
+            hparams = resolve_hparams(loaded.file_hparams, self.settings.hparams)
+            self.state = self._new_state(loaded.model, hparams, contract)
         else:
             self.origin = checkpoint.model
-            loaded = self._load_checked(checkpoint.model.path, checkpoint.model.name, checkpoint.model.args)
-            self.state = self._resumed_state(loaded.model, checkpoint)
+            loaded, contract = self._load_checked(checkpoint.model.path, checkpoint.model.name, checkpoint.model.args)
+            self.state = self._resumed_state(loaded.model, contract, checkpoint)
         self.summary = summarize_model(self.state.model, self.origin.source, self.probe_inputs)
         self.reporter.emit(
             RunStarted(
@@ -415,6 +483,8 @@ class _Trainer:
                 hparams=self.state.hparams,
                 resumed_from_epoch=checkpoint.epoch if checkpoint else None,
                 time=time.time(),
+                output_form=contract.describe(),
+                ignored_hooks=loaded.ignored_hooks,
             )
         )
         if checkpoint is not None:
@@ -433,11 +503,12 @@ class _Trainer:
             torch.manual_seed(self.trial.reseed)
             self.generator.manual_seed(self.trial.reseed)
 
-    def _new_state(self, model: nn.Module, hparams: HParams, *, step: int = 0) -> TrainState:
+    def _new_state(self, model: nn.Module, hparams: HParams, contract: OutputContract, *, step: int = 0) -> TrainState:
         optimizer = build_optimizer(model.parameters(), hparams)
         return TrainState(
             model=model,
-            loss_fn=make_loss_fn(model, self.data.spec.task),
+            loss_fn=make_loss_fn(model, self.data.spec.task, contract),
+            contract=contract,
             optimizer=optimizer,
             scheduler=build_scheduler(
                 optimizer, hparams, steps_per_epoch=self._steps_per_epoch(hparams.batch_size), start_step=step
@@ -449,10 +520,10 @@ class _Trainer:
             step=step,
         )
 
-    def _resumed_state(self, model: nn.Module, checkpoint: Checkpoint) -> TrainState:
+    def _resumed_state(self, model: nn.Module, contract: OutputContract, checkpoint: Checkpoint) -> TrainState:
         """The state as checkpointed, then the hyperparameters given now on top, then every random stream."""
         model.load_state_dict(checkpoint.model_state)
-        state = self._new_state(model, checkpoint.hparams, step=checkpoint.step)
+        state = self._new_state(model, checkpoint.hparams, contract, step=checkpoint.step)
         # The schedule built at the checkpoint's step already gives the lr the saved param groups hold.
         state.optimizer.load_state_dict(checkpoint.optimizer_state)
         state.epoch, state.round, state.initial_loss = checkpoint.epoch, checkpoint.round, checkpoint.initial_loss
@@ -466,23 +537,25 @@ class _Trainer:
         self.skip_batches = checkpoint.batches_done
         return state
 
-    def _probe_batch(self, data: DataBundle) -> torch.Tensor:
+    def _probe_batch(self, data: DataBundle) -> tuple[torch.Tensor, torch.Tensor]:
         batches = iterate_batches(data.train, PROBE_BATCH, shuffle=False, generator=None, device=self.device)
         try:
-            inputs, _targets = next(batches)
+            return next(batches)
         except StopIteration:
             raise DataError(f"the {data.spec.name} training set is empty", "give it at least one sample") from None
         finally:
             batches.close()
         return inputs
 
-    def _load_checked(self, file: str, name: str | None, args: dict[str, Any]) -> LoadedModel:
+    def _load_checked(self, file: str, name: str | None, args: dict[str, Any]) -> tuple[LoadedModel, OutputContract]:
         """Build the model in `file` on the device and check one forward pass on real samples."""
         self.user_files.add(str(Path(file).resolve()))
-        loaded = load_model(file if name is None else f"{file}:{name}", args)
+        self._watch(LOADING)
+        spec = file if name is None else f"{file}:{name}"
+        loaded = load_model(spec, args, self.data.spec, self.spec.max_params)
         loaded.model.to(self.device)
-        check_forward(loaded, self.probe_inputs, self.data.spec)
-        return loaded
+        self._watch("first forward")
+        return loaded, check_forward(loaded, self.probe_inputs, self.data.spec, self.probe_targets)
 
     def _keep_copy(self, source: str, name: str | None, args: dict[str, Any], round_number: int) -> ModelOrigin:
         """Copy a model file that loaded into the run folder as `r<round>_<file>.py`: the record of
@@ -570,14 +643,16 @@ class _Trainer:
                 samples_per_sec=samples / training_s if training_s > 0 else 0.0,
                 duration_s=time.perf_counter() - epoch_started,
                 round=state.round,
+                attempt=self.reporter.attempt,
             )
         )
         if self.settings.checkpoint_every_epoch:
             self._checkpoint(at_epoch_end=True)
-        self.reporter.sync_files()
+        else:
+            self.reporter.sync_files()
 
     def _validation_batches(self, state: TrainState) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        return iterate_batches(
+        batches = iterate_batches(
             self.data.val,
             state.hparams.batch_size,
             shuffle=False,
@@ -586,8 +661,12 @@ class _Trainer:
             rank=distributed.rank(),
             world_size=distributed.world_size(),
         )
+        for number, batch in enumerate(batches, start=1):
+            self._watch(f"validation batch {number}")
+            yield batch
 
     def _step(self, state: TrainState, inputs: torch.Tensor, targets: torch.Tensor) -> None:
+        self._watch(f"step {state.step + 1}")
         log = state.step % self.settings.log_every == 0
         sample_activations = state.step % self.settings.activation_every == 0
         try:
@@ -642,6 +721,7 @@ class _Trainer:
             except queue.Empty:
                 if not self.paused:
                     break
+                self._watch("paused")  # waiting for the user is not being stuck
                 if not _parent_alive():
                     self.stop_request = Stop()
                     raise _StopRequested
@@ -702,7 +782,7 @@ class _Trainer:
         round_number = command.round if command.round is not None else state.round
         args = dict(command.model_args)
         try:
-            loaded = self._load_checked(command.model_path, command.model_name, args)
+            loaded, contract = self._load_checked(command.model_path, command.model_name, args)
         except CopilotError as exc:
             if self.trial is not None:
                 raise
@@ -711,7 +791,7 @@ class _Trainer:
         origin = self._keep_copy(command.model_path, command.model_name, args, round_number)
         transferred, total = transfer_weights(state.model, loaded.model)
         self.swap_backup = _ActiveModel.of(state, self.origin, self.summary)
-        fresh = self._new_state(loaded.model, state.hparams, step=state.step)  # a fresh optimizer for the new parameters
+        fresh = self._new_state(loaded.model, state.hparams, contract, step=state.step)  # a fresh optimizer for the new parameters
         fresh.round = round_number
         summary = summarize_model(loaded.model, origin.source, self.probe_inputs)
         self._install(state, _ActiveModel.of(fresh, origin, summary))
@@ -720,6 +800,7 @@ class _Trainer:
     def _install(self, state: TrainState, active: _ActiveModel) -> None:
         state.model, state.loss_fn, state.optimizer = active.model, active.loss_fn, active.optimizer
         state.scheduler, state.instruments, state.round = active.scheduler, active.instruments, active.round
+        state.contract = active.contract
         self.origin, self.summary = active.origin, active.summary
 
     def _revert_swap(self, state: TrainState, exc: Exception) -> None:
@@ -746,6 +827,10 @@ class _Trainer:
         state = self.state
         if state is None or not distributed.is_main():
             return
+        # The record reaches disk before the checkpoint does: a trainer resumed from it never
+        # lacks the steps before it (a kill loses what is still in our buffers, not the OS's).
+        self.reporter.sync_files()
+        self._watch("checkpoint")
         checkpoint = Checkpoint(
             model_state=state.model.state_dict(),
             optimizer_state=state.optimizer.state_dict(),
@@ -762,7 +847,7 @@ class _Trainer:
         )
         path = self.folder.checkpoints / checkpoint_name(state.epoch, state.step, at_epoch_end=at_epoch_end)
         save_checkpoint(checkpoint, path)
-        self.reporter.emit(CheckpointWritten(path=str(path), epoch=state.epoch, step=state.step))
+        self.reporter.emit(CheckpointWritten(path=str(path), epoch=state.epoch, step=state.step, round=state.round))
 
 
 def _swap_refused(exc: CopilotError, state: TrainState) -> TrainerError:

@@ -8,7 +8,8 @@ the wrong kind of work:
   an answer on screen, and asks `session.due_assessment()` when the advisor is free;
 - "advisor": `session.assess` / `decide` / `pending`, which block for seconds;
 - "git": rounds, diffs, rollback, undo, redo, serialised by one lock;
-- "control": pause, resume, the report; "lifecycle": the checkpoint on quit.
+- "control": pause, resume, the report; "lifecycle": the checkpoint on quit;
+- "charts": the `ChartBuilder`, which builds the plotext charts one at a time.
 The screen in front redraws on a timer (`settings.tui.refresh_hz`) and only when the
 store's version or the app's own state moved. Blocking calls run in daemon threads
 that the worker waits on while watching for cancellation, so quitting never waits
@@ -53,12 +54,13 @@ from copilot.tui.screens.layers import LayersScreen
 from copilot.tui.screens.live import LiveScreen
 from copilot.tui.screens.run import RunScreen
 from copilot.tui.store import LogEntry, LogSource, MetricsStore, StoreView
+from copilot.tui.widgets.charts import ChartBuilder
 from copilot.tui.widgets.proposal import sandbox_details
 from copilot.tui.widgets.status import AdvisorState, StatusInfo
 
 if TYPE_CHECKING:
     from copilot.advisor.schemas import Diagnosis
-    from copilot.session.controller import AdvisorTurn, Decision, Session
+    from copilot.session.controller import AdvisorTurn, Continuing, Decision, Session
 
 POLL_TIMEOUT_S = 0.1  # how long the ingest thread waits for events; bounds how late it sees a quit
 NOTABLE_EVENTS = (TrainerError, Finished, ModelSwapped, HParamsApplied)
@@ -208,6 +210,7 @@ class CopilotApp(App[int]):
         self.settings = settings
         self.banner = banner
         self.store = MetricsStore(clock=clock)
+        self.chart_builder = ChartBuilder()
         self.handle_signals = handle_signals
         self.advisor_state: AdvisorState = "idle"
         self.trigger: str | None = None
@@ -228,6 +231,7 @@ class CopilotApp(App[int]):
         self.set_interval(1 / self.settings.tui.refresh_hz, self.refresh_screen)
         self.session.on_trials = lambda line: self.post_message(TrialsStarted(line))
         self._ingest()
+        self._build_charts()
         self._in_background("advisor", "advisor", "looking for a pending proposal", self.session.pending, then=self._show_pending)
         if self.handle_signals:
             loop = asyncio.get_running_loop()
@@ -306,6 +310,11 @@ class CopilotApp(App[int]):
     def on_trials_started(self, message: TrialsStarted) -> None:
         self.store.note("advisor", "info", message.line)
         self.notify(message.line, timeout=10)
+
+    @work(thread=True, group="charts", exit_on_error=False, name="charts")
+    def _build_charts(self) -> None:
+        worker = get_current_worker()
+        self.chart_builder.run(lambda: worker.is_cancelled)
 
     def on_assessment_due(self, message: AssessmentDue) -> None:
         self.start_assessment(message.trigger)
@@ -404,7 +413,16 @@ class CopilotApp(App[int]):
             then=self._receive_turn, failed=lambda: self._set_advisor("idle"),
         )
 
-    def _receive_turn(self, turn: AdvisorTurn) -> None:
+    def _receive_turn(self, turn: AdvisorTurn | Continuing) -> None:
+        from copilot.session.controller import Continuing  # at run time only here: see the imports above
+
+        if isinstance(turn, Continuing):
+            # Nothing to accept: a short notice, and the advisor is free again.
+            self.last_diagnosis = (turn.diagnosis, turn.trigger)
+            self.store.note("advisor", "info", f"{turn.diagnosis.health}: continue: {turn.diagnosis.summary}")
+            self.notify(f"Advisor: no change needed; training goes on. {turn.diagnosis.summary}", timeout=6)
+            self._set_advisor("idle")
+            return
         self.turn = turn
         self.last_diagnosis = (turn.diagnosis, turn.trigger)
         self.store.note("advisor", "info", f"{turn.diagnosis.health}: proposes {turn.proposal.kind}: {turn.proposal.summary}")

@@ -42,6 +42,7 @@ from copilot.events import (
 STEP_SERIES = ("loss", "accuracy", "total_grad_norm", "lr")
 MAX_SERIES = 8  # a chart with more lines than this is unreadable, and each costs a raster pass
 MODULE_HISTORY = 240  # points per module sparkline: wider than any terminal row needs
+ARRIVALS_KEPT = 100  # ingest times a view carries: 5 s of trainer batches, more than any chart lags
 MODULE_SERIES = 10_000  # logged steps kept per module for the charts (100k steps at log_every=10)
 LogSource = Literal["trainer", "advisor", "git", "app"]
 LogLevel = Literal["debug", "info", "warning", "error"]
@@ -165,6 +166,7 @@ class StoreView:
     """A consistent copy of the store for one frame; the UI reads only this."""
 
     version: int
+    arrivals: tuple[float, ...]  # time.monotonic() of the latest trainer batches' ingest, oldest first
     run_id: str
     model_name: str
     device: str
@@ -206,6 +208,7 @@ class MetricsStore:
         self._clock = clock  # stamps log lines that carry no time of their own; tests freeze it
         self._capacity = capacity
         self.version = 0
+        self._arrivals: deque[float] = deque(maxlen=ARRIVALS_KEPT)
         self._run_id = ""
         self._model_name = ""
         self._device = ""
@@ -236,6 +239,7 @@ class MetricsStore:
             for event in events:
                 self._apply(event)
             self.version += 1
+            self._arrivals.append(time.monotonic())
 
     def note(self, source: LogSource, level: LogLevel, message: str, detail: str = "") -> None:
         """A line for the log pane from the advisor, git or the app itself (the trainer's come as events)."""
@@ -366,6 +370,7 @@ class MetricsStore:
         with self._lock:
             return StoreView(
                 version=self.version,
+                arrivals=tuple(self._arrivals),
                 run_id=self._run_id,
                 model_name=self._model_name,
                 device=self._device,

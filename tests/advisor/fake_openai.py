@@ -4,14 +4,19 @@ It stands in for vLLM or Ollama so the real httpx client, its timeouts and the
 provider's retries run against real HTTP. Replies are queued in order (JSON content,
 a tool call, plain text, an error status, each optionally delayed) and every request
 is recorded; when the script runs out the server answers 400 saying so.
+
+`ProfiledOpenAI` answers by a server family's profile instead of a script (vLLM, Ollama,
+llama.cpp, a bare server): what each accepts and how it refuses, so the provider's
+negotiation of structured output is tested against the wire behaviour users meet.
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from typing import Any
 
-from tests.advisor.fake_converse import ScriptedJSONServer, ScriptedReply
+from tests.advisor.fake_converse import RecordedRequest, ScriptedJSONServer, ScriptedReply
 
 
 def openai_error_reply(status: int, message: str, retry_after: str | None = None) -> ScriptedReply:
@@ -62,3 +67,62 @@ class FakeOpenAI(ScriptedJSONServer):
             },
         }
         return ScriptedReply(200, body, delay_s=delay_s)
+
+
+def structured_mode_of(body: dict[str, Any]) -> str:
+    """How a chat-completions request asks for JSON: tools, json_schema, json_object or prompt."""
+    if "tools" in body:
+        return "tools"
+    return (body.get("response_format") or {}).get("type", "prompt")
+
+
+@dataclass(frozen=True)
+class ServerProfile:
+    """What one server family accepts, and how it refuses the rest (from their docs and source)."""
+
+    name: str
+    refusals: dict[str, ScriptedReply]  # structured mode -> the server's answer to it
+    honours_tool_choice: bool = True  # Ollama takes `tools` but lets the model answer in prose
+
+
+LLAMA_CPP = ServerProfile(
+    # llama.cpp's server: json_schema refused with a 500 (the builds users report), json_object + schema and named tools taken.
+    "llama.cpp",
+    {"json_schema": ScriptedReply(500, {"error": {"code": 500, "message": 'response_format type must be one of "text" or "json_object", but got: json_schema', "type": "server_error"}})},
+)
+VLLM = ServerProfile("vllm", {})
+OLLAMA = ServerProfile("ollama", {}, honours_tool_choice=False)
+BARE = ServerProfile(
+    # A server with no structured output at all: it rejects both fields as unknown.
+    "bare",
+    {
+        "json_schema": openai_error_reply(400, "Unknown parameter: 'response_format'"),
+        "json_object": openai_error_reply(400, "Unknown parameter: 'response_format'"),
+        "tools": openai_error_reply(400, "Unknown parameter: 'tools'"),
+    },
+)
+
+
+class ProfiledOpenAI(FakeOpenAI):
+    """A chat server that answers every request by its profile: the refusal for a mode it
+    lacks, else `answer` in the shape that mode asks for (in prompt mode wrapped in prose and
+    a ```json fence, as small models answer)."""
+
+    def __init__(self, profile: ServerProfile, answer: dict[str, Any], tool_name: str) -> None:
+        super().__init__()
+        self.profile = profile
+        self._answer_value = answer
+        self._tool_name = tool_name
+
+    def _answer(self, request: RecordedRequest) -> ScriptedReply:
+        with self._lock:
+            self._requests.append(request)
+        mode = structured_mode_of(request.body)
+        if mode in self.profile.refusals:
+            return self.profile.refusals[mode]
+        arguments = json.dumps(self._answer_value)
+        if mode == "tools" and self.profile.honours_tool_choice:
+            call = {"id": "call_0", "type": "function", "function": {"name": self._tool_name, "arguments": arguments}}
+            return self._completion({"role": "assistant", "content": None, "tool_calls": [call]}, "tool_calls", 100, 20, 0.0)
+        content = f"Here is my answer:\n```json\n{arguments}\n```" if mode in ("prompt", "tools") else arguments
+        return self._completion({"role": "assistant", "content": content}, "stop", 100, 20, 0.0)

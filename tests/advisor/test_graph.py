@@ -11,7 +11,7 @@ from copilot.advisor import graph as graph_module
 from copilot.advisor.graph import PendingProposal
 from copilot.advisor.ledger import read_ledger
 from copilot.advisor.schemas import ArchitectureProposal, HParamChange, HParamProposal, Verdict
-from copilot.advisor.session import Accepted, AdvisorSession, Failed, Finished, Rejected
+from copilot.advisor.session import Accepted, AdvisorSession, Continued, Failed, Finished, Rejected
 from copilot.advisor.snapshot import build_snapshot
 from copilot.config import Settings, load_settings
 from copilot.errors import AdvisorError
@@ -79,6 +79,34 @@ def test_rejection_reason_reaches_the_next_assessment(run, settings):
         assert "Adam overfits this data set" in next_snapshot.to_prompt()
         second = session.assess(next_snapshot)
     assert isinstance(second, PendingProposal) and second.proposal.after.momentum == 0.9
+
+
+def test_a_change_already_rejected_is_sent_back_and_never_proposed_again(run, settings):
+    # The second answer is the rejected one again, the rate off by a rounding; the third is new.
+    repeat = hparam_answer(optimizer="Adam", lr=1.004e-3)
+    roles = ScriptedRoles("hyperparameters", hparams=[hparam_answer(), repeat, hparam_answer("momentum", momentum=0.9)])
+    with open_session(run, roles, settings) as session:
+        session.assess(build_snapshot(run))
+        session.decide(Verdict(decision="reject"))
+        second = session.assess(build_snapshot(run, previous=read_ledger(run)))
+
+    assert isinstance(second, PendingProposal) and second.proposal.change.changes() == {"momentum": 0.9}
+    assert "the same change was rejected after round 0 in this run" in roles.feedback[2]
+
+
+def test_a_module_already_applied_is_no_proposal_comments_and_formatting_aside(run, settings):
+    reformatted = "# a comment the first version did not have\n" + GOOD_CODE.replace("\n\n\n", "\n\n")
+    checker = ScriptedChecker()
+    roles = ScriptedRoles("architecture", code=[code_answer(), code_answer(reformatted)])
+    with open_session(run, roles, settings, checker) as session:
+        session.assess(build_snapshot(run))
+        session.decide(Verdict(decision="accept"))
+        again = session.assess(build_snapshot(run, previous=read_ledger(run)))
+
+    assert isinstance(again, Failed)
+    assert "repeats a module applied as round 1" in again.message
+    assert checker.checked == [GOOD_CODE], "a repeat is refused before the sandbox runs it"
+    assert len(read_ledger(run)) == 1
 
 
 def test_pending_proposal_survives_a_restart_without_calling_the_advisor_again(run, settings):
@@ -226,6 +254,18 @@ def test_healthy_training_finishes_with_a_report_and_no_gate(run, settings):
     assert outcome.proposal.report.startswith("# Report")
     [entry] = read_ledger(run)
     assert entry.proposal.kind == "finish" and entry.verdict is None
+
+
+def test_continue_makes_no_proposal_no_gate_and_no_ledger_line(run, settings):
+    roles = ScriptedRoles("continue")
+    with open_session(run, roles, settings) as session:
+        outcome = session.assess(build_snapshot(run))
+        assert session.pending() is None
+
+    assert isinstance(outcome, Continued)
+    assert outcome.diagnosis.route == "continue" and outcome.tokens  # what the assessment cost is still counted
+    assert roles.calls["write_report"] == 0 and roles.calls["propose_hparams"] == 0
+    assert read_ledger(run) == []
 
 
 def test_one_proposal_at_a_time(run, settings):

@@ -284,3 +284,37 @@ def test_a_missing_class_fails_at_import_and_a_bad_argument_at_instantiate() -> 
     unexpected = check_model_code(GOOD_MODEL, class_name="SmallNet", model_args={"depth": 3}, data=IMAGES, settings=SETTINGS)
     assert unexpected.stage == "instantiate"
     assert "unexpected keyword argument 'depth'" in unexpected.message
+
+
+def test_a_nanogpt_style_model_gets_its_targets_and_its_returned_loss_is_checked() -> None:
+    code = textwrap.dedent(
+        """
+        import torch
+        from torch import nn
+        from torch.nn import functional as F
+
+
+        class TinyGPT(nn.Module):
+            def __init__(self, vocab: int = 20, dim: int = 8):
+                super().__init__()
+                self.embed = nn.Embedding(vocab, dim)
+                self.head = nn.Linear(dim, vocab)
+
+            def forward(self, idx, targets=None):
+                logits = self.head(self.embed(idx))
+                if targets is None:
+                    return logits[:, [-1], :], None
+                return logits, LOSS
+        """
+    )
+    passing = check_model_code(
+        code.replace("LOSS", "F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=-1)"),
+        class_name="TinyGPT", model_args={}, data=TOKENS, settings=SETTINGS,
+    )  # fmt: skip
+    assert passing.ok, passing
+    assert passing.output_shape == (SANDBOX_BATCH_SIZE, 6, 20)  # every position: the targets went in
+    nan_loss = check_model_code(
+        code.replace("LOSS", "logits.sum() * float('nan')"), class_name="TinyGPT", model_args={}, data=TOKENS, settings=SETTINGS
+    )
+    assert (nan_loss.ok, nan_loss.stage) == (False, "backward")
+    assert "the loss is nan" in nan_loss.message  # the model's own loss is the one checked

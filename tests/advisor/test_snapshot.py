@@ -191,3 +191,14 @@ def test_previous_proposals_keep_verdicts_reasons_and_measured_effect(tmp_path: 
 def test_the_same_run_gives_the_same_snapshot(sample_runs) -> None:
     run = sample_runs("bad_cnn")
     assert build_snapshot(run).model_dump_json() == build_snapshot(run).model_dump_json()
+
+
+def test_an_error_of_a_replaced_model_is_not_in_the_snapshot(tmp_path: Path) -> None:
+    crash = TrainerError(kind="forward", message="RuntimeError: boom (at net.py:9)", step=1)
+    swapped = ModelSwapped(model=model_summary(1), step=1, transferred=0, total=2)
+    events = [run_started(model_summary(1)), steps([step_record(1)]), crash]
+    run = write_events(RunFolder(tmp_path / "run"), events)
+    assert build_snapshot(run, source_code="").error is not None
+
+    write_events(RunFolder(tmp_path / "swapped"), [*events, swapped, steps([step_record(2)])])
+    assert build_snapshot(RunFolder(tmp_path / "swapped"), source_code="").error is None

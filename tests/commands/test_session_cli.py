@@ -63,6 +63,12 @@ def test_user_errors_exit_2(in_project: Path, tmp_path: Path, capsys: pytest.Cap
     assert not (in_project / ".copilot" / "runs").exists() or not list((in_project / ".copilot" / "runs").iterdir())
 
 
+def test_a_target_accuracy_outside_0_to_1_is_a_user_error(in_project: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["run", "bad_cnn.py", "--headless", "--target-accuracy", "95"]) == 2
+    assert "target_accuracy" in capsys.readouterr().err
+    assert not (in_project / ".copilot" / "runs").exists()
+
+
 def test_a_crash_nobody_fixes_exits_2_with_a_report(in_project: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code = main(["run", "broken_cnn.py", "--headless", "--auto-accept", "all", "--max-rounds", "0", "--run-name", "crash"])
     captured = capsys.readouterr()
@@ -130,6 +136,33 @@ def test_headless_auto_accept_commits_and_exits_0(in_project: Path, capsys: pyte
     assert (in_project / ".copilot" / "runs" / "auto" / "report.md").exists()
     assert main(["report", "auto"]) == 0
     assert "report: " in capsys.readouterr().out
+
+
+def test_a_package_that_fails_to_import_is_one_line_with_its_fix_and_no_round(
+    in_project: Path, tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A whole training script importing a package that is installed but broken here (as PyPI's
+    # torchvision is beside a CPU-only torch): the machine's set-up, not a model the advisor could fix.
+    site = tmp_path_factory.mktemp("site-packages")
+    (site / "visionish").mkdir()
+    (site / "visionish" / "__init__.py").write_text("raise RuntimeError('operator visionish::nms does not exist')\n")
+    monkeypatch.syspath_prepend(str(site))
+    monkeypatch.setenv("PYTHONPATH", str(site))  # the trainer is another process
+    script = (SAMPLE_MODELS / "bad_cnn.py").read_text().replace("import torch\n", "import torch\nfrom visionish import datasets\n", 1)
+    (in_project / "script.py").write_text(script)
+    git(in_project, "add", "script.py")
+    git(in_project, "commit", "-q", "-m", "a training script")
+
+    code = main(["run", "script.py", "--headless", "--auto-accept", "all", "--run-name", "env"])
+
+    captured = capsys.readouterr()
+    assert code == 2
+    assert "error: script.py:12 `from visionish import datasets` failed: RuntimeError: operator visionish::nms" in captured.err
+    assert "hint: reinstall visionish" in captured.err
+    assert "assessing the run" not in captured.out
+    run = in_project / ".copilot" / "runs" / "env"
+    assert not (run / "ledger.jsonl").exists()
+    assert [info.kind for info in ExperimentHistory.open(in_project, "env").rounds()] == ["baseline"]
 
 
 def _read_until(process: subprocess.Popen, marker: str, timeout: float = 180.0) -> str:

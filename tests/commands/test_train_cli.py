@@ -12,7 +12,7 @@ import pytest
 from copilot.cli import main
 from copilot.events import EpochSummary, RunStarted, parse_event
 from copilot.training.launcher import TrainerSpec
-from tests.training.conftest import TINY_CNN
+from tests.training.conftest import CONVENTIONS, TINY_CNN
 
 TINY_CONFIG = """
 [data]
@@ -123,3 +123,16 @@ def test_a_trainer_that_dies_exits_1(project: Path, capsys: pytest.CaptureFixtur
     assert main(["train", "dies.py", "--device", "cpu", "--run-name", "dies"]) == 1
     err = capsys.readouterr().err
     assert "error: the trainer process was killed by SIGKILL" in err and "hint:" in err
+
+
+def test_a_nanogpt_style_file_trains_with_config_arguments_and_the_header_says_how(
+    project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (project / "model.py").write_text((CONVENTIONS / "nanogpt_style.py").read_text(), encoding="utf-8")
+    sizes = ["--model-arg", "config.n_layer=1", "--model-arg", "config.n_head=2", "--model-arg", "config.n_embd=16"]
+    argv = ["train", "model.py", "--dataset", "text", "--device", "cpu", "--epochs", "1", "--batch-size", "16", *sizes]
+    assert main(argv) == 0
+    out = " ".join(capsys.readouterr().out.split())  # as one line, whatever the console's width
+    assert "outputs: (logits, loss) tuple, targets passed to forward" in out
+    assert "configure_optimizers() is ignored: the optimizer comes from HPARAMS and the flags" in out
+    assert "epoch 1, loss " in out

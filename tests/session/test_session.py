@@ -76,8 +76,11 @@ def test_accept_commits_the_round_swaps_the_model_and_training_goes_on(project: 
         assert swapped.round == 1 and swapped.model.has_normalization and swapped.model.has_residual
         assert swapped.model.total_params == proposal.sandbox.param_count
         session.resume_training()
-        run_until(session, stepped_past(swapped.step))
-        run_until(session, lambda seen: any(isinstance(e, EpochSummary) and e.round == 1 for e in seen))
+        # One wait for both: the step and the epoch's end may come in the same poll.
+        run_until(
+            session,
+            lambda seen: stepped_past(swapped.step)(seen) and any(isinstance(e, EpochSummary) and e.round == 1 for e in seen),
+        )
     finally:
         session.stop()
 
@@ -142,11 +145,16 @@ def test_a_hyperparameter_round_resumes_a_trainer_paused_on_nan(project: Path) -
         hparams_file = git(project, "show", f"{session.history.branch}:exploding.hparams.toml")
         assert f"lr = {proposal.after.lr!r}" in hparams_file
 
-        events = run_until(session, lambda seen: first(seen, HParamsApplied) is not None and first(seen, StateChanged) is not None)
+        # One wait over every event: the resumed step, and a second NaN pause after it, may come
+        # in the same poll as HParamsApplied, and a later wait would never see that step.
+        def resumed_and_stepped(seen: list[Event]) -> bool:
+            applied = first(seen, HParamsApplied)
+            return applied is not None and stepped_past(applied.step)(seen)
+
+        events = run_until(session, resumed_and_stepped)
         applied = first(events, HParamsApplied)
         assert applied.round == 1 and applied.hparams == proposal.after
         assert any(isinstance(e, StateChanged) and e.state == "running" for e in events)
-        run_until(session, stepped_past(applied.step))
     finally:
         session.stop()
 

@@ -10,6 +10,7 @@ from copilot.events import (
     HParams,
     HParamsApplied,
     ModelSummary,
+    ModelSwapped,
     RunStarted,
     TrainerError,
 )
@@ -92,5 +93,26 @@ def test_no_scheduled_look_once_the_budget_is_spent() -> None:
     watched.observe(epoch(1, 1.0))
     watched.observe(epoch(2, 1.0))
     assert watched.due() is None
-    watched.observe(TrainerError(kind="killed", message="the trainer process was killed by SIGKILL"))
+    watched.observe(TrainerError(kind="oom", message="the trainer process was killed by SIGKILL: the system ran out of memory"))
     assert watched.due() == "error"
+
+
+def test_a_kill_from_outside_or_a_full_disk_is_no_reason_to_assess() -> None:
+    watched = triggers()
+    watched.observe(TrainerError(kind="killed", message="the trainer process was killed by SIGTERM (exit code -15)"))
+    watched.observe(TrainerError(kind="disk", message="no space left on /runs/r (0 MB free)"))
+    assert watched.due() is None
+
+
+def test_errors_no_model_change_can_fix_ask_nothing() -> None:
+    watched = triggers()
+    for kind in ("config", "data", "environment"):
+        watched.observe(TrainerError(kind=kind, message=f"a {kind} problem", hint="fix it so"))
+    assert watched.due() is None
+
+
+def test_an_error_of_a_model_since_replaced_asks_nothing() -> None:
+    watched = triggers()
+    watched.observe(TrainerError(kind="forward", message="boom in the old model", step=3))
+    watched.observe(ModelSwapped(model=MODEL, step=3, transferred=0, total=2))
+    assert watched.due() is None

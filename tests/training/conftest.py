@@ -59,6 +59,9 @@ class TinyCNNHead(nn.Module):
         return self.fc(x + torch.relu(self.hidden(x)))
 """
 
+# Model files written the way public code bases write theirs (nanoGPT, minGPT, Hugging Face, pytorch/examples).
+CONVENTIONS = Path(__file__).resolve().parent / "conventions"
+
 TINY_TRAIN_SIZE = 48
 TINY_VAL_SIZE = 16
 

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from copilot.training.instruments import Instruments, dead_unit_fraction, fetch_together
+from copilot.training.model_outputs import OutputContract
 
 torch.set_num_threads(1)
 
@@ -189,3 +190,25 @@ def test_close_removes_the_order_hooks_before_any_forward() -> None:
     Instruments(model).close()
     assert not model._forward_pre_hooks and not model._forward_hooks
     assert not model.head._forward_pre_hooks
+
+
+def test_a_nonfinite_output_is_located_in_a_model_that_takes_its_targets() -> None:
+    class OwnLoss(nn.Module):
+        """forward(idx, targets) with no default: called without the targets it would only raise."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.embed = nn.Embedding(5, 4)
+            self.head = nn.Linear(4, 5)
+
+        def forward(self, idx: torch.Tensor, targets: torch.Tensor):
+            logits = self.head(self.embed(idx))
+            return logits, F.cross_entropy(logits.flatten(0, 1), targets.flatten())
+
+    model = OwnLoss()
+    with torch.no_grad():
+        model.head.weight[0, 0] = math.nan
+    instruments = Instruments(model)
+    tokens = torch.randint(0, 5, (2, 3))
+    contract = OutputContract(form="(logits, loss)", passes_targets=True)
+    assert instruments.locate_nonfinite_output(tokens, instruments.snapshot_weights(), tokens, contract) == "head"

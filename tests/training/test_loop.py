@@ -17,6 +17,7 @@ from copilot.events import Task
 from copilot.training.hparams import build_optimizer, build_scheduler, resolve_hparams
 from copilot.training.instruments import Instruments
 from copilot.training.loop import TrainState, evaluate, finish_epoch, make_loss_fn, train_step
+from copilot.training.model_outputs import OutputContract
 
 torch.set_num_threads(1)
 
@@ -255,3 +256,69 @@ def test_evaluate_runs_in_eval_mode_and_restores_training_mode() -> None:
     assert model.training
     with pytest.raises(DataError, match="no batches"):
         evaluate(state, [])
+
+
+class TinyGPT(nn.Module):
+    """forward(idx, targets=None) -> (logits, loss) as nanoGPT writes it, with a loss of its own
+    (scaled, so it cannot be mistaken for copilot's cross-entropy) that skips targets of -1."""
+
+    def __init__(self, vocab: int = 6) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(vocab, 8)
+        self.head = nn.Linear(8, vocab)
+
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None):
+        logits = self.head(self.embed(idx))
+        if targets is None:
+            return logits[:, [-1], :], None
+        return logits, 3.0 * F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=-1)
+
+
+def test_a_model_with_its_own_loss_gets_the_targets_and_ignored_positions_are_not_counted() -> None:
+    torch.manual_seed(0)
+    model = TinyGPT()
+    contract = OutputContract(form="(logits, loss)", passes_targets=True)
+    state = build_state(model, task="sequence")
+    state.contract, state.loss_fn = contract, make_loss_fn(model, "sequence", contract)
+    generator = torch.Generator().manual_seed(0)
+    inputs = torch.randint(0, 6, (4, 5), generator=generator)
+    targets = torch.randint(0, 6, (4, 5), generator=generator)
+    targets[:, :2] = -1  # nanoGPT masks positions with ignore_index=-1
+
+    with torch.no_grad():
+        logits, own_loss = model(inputs, targets)
+    kept = targets >= 0
+    expected_accuracy = ((logits.argmax(-1) == targets) & kept).sum().item() / kept.sum().item()
+    record = train_step(state, inputs, targets, log=True, sample_activations=False).record
+    assert record.loss == pytest.approx(own_loss.item())  # the returned loss, not cross-entropy again
+    assert record.accuracy == pytest.approx(expected_accuracy)
+
+    with torch.no_grad():
+        logits, own_loss = model(inputs, targets)
+    val_loss, val_accuracy = evaluate(state, [(inputs, targets)])
+    assert val_loss == pytest.approx(own_loss.item())
+    assert val_accuracy == pytest.approx(((logits.argmax(-1) == targets) & kept).sum().item() / kept.sum().item())
+
+
+def test_logits_as_batch_vocabulary_sequence_train_with_cross_entropy_and_accuracy() -> None:
+    torch.manual_seed(0)
+
+    class VocabFirst(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.embed = nn.Embedding(6, 6)
+
+        def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+            return self.embed(tokens).transpose(1, 2)
+
+    model = VocabFirst()
+    contract = OutputContract(class_dim=1)
+    state = build_state(model, task="sequence")
+    state.contract, state.loss_fn = contract, make_loss_fn(model, "sequence", contract)
+    inputs = torch.randint(0, 6, (4, 5), generator=torch.Generator().manual_seed(0))
+    targets = inputs.clone()  # a copy task: accuracy is defined and measurable
+    with torch.no_grad():
+        logits = model(inputs)
+    record = train_step(state, inputs, targets, log=True, sample_activations=False).record
+    assert record.loss == pytest.approx(F.cross_entropy(logits, targets).item())
+    assert record.accuracy == pytest.approx((logits.argmax(1) == targets).float().mean().item())

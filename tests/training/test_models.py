@@ -10,9 +10,10 @@ import pytest
 import torch
 from torch import nn
 
-from copilot.errors import ModelLoadError
+from copilot.errors import CopilotError, EnvironmentSetupError, ModelLoadError
 from copilot.events import DataSpec
 from copilot.training.models import ModelCheckError, check_forward, load_model, summarize_model, transfer_weights
+from tests.training.conftest import CONVENTIONS
 
 SHAPES = DataSpec(name="shapes", task="classification", input_shape=(3, 32, 32), num_classes=10, train_size=8, val_size=8)
 TEXT = DataSpec(
@@ -21,8 +22,8 @@ TEXT = DataSpec(
 REPO = Path(__file__).resolve().parents[2]
 
 
-def load_error(spec: Path | str, **model_args: object) -> ModelLoadError:
-    with pytest.raises(ModelLoadError) as caught:
+def load_error(spec: Path | str, **model_args: object) -> CopilotError:
+    with pytest.raises(CopilotError) as caught:
         load_model(str(spec), model_args)
     return caught.value
 
@@ -118,6 +119,34 @@ def test_import_error_names_the_missing_module(write_model) -> None:
     error = load_error(path)
     assert error.message == "needs.py:2 imports 'no_such_package_xyz', which is not installed"
     assert "pip install no_such_package_xyz" in error.hint
+
+
+def test_a_missing_package_is_the_environments_problem(write_model) -> None:
+    error = load_error(write_model("needs.py", "import torch\nimport no_such_package_xyz\n"))
+    assert isinstance(error, EnvironmentSetupError)
+
+
+def test_a_package_that_fails_inside_its_own_import_is_the_environments_problem(
+    write_model, tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # What PyPI's torchvision does beside a CPU-only torch: it is installed, and its own import raises.
+    site = tmp_path_factory.mktemp("site-packages")
+    (site / "visionish").mkdir(parents=True)
+    (site / "visionish" / "__init__.py").write_text("raise RuntimeError('operator visionish::nms does not exist')\n")
+    monkeypatch.syspath_prepend(str(site))
+    path = write_model("script.py", "import torch\nfrom visionish import datasets\n\nclass Net(torch.nn.Module):\n    pass\n")
+
+    error = load_error(path)
+
+    assert isinstance(error, EnvironmentSetupError)
+    assert error.message == "script.py:2 `from visionish import datasets` failed: RuntimeError: operator visionish::nms does not exist"
+    assert "reinstall visionish" in error.hint
+
+
+def test_a_crash_in_the_users_own_helper_module_stays_the_models_problem(write_model) -> None:
+    write_model("helpers.py", "raise ValueError('bad table')\n")
+    error = load_error(write_model("net.py", "import torch\nimport helpers\n"))
+    assert isinstance(error, ModelLoadError) and "bad table" in error.message
 
 
 def test_error_while_the_file_runs(write_model) -> None:
@@ -323,3 +352,216 @@ def test_transfer_copies_parameters_and_buffers_whose_name_and_shape_match() -> 
     assert torch.equal(new[3].bias, old[3].bias)
     assert torch.equal(new[3].weight, fresh_linear)
     assert math.isclose(float(new[1].running_mean.sum()), 2.0)
+
+
+# --------------------------------------------------------------------------- models as public code bases write them
+
+TINY_GPT = {"config.n_layer": 1, "config.n_head": 2, "config.n_embd": 16}
+
+
+def text_batch() -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(0)
+    tokens = torch.randint(0, TEXT.num_classes, (2, TEXT.input_shape[0] + 1), generator=generator)
+    return tokens[:, :-1].contiguous(), tokens[:, 1:].contiguous()
+
+
+def test_nanogpt_config_is_built_from_dotted_arguments_and_the_data_set() -> None:
+    loaded = load_model(str(CONVENTIONS / "nanogpt_style.py"), TINY_GPT, TEXT)
+    config = loaded.model.config
+    assert (config.n_layer, config.n_head, config.n_embd) == (1, 2, 16)
+    assert (config.vocab_size, config.block_size) == (30, 16)  # from the text set, not GPT-2's
+    assert config.bias is True  # left at the dataclass's default
+    assert loaded.ignored_hooks == ("configure_optimizers",)
+    inputs, targets = text_batch()
+    contract = check_forward(loaded, inputs, TEXT, targets)
+    # Given the targets, nanoGPT returns every position's logits, not only the last one.
+    assert (contract.form, contract.passes_targets, contract.class_dim) == ("(logits, loss)", True, -1)
+
+
+def test_a_config_default_past_the_parameter_budget_is_refused_with_the_sizes_to_give() -> None:
+    error = load_error(CONVENTIONS / "mingpt_style.py")
+    assert error.message.startswith("GPT(config=GPTConfig(...)) has ")
+    assert error.message.endswith("parameters, past the budget of 50,000,000 (sandbox.max_params)")
+    assert error.hint == "give smaller sizes (--model-arg config.n_layer=... --model-arg config.n_head=... --model-arg config.n_embd=...)"
+
+
+def test_minGPT_string_annotated_config_fills_vocab_and_block_size_the_user_left_out() -> None:
+    loaded = load_model(str(CONVENTIONS / "mingpt_style.py"), {**TINY_GPT, "config.block_size": 32}, TEXT)
+    assert loaded.model.tok_emb.num_embeddings == 30
+    assert loaded.model.pos_emb.shape[1] == 32  # given, so kept
+    inputs, targets = text_batch()
+    assert check_forward(loaded, inputs, TEXT, targets).form == "(logits, loss)"
+
+
+def test_pydantic_config_fields_are_checked_by_name_and_value() -> None:
+    loaded = load_model(str(CONVENTIONS / "hf_style.py"), {"config.hidden_size": 4}, SHAPES)
+    assert loaded.model.embeddings.out_channels == 4
+    assert check_forward(loaded, torch.randn(2, 3, 32, 32), SHAPES, torch.tensor([1, 2])).form == "object"
+    unknown = load_error(CONVENTIONS / "hf_style.py", **{"config.hidden": 4})
+    assert unknown.message == "TinyImageConfig has no field 'hidden' (--model-arg config.hidden)"
+    assert unknown.hint == "its fields: num_channels, hidden_size, num_labels, return_dict"
+    wrong = load_error(CONVENTIONS / "hf_style.py", **{"config.hidden_size": "wide"})
+    assert wrong.message.startswith("TinyImageConfig: config.hidden_size: Input should be a valid integer")
+
+
+def test_dotted_arguments_need_a_config_parameter(tiny_cnn: Path) -> None:
+    error = load_error(tiny_cnn, **{"width.size": 4})
+    assert error.message == "TinyCNN() has no config parameter 'width' for --model-arg width.size"
+
+
+def test_a_constructor_no_argument_can_build_gets_build_model_suggested(write_model) -> None:
+    path = write_model(
+        "custom_config.py",
+        """
+        from torch import nn
+
+        class Settings:  # neither a dataclass nor a pydantic model
+            width = 4
+
+        class Net(nn.Module):
+            def __init__(self, settings: Settings):
+                super().__init__()
+                self.fc = nn.Linear(3, settings.width)
+        """,
+    )
+    error = load_error(path)
+    assert error.message == "Net() needs arguments: settings"
+    assert error.hint == "define build_model() in custom_config.py that returns the model built as you want it"
+
+
+def test_a_training_script_imports_without_running_its_main_or_reading_our_flags() -> None:
+    loaded = load_model(str(CONVENTIONS / "mnist_script.py"), {})
+    assert loaded.class_name == "Net"
+
+
+def test_an_image_model_for_other_channels_names_both_and_what_would_fit() -> None:
+    loaded = load_model(str(CONVENTIONS / "mnist_script.py"), {})
+    with pytest.raises(ModelCheckError) as caught:
+        check_forward(loaded, torch.randn(2, 3, 32, 32), SHAPES)
+    assert caught.value.hint == (
+        "first layer 'conv1' expects 1 input channels; the shapes data set gives 3 x 32 x 32 samples: "
+        "a data set of that shape would fit (data.custom)"
+    )
+    three_channels = load_model(str(CONVENTIONS / "hf_style.py"), {})
+    gray = SHAPES.model_copy(update={"name": "custom", "input_shape": (1, 28, 28)})
+    with pytest.raises(ModelCheckError) as caught:
+        check_forward(three_channels, torch.randn(2, 1, 28, 28), gray)
+    assert caught.value.hint == (
+        "first layer 'embeddings' expects 3 input channels; the custom data set gives 1 x 28 x 28 samples: "
+        "--dataset shapes or --dataset cifar10 would fit"
+    )
+
+
+def test_an_mlp_for_other_image_sizes_names_the_features_both_ways(write_model) -> None:
+    path = write_model(
+        "mlp.py",
+        """
+        from torch import nn
+
+        def build_model():
+            return nn.Sequential(nn.Flatten(), nn.Linear(28 * 28, 10))
+        """,
+    )
+    with pytest.raises(ModelCheckError) as caught:
+        check_forward(load_model(str(path), {}), torch.randn(2, 3, 32, 32), SHAPES)
+    assert caught.value.hint == (
+        "first layer '1' expects 784 input features; the shapes data set gives 3 x 32 x 32 samples (3,072 flattened): "
+        "a data set of that shape would fit (data.custom), or make its in_features 3,072"
+    )
+
+
+def test_sequence_logits_in_either_layout_and_an_ambiguous_one_is_an_error(write_model) -> None:
+    path = write_model(
+        "conv_lm.py",
+        """
+        from torch import nn
+
+        class ConvLM(nn.Module):
+            '''Logits as [batch, vocabulary, sequence], the layout F.cross_entropy takes natively.'''
+
+            def __init__(self, vocab: int = 30):
+                super().__init__()
+                self.embed = nn.Embedding(vocab, 8)
+                self.conv = nn.Conv1d(8, vocab, 3, padding=1)
+
+            def forward(self, tokens):
+                return self.conv(self.embed(tokens).transpose(1, 2))
+        """,
+    )
+    inputs, targets = text_batch()
+    assert check_forward(load_model(str(path), {}), inputs, TEXT, targets).class_dim == 1
+    square = TEXT.model_copy(update={"input_shape": (30,)})
+    with pytest.raises(ModelCheckError) as caught:
+        check_forward(load_model(str(path), {}), torch.randint(0, 30, (2, 30)), square)
+    assert caught.value.message == (
+        "model output [2, 30, 30] could be [batch, sequence, vocabulary] or [batch, vocabulary, sequence]: "
+        "the text data set's sequence length and vocabulary are both 30"
+    )
+
+
+def test_sibling_modules_and_packages_import_as_when_the_script_runs(tmp_path: Path, write_model) -> None:
+    (tmp_path / "blocks").mkdir()
+    (tmp_path / "blocks" / "__init__.py").write_text("from .mlp import MLP\n", encoding="utf-8")
+    (tmp_path / "blocks" / "mlp.py").write_text(
+        "from torch import nn\n\nclass MLP(nn.Sequential):\n    def __init__(self):\n"
+        "        super().__init__(nn.Flatten(), nn.Linear(3 * 32 * 32, 10))\n",
+        encoding="utf-8",
+    )
+    write_model("widths.py", "HIDDEN = 10\n")
+    path = write_model(
+        "net.py",
+        """
+        from torch import nn
+
+        from blocks import MLP
+        from widths import HIDDEN
+
+        class Net(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.body = MLP()
+                assert HIDDEN == 10
+
+            def forward(self, x):
+                return self.body(x)
+        """,
+    )
+    check_forward(load_model(str(path), {}), torch.randn(2, 3, 32, 32), SHAPES)
+
+
+def test_a_package_failing_at_import_names_the_line_and_torchvision_gets_the_matching_pair(
+    tmp_path: Path, write_model
+) -> None:
+    # A stand-in torchvision beside the model fails as the real one does beside a torch it was not built for.
+    (tmp_path / "torchvision").mkdir()
+    (tmp_path / "torchvision" / "__init__.py").write_text(
+        'raise RuntimeError("operator torchvision::nms does not exist")\n', encoding="utf-8"
+    )
+    path = write_model("vision.py", "import torch\nfrom torchvision import models\n")
+    error = load_error(path)
+    assert error.message == (
+        "vision.py:2 `from torchvision import models` failed: RuntimeError: operator torchvision::nms does not exist"
+    )
+    minor = int(torch.__version__.split(".")[1])
+    assert f"pip install torch=={torch.__version__.split('+')[0]} torchvision==0.{minor + 15}.*" in error.hint
+
+
+def test_a_model_file_inside_a_package_imports_its_relatives(tmp_path: Path) -> None:
+    package = tmp_path / "mingpt"
+    package.mkdir()
+    (package / "__init__.py").write_text("", encoding="utf-8")
+    (package / "utils.py").write_text("WIDTH = 4\n", encoding="utf-8")
+    (package / "model.py").write_text(
+        "from torch import nn\n\nfrom mingpt.utils import WIDTH\nfrom .utils import WIDTH as SAME\n\n\n"
+        "class Net(nn.Sequential):\n    def __init__(self):\n"
+        "        super().__init__(nn.Flatten(), nn.Linear(3 * 32 * 32, WIDTH + SAME + 2))\n",
+        encoding="utf-8",
+    )
+    check_forward(load_model(str(package / "model.py"), {}), torch.randn(2, 3, 32, 32), SHAPES)
+
+
+def test_a_script_that_exits_at_import_says_where_its_code_belongs(write_model) -> None:
+    path = write_model("exits.py", "import argparse\n\nargparse.ArgumentParser().parse_args(['--epochs', '3'])\n")
+    error = load_error(path)
+    assert error.message == "exits.py exited while it was imported (exit status 2)"
+    assert error.hint == 'move the top-level script code under if __name__ == "__main__":'

@@ -34,8 +34,9 @@ from copilot.events import (
     TrainerError,
     parse_event,
 )
-from copilot.training.launcher import TrainerProcess
-from tests.training.conftest import TINY_CNN, TINY_CNN_WIDER_HEAD, of_type, once, run_to_end, tiny_spec
+from copilot.config import DataSettings, TrainSettings
+from copilot.training.launcher import TrainerProcess, TrainerSpec
+from tests.training.conftest import CONVENTIONS, TINY_CNN, TINY_CNN_WIDER_HEAD, of_type, once, run_to_end, tiny_spec
 
 
 def first_step(event: Event) -> bool:
@@ -258,3 +259,25 @@ def test_a_killed_trainer_is_reported_after_everything_it_sent(tmp_path: Path, t
     assert isinstance(before[0], RunStarted) and of_type(before, StepBatch)
     assert not trainer.is_alive and trainer.exitcode == -signal.SIGKILL
     assert trainer.poll() == []  # reported once
+
+
+def test_a_nanogpt_style_model_trains_unchanged_on_the_text_set(tmp_path: Path) -> None:
+    spec = TrainerSpec(
+        run_folder=tmp_path / "run",
+        model_spec=str(CONVENTIONS / "nanogpt_style.py"),
+        model_args={"config.n_layer": 1, "config.n_head": 2, "config.n_embd": 16},
+        data=DataSettings(dataset="text", train_size=32, val_size=16),
+        train=TrainSettings.model_validate({"device": "cpu", "log_every": 1, "hparams": {"epochs": 1, "batch_size": 16}}),
+    )
+    events = run_to_end(spec)
+    assert of_type(events, TrainerError) == []
+    (started,) = of_type(events, RunStarted)
+    assert started.output_form == "(logits, loss) tuple, targets passed to forward"
+    assert started.ignored_hooks == ("configure_optimizers",)
+    (summary,) = of_type(events, EpochSummary)
+    # Validation passed the targets too: every position was predicted, not only the last one.
+    assert summary.val_accuracy is not None and 0 <= summary.val_accuracy <= 1
+    assert math.isfinite(summary.val_loss) and math.isfinite(summary.train_loss)
+    records = [record for batch in of_type(events, StepBatch) for record in batch.records]
+    assert records and all(record.per_module_grad_norm for record in records)
+    assert "outputs (logits, loss) tuple, targets passed to forward" in (tmp_path / "run" / "events.log").read_text()

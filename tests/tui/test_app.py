@@ -21,7 +21,7 @@ from textual.command import CommandPalette
 from textual.pilot import Pilot
 from textual.widgets import DataTable, Input, Static, Tabs
 
-from copilot.advisor.schemas import Verdict
+from copilot.advisor.schemas import Diagnosis, Verdict
 from copilot.config import Settings
 from copilot.events import TrainerError
 from copilot.tui.app import CopilotApp, edited_hparam_change
@@ -32,6 +32,7 @@ from copilot.tui.screens.run import RunScreen
 from copilot.tui.widgets.charts import MetricChart
 from copilot.tui.widgets.log import LogPane
 from copilot.errors import CopilotError
+from copilot.session.controller import Continuing
 from tests.tui.synthetic import (
     START_TIME,
     Decision,
@@ -98,8 +99,7 @@ async def test_events_reach_the_charts_and_the_status_from_a_thread_of_their_own
         loss = app.screen.query_one("#chart-loss", MetricChart)
         assert [series.label for series in loss.data.series] == ["train", "val"]
         assert loss.data.round_steps[-1] == (1, 1280)
-        lines = [strip.text for strip in loss.build()]
-        assert any("r1" in line for line in lines)
+        await until(pilot, lambda: any("r1" in line for line in loss.lines))  # drawn by the builder thread
 
 
 async def test_a_due_assessment_shows_the_diagnosis_and_proposal_then_a_accepts() -> None:
@@ -435,9 +435,11 @@ async def test_compact_layout_switches_panes_and_chart_pages() -> None:
         await pilot.click("#tab-modules")  # the tabs answer the mouse too
         await pilot.pause(0.1)
         assert screen.query_one("#modules").display and not screen.query_one("#log").display
-        assert screen.query_one("#chart-loss").display and not screen.query_one("#chart-grad").display
+        assert screen.query_one("#chart-loss").display and screen.query_one("#chart-grad").display
+        assert not screen.query_one("#chart-accuracy").display
         await pilot.press("c")
-        assert screen.query_one("#chart-grad").display and not screen.query_one("#chart-loss").display
+        assert screen.query_one("#chart-accuracy").display and screen.query_one("#chart-ratio").display
+        assert not screen.query_one("#chart-loss").display
         await pilot.press("2", "z")
         assert screen.maximized is screen.query_one("#modules")
         await pilot.press("z")
@@ -474,6 +476,19 @@ async def test_the_command_palette_lists_every_action_of_the_screen() -> None:
         await pilot.press("enter")
         await until(pilot, lambda: "decide" in session.names())
         assert session.calls[-1] == ("decide", Verdict(decision="accept"))
+
+
+async def test_a_continue_is_a_short_notice_with_nothing_to_accept() -> None:
+    session = proposal_session()
+    summary = "Training is healthy at val_accuracy 97.0% after 4 epochs; still improving: no change, training goes on."
+    continuing = Continuing(Diagnosis(health="healthy", route="continue", summary=summary), "schedule")
+    session.assess = lambda trigger: continuing
+    app = make_app(session)
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: any("continue" in entry.message for entry in app.store.view().log_tail))
+        assert app.advisor_state == "idle" and app.turn is None
+        assert app.check_action("accept", ()) is None, "nothing to accept"
+        assert f"healthy: continue: {summary}" in [entry.message for entry in app.store.view().log_tail]
 
 
 async def test_a_failing_session_call_is_logged_in_one_line() -> None:

@@ -1,7 +1,8 @@
 """Choosing and writing an architecture proposal from a snapshot and a diagnosis.
 
-The choice: a targeted edit (sigmoid/tanh -> ReLU in the user's own source) when the
-only architectural problem is saturation in a shallow network that otherwise learns;
+The choice: a targeted edit of the user's own source where one is enough (return the
+logits where forward returns softmax into cross-entropy; sigmoid/tanh -> ReLU when the
+only architectural problem is saturation in a shallow network that otherwise learns);
 otherwise a regenerated module of the same family as the original (image CNN, MLP or
 transformer), sized from the data and the constructor's arguments. After a sandbox
 failure the next attempt is one size more conservative (standard -> compact ->
@@ -16,7 +17,13 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
-from copilot.advisor.codegen.edits import swap_saturating_activations
+from copilot.advisor.codegen.edits import (
+    SourceEdit,
+    remove_softmax_before_loss,
+    resize_head,
+    swap_saturating_activations,
+    use_glorot_init,
+)
 from copilot.advisor.codegen.image import image_classifier
 from copilot.advisor.codegen.mlp import mlp_classifier
 from copilot.advisor.codegen.module_file import PROFILES, Bindings, Profile, assemble
@@ -151,25 +158,64 @@ def write_architecture(facts: ModelFacts, diagnosis: Diagnosis, tags: set[str], 
     """The first architecture answer for a diagnosis, honouring a human's rejection reason."""
     wants_edit = _mentions(feedback, EDIT_WORDS)
     wants_rewrite = _mentions(feedback, REWRITE_WORDS)
+    if "softmax_before_loss" in tags and not wants_rewrite:
+        logits = remove_softmax_before_loss(facts.source_code, {facts.class_name})
+        if logits is not None:
+            return _edit_answer(
+                "return logits, not softmax, to cross-entropy",
+                "Cross-entropy applies its own log-softmax; probabilities fed to it are squashed twice. "
+                "Returning the logits is the whole fix; the rest of your file is kept.",
+                diagnosis,
+                logits,
+            )
+    head = next((f for f in diagnosis.findings if f.what == "head output size does not match the classes"), None)
+    if head is not None and not wants_rewrite:
+        resized = resize_head(facts.source_code, facts.class_name, int(head.evidence[0].value), facts.data.num_classes)
+        if resized is not None:
+            return _edit_answer(
+                f"head with {facts.data.num_classes} outputs",
+                f"The data set has {facts.data.num_classes} classes; only the head's output size changes.",
+                diagnosis,
+                resized,
+            )
+    if "tiny_init" in tags and not wants_rewrite:
+        activations = set(facts.model.activations) if facts.model else set()
+        rescaled = use_glorot_init(facts.source_code, "tanh" if activations & {"Tanh", "tanh"} else "sigmoid")
+        if rescaled is not None:
+            return _edit_answer(
+                "Glorot initial scale instead of a tiny constant",
+                "Weights drawn that small shrink the signal at every layer until nothing reaches the first ones; "
+                "Glorot's scale, with the activation's gain, keeps it steady. Only the init lines change.",
+                diagnosis,
+                rescaled,
+            )
     if (_saturating_only(facts, tags) or wants_edit) and not wants_rewrite:
         edit = swap_saturating_activations(facts.source_code, {facts.class_name} | _helper_classes(facts.source_code))
         if edit is not None:
-            return ArchitectureAnswer(
-                summary="swap sigmoid/tanh for ReLU",
-                rationale=(
-                    f"Findings: {_cited(diagnosis)}. The saturating activations pass almost no gradient in their flat "
-                    "tails; ReLU passes it unchanged for positive inputs, and the rest of the model is kept as it is."
-                ),
-                changes=list(edit.changes),
-                code=edit.code,
+            return _edit_answer(
+                "swap sigmoid/tanh for ReLU",
+                "The saturating activations pass almost no gradient in their flat tails; ReLU passes it unchanged "
+                "for positive inputs, and the rest of the model is kept as it is.",
+                diagnosis,
+                edit,
             )
     profile: Profile = "compact" if _mentions(feedback, SMALLER_WORDS) else "standard"
     code, changes, description = generate(facts, profile)
     return ArchitectureAnswer(
         summary=_summary(choose_family(facts)),
-        rationale=f"Findings: {_cited(diagnosis)}. {description} {_why(choose_family(facts))}",
+        rationale=(
+            f"Findings: {_cited(diagnosis)}. No targeted edit of your file fixes this, so this is a whole new module "
+            f"(class name and constructor kept). {description} {_why(choose_family(facts))}"
+        ),
         changes=list(changes),
         code=code,
+    )
+
+
+def _edit_answer(summary: str, why: str, diagnosis: Diagnosis, edit: SourceEdit) -> ArchitectureAnswer:
+    """An answer that edits the user's own source: only the listed spans change."""
+    return ArchitectureAnswer(
+        summary=summary, rationale=f"Findings: {_cited(diagnosis)}. {why}", changes=list(edit.changes), code=edit.code
     )
 
 

@@ -14,8 +14,9 @@ token tally per call) are what every provider shares, so each does them the same
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypeVar
 
 from pydantic import BaseModel, ValidationError
@@ -34,6 +35,7 @@ class ProviderUnavailable(AdvisorError):
 class StructuredReply(Generic[SchemaT]):
     value: SchemaT
     usage: TokenUsage
+    notices: tuple[str, ...] = ()  # for the human: e.g. how the provider had to ask for JSON
 
 
 @dataclass(frozen=True)
@@ -44,13 +46,15 @@ class TextReply:
 
 @dataclass
 class UsageTally:
-    """The tokens one `structured` or `text` call spends across its requests (thinking, correction)."""
+    """The tokens and wall time one `structured` or `text` call spends across its requests
+    (thinking, correction); the clock starts when the tally is made, at the call's start."""
 
     provider: str
     model: str
     role: Role
     input_tokens: int = 0
     output_tokens: int = 0
+    started: float = field(default_factory=time.monotonic)
 
     def add(self, input_tokens: int, output_tokens: int) -> None:
         self.input_tokens += input_tokens
@@ -63,6 +67,7 @@ class UsageTally:
             role=self.role,
             input_tokens=self.input_tokens,
             output_tokens=self.output_tokens,
+            latency_s=round(time.monotonic() - self.started, 3),
         )
 
 

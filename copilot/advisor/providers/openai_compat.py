@@ -6,12 +6,20 @@ key is read from the environment variable the settings name (never from the
 settings themselves) and is optional: local servers usually need none. It knows
 nothing about prompts, graphs or training.
 
-Structured answers ask first for `response_format` with a strict JSON schema: vLLM
-and Ollama both constrain decoding to it, while forced tool calls need extra server
-flags on vLLM and are ignored by Ollama. A server that refuses `response_format`
-(a 4xx naming it) gets a forced function call instead, for the rest of the
-provider's life. `strict` is what vLLM and Ollama expect; OpenAI's own service would
-also want every property required, which these schemas (with defaults) do not promise.
+Structured answers are negotiated per server, because each supports a different subset:
+vLLM takes `response_format` json_schema, `json_object` and named tool calls; Ollama
+takes json_schema and ignores `tool_choice`; llama.cpp's servers refuse json_schema
+(older builds with a 500 naming it) but take `json_object` with a `schema` or forced
+tools; others take none. With `advisor.openai.structured = "auto"` the provider asks in
+`NEGOTIATION_ORDER` and, when the server refuses a mode (a 4xx, or a 500 whose message
+names the feature), moves to the next and keeps it for the rest of the provider's life;
+the human is told once. The last mode puts the schema in the prompt and relies on the
+one correction. A named mode is used as it is: its refusal is an error naming the setting.
+A refusal is deterministic, so it is never retried; 429, 502, 503, 504 and a 500 that
+names no structured feature are, with the server's `Retry-After` honoured. A read
+timeout is not retried: a generation that outlived the timeout would be sent again in
+full. `strict` is what vLLM and Ollama expect; OpenAI's own service would also want
+every property required, which these schemas (with defaults) do not promise.
 """
 
 from __future__ import annotations
@@ -19,7 +27,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 
@@ -43,17 +51,22 @@ CONNECT_TIMEOUT_S = 10.0
 FIRST_BACKOFF_S = 0.25
 MAX_BACKOFF_S = 8.0
 RETRIED_STATUSES = frozenset({429, 500, 502, 503, 504})
+# Words by which a server's refusal names the structured-output feature it lacks; a 500
+# that names one is the server's way of refusing (llama.cpp), not an overload.
+STRUCTURED_FEATURE_WORDS = ("response_format", "json_schema", "json_object", "tool_choice", "tools", "function", "grammar")
+StructuredMode = Literal["json_schema", "tools", "json_object", "prompt"]
+NEGOTIATION_ORDER: tuple[StructuredMode, ...] = ("json_schema", "tools", "json_object", "prompt")
 
 
 class RequestRejected(AdvisorError):
-    """The server answered 4xx: the request itself is wrong, so retrying cannot help."""
+    """The server refused the request itself (a 4xx, or a 500 naming a feature): retrying cannot help."""
 
     def __init__(self, message: str, hint: str, detail: str) -> None:
         super().__init__(message, hint)
         self.detail = detail
 
-    def names_response_format(self) -> bool:
-        return "response_format" in self.detail or "json_schema" in self.detail
+    def names_structured_feature(self) -> bool:
+        return _names_structured_feature(self.detail)
 
 
 class OpenAICompatProvider:
@@ -64,7 +77,8 @@ class OpenAICompatProvider:
     def __init__(self, settings: OpenAISettings) -> None:
         self._settings = settings
         self._base_url = settings.base_url.rstrip("/")
-        self._use_tool_calls = False
+        self._negotiating = settings.structured == "auto"
+        self.structured_mode: StructuredMode = NEGOTIATION_ORDER[0] if self._negotiating else settings.structured
         api_key = os.environ.get(settings.api_key_env)
         self._client = httpx.Client(
             base_url=self._base_url + "/",
@@ -90,28 +104,42 @@ class OpenAICompatProvider:
     ) -> StructuredReply[SchemaT]:
         tally = UsageTally(self.name, model, role)
         flat_schema = tool_input_schema(schema)
-        messages = _opening(system, prompt)
         replies: list[dict[str, Any]] = []
+        corrections: list[dict[str, Any]] = []
+        refusals: list[tuple[StructuredMode, str]] = []  # (mode, the server's words) in this call
 
         def send() -> dict[str, Any]:
-            answer_format = self._answer_format(tool_name, tool_description, flat_schema)
-            return self._complete(model, messages, answer_format, tally)
+            mode = self.structured_mode
+            messages = [*_opening(_system_for(mode, system, tool_name, flat_schema), prompt), *corrections]
+            fields = _answer_format(mode, tool_name, tool_description, flat_schema)
+            return self._complete(model, messages, fields, tally)
 
         def ask(problem: str | None) -> object | None:
             if problem is not None:
-                messages.extend(_correction_turns(replies[-1], problem, tool_name))
-            try:
-                reply = send()
-            except RequestRejected as rejection:
-                if self._use_tool_calls or not rejection.names_response_format():
-                    raise
-                self._use_tool_calls = True
-                reply = send()
+                corrections.extend(_correction_turns(replies[-1], problem, tool_name))
+            while True:
+                try:
+                    reply = send()
+                    break
+                except RequestRejected as rejection:
+                    if not rejection.names_structured_feature() or self.structured_mode == "prompt":
+                        raise
+                    if not self._negotiating:
+                        hint = f'set advisor.openai.structured = "auto" instead of "{self.structured_mode}"'
+                        raise RequestRejected(rejection.message, hint, rejection.detail) from None
+                    refusals.append((self.structured_mode, rejection.detail))
+                    self.structured_mode = NEGOTIATION_ORDER[NEGOTIATION_ORDER.index(self.structured_mode) + 1]
             replies.append(reply)
             return _payload(reply, tool_name)
 
         value = ask_with_one_correction(schema, tool_name, ask, service=f"the model {model} at {self._base_url}")
-        return StructuredReply(value, tally.usage())
+        notices = (self._negotiation_notice(refusals),) if refusals else ()
+        return StructuredReply(value, tally.usage(), notices)
+
+    def _negotiation_notice(self, refusals: list[tuple[StructuredMode, str]]) -> str:
+        """What the human is told, once, when the server refused the modes tried before this one."""
+        refused = "; ".join(f"{mode} ({detail[:100]})" for mode, detail in refusals)
+        return f"{self._base_url} refused structured output as {refused}; copilot asks with {self.structured_mode} for the rest of this run"
 
     def text(self, *, role: Role, model: str, system: str, prompt: str) -> TextReply:
         tally = UsageTally(self.name, model, role)
@@ -123,29 +151,6 @@ class OpenAICompatProvider:
                 "retry, or choose another model for this role",
             )
         return TextReply(text, tally.usage())
-
-    def _answer_format(self, tool_name: str, tool_description: str, flat_schema: dict[str, Any]) -> dict[str, Any]:
-        if self._use_tool_calls:
-            return {
-                "tools": [
-                    {
-                        "type": "function",
-                        "function": {"name": tool_name, "description": tool_description, "parameters": flat_schema},
-                    }
-                ],
-                "tool_choice": {"type": "function", "function": {"name": tool_name}},
-            }
-        return {
-            "response_format": {
-                "type": "json_schema",
-                "json_schema": {
-                    "name": tool_name,
-                    "description": tool_description,
-                    "schema": flat_schema,
-                    "strict": True,
-                },
-            }
-        }
 
     def _complete(
         self, model: str, messages: list[dict[str, Any]], fields: dict[str, Any], tally: UsageTally
@@ -174,7 +179,7 @@ class OpenAICompatProvider:
                     f"cannot reach the OpenAI-compatible server at {url}: {reason}",
                     "start the server or fix advisor.openai.base_url; the offline rules answer this round",
                 ) from None
-            if response.status_code not in RETRIED_STATUSES or attempt == attempts - 1:
+            if not _worth_retrying(response) or attempt == attempts - 1:
                 break
             time.sleep(_backoff_s(response, attempt))
         return self._checked(response, url, model, attempts)
@@ -189,7 +194,7 @@ class OpenAICompatProvider:
                     f"{url} answered with something other than JSON", "check advisor.openai.base_url"
                 ) from None
         detail = _error_detail(response)
-        if status in RETRIED_STATUSES:
+        if status in RETRIED_STATUSES and not (status == 500 and _names_structured_feature(detail)):
             raise ProviderUnavailable(
                 f"{url} answered {status} after {attempts} attempt(s): {detail}",
                 "the offline rules answer this round; retry later or raise advisor.openai.max_retries",
@@ -211,6 +216,46 @@ class OpenAICompatProvider:
         )
 
 
+def _answer_format(mode: StructuredMode, tool_name: str, tool_description: str, flat_schema: dict[str, Any]) -> dict[str, Any]:
+    """The request fields that ask for schema-shaped JSON in `mode`."""
+    if mode == "tools":
+        function = {"name": tool_name, "description": tool_description, "parameters": flat_schema}
+        return {
+            "tools": [{"type": "function", "function": function}],
+            "tool_choice": {"type": "function", "function": {"name": tool_name}},
+        }
+    if mode == "json_schema":
+        json_schema = {"name": tool_name, "description": tool_description, "schema": flat_schema, "strict": True}
+        return {"response_format": {"type": "json_schema", "json_schema": json_schema}}
+    if mode == "json_object":
+        # llama.cpp constrains decoding to `schema`; servers that ignore the key still get JSON.
+        return {"response_format": {"type": "json_object", "schema": flat_schema}}
+    return {}
+
+
+def _system_for(mode: StructuredMode, system: str, tool_name: str, flat_schema: dict[str, Any]) -> str:
+    """The system prompt; where the server does not hold the model to the schema, it carries it."""
+    if mode not in ("json_object", "prompt"):
+        return system
+    contract = (
+        f"Answer as '{tool_name}': reply with one JSON object and nothing else, "
+        f"fitting this JSON schema exactly:\n{json.dumps(flat_schema, separators=(',', ':'))}"
+    )
+    return f"{system}\n\n{contract}" if system else contract
+
+
+def _worth_retrying(response: httpx.Response) -> bool:
+    """Overload and rate limits pass; a refusal, even one sent as a 500, does not."""
+    if response.status_code not in RETRIED_STATUSES:
+        return False
+    return response.status_code != 500 or not _names_structured_feature(_error_detail(response))
+
+
+def _names_structured_feature(detail: str) -> bool:
+    lowered = detail.lower()
+    return any(word in lowered for word in STRUCTURED_FEATURE_WORDS)
+
+
 def _opening(system: str, prompt: str) -> list[dict[str, Any]]:
     system_turn = [{"role": "system", "content": system}] if system else []
     return [*system_turn, {"role": "user", "content": prompt}]
@@ -226,13 +271,30 @@ def _payload(reply: dict[str, Any], tool_name: str) -> object | None:
 
 
 def _json_object(text: object) -> dict[str, Any] | None:
+    """The reply's JSON object: the whole text, or else the first object in it (small models
+    asked through the prompt wrap it in prose or a ```json fence)."""
     if not isinstance(text, str):
         return None
     try:
         parsed = json.loads(text)
     except json.JSONDecodeError:
-        return None
+        parsed = _first_object_in(text)
     return parsed if isinstance(parsed, dict) else None
+
+
+def _first_object_in(text: str) -> dict[str, Any] | None:
+    decoder = json.JSONDecoder()
+    start = text.find("{")
+    while start != -1:
+        try:
+            parsed, _ = decoder.raw_decode(text, start)
+        except json.JSONDecodeError:
+            start = text.find("{", start + 1)
+            continue
+        if isinstance(parsed, dict):
+            return parsed
+        start = text.find("{", start + 1)
+    return None
 
 
 def _correction_turns(reply: dict[str, Any], problem: str, tool_name: str) -> list[dict[str, Any]]:

@@ -1,9 +1,10 @@
 """The run screen: charts, per-module gradients, the advisor's diagnosis and proposal, the log.
 
-At 160×48 and above everything is on screen at once: charts and module rows on the
-left, the advisor on the right, the log along the bottom. Below 120 columns or 36
-rows the panes share one slot under the charts, picked with tabs (1, 2, 3 or a
-click); on short terminals two charts show at a time (c switches). The screen
+At 160×48 and above everything is on screen at once: charts and the per-module
+gradient bars on the left, the advisor on the right, the log along the bottom. Below
+120 columns or 36 rows the panes share one slot under the charts, picked with tabs
+(1, 2, 3 or a click); on short terminals two charts show at a time (c switches), loss
+and gradient norm first: the gradients are what this tool is for. The screen
 turns the store's view into chart data and hands each widget its part; the
 decisions behind the keys (accept, reject, edit) are the app's.
 """
@@ -19,16 +20,16 @@ from textual.widgets import Footer, Static, Tab, Tabs
 
 from copilot.tui.screens.live import LiveScreen
 from copilot.tui.store import MAX_SERIES, StoreView
-from copilot.tui.widgets.charts import ChartData, ChartSeries, MetricChart
+from copilot.tui.widgets.charts import BarsData, ChartData, ChartSeries, MetricChart, ModuleBars
 from copilot.tui.widgets.diagnosis import DiagnosisPane
 from copilot.tui.widgets.log import LogPane
-from copilot.tui.widgets.modules import ModulesPanel
 from copilot.tui.widgets.proposal import ProposalPane
 from copilot.tui.widgets.status import StatusBar
 
 UPDATE_RATIO_GUIDE = 1e-3
 PANES = ("advisor", "modules", "log")
-CHART_PAGES = ("loss", "gradients")
+# Short terminals show one pair of charts at a time; the first pair has the gradient norm.
+CHART_PAGES = ("loss-and-gradients", "accuracy-and-updates")
 
 
 def _epoch_series(view: StoreView, label: str, attribute: str) -> ChartSeries:
@@ -45,6 +46,7 @@ def train_val_chart(view: StoreView, metric: str) -> ChartData:
         key=view.version,
         series=(ChartSeries("train", steps, values), _epoch_series(view, "val", f"val_{metric}")),
         round_steps=view.round_steps,
+        arrivals=view.arrivals,
     )
 
 
@@ -54,12 +56,21 @@ def grad_norm_chart(view: StoreView, *, per_module: bool) -> ChartData:
     if per_module:
         outliers = list(view.grad_norm_steps.items())[: MAX_SERIES - 1]
         series += [ChartSeries(name, *arrays) for name, arrays in outliers]
-    return ChartData(key=(view.version, per_module), series=tuple(series), round_steps=view.round_steps)
+    return ChartData(
+        key=(view.version, per_module), series=tuple(series), round_steps=view.round_steps, arrivals=view.arrivals
+    )
 
 
 def update_ratio_chart(view: StoreView) -> ChartData:
     series = tuple(ChartSeries(name, *arrays) for name, arrays in view.update_ratio_steps.items())
-    return ChartData(key=view.version, series=series, round_steps=view.round_steps, guide=UPDATE_RATIO_GUIDE)
+    return ChartData(
+        key=view.version, series=series, round_steps=view.round_steps, guide=UPDATE_RATIO_GUIDE, arrivals=view.arrivals
+    )
+
+
+def module_bars(view: StoreView) -> BarsData:
+    rows = tuple(row for row in view.modules if row.grad_norm is not None)
+    return BarsData(key=rows, rows=rows, arrivals=view.arrivals)
 
 
 class RunScreen(LiveScreen):
@@ -94,11 +105,11 @@ class RunScreen(LiveScreen):
         if self.copilot.banner:
             yield Static(Text(self.copilot.banner), id="banner")
         with Container(id="body", classes="-pane-advisor"):
-            with Container(id="charts", classes="-page-loss"):
-                yield MetricChart("loss", id="chart-loss", classes="page-loss")
-                yield MetricChart("accuracy", id="chart-accuracy", classes="page-loss")
-                yield MetricChart("gradient norm", log_scale=True, id="chart-grad", classes="page-gradients")
-                yield MetricChart("update/weight", log_scale=True, id="chart-ratio", classes="page-gradients")
+            with Container(id="charts", classes=f"-page-{CHART_PAGES[0]}"):
+                yield MetricChart("loss", id="chart-loss", classes=f"page-{CHART_PAGES[0]}")
+                yield MetricChart("gradient norm", log_scale=True, id="chart-grad", classes=f"page-{CHART_PAGES[0]}")
+                yield MetricChart("accuracy", id="chart-accuracy", classes=f"page-{CHART_PAGES[1]}")
+                yield MetricChart("update/weight", log_scale=True, id="chart-ratio", classes=f"page-{CHART_PAGES[1]}")
             yield Tabs(
                 Tab("1 Advisor", id="tab-advisor"), Tab("2 Modules", id="tab-modules"), Tab("3 Log", id="tab-log"),
                 id="pane-tabs",
@@ -106,7 +117,7 @@ class RunScreen(LiveScreen):
             with Vertical(id="advisor", classes="pane"):
                 yield DiagnosisPane(id="diagnosis")
                 yield ProposalPane(id="proposal")
-            yield ModulesPanel(id="modules", classes="pane")
+            yield ModuleBars("latest per module", id="modules", classes="pane")
             yield LogPane(id="log", classes="pane")
         yield Footer(compact=True)
 
@@ -127,7 +138,7 @@ class RunScreen(LiveScreen):
         self.query_one("#chart-accuracy", MetricChart).show(train_val_chart(view, "accuracy"))
         self.query_one("#chart-grad", MetricChart).show(grad_norm_chart(view, per_module=self.module_series))
         self.query_one("#chart-ratio", MetricChart).show(update_ratio_chart(view))
-        self.query_one(ModulesPanel).show(tuple(row for row in view.modules if row.grad_history))
+        self.query_one(ModuleBars).show(module_bars(view))
         self.query_one(LogPane).show(view.log_total, view.log_tail)
         turn = copilot.turn
         diagnosis, trigger = copilot.last_diagnosis or (None, None)

@@ -1,86 +1,67 @@
-"""Line charts that cost almost nothing per frame, drawn in braille from numpy arrays.
+"""The live charts, drawn by plotext off the event loop and painted from a cache.
 
-A chart's cost must not grow with the run's length or repeat when nothing changed, so
-a `MetricChart`:
-- rasterises every series to its pixel columns (min, max and the line between
-  neighbours per column, so spikes survive) in a few numpy operations,
-- draws at most `MAX_SERIES` series,
-- rebuilds its strips only when it was handed new data, resized or restyled, and
-  otherwise hands Textual the strips it built last time (Textual's line API).
-Log scales plot log10 values with decade tick labels.
+A plotext build costs tens of milliseconds (more with points and series) and its
+module-level API is one global figure, so:
+- a `PlotextChart` widget never builds: it hands its data to the app's `ChartBuilder`
+  and paints the strips the builder sent back last (Textual's line API);
+- the builder is one thread that builds one chart at a time under `PLOTEXT_LOCK`,
+  only charts that are on screen and whose data or size changed, each at most once
+  per `REBUILD_INTERVAL_S`, and together within `BUILD_DUTY` of one core over a few
+  seconds, so builds are staggered and the app's CPU stays bounded;
+- plotext's ANSI output is parsed once (`Text.from_ansi`) into strips, in the builder;
+- series are downsampled to the plot's pixel width with min and max per bucket, so
+  spikes survive; log axes plot log10 values with ticks labelled here
+  (plotext's `yscale("log")` crashes on the second build).
+The legend is one line above each plot that always fits its width.
 
-We measured plotext (through textual-plotext) at 20-75 ms per chart build on this
-machine, before Rich re-parses its ANSI output; four of them blow the 25 ms frame
-budget however few points they get. `benchmarks/tui_frame.py` keeps that
-comparison. This module draws; it knows nothing about runs or trainers.
+This module draws; it knows nothing about runs or trainers.
 """
 
 from __future__ import annotations
 
+import io
 import math
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
-from rich.segment import Segment
+import plotext as plt
+from rich.console import Console
 from rich.style import Style
-from textual.geometry import Region, Size
+from rich.text import Text
+from textual.events import Resize, Show
+from textual.message import Message
 from textual.strip import Strip
 from textual.widget import Widget
 
-from copilot.tui.store import MAX_SERIES, minmax_downsample
+from copilot.plotext_lock import PLOTEXT_LOCK
+from copilot.tui.store import MAX_SERIES, ModuleRow, minmax_downsample, module_anomaly
+from copilot.tui.widgets.modules import ANOMALY_COLORS, HEALTHY_SPARK
 
-SERIES_COLORS = ("#4fc3f7", "#ffb74d", "#81c784", "#f06292", "#fff176", "#b39ddb", "#e57373", "#e0e0e0")
-GUIDE_COLOR = "#9e9e9e"
-ROUND_COLOR = "#ef5350"
-NONFINITE_COLOR = "#ff5252"
-
-# Braille dot bits by (row within the cell from the top, column within the cell).
-_BRAILLE_BITS = np.array([[0x01, 0x08], [0x02, 0x10], [0x04, 0x20], [0x40, 0x80]], dtype=np.uint32)
-_BRAILLE_BASE = 0x2800
-_GUIDE_CHAR = ord("┈")
-_ROUND_CHAR = ord("┊")
+SERIES_COLORS = ((79, 195, 247), (255, 183, 77), (129, 199, 132), (240, 98, 146), (255, 241, 118), (179, 157, 219),
+                 (229, 115, 115), (224, 224, 224))
+GUIDE_COLOR = (158, 158, 158)
+ROUND_COLOR = (239, 83, 80)
+OTHERS_BAR_COLOR = GUIDE_COLOR
 
 
-@dataclass(frozen=True)
-class ChartSeries:
-    label: str
-    steps: np.ndarray
-    values: np.ndarray
+def _rgb(style: str) -> tuple[int, int, int]:
+    """A Rich colour ("bold red", "#ff8a65") as the RGB triple plotext takes."""
+    color = Style.parse(style).color
+    assert color is not None
+    return tuple(color.get_truecolor())  # type: ignore[return-value]
 
 
-@dataclass(frozen=True)
-class ChartData:
-    """Everything one chart draws; `key` says whether it differs from the last frame."""
-
-    key: object  # e.g. the store version: equal keys mean equal data
-    series: tuple[ChartSeries, ...]
-    round_steps: tuple[tuple[int, int], ...] = ()  # (round, step where it starts): marked on the x axis
-    guide: float | None = None  # a horizontal reference line, e.g. the 1e-3 update ratio
-
-
-@dataclass(frozen=True)
-class ChartStyles:
-    """The styles one build uses, derived from the widget's CSS so charts follow the theme."""
-
-    base: Style
-    title: Style
-    axis: Style
-    guide: Style
-    round_marker: Style
-    nonfinite: Style
-    series: tuple[Style, ...]
-
-    @classmethod
-    def on(cls, base: Style) -> "ChartStyles":
-        return cls(
-            base=base,
-            title=base + Style(bold=True),
-            axis=base + Style(dim=True),
-            guide=base + Style(color=GUIDE_COLOR),
-            round_marker=base + Style(color=ROUND_COLOR),
-            nonfinite=base + Style(color=NONFINITE_COLOR, bold=True),
-            series=tuple(base + Style(color=color) for color in SERIES_COLORS),
-        )
+HEALTHY_BAR_COLOR = _rgb(HEALTHY_SPARK)
+ANOMALY_BAR_COLORS = {anomaly: _rgb(style) for anomaly, style in ANOMALY_COLORS.items()}  # as in the layers table
+REBUILD_INTERVAL_S = 0.6  # per chart: keeps staleness p95 under 1.5 s; each build costs 10-80 ms
+BUILD_DUTY = 0.15  # the most CPU (fraction of one core) the builds may take over a `BUILD_WINDOW_S`
+BUILD_GAP_S = 0.03  # between two builds: the event loop paints one before the next lands
+BUILD_WINDOW_S = 2.0  # long enough that one slow build (GC, a big figure) does not stall the others
+LEGEND_GAP = "  "
 
 
 def format_value(value: float) -> str:
@@ -109,125 +90,103 @@ def log10_ticks(low: float, high: float) -> tuple[list[float], list[str]]:
     """Tick positions (in log10 space) for [low, high] and their labels, top first.
 
     Decades ("1e-3") when two or more fit; otherwise the ends with their values, around
-    the one decade inside, if any, so a narrow range still reads.
+    the one decade inside, if any, so a narrow range still reads. An end closer to that
+    decade than a tenth of the range is left out: both would land on one row, and which
+    label plotext shows there is not stable from run to run.
     """
     first, last = math.ceil(low), math.floor(high)
     step = max(1, (last - first) // 4)
     decades = [float(p) for p in range(last, first - 1, -step)]
     if len(decades) >= 2:
         return decades, [f"1e{int(p)}" for p in decades]
-    positions = [high, *decades, low]
-    return positions, [format_value(10**high), *(f"1e{int(p)}" for p in decades), format_value(10**low)]
+    near = (high - low) / 10
+    ends = [end for end in (high, low) if all(abs(end - decade) > near for decade in decades)]
+    ticks = sorted([(end, format_value(10**end)) for end in ends] + [(p, f"1e{int(p)}") for p in decades], reverse=True)
+    return [position for position, _ in ticks], [label for _, label in ticks]
 
 
-def _prepared(series: ChartSeries, log_scale: bool, buckets: int) -> tuple[np.ndarray, np.ndarray]:
-    """The series reduced to at most 2 points per bucket (min and max) before any per-point work.
+# --------------------------------------------------------------------------- what a chart draws
 
-    The cost of a frame then depends on the chart's width, not on the run's length.
+
+@dataclass(frozen=True)
+class ChartSeries:
+    label: str
+    steps: np.ndarray
+    values: np.ndarray
+
+
+@dataclass(frozen=True)
+class ChartData:
+    """Everything one line chart draws; `key` says whether it differs from the last frame."""
+
+    key: object  # e.g. the store version: equal keys mean equal data
+    series: tuple[ChartSeries, ...]
+    round_steps: tuple[tuple[int, int], ...] = ()  # (round, step where it starts): vertical lines
+    guide: float | None = None  # a horizontal reference line, e.g. the 1e-3 update ratio
+    arrivals: tuple[float, ...] = ()  # when the data in it reached the app (time.monotonic()), oldest first
+
+
+@dataclass(frozen=True)
+class BarsData:
+    """One horizontal bar per module: its latest gradient norm, coloured by its anomaly."""
+
+    key: object
+    rows: tuple[ModuleRow, ...]
+    arrivals: tuple[float, ...] = ()
+
+
+def legend_line(title: str, entries: list[tuple[str, str, tuple[int, int, int]]], width: int) -> Text:
+    """`title  ━ train 0.412  ━ val 0.380`, cut at a whole entry: what does not fit is counted, `+2`.
+
+    A name too long for the line keeps its end (`…features.10`), where module names differ.
     """
-    steps, values = minmax_downsample(np.asarray(series.steps), np.asarray(series.values), buckets)
-    if log_scale:
-        positive = values > 0
-        steps, values = steps[positive], np.log10(values[positive])
-    return steps.astype(np.float64), values.astype(np.float64)
+    line = Text(title, style="bold", no_wrap=True, overflow="crop")
+    for index, (name, value, color) in enumerate(entries):
+        left = len(entries) - index - 1
+        reserve = len(f" +{left}") if left else 0
+        entry_width = len(f"{LEGEND_GAP}━ {name} {value}")
+        room = width - line.cell_len - reserve
+        if entry_width > room:
+            short = room - len(f"{LEGEND_GAP}━  {value}") - 1
+            if index == 0 and short >= 6:  # the first entry is worth a shortened name
+                name = "…" + name[-short:]
+            else:
+                line.append(f" +{len(entries) - index}", style="dim")
+                break
+        line.append(f"{LEGEND_GAP}━ ", style=Style(color=f"rgb{color}"))
+        line.append(f"{name} ")
+        line.append(value, style="bold red" if value in ("nan", "inf", "-inf") else "")
+    line.truncate(width)
+    return line
 
 
-def raster_columns(
-    px: np.ndarray, py: np.ndarray, pixel_columns: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per pixel column: whether the line passes, and the lowest and highest pixel row it covers.
-
-    `px` must be sorted. Points sharing a column contribute their min and max (spikes
-    survive however many steps fall in one column), in one pass over the points;
-    columns between points are interpolated; each column's span reaches halfway to
-    its neighbours, so steep lines stay connected.
-    """
-    index = np.clip(np.rint(px).astype(np.int64), 0, pixel_columns - 1)
-    starts = np.flatnonzero(np.diff(index, prepend=-1))
-    used = index[starts]
-    column_low = np.minimum.reduceat(py, starts)
-    column_high = np.maximum.reduceat(py, starts)
-    counts = np.diff(np.append(starts, len(py)))
-    columns = np.arange(pixel_columns, dtype=np.float64)
-    covered = (columns >= used[0]) & (columns <= used[-1])
-    line = np.interp(columns, used, np.add.reduceat(py, starts) / counts)
-    low, high = line.copy(), line.copy()
-    low[used], high[used] = column_low, column_high
-    middle = (line[1:] + line[:-1]) / 2
-    inner = covered[1:] & covered[:-1]  # the line does not reach towards columns it never gets to
-    low[1:] = np.where(inner, np.minimum(low[1:], middle), low[1:])
-    high[1:] = np.where(inner, np.maximum(high[1:], middle), high[1:])
-    low[:-1] = np.where(inner, np.minimum(low[:-1], middle), low[:-1])
-    high[:-1] = np.where(inner, np.maximum(high[:-1], middle), high[:-1])
-    return covered, low, high
+def _linear_ticks(low: float, high: float) -> tuple[list[float], list[str]]:
+    positions = [high - (high - low) * index / 2 for index in range(3)]
+    return positions, [format_value(position) for position in positions]
 
 
-def braille_cells(covered: np.ndarray, low: np.ndarray, high: np.ndarray, rows: int) -> np.ndarray:
-    """Braille dot bits per cell, (rows, columns), top row first, from per-column pixel spans."""
-    pixel_rows = rows * 4
-    low_row = np.clip(np.rint(low), 0, pixel_rows - 1)
-    high_row = np.clip(np.rint(high), 0, pixel_rows - 1)
-    heights = np.arange(pixel_rows, dtype=np.float64)[:, None]
-    on = (heights >= low_row[None, :]) & (heights <= high_row[None, :]) & covered[None, :]
-    on = on[::-1]  # pixel row 0 is the bottom; cells are listed from the top
-    cells = on.reshape(rows, 4, -1, 2) * _BRAILLE_BITS[None, :, None, :]
-    return cells.sum(axis=(1, 3), dtype=np.uint32)
-
-
-def _row_strip(codes: np.ndarray, style_ids: np.ndarray, styles: list[Style]) -> list[Segment]:
-    """One row of cells as segments, one segment per run of equal style."""
-    text = codes.astype("<u4").tobytes().decode("utf-32-le")
-    cuts = np.flatnonzero(style_ids[1:] != style_ids[:-1]) + 1
-    bounds = [0, *cuts.tolist(), len(text)]
-    return [Segment(text[a:b], styles[style_ids[a]]) for a, b in zip(bounds, bounds[1:])]
-
-
-def _place(line: list[str], owners: list[int], text: str, column: int, owner: int) -> bool:
-    """Write `text` into a label row at `column` if it fits without touching another label."""
-    end = column + len(text)
-    if column < 0 or end > len(line) or any(char != " " for char in line[max(0, column - 1) : end + 1]):
-        return False
-    line[column:end] = list(text)
-    owners[column:end] = [owner] * len(text)
-    return True
-
-
-def _segments_of(line: list[str], owners: list[int], styles: list[Style]) -> list[Segment]:
-    segments: list[Segment] = []
-    start = 0
-    for index in range(1, len(line) + 1):
-        if index == len(line) or owners[index] != owners[start]:
-            segments.append(Segment("".join(line[start:index]), styles[owners[start]]))
-            start = index
-    return segments
-
-
-def draw_chart(
-    data: ChartData | None, width: int, height: int, *, title: str, log_scale: bool, styles: ChartStyles
-) -> list[Strip]:
-    """The chart as `height` strips of `width` cells: a title row with the latest values, the plot, the x axis."""
-    if width <= 0 or height <= 0:
-        return []
-    blank = Strip.blank(width, styles.base)
+def draw_line_chart(data: ChartData | None, width: int, height: int, *, title: str, log_scale: bool) -> Text:
+    """The legend line and the plotext plot under it, as one Rich `Text` of `height` lines."""
     chosen = data.series[:MAX_SERIES] if data else ()
-    prepared = [(series, *_prepared(series, log_scale, buckets=width * 2)) for series in chosen]
-    title_strip = _title_strip(title, prepared, width, styles)
-    drawn = [(series, steps, values) for series, steps, values in prepared if len(steps)]
-    plot_rows = height - 2
-    if not drawn or plot_rows < 1:
-        strips = [title_strip] + [blank] * (height - 1)
-        if height >= 3:
-            message = "waiting for data" if not drawn else ""
-            strips[height // 2] = Strip([Segment(message.center(width)[:width], styles.axis)], width)
-        return strips[:height]
-
+    entries = [(series.label, format_value(float(series.values[-1])), SERIES_COLORS[index])
+               for index, series in enumerate(chosen) if len(series.values)]
+    legend = legend_line(title, entries, width)
+    plot_height = height - 1
+    prepared = []
+    for index, series in enumerate(chosen):
+        # Two points per text column: the min and max of its bucket, so a spike of one step survives.
+        steps, values = minmax_downsample(np.asarray(series.steps), np.asarray(series.values), max(1, width))
+        if log_scale:
+            positive = values > 0
+            steps, values = steps[positive], np.log10(values[positive])
+        if len(steps):
+            prepared.append((index, steps, values))
+    if not prepared or plot_height < 4 or width < 20:
+        return _waiting(legend, width, height, "waiting for data" if not prepared else "")
     assert data is not None
-    # The x range comes from the full series: downsampling may have dropped the first step.
-    x_low = min(float(series.steps[0]) for series, _, _ in drawn)
-    x_high = max(float(series.steps[-1]) for series, _, _ in drawn)
-    if x_high <= x_low:
-        x_high = x_low + 1.0
-    all_values = np.concatenate([values for _, _, values in drawn])
+    x_low = min(float(steps[0]) for _, steps, _ in prepared)
+    x_high = max(float(steps[-1]) for _, steps, _ in prepared)
+    all_values = np.concatenate([values for _, _, values in prepared])
     y_low, y_high = float(all_values.min()), float(all_values.max())
     guide = None
     if data.guide is not None and data.guide > 0:
@@ -236,167 +195,322 @@ def draw_chart(
     if y_high <= y_low:
         pad = 0.5 if log_scale else max(abs(y_low) * 0.1, 1e-12)
         y_low, y_high = y_low - pad, y_high + pad
-    margin = (y_high - y_low) * 0.04
-    y_low, y_high = y_low - margin, y_high + margin
-
-    tick_rows, tick_labels = _y_ticks(y_low, y_high, plot_rows, log_scale)
-    gutter = max(len(label) for label in tick_labels) + 1
-    plot_columns = width - gutter
-    if plot_columns < 4:
-        return [title_strip] + [blank] * (height - 1)
-    pixel_columns, pixel_rows = plot_columns * 2, plot_rows * 4
-
-    codes = np.zeros((plot_rows, plot_columns), dtype=np.uint32)
-    style_ids = np.zeros((plot_rows, plot_columns), dtype=np.int64)  # 0: base
-    palette: list[Style] = [styles.base, styles.guide, styles.round_marker, *styles.series]
-    # Series 0 is drawn last, so the primary line stays on top where lines cross.
-    for index in reversed(range(len(drawn))):
-        _, steps, values = drawn[index]
-        if np.any(np.diff(steps) < 0):  # a resumed trainer can repeat steps; draw them in order
-            order = np.argsort(steps, kind="stable")
-            steps, values = steps[order], values[order]
-        px = (steps - x_low) / (x_high - x_low) * (pixel_columns - 1)
-        py = (values - y_low) / (y_high - y_low) * (pixel_rows - 1)
-        cells = braille_cells(*raster_columns(px, py, pixel_columns), plot_rows)
-        hit = cells > 0
-        codes |= cells
-        style_ids[hit] = 3 + index
-
-    empty = codes == 0
-    chars = codes + _BRAILLE_BASE
-    if guide is not None:
-        guide_row = plot_rows - 1 - int((guide - y_low) / (y_high - y_low) * (pixel_rows - 1)) // 4
-        row_cells = empty[guide_row]
-        chars[guide_row, row_cells] = _GUIDE_CHAR
-        style_ids[guide_row, row_cells] = 1
-    marker_columns: list[tuple[int, int]] = []
-    for round_number, step in data.round_steps:
-        if round_number == 0 or not (x_low <= step <= x_high):
-            continue
-        column = int((step - x_low) / (x_high - x_low) * (pixel_columns - 1)) // 2
-        marker_columns.append((round_number, column))
-        column_cells = empty[:, column]
-        chars[column_cells, column] = _ROUND_CHAR
-        style_ids[column_cells, column] = 2
-
-    label_at = dict(zip(tick_rows, tick_labels))
-    strips = [title_strip]
-    for row in range(plot_rows):
-        label = label_at.get(row)
-        gutter_text = (label.rjust(gutter - 1) + "┤") if label is not None else " " * (gutter - 1) + "│"
-        segments = [Segment(gutter_text, styles.axis), *_row_strip(chars[row], style_ids[row], palette)]
-        strips.append(Strip(segments, width))
-    strips.append(_x_axis_strip(x_low, x_high, marker_columns, gutter, plot_columns, styles))
-    return strips
+    y_ticks, y_labels = log10_ticks(y_low, y_high) if log_scale else _linear_ticks(y_low, y_high)
+    x_ticks = [x_low, (x_low + x_high) / 2, x_high] if x_high > x_low else [x_low]
+    with PLOTEXT_LOCK:
+        plt.clear_figure()
+        plt.plotsize(width, plot_height)
+        plt.theme("clear")  # no background of its own: the app's theme shows through
+        for index, steps, values in reversed(prepared):  # series 0 last: the primary line stays on top
+            plt.plot(steps.tolist(), values.tolist(), marker="braille", color=SERIES_COLORS[index])
+        if guide is not None:
+            plt.hline(guide, GUIDE_COLOR)
+        for round_number, step in data.round_steps:
+            if round_number and x_low <= step <= x_high:
+                plt.vline(step, ROUND_COLOR)
+                plt.text(f"r{round_number}", step, y_high, color=ROUND_COLOR)
+        plt.ylim(y_low, y_high)
+        plt.yticks(y_ticks, y_labels)
+        plt.xticks(x_ticks, [format_step(x) for x in x_ticks])
+        ansi = plt.build()
+        plt.clear_figure()
+    return Text("\n").join([legend, Text.from_ansi(ansi)])
 
 
-def _y_ticks(low: float, high: float, rows: int, log_scale: bool) -> tuple[list[int], list[str]]:
-    """Rows (from the top) that carry a y label, and the labels."""
-
-    def row_of(value: float) -> int:
-        return min(rows - 1, max(0, int(round((high - value) / (high - low) * (rows - 1)))))
-
-    if log_scale:
-        positions, labels = log10_ticks(low, high)
-    else:
-        count = 3 if rows >= 5 else 2
-        positions = [high - (high - low) * i / (count - 1) for i in range(count)]
-        labels = [format_value(position) for position in positions]
-    chosen: dict[int, str] = {}
-    for position, label in zip(positions, labels):
-        chosen.setdefault(row_of(position), label)
-    return list(chosen), list(chosen.values())
+def _waiting(legend: Text, width: int, height: int, message: str) -> Text:
+    lines = [legend] + [Text("") for _ in range(height - 1)]
+    if height >= 3:
+        lines[height // 2] = Text(message.center(width), style="dim")
+    return Text("\n").join(lines)
 
 
-def _x_axis_strip(
-    x_low: float, x_high: float, markers: list[tuple[int, int]], gutter: int, columns: int, styles: ChartStyles
-) -> Strip:
-    line = [" "] * columns
-    owners = [0] * columns  # 0 axis, 1 round marker
-    _place(line, owners, format_step(x_low), 0, 0)
-    high_label = format_step(x_high)
-    _place(line, owners, high_label, columns - len(high_label), 0)
-    for round_number, column in markers:
-        _place(line, owners, f"r{round_number}", column, 1)
-    if columns >= 30:
-        middle = format_step((x_low + x_high) / 2)
-        _place(line, owners, middle, (columns - len(middle)) // 2, 0)
-    segments = [Segment(" " * gutter, styles.axis), *_segments_of(line, owners, [styles.axis, styles.round_marker])]
-    return Strip(segments, gutter + columns)
+def bar_order(rows: tuple[ModuleRow, ...], shown: int) -> tuple[list[ModuleRow], list[ModuleRow]]:
+    """(the modules to draw, in model order; the rest) when only `shown` bars fit.
+
+    Anomalies first, then the modules furthest (in decades) from the model's median
+    norm: the few a person should look at. The rest become one "N others" bar.
+    """
+    if len(rows) <= shown:
+        return list(rows), []
+    logs = [math.log10(row.grad_norm) for row in rows if row.grad_norm and row.grad_norm > 0 and math.isfinite(row.grad_norm)]
+    median = float(np.median(logs)) if logs else 0.0
+
+    def unusual(row: ModuleRow) -> tuple[bool, float]:
+        norm = row.grad_norm
+        distance = abs(math.log10(norm) - median) if norm and norm > 0 and math.isfinite(norm) else math.inf
+        return module_anomaly(row) is not None, distance
+
+    keep = {row.name for row in sorted(rows, key=unusual, reverse=True)[: shown - 1]}
+    return [row for row in rows if row.name in keep], [row for row in rows if row.name not in keep]
 
 
-def _title_strip(
-    title: str, prepared: list[tuple[ChartSeries, np.ndarray, np.ndarray]], width: int, styles: ChartStyles
-) -> Strip:
-    """`title  ━ train 0.412  ━ val 0.380`: each series' colour and its latest value (nan in red)."""
-    segments = [Segment(title, styles.title)]
-    for index, (series, _, _) in enumerate(prepared):
-        if not len(series.values):
-            continue
-        latest = float(series.values[-1])
-        segments.append(Segment("  ━ ", styles.series[index]))
-        segments.append(Segment(f"{series.label} ", styles.base))
-        segments.append(Segment(format_value(latest), styles.base if math.isfinite(latest) else styles.nonfinite))
-    return Strip(segments).crop_extend(0, width, styles.base)
+def draw_module_bars(data: BarsData | None, width: int, height: int, *, title: str) -> Text:
+    """Per-module gradient norms as horizontal bars on a log axis; names and values on the y axis."""
+    rows = tuple(row for row in (data.rows if data else ()) if row.grad_norm is not None)
+    legend = legend_line(title, [], width)
+    bar_rows = height - 4  # legend, the frame's two lines, the x labels
+    if not rows or bar_rows < 1 or width < 30:
+        return _waiting(legend, width, height, "per-module gradient norms appear after the first logged step" if not rows else "")
+    drawn, others = bar_order(rows, bar_rows)
+    bars: list[tuple[str, float, tuple[int, int, int]]] = []
+    for row in drawn:
+        anomaly = module_anomaly(row)
+        label = f"{row.name} {format_value(row.grad_norm)}" + (f" {anomaly}" if anomaly else "")
+        bars.append((label, row.grad_norm, ANOMALY_BAR_COLORS.get(anomaly or "", HEALTHY_BAR_COLOR)))
+    if others:
+        norms = [row.grad_norm for row in others if row.grad_norm and math.isfinite(row.grad_norm) and row.grad_norm > 0]
+        median = float(np.median(norms)) if norms else 0.0
+        bars.append((f"{len(others)} others (median {format_value(median)})", median, OTHERS_BAR_COLOR))
+    finite = [math.log10(norm) for _, norm, _ in bars if norm > 0 and math.isfinite(norm)]
+    low = math.floor(min(finite, default=-1.0)) - 1  # bars start a decade below the smallest
+    high = math.ceil(max(finite, default=0.0))
+    # A bar's length is its decades above `low`; zero shows as a stub, non-finite as full length.
+    lengths = [(math.log10(norm) - low) if norm > 0 and math.isfinite(norm) else (0.2 if norm == 0 else high - low)
+               for _, norm, _ in bars]
+    name_width = min(max(len(label) for label, _, _ in bars), width // 2)
+    labels = [label if len(label) <= name_width else "…" + label[-(name_width - 1):] for label, _, _ in bars]
+    positions = [len(bars) - index for index in range(len(bars))]  # the first module on top
+    decades = list(range(low, high + 1, max(1, (high - low) // 5)))
+    with PLOTEXT_LOCK:
+        plt.clear_figure()
+        plt.plotsize(width, height - 1)
+        plt.theme("clear")
+        for color in dict.fromkeys(color for _, _, color in bars):  # one bar call per colour: plotext colours per call
+            picked = [index for index, (_, _, bar_color) in enumerate(bars) if bar_color == color]
+            plt.bar([positions[i] for i in picked], [lengths[i] for i in picked], orientation="horizontal",
+                    color=color, width=0.5)
+        plt.yticks(positions, labels)
+        plt.xlim(0, high - low)
+        plt.xticks([decade - low for decade in decades], [f"1e{decade}" for decade in decades])
+        ansi = plt.build()
+        plt.clear_figure()
+    return Text("\n").join([legend, Text.from_ansi(ansi)])
 
 
-class MetricChart(Widget):
-    """One chart of the run screen; feed it with `show(ChartData)`."""
+# --------------------------------------------------------------------------- the builder thread
+
+
+@dataclass(frozen=True)
+class BuildRequest:
+    chart: "PlotextChart"
+    draw: Callable[[], Text]  # pure: reads only what it closed over, never the widget
+    width: int
+    height: int
+    key: object
+    arrivals: tuple[float, ...]
+
+
+class ChartBuilder:
+    """Builds the charts' plots one at a time in one thread; the newest request per chart wins.
+
+    `run` is the thread's body (the app runs it in a thread worker of its own group);
+    it returns when `stopped()` turns true, checked at least every 0.1 s.
+    """
+
+    def __init__(self, rebuild_interval_s: float = REBUILD_INTERVAL_S, duty: float = BUILD_DUTY) -> None:
+        self.rebuild_interval_s = rebuild_interval_s
+        self.duty = duty
+        self._pending: dict[int, BuildRequest] = {}
+        self._last_build: dict[int, float] = {}
+        self._condition = threading.Condition()
+        self._recent_costs: deque[tuple[float, float]] = deque()  # (when, CPU seconds) of builds in the window
+        self.builds = 0
+        self.build_seconds: deque[float] = deque(maxlen=10_000)  # each build's CPU time, for the benchmarks
+        self.staleness_s: deque[float] = deque(maxlen=10_000)  # data reaching the app -> on screen, per paint
+        self._console = Console(file=io.StringIO(), width=400, color_system="truecolor", legacy_windows=False)
+
+    def request(self, request: BuildRequest) -> None:
+        with self._condition:
+            self._pending[id(request.chart)] = request
+            self._condition.notify()
+
+    def _next(self) -> tuple[BuildRequest | None, float]:
+        """The pending request whose chart waited longest and may build now, or how long to wait."""
+        now = time.monotonic()
+        ready: list[tuple[float, int]] = []
+        wait = 0.1
+        for chart_id in self._pending:
+            due = self._last_build.get(chart_id, -math.inf) + self.rebuild_interval_s
+            if due <= now:
+                ready.append((due, chart_id))
+            else:
+                wait = min(wait, due - now)
+        if not ready:
+            return None, wait
+        return self._pending.pop(min(ready)[1]), 0.0
+
+    def _over_budget(self) -> float:
+        """Seconds to wait until the builds of the last `BUILD_WINDOW_S` fit the duty again (0: build now)."""
+        now = time.monotonic()
+        while self._recent_costs and self._recent_costs[0][0] < now - BUILD_WINDOW_S:
+            self._recent_costs.popleft()
+        allowed = self.duty * BUILD_WINDOW_S
+        used = sum(cost for _, cost in self._recent_costs)
+        if used <= allowed:
+            return 0.0
+        for when, cost in self._recent_costs:  # the oldest builds leave the window first
+            used -= cost
+            if used <= allowed:
+                return when + BUILD_WINDOW_S - now
+        return BUILD_WINDOW_S
+
+    def run(self, stopped: Callable[[], bool]) -> None:
+        while not stopped():
+            rest = self._over_budget()
+            if rest > 0:
+                time.sleep(min(rest, 0.1))
+                continue
+            with self._condition:
+                request, wait = self._next()
+                if request is None:
+                    self._condition.wait(wait)
+                    continue
+                self._last_build[id(request.chart)] = time.monotonic()
+            # CPU time, not wall time: on a busy machine the wall clock also counts other processes' turns.
+            started = time.thread_time()
+            try:
+                drawn = request.draw()
+            except Exception as error:  # plotext on odd data: say so in the chart, keep building the others
+                drawn = Text(f"could not draw this chart: {type(error).__name__}: {error}", style="red")
+            strips = self._strips(drawn, request.width)
+            cost = time.thread_time() - started
+            self.builds += 1
+            self.build_seconds.append(cost)
+            self._recent_costs.append((time.monotonic(), cost))
+            request.chart.post_message(PlotextChart.Built(request, strips))
+            time.sleep(BUILD_GAP_S)
+
+    def _strips(self, text: Text, width: int) -> list[Strip]:
+        text.no_wrap, text.overflow = True, "crop"
+        options = self._console.options.update_width(width)
+        return [Strip(line, width) for line in self._console.render_lines(text, options, pad=True)]
+
+
+# --------------------------------------------------------------------------- the widgets
+
+
+class PlotextChart(Widget):
+    """A chart that paints the strips its builder made; subclasses say how to draw their data."""
 
     DEFAULT_CSS = """
-    MetricChart {
+    PlotextChart {
         height: 1fr;
         min-height: 5;
     }
     """
 
-    def __init__(self, title: str, *, log_scale: bool = False, id: str | None = None, classes: str | None = None) -> None:
+    class Built(Message):
+        """The builder finished a plot (posted from its thread)."""
+
+        def __init__(self, request: BuildRequest, strips: list[Strip]) -> None:
+            super().__init__()
+            self.request = request
+            self.strips = strips
+
+    def __init__(self, title: str, *, id: str | None = None, classes: str | None = None) -> None:
         super().__init__(id=id, classes=classes)
         self.title = title
-        self.log_scale = log_scale
-        self._data: ChartData | None = None
-        self._strips: list[Strip] | None = None
-        self._built_for: tuple[Size, Style] | None = None
-        self.builds = 0  # how many real builds happened (tests and the benchmark read it)
+        self._data: ChartData | BarsData | None = None
+        self._strips: list[Strip] = []
+        self._built_key: object = None
+        self._styled: tuple[Style, list[Strip]] | None = None
+        self._unpainted_arrivals: tuple[float, ...] | None = None
+        self._painted_up_to = 0.0  # the newest arrival painted so far
+        self._visible_since = time.monotonic()
 
     @property
-    def data(self) -> ChartData | None:
+    def data(self) -> ChartData | BarsData | None:
         return self._data
 
-    def show(self, data: ChartData) -> None:
-        """Hand the chart new data; it redraws only if the data actually changed."""
+    @property
+    def builder(self) -> ChartBuilder:
+        return self.app.chart_builder  # type: ignore[attr-defined]
+
+    @property
+    def up_to_date(self) -> bool:
+        """Whether what is painted is the latest data at the current size (tests and snapshots wait on it)."""
+        return self._data is not None and self._built_key == (self._data.key, *self.size)
+
+    @property
+    def lines(self) -> list[str]:
+        """What the chart shows now, as plain text (tests read it)."""
+        return [strip.text for strip in self._strips]
+
+    def show(self, data: ChartData | BarsData) -> None:
+        """Hand the chart new data; it is built (later, in the builder) only if it changed and is on screen."""
         if self._data is not None and self._data.key == data.key:
             return
         self._data = data
-        self._strips = None
+        self._request()
+
+    def draw(self, width: int, height: int) -> Callable[[], Text]:
+        raise NotImplementedError
+
+    def _request(self) -> None:
+        width, height = self.size
+        if self._data is None or not self.display or width <= 0 or height <= 0:
+            return
+        if self.up_to_date:
+            return
+        self.builder.request(
+            BuildRequest(self, self.draw(width, height), width, height, (self._data.key, width, height), self._data.arrivals)
+        )
+
+    def on_resize(self, _event: Resize) -> None:
+        self._request()
+
+    def on_show(self, _event: Show) -> None:
+        # Off screen nothing is stale: what arrived meanwhile counts from the moment the chart is back.
+        self._visible_since = time.monotonic()
+        self._request()
+
+    def on_plotext_chart_built(self, message: Built) -> None:
+        message.stop()
+        request = message.request
+        if (request.width, request.height) != tuple(self.size):
+            self._request()  # resized while it was built: the next build has the new size
+            return
+        self._strips, self._built_key, self._styled = message.strips, request.key, None
+        self._unpainted_arrivals = request.arrivals
         self.refresh()
 
-    def build(self) -> list[Strip]:
-        """The chart's strips for its current size, rebuilt only when data, size or style changed.
-
-        Textual re-applies styles on every screen switch; comparing the resulting style
-        (a theme change alters it) keeps those switches from rebuilding every chart.
-        """
-        built_for = (self.size, self.rich_style)
-        if self._strips is None or self._built_for != built_for:
-            self._strips = draw_chart(
-                self._data,
-                self.size.width,
-                self.size.height,
-                title=self.title,
-                log_scale=self.log_scale,
-                styles=ChartStyles.on(built_for[1]),
-            )
-            self._built_for = built_for
-            self.builds += 1
-        return self._strips
-
-    def render_lines(self, crop: Region) -> list[Strip]:
-        """One build per paint, not one style lookup per line."""
-        strips = self.build()
-        blank = Strip.blank(self.size.width, self.rich_style)
-        return [strips[y] if y < len(strips) else blank for y in range(crop.y, crop.bottom)]
-
     def render_line(self, y: int) -> Strip:
-        strips = self.build()
-        return strips[y] if y < len(strips) else Strip.blank(self.size.width, self.rich_style)
+        """A line of the last build, in the widget's style (the line API keeps borders and padding)."""
+        base = self.rich_style
+        if self._styled is None or self._styled[0] != base:
+            self._styled = (base, [strip.apply_style(base) for strip in self._strips])
+        if y == 0 and self._unpainted_arrivals is not None:
+            self._record_staleness(self._unpainted_arrivals)
+            self._unpainted_arrivals = None
+        styled = self._styled[1]
+        return styled[y] if y < len(styled) else Strip.blank(self.size.width, base)
+
+
+    def _record_staleness(self, arrivals: tuple[float, ...]) -> None:
+        """How long the oldest data this paint is the first to show waited for it (none when nothing new came)."""
+        new = [arrival for arrival in arrivals if arrival > self._painted_up_to]
+        if new:
+            self.builder.staleness_s.append(time.monotonic() - max(new[0], self._visible_since))
+            self._painted_up_to = new[-1]
+
+
+class MetricChart(PlotextChart):
+    """A line chart of one metric over steps; feed it with `show(ChartData)`."""
+
+    def __init__(self, title: str, *, log_scale: bool = False, id: str | None = None, classes: str | None = None) -> None:
+        super().__init__(title, id=id, classes=classes)
+        self.log_scale = log_scale
+
+    def draw(self, width: int, height: int) -> Callable[[], Text]:
+        data, title, log_scale = self._data, self.title, self.log_scale
+        assert data is None or isinstance(data, ChartData)
+        return lambda: draw_line_chart(data, width, height, title=title, log_scale=log_scale)
+
+
+class ModuleBars(PlotextChart, can_focus=True):
+    """The latest gradient norm of each module as a bar on a log axis; feed it with `show(BarsData)`."""
+
+    def draw(self, width: int, height: int) -> Callable[[], Text]:
+        data, title = self._data, self.title
+        assert data is None or isinstance(data, BarsData)
+        return lambda: draw_module_bars(data, width, height, title=title)

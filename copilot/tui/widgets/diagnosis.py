@@ -81,6 +81,11 @@ def diagnosis_renderable(
         parts.append(finding_text(finding))
     for notice in diagnosis.notices:
         parts.append(Text(f"note: {notice}", "italic yellow"))
+    for contradiction in diagnosis.contradictions:
+        parts.append(Text(f"contradicted by the measurements: {contradiction}", "bold red"))
+    if diagnosis.measured_findings:
+        parts.append(Text("measured by the offline rules:", "dim"))
+        parts.extend(finding_text(finding) for finding in diagnosis.measured_findings)
     return Group(*parts)
 
 

@@ -27,7 +27,7 @@ from copilot.advisor.schemas import ArchitectureProposal, FinishProposal, HParam
 from copilot.advisor.trials.describe import arm_lines, measured_line
 from copilot.events import HPARAM_KEYS
 
-KEY_HINTS = "a accept · r reject · e edit · v sandbox report · d side by side"
+KEY_HINTS = "a accept · r reject · e edit · v sandbox · d side by side"  # fits the advisor pane at 160 columns
 CONTEXT_LINES = 3
 NO_PROPOSAL_TEXT = "No proposal waiting. When the advisor proposes a change, it appears here for you to accept or reject."
 
@@ -157,7 +157,8 @@ def proposal_renderable(
         return Group(*parts)
     parts.append(Text(f"predicted: {proposal.rationale}", "italic"))
     parts.append(trial_summary(proposal.trials))
-    parts.append(Text(KEY_HINTS, "dim"))
+    # One line of its own with a blank after: wrapped, it ran into the bullets under it.
+    parts.append(Text(KEY_HINTS + "\n", "dim", no_wrap=True, overflow="ellipsis"))
     if isinstance(proposal, HParamProposal):
         parts.append(hparam_table(proposal))
         return Group(*parts)
