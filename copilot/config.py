@@ -148,6 +148,20 @@ class SandboxSettings(Section):
     max_params: int = Field(50_000_000, ge=1)
 
 
+class TrialSettings(Section):
+    """Short trials of each candidate change, forked from the run's checkpoint, before the human decides."""
+
+    enabled: bool = True  # --no-trials: proposals go to the gate "not trialled"
+    budget_fraction: float = Field(0.1, gt=0, le=1)  # of the run's remaining steps, then clamped:
+    min_steps: int = Field(100, ge=1)
+    max_steps: int = Field(1000, ge=1)
+    evaluations: int = Field(4, ge=3)  # points at which each arm is scored; the noise needs three
+    val_samples: int = Field(1024, ge=1)  # the first N validation samples every arm is scored on
+    min_gain: float = Field(0.01, ge=0, lt=1)  # the least relative validation-loss gain that counts as one
+    max_candidates: int = Field(3, ge=1)  # changes trialled beside the unchanged run
+    arm_timeout_s: float = Field(1800.0, gt=0)  # one arm that takes longer is killed and counts as failed
+
+
 class TuiSettings(Section):
     refresh_hz: float = Field(2.0, gt=0, le=30)
 
@@ -166,6 +180,7 @@ class Settings(BaseSettings):
     train: TrainSettings = Field(default_factory=TrainSettings)
     advisor: AdvisorSettings = Field(default_factory=AdvisorSettings)
     sandbox: SandboxSettings = Field(default_factory=SandboxSettings)
+    trials: TrialSettings = Field(default_factory=TrialSettings)
     tui: TuiSettings = Field(default_factory=TuiSettings)
 
     @classmethod

@@ -272,6 +272,15 @@ class CheckpointWritten(Message):
     round: int | None = None  # the round whose model it holds (None from trainers before rounds were recorded)
 
 
+class TrialOutputs(Message):
+    """A trial wrote its model's outputs on the fixed validation samples (a tensor file)."""
+
+    type: Literal["trial_outputs"] = "trial_outputs"
+    trial_step: int  # steps since the trial forked from the run
+    step: int  # global optimizer step
+    path: str
+
+
 class HParamsApplied(Message):
     type: Literal["hparams_applied"] = "hparams_applied"
     hparams: HParams
@@ -310,6 +319,7 @@ Event = Annotated[
         LogLine,
         TrainerError,
         CheckpointWritten,
+        TrialOutputs,
         HParamsApplied,
         ModelSwapped,
         StateChanged,

@@ -79,7 +79,17 @@ class RunFolder:
 
     def trainer_writes(self) -> tuple[Path, ...]:
         """Every path a trainer writes: what the walls let it write, and nothing else of the run folder."""
-        return (self.metrics, self.events_log, self.checkpoints, self.models, self.trainer)
+        return (self.metrics, self.events_log, self.checkpoints, self.models, self.trainer, self.outputs)
+
+    @property
+    def trials(self) -> Path:
+        """One folder per trial (`trials/<assessment>/<arm>/`), each laid out like a run folder."""
+        return self.path / "trials"
+
+    @property
+    def outputs(self) -> Path:
+        """In a trial's folder: its model outputs on the fixed validation samples, for the parent to score."""
+        return self.path / "outputs"
 
     @property
     def ledger(self) -> Path:

@@ -4,12 +4,20 @@
                      ├─ hyperparameters: propose_hparams ─► check_hparams ─► (asked again once) ─┐
                      ├─ architecture:    write_code ─► check_code ◄─► fix_code (≤ max_fix_rounds) ─┤
                      │                                                                           ▼
+                     │              trial: the proposal and the rules' next candidates, measured ─┤
+                     │                     (none beat the unchanged run: rejected, "tried, no gain") ─► record
+                     │                                                                           ▼
                      │                    human_gate: interrupt() ─► accept / reject ─► record ─► END
                      │                        ▲   └─ edit ─► check_edit ─┘ (passes)
                      │                        └──────────────┘ (fails: asked again with the report)
                      └─ finish:          write_report ─► record ─► END
     A check that still fails after its retries ends the run with `failure` set and no proposal,
     and so does a change already applied or rejected in this run (the ledger's memory).
+
+The trial node hands the candidates to the caller's `TrialRunnerFn` (the session forks
+the run, holds its trainer and runs the trials); the measured winner becomes the
+proposal, with its `TrialReport`. Without a runner (a dry diagnosis) or with trials off,
+the proposal goes to the gate marked "not trialled".
 
 Each node is a plain function of the state that returns the keys it changes. The rules
 LangGraph imposes (see DESIGN.md): resuming after `interrupt()` re-runs the gate's node
@@ -37,6 +45,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from copilot.advisor.ledger import append_entry, same_code, tried_before
 from copilot.advisor.providers.base import describe_validation_error
 from copilot.advisor.roles import AdvisorRoles, RoleReply
+from copilot.advisor.rules import candidate_changes
 from copilot.advisor.schemas import (
     ArchitectureAnswer,
     ArchitectureProposal,
@@ -48,6 +57,7 @@ from copilot.advisor.schemas import (
     Proposal,
     SandboxReport,
     TokenUsage,
+    TrialReport,
     Verdict,
 )
 from copilot.advisor.snapshot import TrainingSnapshot
@@ -59,6 +69,13 @@ from copilot.run_folder import RunFolder
 HPARAM_RETRIES = 1
 
 CodeChecker = Callable[[str, TrainingSnapshot], SandboxReport]
+# Measure candidates (the advisor's proposal first) against the unchanged run; the winner is named "c<k>".
+TrialRunnerFn = Callable[[list[Proposal], TrainingSnapshot], TrialReport]
+
+
+def candidate_arm(index: int) -> str:
+    """The arm name of the candidate at `index` (0: the advisor's own proposal)."""
+    return f"c{index + 1}"
 
 
 class PendingProposal(BaseModel):
@@ -190,6 +207,7 @@ class AdvisorNodes:
     settings: Settings
     check_code_with: CodeChecker
     run: RunFolder | None  # where the ledger goes; None writes nothing (a dry diagnosis)
+    trial_with: TrialRunnerFn | None = None  # None: proposals reach the gate not trialled
 
     def assess(self, state: AdvisorState) -> dict:
         reply = self.roles.assess(state["snapshot"])
@@ -238,6 +256,36 @@ class AdvisorNodes:
         reply = self.roles.fix_architecture(state["snapshot"], state["code_answer"], state["code_report"])
         return {"code_answer": reply.value, "fix_rounds": state["fix_rounds"] + 1, **_spent(reply)}
 
+    def trial(self, state: AdvisorState) -> dict:
+        proposal = state["proposal"]
+        if self.trial_with is None or not self.settings.trials.enabled:
+            reason = "trials are off (--no-trials)" if not self.settings.trials.enabled else "a dry diagnosis runs no trials"
+            return {"proposal": proposal.model_copy(update={"trials": TrialReport(status="not_trialled", reason=reason)})}
+        candidates = [proposal, *self._rule_candidates(state, proposal)]
+        report = self.trial_with(candidates, state["snapshot"])
+        if report.status != "trialled":
+            return {"proposal": proposal.model_copy(update={"trials": report})}
+        if report.winner is not None:
+            index = [candidate_arm(i) for i in range(len(candidates))].index(report.winner)
+            return {"proposal": candidates[index].model_copy(update={"trials": report})}
+        # Measured and beaten (or tied) by the unchanged run: not for the human, but remembered.
+        verdict = Verdict(decision="reject", reason=f"tried, no gain: {report.reason}")
+        return {"proposal": proposal.model_copy(update={"trials": report}), "verdict": verdict}
+
+    def _rule_candidates(self, state: AdvisorState, proposal: Proposal) -> list[HParamProposal]:
+        """The rules' next hyperparameter changes for this diagnosis, valid and unlike the proposal."""
+        snapshot = state["snapshot"]
+        wanted = self.settings.trials.max_candidates - 1
+        found: list[HParamProposal] = []
+        for answer in candidate_changes(snapshot, state["diagnosis"], state.get("feedback")):
+            if len(found) >= wanted:
+                break
+            checked = hparam_proposal(answer, snapshot.hparams)
+            same = isinstance(proposal, HParamProposal) and isinstance(checked, HParamProposal) and checked.after == proposal.after
+            if isinstance(checked, HParamProposal) and not same and all(checked.after != other.after for other in found):
+                found.append(checked)
+        return found
+
     def write_report(self, state: AdvisorState) -> dict:
         reply = self.roles.write_report(state["snapshot"], state["diagnosis"])
         summary = state["diagnosis"].summary or "training looks healthy; no change proposed"
@@ -262,7 +310,8 @@ class AdvisorNodes:
             report = self.check_code_with(verdict.edited_code, state["snapshot"])
             if not report.ok:
                 return {"edit_problem": f"the edited code fails the sandbox ({report.stage}: {report.message})", "edit_report": report}
-            edited = proposal.model_copy(update={"code": verdict.edited_code, "sandbox": report})
+            # The human's code was not trialled: the measured figures belonged to the advisor's.
+            edited = proposal.model_copy(update={"code": verdict.edited_code, "sandbox": report, "trials": None})
             return {"edited_proposal": edited, "edit_problem": None, "edit_report": None}
         if isinstance(proposal, HParamProposal) and verdict.edited_change is not None:
             edited_answer = HParamAnswer(summary=proposal.summary, rationale=proposal.rationale, change=verdict.edited_change)
@@ -302,6 +351,10 @@ def _after_check(state: AdvisorState) -> Literal["proposed", "failed", "retry"]:
     return "failed" if state.get("failure") else "retry"
 
 
+def _after_trial(state: AdvisorState) -> Literal["gate", "no_gain"]:
+    return "no_gain" if state.get("verdict") is not None else "gate"
+
+
 def _by_verdict(state: AdvisorState) -> Literal["edit", "decided"]:
     return "edit" if state["verdict"].decision == "edit" else "decided"
 
@@ -317,13 +370,14 @@ def build_graph(
     *,
     run: RunFolder | None = None,
     check_code: CodeChecker | None = None,
+    trial_with: TrialRunnerFn | None = None,
 ) -> CompiledStateGraph:
     """The workflow, compiled with `checkpointer` (needed by the gate's interrupt)."""
-    nodes = AdvisorNodes(roles, settings, check_code or sandbox_checker(settings), run)
+    nodes = AdvisorNodes(roles, settings, check_code or sandbox_checker(settings), run, trial_with)
     graph = StateGraph(AdvisorState)
     for name in (
         "assess", "propose_hparams", "check_hparams", "write_code", "check_code", "fix_code",
-        "write_report", "human_gate", "check_edit", "record",
+        "trial", "write_report", "human_gate", "check_edit", "record",
     ):  # fmt: skip
         graph.add_node(name, getattr(nodes, name))
 
@@ -335,10 +389,11 @@ def build_graph(
     )
     graph.add_edge("propose_hparams", "check_hparams")
     graph.add_conditional_edges(
-        "check_hparams", _after_check, {"proposed": "human_gate", "retry": "propose_hparams", "failed": END}
+        "check_hparams", _after_check, {"proposed": "trial", "retry": "propose_hparams", "failed": END}
     )
     graph.add_edge("write_code", "check_code")
-    graph.add_conditional_edges("check_code", _after_check, {"proposed": "human_gate", "retry": "fix_code", "failed": END})
+    graph.add_conditional_edges("check_code", _after_check, {"proposed": "trial", "retry": "fix_code", "failed": END})
+    graph.add_conditional_edges("trial", _after_trial, {"gate": "human_gate", "no_gain": "record"})
     graph.add_edge("fix_code", "check_code")
     graph.add_edge("write_report", "record")
     graph.add_conditional_edges("human_gate", _by_verdict, {"edit": "check_edit", "decided": "record"})

@@ -132,6 +132,57 @@ class SandboxReport(Schema):
     observed_peak_mb: float | None = None  # the child's peak resident memory, measured by the parent
 
 
+class TrialPoint(Schema):
+    """One arm's validation figures at one point of its trial, as the parent scored them."""
+
+    trial_step: int
+    val_loss: float
+    val_accuracy: float | None = None
+
+
+class ArmResult(Schema):
+    """One arm of a trial: the unchanged run or a candidate change, and what was measured."""
+
+    arm: str  # "incumbent", "incumbent-seed2", "c1", ...
+    summary: str  # the change in a few words ("unchanged" for the incumbent)
+    status: Literal["measured", "failed", "diverged", "cancelled"]
+    outcome: Literal["incumbent", "winner", "no gain", "failed"] = "no gain"
+    points: list[TrialPoint] = Field(default_factory=list)
+    steps: int = 0  # trial steps trained, an extension included
+    wall_time_s: float = 0.0
+    message: str = ""  # why it failed, in one line
+    checkpoint: str | None = None  # its end state; kept only for the winner, which the run continues from
+    folders: list[str] = Field(default_factory=list)  # its trial folders in order (a second one when extended)
+
+    @property
+    def final(self) -> TrialPoint | None:
+        return self.points[-1] if self.points else None
+
+
+class TrialReport(Schema):
+    """Measured evidence for a proposal: every arm's trial and how they ranked."""
+
+    status: Literal["trialled", "not_trialled"]
+    reason: str = ""  # why not trialled, or what decided the ranking, in one line
+    budget_steps: int = 0  # each arm's planned trial length
+    expected_s: float | None = None  # the wall time estimated before the trials started
+    noise: float | None = None  # the spread of the unchanged run's own validation loss
+    noise_method: str = ""  # "trend residuals over N evaluations" or "two seeds"
+    min_gain: float = 0.0  # the least relative gain a winner must also show
+    extended: bool = False  # the undecided arms ran a second budget
+    arms: list[ArmResult] = Field(default_factory=list)
+    winner: str | None = None  # the arm the proposal is, when it beat the unchanged run
+    wall_time_s: float = 0.0
+    trial_steps: int = 0  # every arm's steps together: counted apart from the run's epochs
+
+    @property
+    def beat_incumbent(self) -> bool:
+        return self.status == "trialled" and self.winner is not None
+
+    def arm(self, name: str) -> ArmResult | None:
+        return next((arm for arm in self.arms if arm.arm == name), None)
+
+
 class HParamProposal(Schema):
     kind: Literal["hyperparameters"] = "hyperparameters"
     summary: str
@@ -139,6 +190,7 @@ class HParamProposal(Schema):
     change: HParamChange
     before: HParams
     after: HParams
+    trials: TrialReport | None = None  # None: made before trials existed, or not yet trialled
 
 
 class ArchitectureProposal(Schema):
@@ -152,6 +204,7 @@ class ArchitectureProposal(Schema):
     code: str
     sandbox: SandboxReport
     fix_rounds: int = 0
+    trials: TrialReport | None = None
 
     def unified_diff(self) -> str:
         import difflib

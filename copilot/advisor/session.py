@@ -31,7 +31,14 @@ from langgraph.graph.state import CompiledStateGraph
 from langgraph.types import Command
 from pydantic import BaseModel, ConfigDict, Field
 
-from copilot.advisor.graph import CodeChecker, PendingProposal, build_graph, checkpoint_serializer, diagnosis_with_notices
+from copilot.advisor.graph import (
+    CodeChecker,
+    PendingProposal,
+    TrialRunnerFn,
+    build_graph,
+    checkpoint_serializer,
+    diagnosis_with_notices,
+)
 from copilot.advisor.roles import AdvisorRoles
 from copilot.advisor.schemas import (
     Diagnosis,
@@ -137,14 +144,20 @@ class AdvisorSession:
 
     @classmethod
     def open(
-        cls, run: RunFolder, roles: AdvisorRoles, settings: Settings, *, check_code: CodeChecker | None = None
+        cls,
+        run: RunFolder,
+        roles: AdvisorRoles,
+        settings: Settings,
+        *,
+        check_code: CodeChecker | None = None,
+        trial_with: TrialRunnerFn | None = None,
     ) -> AdvisorSession:
-        """A session whose checkpoint (and pending proposal) lives in the run folder."""
+        """A session whose checkpoint (and pending proposal) lives in the run folder; `trial_with` measures proposals."""
         run.path.mkdir(parents=True, exist_ok=True)
         # One connection shared by the app's threads: SqliteSaver serialises access with its own lock.
         connection = sqlite3.connect(run.advisor_db, check_same_thread=False)
         checkpointer = SqliteSaver(connection, serde=checkpoint_serializer())
-        graph = build_graph(roles, settings, checkpointer, run=run, check_code=check_code)
+        graph = build_graph(roles, settings, checkpointer, run=run, check_code=check_code, trial_with=trial_with)
         return cls(graph, checkpointer, connection)
 
     @classmethod

@@ -2,7 +2,7 @@
 
 - `run MODEL` takes every `copilot train` flag (`--epochs` is the run's total budget
   across rounds) plus the loop's own: `--headless`, `--auto-accept validated|all`,
-  `--max-rounds N`, `--assess-every K`, `--advisor`, `--init-git`.
+  `--max-rounds N`, `--no-trials`, `--assess-every K`, `--advisor`, `--init-git`.
 - `demo` runs the study's broken CNN on the shapes set with the offline advisor, in a
   git repository of its own (`./copilot-demo` or `--dir`), so the user's repositories
   are never touched.
@@ -51,9 +51,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     loop.add_argument(
         "--auto-accept",
         choices=["validated", "all"],
-        help="decide without asking (with --headless): accept proposals that passed their checks, or all",
+        help="decide without asking (with --headless): accept proposals that passed their checks and beat "
+        "the unchanged run in their trial, or all",
     )
     loop.add_argument("--max-rounds", type=int, metavar="N", help="accept at most N rounds, then just train")
+    loop.add_argument(
+        "--no-trials",
+        action="store_true",
+        help="propose without trialling candidates first (proposals are 'not trialled'; --auto-accept validated takes none)",
+    )
     loop.add_argument(
         "--target-accuracy",
         type=float,
@@ -101,11 +107,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 # --------------------------------------------------------------------------- handlers
 
 
+def _loop_overrides(args: argparse.Namespace) -> dict:
+    """Settings the loop's own flags change."""
+    return {"trials": {"enabled": False}} if args.no_trials else {}
+
+
 def run_session_command(args: argparse.Namespace) -> int:
     if not args.model:
         raise ConfigError("no model given", "run `copilot run MODEL.py`, or `copilot resume RUN` for a stopped run")
     _check_loop_flags(args)
-    overrides = training_overrides(args)
+    overrides = training_overrides(args) | _loop_overrides(args)
     advisor = {"assess_every": args.assess_every, "provider": args.advisor, "target_accuracy": args.target_accuracy}
     if any(value is not None for value in advisor.values()):
         overrides["advisor"] = {key: value for key, value in advisor.items() if value is not None}
@@ -122,7 +133,8 @@ def run_demo_command(args: argparse.Namespace) -> int:
     model = prepare_demo_folder(folder)
     # The demo's own folder holds its settings: a copilot.toml where the user stands must not change it.
     settings = load_settings(
-        {"runs_dir": folder / ".copilot" / "runs", "advisor": {"provider": "offline", **_target(args)}}, config_dir=folder
+        {"runs_dir": folder / ".copilot" / "runs", "advisor": {"provider": "offline", **_target(args)}} | _loop_overrides(args),
+        config_dir=folder,
     )
     from copilot.session.controller import Session
 
@@ -134,7 +146,7 @@ def run_demo_command(args: argparse.Namespace) -> int:
 def run_resume_command(args: argparse.Namespace) -> int:
     _check_loop_flags(args)
     target = _target(args)
-    settings = load_settings({"advisor": target} if target else None)
+    settings = load_settings(({"advisor": target} if target else {}) | _loop_overrides(args))
     by_name = settings.runs_dir / args.run
     run = RunFolder(by_name.resolve()) if (by_name / "session.json").exists() else find_run(args.run, runs=settings.runs_dir)
     from copilot.session.controller import Session

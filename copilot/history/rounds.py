@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from copilot.history.messages import copilot_trailers, parse_metrics, parse_round_label, parse_trailers, summary_of
 
@@ -34,6 +34,19 @@ class Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
+class TrialResults(Frozen):
+    """A round's trial in its note: the change against the unchanged run, same steps, same data."""
+
+    steps: int  # trial steps of the change (counted apart from the run's epochs)
+    wall_time_s: float  # every arm together
+    val_loss: float | None = None
+    val_acc: float | None = None
+    unchanged_val_loss: float | None = None
+    unchanged_val_acc: float | None = None
+    noise: float | None = None
+    tried: list[str] = Field(default_factory=list)  # every arm, one line each
+
+
 class RoundResults(Frozen):
     """What a round achieved, measured after it (the JSON note on its commit)."""
 
@@ -44,10 +57,11 @@ class RoundResults(Frozen):
     epochs_trained: int | None = None  # epochs trained on this round's code
     wall_time_s: float | None = None
     checkpoint: str | None = None  # the checkpoint a rollback to this round resumes from
+    trial: TrialResults | None = None  # what the round's change measured in its trial, before it was accepted
 
     def merged(self, newer: "RoundResults") -> "RoundResults":
         """These results with every field `newer` sets replaced."""
-        return self.model_copy(update=newer.model_dump(exclude_none=True))
+        return type(self).model_validate({**self.model_dump(exclude_none=True), **newer.model_dump(exclude_none=True)})
 
     def metrics(self) -> Metrics:
         return self.model_dump(include={"val_acc", "val_loss", "train_loss", "epoch"}, exclude_none=True)

@@ -7,10 +7,14 @@ From then on:
 
 - `poll_events` drains the trainer and feeds the assessment triggers (one thread);
 - `due_assessment` says when the advisor should look, `assess` runs it up to the
-  human gate and `pending` shows what waits there (after a restart too);
+  human gate and `pending` shows what waits there (after a restart too); on the way,
+  the advisor's candidates are trialled: the trainer is held at a fresh checkpoint,
+  each candidate and the unchanged run train a short budget from it (`trialling` says
+  so meanwhile), and only a measured winner reaches the gate;
 - `decide` takes the human's verdict: an accepted change is committed as the next
-  round, then the trainer swaps the model or applies the hyperparameters (a crashed
-  trainer is started again with it; one paused on NaN is resumed); the first code
+  round, then training continues from the winning trial's end state (or, for a change
+  that was not trialled, the trainer swaps the model or applies the hyperparameters; a
+  crashed trainer is started again with it; one paused on NaN is resumed); the first code
   the user did not write restarts the trainer walled (`copilot.walls`) from a
   checkpoint, and the run stays walled from then on; a rejection goes
   to the ledger through the workflow; an edit is checked again;
@@ -31,8 +35,10 @@ advisor each have their own lock.
 from __future__ import annotations
 
 import math
+import shutil
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -48,14 +54,20 @@ from copilot.advisor.ledger import append_entry, entry_key, proposal_id, read_le
 from copilot.advisor.roles import AdvisorRoles
 from copilot.advisor.schemas import (
     ArchitectureProposal,
+    ArmResult,
     Diagnosis,
     Finding,
+    HParamProposal,
     Proposal,
     TokenUsage,
+    TrialReport,
     Verdict,
 )
 from copilot.advisor.session import Accepted, AdvisorSession, Continued, Failed, Finished as AdvisorFinished, Rejected
-from copilot.advisor.snapshot import build_snapshot
+from copilot.advisor.snapshot import TrainingSnapshot, build_snapshot
+from copilot.advisor.trials.budget import remaining_steps, steps_per_epoch, trial_budget
+from copilot.advisor.trials.describe import arm_lines, measured_line
+from copilot.advisor.trials.runner import INCUMBENT, Arm, TrialRunner
 from copilot.config import Settings
 from copilot.errors import AdvisorError, ConfigError, CopilotError, DiskFullError, is_disk_full
 from copilot.events import (
@@ -68,12 +80,18 @@ from copilot.events import (
     HParams,
     LogLine,
     Pause,
+    ActivationStats,
+    HParamsApplied,
+    ModelSwapped,
     Resume,
     RunStarted,
     SetHParams,
     StateChanged,
+    StepBatch,
     SwapModel,
     TrainerError,
+    event_to_json,
+    parse_event,
 )
 from copilot.history import ExperimentHistory, RoundDiff, RoundInfo
 from copilot.history.hparams_file import read_hparams
@@ -87,6 +105,10 @@ TrainerState = Literal["starting", "running", "paused", "finished", "stopped", "
 RESTORED_TRIGGER = "restored"
 # A trainer being replaced writes a checkpoint first; a big model may take a while.
 REPLACE_STOP_TIMEOUT_S = 30.0
+# A trainer asked for the checkpoint trials fork from answers between two steps.
+FORK_CHECKPOINT_TIMEOUT_S = 60.0
+# What of the winning trial's record becomes the run's own: its training, not its process's life.
+CARRIED_TRIAL_EVENTS = (StepBatch, ActivationStats, EpochSummary, HParamsApplied, ModelSwapped)
 # Trainers killed from outside are resumed from their checkpoint this many times in a row
 # (without an epoch finished in between) before the run is left crashed for the user.
 MAX_FAULT_RESTARTS = 3
@@ -134,6 +156,29 @@ def finding_line(finding: Finding) -> str:
 
 def _short(value: float | str) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def trial_arms(candidates: Sequence[Proposal]) -> list[Arm]:
+    """The candidates as trial arms, named as the graph names them (c1 = the advisor's proposal)."""
+    from copilot.advisor.graph import candidate_arm
+
+    arms = []
+    for index, proposal in enumerate(candidates):
+        name = candidate_arm(index)
+        if isinstance(proposal, ArchitectureProposal):
+            arms.append(Arm(name, proposal.summary, model_code=proposal.code, file_name=proposal.file_name))
+        elif isinstance(proposal, HParamProposal):
+            arms.append(Arm(name, proposal.summary, hparam_changes=dict(proposal.change.changes())))
+    return arms
+
+
+def trial_winner(proposal: Proposal) -> ArmResult | None:
+    """The measured arm an accepted proposal is, when its end state is there to continue from."""
+    report = getattr(proposal, "trials", None)
+    if not isinstance(report, TrialReport) or report.winner is None:
+        return None
+    arm = report.arm(report.winner)
+    return arm if arm is not None and arm.checkpoint and Path(arm.checkpoint).is_file() else None
 
 
 def _tokens(usages: Sequence[TokenUsage]) -> int:
@@ -219,6 +264,10 @@ class Session:
         self._fault_restarts = 0  # trainers killed from outside and resumed since the last epoch
         self.last_error: TrainerError | None = None
         self.last_epoch: EpochSummary | None = None
+        self._last_checkpoint: CheckpointWritten | None = None  # trials fork from it when the trainer cannot checkpoint
+        self.trialling: str | None = None  # while trials run: what they are, for the status line
+        self.on_trials: Callable[[str], None] | None = None  # told when trials start, e.g. to print it
+        self._trial_runner: TrialRunner | None = None
         tip = history.rounds()[-1]
         self.round = tip.round
         # Where the current round began (the epoch before its first), and what its own model
@@ -314,8 +363,14 @@ class Session:
         max_rounds: int | None,
     ) -> Session:
         roles = roles or build_advisor(settings)
-        advisor = AdvisorSession.open(run, roles, settings)
-        return cls(
+        session: Session | None = None
+
+        def trial_with(candidates: list[Proposal], snapshot: TrainingSnapshot) -> TrialReport:
+            assert session is not None, "the advisor assesses only once the session exists"
+            return session._trial(candidates, snapshot)
+
+        advisor = AdvisorSession.open(run, roles, settings, trial_with=trial_with)
+        session = cls(
             settings=settings,
             run=run,
             spec=spec,
@@ -324,6 +379,7 @@ class Session:
             advisor_name=roles.name,
             max_rounds=max_rounds,
         )
+        return session
 
     def _waiting_turn(self) -> AdvisorTurn | None:
         """The proposal at the gate in the advisor's checkpoint, or a finish report nobody answered."""
@@ -413,6 +469,11 @@ class Session:
                 return "a new trainer starts with it"
             return "training has ended; it applies when the run continues with more epochs"
 
+    def _wall_from_now_on(self) -> None:
+        """Every trainer this run starts from now on is walled, `copilot resume` included."""
+        self._spec = self._spec.model_copy(update={"walled": True})
+        _save_spec(self.run, self._spec)
+
     def _send_untrusted(self, commands: Sequence[Command]) -> str:
         """Give the trainer commands that run code the user did not write; says what happened.
 
@@ -423,8 +484,7 @@ class Session:
         with self._trainer_lock:
             if self._spec.walled:
                 return self._send(commands)
-            self._spec = self._spec.model_copy(update={"walled": True})
-            _save_spec(self.run, self._spec)
+            self._wall_from_now_on()
             if self.trainer_state in ("finished", "stopped"):
                 return self._send(commands)
             # Paused by the user, the walled trainer starts paused too; held or paused on NaN, it goes on with the change.
@@ -494,6 +554,7 @@ class Session:
             elif event.kind in ("killed", "oom"):  # "oom" also comes as a death notice, with no Finished
                 self.trainer_state = "crashed"
         elif isinstance(event, CheckpointWritten):
+            self._last_checkpoint = event
             if event.round == self.round:
                 self._round_checkpoint = event.path
         elif isinstance(event, Finished):
@@ -594,6 +655,14 @@ class Session:
                 raise AdvisorError(
                     f"the advisor made no proposal: {outcome.message}", "training goes on; ask again later"
                 )
+            if isinstance(outcome, Rejected):  # measured in trials, and nothing beat the unchanged run
+                self._refresh_recorded_tokens()
+                self._release()
+                tried = "; ".join(arm_lines(outcome.proposal.trials))  # type: ignore[union-attr]
+                raise AdvisorError(
+                    f"no candidate beat the unchanged run in its trial ({tried})",
+                    "training goes on unchanged; the advisor will not propose these again",
+                )
             if isinstance(outcome, AdvisorFinished):
                 self._refresh_recorded_tokens()
                 turn = AdvisorTurn(outcome.diagnosis, outcome.proposal, trigger, tuple(outcome.tokens))
@@ -601,7 +670,95 @@ class Session:
                 turn = self._turn_of(outcome, trigger)
             self._turn = turn
             self._hold()
+            if not self.settings.advisor.hold_training_while_waiting:
+                self._release()  # the trials held it; the human's wait need not
             return turn
+
+    # ------------------------------------------------------------------ trials
+
+    def _trial(self, candidates: list[Proposal], snapshot: TrainingSnapshot) -> TrialReport:
+        """Hold the trainer at a fresh checkpoint and measure `candidates` against the unchanged run from it."""
+        fork, fork_step = self._fork_point()
+        batch_size = snapshot.hparams.batch_size
+        remaining = remaining_steps(
+            epochs=snapshot.hparams.epochs, steps_per_epoch=steps_per_epoch(snapshot.data.train_size, batch_size), step=fork_step
+        )
+        budget = trial_budget(remaining, self.settings.trials, self._step_time_s(batch_size))
+        if budget is None:
+            return TrialReport(status="not_trialled", reason="the run has no steps left to trial them in")
+        arms = trial_arms(candidates)
+        folder = self.run.trials / f"r{self.round + 1}-s{fork_step}-{uuid.uuid4().hex[:6]}"
+        runner = TrialRunner(
+            self._spec, fork, folder, self.settings.trials, task=snapshot.data.task,
+            val_samples=min(self.settings.trials.val_samples, snapshot.data.val_size), round_number=self.round + 1,
+        )  # fmt: skip
+        self.trialling = f"trialling {len(arms)} candidate{'s' if len(arms) != 1 else ''} beside the unchanged run: {budget.describe(len(arms) + 1)}"
+        if self.on_trials is not None:
+            self.on_trials(self.trialling)
+        self._trial_runner = runner
+        try:
+            return runner.compare(arms, budget)
+        except (CopilotError, OSError) as exc:  # e.g. a full disk: the proposal still reaches the human, unmeasured
+            message = exc.message if isinstance(exc, CopilotError) else str(exc)
+            return TrialReport(status="not_trialled", reason=f"the trials could not run: {message}")
+        finally:
+            self._trial_runner = None
+            self.trialling = None
+
+    def _fork_point(self) -> tuple[Path | None, int]:
+        """Pause the trainer and have it checkpoint where it stands; a stopped, crashed or non-finite
+        one forks from its last checkpoint (or, with none, from the model file).
+
+        Reads the trainer itself while it waits (the events are kept for the next poll),
+        so this works from the headless driver's one thread as from the app's workers.
+        """
+        with self._trainer_lock:
+            trainer = self._trainer
+            # Paused on a NaN, the weights it holds now are what went wrong: fork from before it.
+            healthy = not self.paused_on_nonfinite
+            if healthy and trainer is not None and trainer.is_alive and self.trainer_state in ("starting", "running", "paused"):
+                trainer.send(Pause())
+                trainer.send(CheckpointNow())
+                self._holding = True
+                deadline = time.monotonic() + FORK_CHECKPOINT_TIMEOUT_S
+                while trainer.is_alive and time.monotonic() < deadline:
+                    events = trainer.poll(timeout=0.2)
+                    self._keep(events)
+                    written = next((event for event in events if isinstance(event, CheckpointWritten)), None)
+                    if written is not None:
+                        return Path(written.path), written.step
+        latest = self.run.latest_checkpoint()
+        if latest is None:
+            return None, 0  # nothing trained yet: every arm starts from the model file, as the run did
+        known = self._last_checkpoint
+        return latest, known.step if known is not None and known.path == str(latest) else 0
+
+    def _step_time_s(self, batch_size: int) -> float | None:
+        """Seconds per step as the run measured it (its last epoch's throughput)."""
+        epoch = self.last_epoch
+        if epoch is None or epoch.samples_per_sec <= 0:
+            return None
+        return batch_size / epoch.samples_per_sec
+
+    def _continue_from_trial(self, arm: ArmResult) -> str:
+        """Replace the held trainer by the winning trial's end state; its steps become the run's own."""
+        checkpoint = Path(arm.checkpoint or "")
+        with self._trainer_lock:
+            if self._trainer is not None:
+                self._keep(self._trainer.stop(REPLACE_STOP_TIMEOUT_S, checkpoint=False))
+            carried = []
+            for folder in arm.folders:
+                trial_metrics = RunFolder(Path(folder)).metrics
+                lines = trial_metrics.read_text(encoding="utf-8").splitlines() if trial_metrics.exists() else []
+                carried += [event for event in map(parse_event, filter(None, lines)) if isinstance(event, CARRIED_TRIAL_EVENTS)]
+            with self.run.metrics.open("a", encoding="utf-8") as metrics:
+                metrics.writelines(event_to_json(event) + "\n" for event in carried)
+            self._keep(carried)
+            # In the run's own checkpoints, so a restart before the next one still continues from here.
+            kept = self.run.checkpoints / checkpoint.name
+            shutil.copyfile(checkpoint, kept)
+            self._launch(self._spec_from(kept), ())
+        return f"training continues from its trial's end ({arm.steps} trial steps kept)"
 
     def decide(self, verdict: Verdict) -> Decision:
         """Apply the human's verdict on the waiting proposal (blocking: git, maybe a new trainer)."""
@@ -631,11 +788,13 @@ class Session:
         proposal = accepted.proposal
         findings = [finding_line(finding) for finding in accepted.entry.diagnosis.findings]
         verdict = "edited" if accepted.verdict.decision == "edit" else "accepted"
+        report = getattr(proposal, "trials", None)
+        measured = f"\n\n{measured_line(report)}" + "".join(f"\n- {line}" for line in arm_lines(report))
         self.record_results()
         identity = proposal_id(accepted.entry)
         with self._history_lock:
             if isinstance(proposal, ArchitectureProposal):
-                rationale = proposal.rationale + "".join(f"\n\n- {change}" for change in proposal.changes)
+                rationale = proposal.rationale + "".join(f"\n\n- {change}" for change in proposal.changes) + measured
                 info = self.history.commit_round(
                     kind="arch", summary=proposal.summary, findings=findings, rationale=rationale,
                     model_code=proposal.code, hparams=None, advisor=self.advisor_name,
@@ -643,12 +802,19 @@ class Session:
                 )  # fmt: skip
             else:
                 info = self.history.commit_round(
-                    kind="hparams", summary=proposal.summary, findings=findings, rationale=proposal.rationale,
+                    kind="hparams", summary=proposal.summary, findings=findings, rationale=proposal.rationale + measured,
                     model_code=None, hparams=proposal.after.model_dump(), advisor=self.advisor_name,
                     before=self._before_metrics(), verdict=verdict, proposal_id=identity,
                 )  # fmt: skip
+            if isinstance(report, TrialReport) and report.status == "trialled":
+                self.history.record_result(info.round, {"trial": self._trial_note(report)})
         append_entry(self.run, accepted.entry.model_copy(update={"commit": info.sha}))
         self._new_round(info)
+        winner = trial_winner(proposal)
+        if winner is not None:
+            if isinstance(proposal, ArchitectureProposal):
+                self._wall_from_now_on()
+            return info, self._continue_from_trial(winner)
         return info, self._apply(self._command_for(proposal, info.round))
 
     def _apply(self, command: Command) -> str:
@@ -660,6 +826,22 @@ class Session:
         if isinstance(proposal, ArchitectureProposal):
             return self._swap_command(round_number)
         return SetHParams(changes=proposal.change.changes(), round=round_number)
+
+    @staticmethod
+    def _trial_note(report: TrialReport) -> dict[str, object]:
+        """The round note's `trial` part: the change against the unchanged run, and every arm in a line."""
+        winner, unchanged = report.arm(report.winner or ""), report.arm(INCUMBENT)
+        best, base = (winner.final if winner else None), (unchanged.final if unchanged else None)
+        return {
+            "steps": winner.steps if winner else 0,
+            "wall_time_s": report.wall_time_s,
+            "val_loss": best.val_loss if best else None,
+            "val_acc": best.val_accuracy if best else None,
+            "unchanged_val_loss": base.val_loss if base else None,
+            "unchanged_val_acc": base.val_accuracy if base else None,
+            "noise": report.noise,
+            "tried": arm_lines(report),
+        }
 
     def _decide_finish(self, turn: AdvisorTurn, verdict: Verdict) -> Decision:
         if verdict.decision == "edit":
@@ -804,6 +986,9 @@ class Session:
         # Stopped from the first line: a stop that fails (a full disk) is not tried again, and
         # the advisor's database is closed whatever happened, so nothing holds the run folder.
         self._stopped = True
+        runner = self._trial_runner
+        if runner is not None:
+            runner.cancel()  # before the trainer lock: the assessment that runs the trials does not hold it
         try:
             with self._trainer_lock:
                 if self._trainer is not None:

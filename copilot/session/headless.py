@@ -5,8 +5,10 @@ When the advisor has something to say, the display stops, the diagnosis and the
 proposal are printed, and the human answers on stdin: y (accept), n (reject), r
 (reject with a reason, asked next) or q (stop here; the proposal waits for
 `copilot resume`). `auto_accept="validated"` accepts every proposal that passed its
-checks (a hyperparameter change that validated, model code that passed the sandbox)
-and `"all"` accepts everything, without asking: the study's autonomous mode.
+checks and beat the unchanged run in its trial (model code must also have passed the
+sandbox; a proposal "not trialled" is not accepted) and `"all"` accepts everything,
+without asking: the study's autonomous mode. Trials are announced with their budget
+before they start, and each proposal shows the advisor's claim beside what was measured.
 
 An assessment that finds nothing to change (the advisor's "continue") prints one line
 and training goes on; nothing is asked. The run ends when the epoch budget is spent or
@@ -36,6 +38,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from copilot.advisor.schemas import ArchitectureProposal, FinishProposal, HParamProposal, Proposal, Verdict
+from copilot.advisor.trials.describe import arm_lines, measured_line
 from copilot.commands.diagnose import print_architecture_proposal, print_diagnosis, print_hparam_proposal, print_tokens
 from copilot.commands.progress import TrainingProgress
 from copilot.errors import AdvisorError, CopilotError
@@ -73,11 +76,16 @@ def _stopping_signals() -> Iterator[None]:
             signal.signal(signum, handler)
 
 
-def passed_checks(proposal: Proposal) -> bool:
-    """Whether a proposal passed what checks it: its sandbox run for code; hyperparameters validate by construction."""
-    if isinstance(proposal, ArchitectureProposal):
-        return proposal.sandbox.ok
-    return True
+def failed_check(proposal: Proposal) -> str | None:
+    """Why a proposal is not validated, or None when it is: code must pass its sandbox run, and a
+    change must beat the unchanged run in its trial (hyperparameters validate by construction)."""
+    if isinstance(proposal, FinishProposal):
+        return None
+    if isinstance(proposal, ArchitectureProposal) and not proposal.sandbox.ok:
+        return f"the sandbox said: {proposal.sandbox.message}"
+    if proposal.trials is None or not proposal.trials.beat_incumbent:
+        return measured_line(proposal.trials)
+    return None
 
 
 def automatic_verdict(proposal: Proposal, mode: AutoAccept) -> Verdict:
@@ -86,9 +94,10 @@ def automatic_verdict(proposal: Proposal, mode: AutoAccept) -> Verdict:
     A finish is the advisor's call that training is done: accepting it stops the run and
     writes the report, as the human's "y" would.
     """
-    if mode == "all" or passed_checks(proposal):
+    problem = failed_check(proposal)
+    if mode == "all" or problem is None:
         return Verdict(decision="accept")
-    return Verdict(decision="reject", reason=f"auto-accept takes validated proposals only; the sandbox said: {proposal.sandbox.message}")  # type: ignore[union-attr]
+    return Verdict(decision="reject", reason=f"auto-accept takes validated proposals only: {problem}")
 
 
 def drive(session: Session, console: Console, *, auto_accept: AutoAccept | None = None, answers: TextIO | None = None) -> int:
@@ -116,6 +125,7 @@ class _HeadlessDriver:
         self.auto_accept = auto_accept
         self.answers = answers
         self.view = TrainingProgress(console)
+        session.on_trials = lambda line: console.print(f"[bold]{escape(line)}[/]")
 
     def run(self) -> int:
         session = self.session
@@ -219,6 +229,11 @@ class _HeadlessDriver:
             print_architecture_proposal(self.console, proposal)
         elif isinstance(proposal, FinishProposal):
             self.console.print(Markdown(proposal.report))
+        if not isinstance(proposal, FinishProposal):
+            self.console.print(f"[bold]predicted:[/] {escape(proposal.summary)}")
+            self.console.print(f"[bold]{escape(measured_line(proposal.trials))}[/]")
+            for line in arm_lines(proposal.trials):
+                self.console.print(f"  {escape(line)}")
         print_tokens(self.console, list(turn.tokens))
         if turn.edit_problem:
             self.console.print(f"[yellow]your edit was not taken:[/] {escape(turn.edit_problem)}")

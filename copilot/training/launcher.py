@@ -46,7 +46,19 @@ import copilot
 from copilot import walls
 from copilot.config import DataSettings, ModelArg, SandboxSettings, TrainSettings
 from copilot.errors import ModelLoadError
-from copilot.events import Command, Event, Finished, LogLine, Stop, TrainerError, event_to_json, parse_command, parse_event
+from copilot.events import (
+    Command,
+    Event,
+    Finished,
+    LogLine,
+    SetHParams,
+    Stop,
+    SwapModel,
+    TrainerError,
+    event_to_json,
+    parse_command,
+    parse_event,
+)
 from copilot.run_folder import RunFolder
 
 # A walled trainer's stdout and stderr beyond this go nowhere (the log says how much was dropped).
@@ -55,6 +67,28 @@ TRAINER_OUTPUT_CAP_BYTES = 16 * 1024 * 1024
 MAX_EVENT_BYTES = 16 * 1024 * 1024
 # The child's side: `-P` keeps the working folder off sys.path, so no file there shadows copilot.
 CHILD_CODE = "import sys; from copilot.training.launcher import trainer_main; trainer_main(int(sys.argv[1]))"
+
+
+class TrialPlan(BaseModel):
+    """What makes a trainer a trial: a change, a step budget, and where to show its outputs.
+
+    A trial is a trainer resumed from the run's checkpoint (or started afresh when there
+    is none) that applies `changes` before its first step, exactly as an accepted round
+    would, trains `steps` optimizer steps in the run's data order and stops with a
+    checkpoint the run can continue from. After each step in `evaluate_at` it writes its
+    outputs on the first `val_samples` validation samples; it never sees a score: the
+    parent keeps the labels and computes it.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    arm: str  # "incumbent", "c1", ...: names the trial's folder and its results
+    steps: int = Field(ge=1)
+    evaluate_at: tuple[int, ...]  # steps after the fork, ascending, the last one `steps`
+    val_samples: int = Field(ge=1)
+    changes: tuple[SetHParams | SwapModel, ...] = ()
+    # Another data order and random stream for a second copy of the incumbent: a noise estimate.
+    reseed: int | None = None
 
 
 class TrainerSpec(BaseModel):
@@ -73,6 +107,7 @@ class TrainerSpec(BaseModel):
     resume_from: Path | None = None  # a checkpoint file to continue from
     # Runs code the user did not write (generated, edited in copilot, a trial): start behind the walls.
     walled: bool = False
+    trial: TrialPlan | None = None  # set: a short trial of a change, not the run itself
 
 
 def split_model_spec(spec: str) -> tuple[Path, str | None]:
@@ -128,6 +163,10 @@ def wall_plan(spec: TrainerSpec) -> walls.WallPlan:
     if spec.data.custom:
         custom_file, _function = split_model_spec(spec.data.custom)
         reads.extend(walls.visible_entries(str(custom_file.resolve().parent)))
+    if spec.resume_from is not None:  # a trial forks from its run's checkpoint, outside its own folder
+        reads.append(str(spec.resume_from.resolve()))
+    if spec.trial is not None:  # a trial's candidate module, swapped in before its first step
+        reads.extend(str(Path(change.model_path).resolve().parent) for change in spec.trial.changes if isinstance(change, SwapModel))
     return walls.WallPlan(write_roots=tuple(str(path) for path in folder.trainer_writes()), read_roots=tuple(reads))
 
 

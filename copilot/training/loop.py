@@ -179,6 +179,35 @@ def evaluate(state: TrainState, batches: Iterable[tuple[Tensor, Tensor]]) -> tup
     return loss_total[0] / samples, accuracy
 
 
+def predict(state: TrainState, batches: Iterable[tuple[Tensor, Tensor]], samples: int) -> Tensor:
+    """The model's logits on the first `samples` inputs of `batches`, classes last, on the CPU, in
+    eval mode and without gradients: a trial's answer on the fixed validation samples. The targets
+    go to forward only for a model that takes them (it returns every position's logits then)."""
+    model = state.model
+    was_training = model.training
+    model.eval()
+    kept: list[Tensor] = []
+    taken = 0
+    try:
+        with torch.no_grad():
+            for inputs, targets in batches:
+                if taken >= samples:
+                    break
+                wanted = samples - taken
+                try:
+                    logits = read_outputs(state.contract.forward(model, inputs[:wanted], targets[:wanted])).logits
+                except UnreadableOutputs as exc:
+                    raise DataError(f"a trial cannot score the model's outputs: {exc}", "return the logits from forward()") from None
+                if state.contract.class_dim == 1:
+                    logits = logits.movedim(1, -1)
+                kept.append(logits.detach().float().cpu())
+                taken += len(kept[-1])
+    finally:
+        model.train(was_training)
+        state.restart_throughput_clock()
+    return torch.cat(kept)
+
+
 def correct_predictions(outputs: object, targets: Tensor, task: Task, contract: OutputContract) -> Tensor | None:
     """[correct argmax predictions, predictions made] on the device: per sample for
     classification, per token for the sequence task, with the classes where `contract` says.

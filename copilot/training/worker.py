@@ -14,6 +14,12 @@ Whatever goes wrong ends as one `TrainerError` (kind, one-line message, hint, tr
 followed by `Finished`; a non-finite loss and a swapped model that fails are reported
 without ending the run. Only rank 0 reports and writes the run folder.
 
+A spec with a `TrialPlan` makes the trainer a trial: the plan's changes are applied
+before the first step (a change that fails is the trial's failure, never a quiet fall
+back to the old model), the outputs on the fixed validation samples are written at the
+plan's steps, a non-finite loss ends the trial instead of pausing it, and after its
+budget the trial checkpoints and stops, so the run can continue from its end state.
+
 It must not print, and holds no measurement logic (that is `loop.py`/`instruments.py`).
 """
 
@@ -62,6 +68,7 @@ from copilot.events import (
     Stop,
     SwapModel,
     TrainerError,
+    TrialOutputs,
     event_to_json,
 )
 from copilot.metrics_file import LineFile, open_for_append
@@ -80,7 +87,7 @@ from copilot.training.data import DataBundle, batches_per_epoch, iterate_batches
 from copilot.training.hparams import apply_hparam_changes, build_optimizer, build_scheduler, resolve_hparams
 from copilot.training.instruments import Instruments
 from copilot.training.launcher import TrainerSpec
-from copilot.training.loop import TrainState, evaluate, finish_epoch, make_loss_fn, train_step
+from copilot.training.loop import TrainState, evaluate, finish_epoch, make_loss_fn, predict, train_step
 from copilot.training.model_outputs import OutputContract
 from copilot.training.models import (
     LoadedModel,
@@ -367,6 +374,10 @@ class _StopRequested(Exception):
     """Raised between steps when a `Stop` arrived; unwinds the epoch loop."""
 
 
+class _TrialBudgetSpent(Exception):
+    """Raised between steps when a trial has trained its steps; unwinds the epoch loop."""
+
+
 class _Trainer:
     def __init__(self, spec: TrainerSpec, commands: Any, events: Any) -> None:
         self.spec = spec
@@ -385,6 +396,8 @@ class _Trainer:
         self.swap_backup: _ActiveModel | None = None
         self.paused_s = 0.0  # time spent paused in the epoch in progress
         self.nonfinite_reported = False  # in the epoch in progress
+        self.trial = spec.trial
+        self.trial_forked_at = 0  # the global step a trial started from
         self.events = events
         self.watchdog: Watchdog | None = None
 
@@ -477,6 +490,18 @@ class _Trainer:
         if checkpoint is not None:
             self.reporter.log(f"resumed from {self.spec.resume_from} at epoch {checkpoint.epoch}, step {checkpoint.step}")
         self.reporter.emit(StateChanged(state="running"))
+        if self.trial is not None:
+            self._begin_trial(self.state)
+
+    def _begin_trial(self, state: TrainState) -> None:
+        """Apply the trial's change as an accepted round would; then, for a second incumbent, reseed."""
+        assert self.trial is not None
+        self.trial_forked_at = state.step
+        for command in self.trial.changes:
+            self._handle(command, state)
+        if self.trial.reseed is not None:
+            torch.manual_seed(self.trial.reseed)
+            self.generator.manual_seed(self.trial.reseed)
 
     def _new_state(self, model: nn.Module, hparams: HParams, contract: OutputContract, *, step: int = 0) -> TrainState:
         optimizer = build_optimizer(model.parameters(), hparams)
@@ -568,6 +593,10 @@ class _Trainer:
             if self.stop_request is not None and self.stop_request.checkpoint:
                 self._checkpoint(at_epoch_end=False)
             return "stopped"
+        except _TrialBudgetSpent:
+            self.reporter.emit(StateChanged(state="stopping"))
+            self._checkpoint(at_epoch_end=False)
+            return "stopped"
         return "epochs_done"
 
     def _run_epoch(self, state: TrainState) -> None:
@@ -643,7 +672,7 @@ class _Trainer:
         try:
             result = train_step(state, inputs, targets, log=log, sample_activations=sample_activations)
         except Exception as exc:
-            if self.swap_backup is None:
+            if self.swap_backup is None or self.trial is not None:
                 raise
             self._revert_swap(state, exc)
             self._step(state, inputs, targets)  # the batch is not lost: the old model trains on it
@@ -654,17 +683,34 @@ class _Trainer:
         self.reporter.add_step(result.record, result.activations)
         if result.record is not None and result.record.nonfinite is not None:
             self._report_nonfinite(result.record.nonfinite, state)
+        if self.trial is not None and state.step - self.trial_forked_at in self.trial.evaluate_at:
+            self._write_trial_outputs(state)
+
+    def _write_trial_outputs(self, state: TrainState) -> None:
+        """The outputs on the fixed validation samples, for the parent to score against labels it alone holds."""
+        assert self.trial is not None
+        outputs = predict(state, self._validation_batches(state), self.trial.val_samples)
+        trial_step = state.step - self.trial_forked_at
+        path = self.folder.outputs / f"step{trial_step:06d}.pt"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(outputs, path)
+        self.reporter.emit(TrialOutputs(trial_step=trial_step, step=state.step, path=str(path)))
 
     def _report_nonfinite(self, nonfinite: NonFinite, state: TrainState) -> None:
         """Report and pause: the run stays alive so the advisor (or the user) can act on it."""
         self.reporter.emit(_nonfinite_error(nonfinite, state))
         self.nonfinite_reported = True
+        if self.trial is not None:  # a diverged trial has its answer; nobody will resume it
+            self.stop_request = Stop(checkpoint=False)
+            raise _StopRequested
         self._set_paused(True)
 
     # ----------------------------------------------------------------- commands
 
     def _between_steps(self, state: TrainState) -> None:
         """Apply every waiting command; while paused, wait for more. Raises `_StopRequested`."""
+        if self.trial is not None and state.step - self.trial_forked_at >= self.trial.steps:
+            raise _TrialBudgetSpent
         paused_since = time.perf_counter() if self.paused else None
         if state.step % self.settings.log_every == 0 and not _parent_alive():
             self.stop_request = Stop()
@@ -738,6 +784,8 @@ class _Trainer:
         try:
             loaded, contract = self._load_checked(command.model_path, command.model_name, args)
         except CopilotError as exc:
+            if self.trial is not None:
+                raise
             self.reporter.emit(_swap_refused(exc, state))
             return
         origin = self._keep_copy(command.model_path, command.model_name, args, round_number)

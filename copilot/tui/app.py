@@ -119,6 +119,14 @@ class TrainerNotice(Message):
         self.events = events
 
 
+class TrialsStarted(Message):
+    """The assessment is trialling candidates (posted from its worker thread): what and for how long."""
+
+    def __init__(self, line: str) -> None:
+        super().__init__()
+        self.line = line
+
+
 class BackgroundDone(Message):
     """A blocking call finished in a worker thread; `then` runs with its result on the UI thread."""
 
@@ -221,6 +229,7 @@ class CopilotApp(App[int]):
 
     def on_mount(self) -> None:
         self.set_interval(1 / self.settings.tui.refresh_hz, self.refresh_screen)
+        self.session.on_trials = lambda line: self.post_message(TrialsStarted(line))
         self._ingest()
         self._build_charts()
         self._in_background("advisor", "advisor", "looking for a pending proposal", self.session.pending, then=self._show_pending)
@@ -297,6 +306,10 @@ class CopilotApp(App[int]):
                     self.post_message(AssessmentDue(trigger))
         finally:
             self._ingest_done.set()
+
+    def on_trials_started(self, message: TrialsStarted) -> None:
+        self.store.note("advisor", "info", message.line)
+        self.notify(message.line, timeout=10)
 
     @work(thread=True, group="charts", exit_on_error=False, name="charts")
     def _build_charts(self) -> None:

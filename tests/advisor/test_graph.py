@@ -328,3 +328,56 @@ def test_real_sandbox_drives_the_fixer_and_checks_the_human_s_edit(run, settings
 
         outcome = session.decide(Verdict(decision="accept"))
     assert isinstance(outcome, Accepted) and outcome.proposal.code == GOOD_CODE
+
+
+# --------------------------------------------------------------------------- trials before the gate
+
+
+class ScriptedTrials:
+    """Stands in for the session's trial runner (tested on real runs in test_trials.py): names the winner."""
+
+    def __init__(self, winner: str | None) -> None:
+        self.winner = winner
+        self.candidates: list = []
+
+    def __call__(self, candidates, snapshot):  # type: ignore[no-untyped-def]
+        from copilot.advisor.schemas import TrialReport
+
+        self.candidates = list(candidates)
+        return TrialReport(status="trialled", winner=self.winner, reason="scripted", budget_steps=100)
+
+
+def test_the_measured_winner_is_what_waits_at_the_gate_beside_the_rules_next_candidates(run, settings):
+    roles = ScriptedRoles("hyperparameters", hparams=[hparam_answer()])
+    trials = ScriptedTrials(winner="c2")
+    with AdvisorSession.open(run, roles, settings, check_code=ScriptedChecker(), trial_with=trials) as session:
+        pending = session.assess(build_snapshot(run))
+
+    assert isinstance(pending, PendingProposal)
+    first, *others = trials.candidates
+    assert first.after.optimizer == "Adam" and 1 <= len(others) <= settings.trials.max_candidates - 1
+    assert all(isinstance(other, HParamProposal) and other.after != first.after for other in others)
+    assert pending.proposal.trials is not None and pending.proposal.trials.winner == "c2"
+    assert pending.proposal.change == others[0].change  # the second candidate won, so it is the proposal
+
+
+def test_a_proposal_that_no_trial_backs_is_recorded_as_tried_without_reaching_the_gate(run, settings):
+    roles = ScriptedRoles("hyperparameters", hparams=[hparam_answer()])
+    with AdvisorSession.open(run, roles, settings, check_code=ScriptedChecker(), trial_with=ScriptedTrials(None)) as session:
+        outcome = session.assess(build_snapshot(run))
+        assert session.pending() is None
+
+    assert isinstance(outcome, Rejected) and outcome.verdict.reason.startswith("tried, no gain")
+    [entry] = read_ledger(run)
+    assert entry.proposal.trials is not None and entry.proposal.trials.winner is None
+
+
+def test_with_trials_off_the_proposal_waits_marked_not_trialled(run, tmp_path):
+    settings = load_settings({"trials": {"enabled": False}}, config_dir=tmp_path)
+    trials = ScriptedTrials(winner="c1")
+    roles = ScriptedRoles("hyperparameters", hparams=[hparam_answer()])
+    with AdvisorSession.open(run, roles, settings, check_code=ScriptedChecker(), trial_with=trials) as session:
+        pending = session.assess(build_snapshot(run))
+
+    assert not trials.candidates
+    assert pending.proposal.trials.status == "not_trialled" and "--no-trials" in pending.proposal.trials.reason

@@ -22,7 +22,7 @@ from copilot.cli import main
 from copilot.commands.session import prepare_demo_folder
 from copilot.history import ExperimentHistory
 from tests.history.repos import git
-from tests.session.conftest import SAMPLE_MODELS, TINY_DATA, git_home, project  # noqa: F401  (fixtures)
+from tests.session.conftest import SAMPLE_MODELS, TINY_DATA, TINY_TRIALS, git_home, project  # noqa: F401  (fixtures)
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -34,6 +34,8 @@ def _tiny_runs(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("COPILOT_DATA__VAL_SIZE", str(TINY_DATA["val_size"]))
     monkeypatch.setenv("COPILOT_TRAIN__DEVICE", "cpu")
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    # Trials are tested on their own below; elsewhere here they would only slow the runs down.
+    monkeypatch.setenv("COPILOT_TRIALS__ENABLED", "false")
 
 
 @pytest.fixture
@@ -87,6 +89,38 @@ def test_report_finds_runs_under_a_configured_runs_dir(
 
     assert main(["report", "moved"]) == 0
     assert (in_project / "elsewhere" / "moved" / "report.md").exists()
+
+
+def test_headless_auto_accept_validated_takes_the_fix_that_won_its_trial(
+    in_project: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("COPILOT_TRIALS__ENABLED", "true")
+    for key, value in TINY_TRIALS.items():
+        monkeypatch.setenv(f"COPILOT_TRIALS__{key.upper()}", str(value))
+    code = main(
+        ["run", "broken_cnn.py", "--headless", "--auto-accept", "validated", "--max-rounds", "1",
+         "--epochs", "3", "--batch-size", "16", "--run-name", "trialled"]
+    )  # fmt: skip
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "trialling 1 candidate beside the unchanged run: 2 arms x 6 steps" in out
+    assert "predicted: " in out and "measured: unchanged " in out and "winner: " in out
+    assert "auto-accept (validated): accept" in out and "r1 committed as" in out
+    assert "continues from its trial's end" in out
+
+
+def test_without_trials_proposals_are_not_trialled_and_auto_accept_validated_takes_none(
+    in_project: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("COPILOT_TRIALS__ENABLED", "true")  # the flag wins over the environment
+    code = main(
+        ["run", "broken_cnn.py", "--headless", "--auto-accept", "validated", "--no-trials", "--max-rounds", "1",
+         "--epochs", "3", "--batch-size", "16", "--run-name", "untrialled"]
+    )  # fmt: skip
+    out = capsys.readouterr().out
+    assert code == 2  # the crash nobody fixed
+    assert "not trialled (trials are off (--no-trials))" in out
+    assert "auto-accept (validated): reject" in out and "committed as" not in out
 
 
 def test_headless_auto_accept_commits_and_exits_0(in_project: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -210,7 +244,7 @@ def test_the_demo_folder_is_a_repository_of_its_own(tmp_path: Path, git_home: Pa
 def test_the_headless_demo_reaches_95_percent_in_at_most_two_rounds(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    for name in ("COPILOT_DATA__TRAIN_SIZE", "COPILOT_DATA__VAL_SIZE", "OMP_NUM_THREADS"):
+    for name in ("COPILOT_DATA__TRAIN_SIZE", "COPILOT_DATA__VAL_SIZE", "OMP_NUM_THREADS", "COPILOT_TRIALS__ENABLED"):
         monkeypatch.delenv(name)  # the demo as a user gets it: the default data set and settings
     monkeypatch.chdir(tmp_path)
     started = time.monotonic()

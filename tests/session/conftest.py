@@ -66,13 +66,19 @@ def project(tmp_path: Path) -> Path:
     return folder
 
 
-def tiny_settings(project: Path, **advisor: object) -> Settings:
-    """Settings for a session in `project`: tiny data, CPU, every step measured."""
+# Trials small enough for tiny runs: a handful of steps, the advisor's proposal alone beside the unchanged run.
+TINY_TRIALS = {"min_steps": 6, "max_steps": 6, "evaluations": 3, "max_candidates": 1}
+
+
+def tiny_settings(project: Path, *, trials: dict[str, object] | None = None, **advisor: object) -> Settings:
+    """Settings for a session in `project`: tiny data, CPU, every step measured; no trials unless `trials`
+    (most tests here are about what a decision does, which trials would only slow down)."""
     return Settings(
         runs_dir=project / ".copilot" / "runs",
         data=TINY_DATA,
         train={"device": "cpu", "log_every": 1, "activation_every": 2, "hparams": {"batch_size": 16, "epochs": 6}},
         advisor={"assess_every": 2, **advisor},
+        trials=trials if trials is not None else {"enabled": False},
     )
 
 

@@ -24,12 +24,15 @@ import numpy as np
 
 from copilot.advisor.schemas import (
     ArchitectureProposal,
+    ArmResult,
     Diagnosis,
     Evidence,
     Finding,
     HParamChange,
     HParamProposal,
     SandboxReport,
+    TrialPoint,
+    TrialReport,
     Verdict,
 )
 from copilot.events import (
@@ -136,7 +139,26 @@ def architecture_proposal() -> ArchitectureProposal:
             ok=True, stage="passed", message="passed", output_shape=(8, 10), expected_shape=(8, 10),
             param_count=286538, forward_backward_ms=4.2,
         ),
+        trials=trial_report(),
     )
+
+
+def trial_report() -> TrialReport:
+    """The change against the unchanged run over 200 steps, with a hyperparameter candidate that gained nothing."""
+
+    def points(*losses: float) -> list[TrialPoint]:
+        return [TrialPoint(trial_step=50 * (i + 1), val_loss=loss, val_accuracy=max(0.0, 1.2 - loss / 2)) for i, loss in enumerate(losses)]
+
+    return TrialReport(
+        status="trialled", reason="c1 lowers validation loss by 0.8", budget_steps=200, expected_s=24.0,
+        noise=0.004, noise_method="trend residuals over 4 evaluations", min_gain=0.01, winner="c1",
+        wall_time_s=31.0, trial_steps=600,
+        arms=[
+            ArmResult(arm="incumbent", summary="unchanged", status="measured", outcome="incumbent", points=points(2.29, 2.28, 2.28, 2.27), steps=200),
+            ArmResult(arm="c1", summary="ReLU and batch norm", status="measured", outcome="winner", points=points(2.0, 1.8, 1.6, 1.47), steps=200),
+            ArmResult(arm="c2", summary="lr 0.05 instead of 0.1", status="measured", outcome="no gain", points=points(2.29, 2.28, 2.27, 2.27), steps=200),
+        ],
+    )  # fmt: skip
 
 
 def hparam_proposal() -> HParamProposal:

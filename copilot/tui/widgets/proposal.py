@@ -3,7 +3,9 @@
 Architecture proposals show the model file's unified diff, syntax-highlighted with
 Rich's `Syntax(..., "diff")`, or side by side; hyperparameter proposals show a
 before/after table; a finish proposal shows its summary. The sandbox's verdict is
-one line here, marked advisory, and the whole report in a dialog (`v`). It renders; the app decides.
+one line here, marked advisory, and the whole report in a dialog (`v`). Beside the
+advisor's claim (its summary and rationale) stands what the trials measured: the change
+against the unchanged run, and every candidate tried with no gain. It renders; the app decides.
 """
 
 from __future__ import annotations
@@ -28,7 +30,9 @@ from copilot.advisor.schemas import (
     HParamProposal,
     Proposal,
     SandboxReport,
+    TrialReport,
 )
+from copilot.advisor.trials.describe import arm_lines, measured_line
 from copilot.events import HPARAM_KEYS
 
 KEY_HINTS = "a accept · r reject · e edit · v sandbox · d side by side"  # fits the advisor pane at 160 columns
@@ -126,6 +130,14 @@ def side_by_side(proposal: ArchitectureProposal) -> Table:
     return table
 
 
+def trial_summary(report: TrialReport | None) -> Group:
+    """Predicted beside measured: the trial's line, then one line per arm."""
+    won = report is not None and report.beat_incumbent
+    lines: list[RenderableType] = [Text(measured_line(report), "bold green" if won else "yellow")]
+    lines += [Text(f"  {line}", "dim") for line in arm_lines(report)]
+    return Group(*lines)
+
+
 def hparam_table(proposal: HParamProposal) -> Table:
     table = Table(box=box.SIMPLE_HEAD, padding=(0, 1), show_edge=False)
     table.add_column("hyperparameter")
@@ -155,7 +167,8 @@ def proposal_renderable(
         parts.append(Text("The advisor sees nothing left to fix. Accept to finish and write the report.", "italic"))
         parts.append(Markdown(proposal.report))
         return Group(*parts)
-    parts.append(Text(proposal.rationale, "italic"))
+    parts.append(Text(f"predicted: {proposal.rationale}", "italic"))
+    parts.append(trial_summary(proposal.trials))
     # One line of its own with a blank after: wrapped, it ran into the bullets under it.
     parts.append(Text(KEY_HINTS + "\n", "dim", no_wrap=True, overflow="ellipsis"))
     if isinstance(proposal, HParamProposal):

@@ -1,0 +1,41 @@
+"""Trial results in words: the lines the gate, the headless output, the commit and the note show.
+
+One place for how measured figures read, so the proposal pane, the terminal and git
+agree. Pure formatting of a `TrialReport`; no torch, no I/O.
+"""
+
+from __future__ import annotations
+
+from copilot.advisor.schemas import ArmResult, TrialReport
+from copilot.advisor.trials.runner import INCUMBENT
+
+
+def _figures(arm: ArmResult) -> str:
+    final = arm.final
+    if final is None:
+        return arm.message or arm.status
+    accuracy = f", val acc {100 * final.val_accuracy:.1f}%" if final.val_accuracy is not None else ""
+    return f"val loss {final.val_loss:.4f}{accuracy}"
+
+
+def measured_line(report: TrialReport | None) -> str:
+    """`measured: val loss 2.3026 -> 1.8511 (noise ±0.0040, 200 steps each)`, or why it was not measured."""
+    if report is None or report.status == "not_trialled":
+        why = f" ({report.reason})" if report is not None and report.reason else ""
+        return f"not trialled{why}"
+    incumbent, winner = report.arm(INCUMBENT), report.arm(report.winner) if report.winner else None
+    noise = f"noise ±{report.noise:.4f}, " if report.noise is not None else ""
+    extended = ", extended once" if report.extended else ""
+    budget = f"{noise}{report.budget_steps} steps each{extended}, {report.wall_time_s:.0f} s"
+    base = _figures(incumbent) if incumbent is not None else "-"
+    if winner is None:
+        return f"measured: no candidate beat the unchanged run ({base}; {budget})"
+    return f"measured: unchanged {base} -> this change {_figures(winner)} ({budget})"
+
+
+def arm_lines(report: TrialReport | None) -> list[str]:
+    """One line per arm: the winner, the unchanged run, and every candidate tried with no gain."""
+    if report is None or report.status == "not_trialled":
+        return []
+    labels = {"winner": "winner", "incumbent": "unchanged run", "no gain": "tried, no gain", "failed": "tried, failed"}
+    return [f"{labels[arm.outcome]}: {arm.summary}: {_figures(arm)}" for arm in report.arms]
