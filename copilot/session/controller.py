@@ -485,7 +485,8 @@ class Session:
             if self._spec.walled:
                 return self._send(commands)
             self._wall_from_now_on()
-            if self.trainer_state in ("finished", "stopped"):
+            # Ended (seen or not yet) or dead: `_send` knows what to do, and starts any new trainer walled.
+            if self.trainer_state in ("finished", "stopped") or self._trainer is None or not self._trainer.is_alive:
                 return self._send(commands)
             # Paused by the user, the walled trainer starts paused too; held or paused on NaN, it goes on with the change.
             paused_by_user = self.trainer_state == "paused" and not (self._holding or self.paused_on_nonfinite)

@@ -163,6 +163,8 @@ def wall_plan(spec: TrainerSpec) -> walls.WallPlan:
     if spec.data.custom:
         custom_file, _function = split_model_spec(spec.data.custom)
         reads.extend(walls.visible_entries(str(custom_file.resolve().parent)))
+    if folder.trials.is_dir():  # continued from a trial's end: its checkpoint names the module the trial kept
+        reads.append(str(folder.trials))
     if spec.resume_from is not None:  # a trial forks from its run's checkpoint, outside its own folder
         reads.append(str(spec.resume_from.resolve()))
     if spec.trial is not None:  # a trial's candidate module, swapped in before its first step
@@ -288,6 +290,8 @@ class TrainerProcess:
         self._oom_kills_at_start = oom_kills()
         spec = self.spec
         folder = RunFolder(spec.run_folder).create(for_trainer=spec.walled)
+        if spec.trial is not None:  # before the walls, which let it write there but create nothing new
+            folder.outputs.mkdir(exist_ok=True)
         parent_end, child_end = socket.socketpair()
         try:
             output: IO[bytes] | int | None = subprocess.PIPE if spec.walled else None

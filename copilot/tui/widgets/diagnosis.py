@@ -117,3 +117,6 @@ class DiagnosisPane(VerticalScroll):
             return
         self._shown = shown
         self.query_one(Static).update(diagnosis_renderable(diagnosis, trigger=trigger, error=error, thinking=thinking))
+        # The pane's own height follows its content (auto, capped at a share of the column):
+        # lay it out again, not only the text inside, or it keeps the height of what it showed before.
+        self.refresh(layout=True)
