@@ -165,8 +165,10 @@ def wall_plan(spec: TrainerSpec) -> walls.WallPlan:
         reads.extend(walls.visible_entries(str(custom_file.resolve().parent)))
     if folder.trials.is_dir():  # continued from a trial's end: its checkpoint names the module the trial kept
         reads.append(str(folder.trials))
-    if spec.resume_from is not None:  # a trial forks from its run's checkpoint, outside its own folder
-        reads.append(str(spec.resume_from.resolve()))
+    if spec.resume_from is not None:  # a trial forks from its run's checkpoint, outside its own folder,
+        checkpoint = spec.resume_from.resolve()  # which names the module the run kept in its models/
+        source_run = RunFolder(checkpoint.parent.parent)  # or, continued from a trial, in one of its trials
+        reads.extend(str(path) for path in (checkpoint, source_run.models, source_run.trials) if path.exists())
     if spec.trial is not None:  # a trial's candidate module, swapped in before its first step
         reads.extend(str(Path(change.model_path).resolve().parent) for change in spec.trial.changes if isinstance(change, SwapModel))
     return walls.WallPlan(write_roots=tuple(str(path) for path in folder.trainer_writes()), read_roots=tuple(reads))
