@@ -167,8 +167,10 @@ def wall_plan(spec: TrainerSpec) -> walls.WallPlan:
         reads.append(str(folder.trials))
     if spec.resume_from is not None:  # a trial forks from its run's checkpoint, outside its own folder,
         checkpoint = spec.resume_from.resolve()  # which names the module the run kept in its models/
-        source_run = RunFolder(checkpoint.parent.parent)  # or, continued from a trial, in one of its trials
-        reads.extend(str(path) for path in (checkpoint, source_run.models, source_run.trials) if path.exists())
+        # ... or, continued from a trial (an extended trial, a round after one), in a trial of the run above.
+        runs = [checkpoint.parent.parent, *(folder.parent for folder in checkpoint.parents if folder.name == "trials")]
+        places = [checkpoint, *(place for run in map(RunFolder, runs) for place in (run.models, run.trials))]
+        reads.extend(str(place) for place in places if place.exists())
     if spec.trial is not None:  # a trial's candidate module, swapped in before its first step
         reads.extend(str(Path(change.model_path).resolve().parent) for change in spec.trial.changes if isinstance(change, SwapModel))
     return walls.WallPlan(write_roots=tuple(str(path) for path in folder.trainer_writes()), read_roots=tuple(reads))
