@@ -159,6 +159,9 @@ class ArmResult(Schema):
         return self.points[-1] if self.points else None
 
 
+WonBy = Literal["lower loss", "steadier"]  # how a trial's winner beat the unchanged run
+
+
 class TrialReport(Schema):
     """Measured evidence for a proposal: every arm's trial and how they ranked."""
 
@@ -172,6 +175,7 @@ class TrialReport(Schema):
     extended: bool = False  # the undecided arms ran a second budget
     arms: list[ArmResult] = Field(default_factory=list)
     winner: str | None = None  # the arm the proposal is, when it beat the unchanged run
+    won_by: WonBy = "lower loss"  # "steadier": the unchanged run's validation swings, the winner's does not
     wall_time_s: float = 0.0
     trial_steps: int = 0  # every arm's steps together: counted apart from the run's epochs
 

@@ -145,6 +145,25 @@ def test_a_win_needs_twice_the_noise_the_minimum_gain_and_a_lead_that_holds() ->
     assert crashed.winner == "c1"
 
 
+def test_a_steadier_candidate_wins_when_the_unchanged_runs_validation_swings() -> None:
+    # Measured in the demo's round 2: the residual CNN under plain SGD at 0.1 swings between 88% and
+    # 99.5% validation accuracy; its last point happened to be a low one, so the last-point gap was noise.
+    swinging = arm(INCUMBENT, 0.134, 0.307, 0.165, 0.170, 0.052, 0.329, 0.121, 0.044)
+    adam = arm("c1", 0.140, 0.090, 0.071, 0.065, 0.065, 0.047, 0.064, 0.038)
+    momentum = arm("c2", 0.122, 0.117, 0.073, 0.101, 0.069, 0.068, 0.086, 0.070)
+    decay = arm("c3", 0.135, 0.315, 0.166, 0.180, 0.050, 0.330, 0.119, 0.044)  # swings as the unchanged run does
+    ranking = rank(swinging, [momentum, decay, adam], noise_of(swinging), min_gain=0.01)
+    assert ranking.winner == "c1" and ranking.won_by == "steadier"  # both steadier: the lower mean wins
+    assert "±" in ranking.reason and "8 evaluations" in ranking.reason
+    assert rank(swinging, [decay], noise_of(swinging), min_gain=0.01).winner is None
+    steady_but_worse = arm("c4", 0.30, 0.29, 0.28, 0.27, 0.26, 0.25, 0.24, 0.23)
+    assert rank(swinging, [steady_but_worse], noise_of(swinging), min_gain=0.01).winner is None
+    healthy = arm(INCUMBENT, 1.00, 0.95, 0.92, 0.88)  # its spread is small beside its loss: no swing to steady
+    smoother = arm("c5", 0.99, 0.95, 0.91, 0.879)
+    assert rank(healthy, [smoother], noise_of(healthy), min_gain=0.01).won_by == "lower loss"
+    assert rank(healthy, [smoother], noise_of(healthy), min_gain=0.01).winner is None
+
+
 @pytest.mark.slow
 def test_cancelling_kills_the_arm_in_flight_and_starts_no_other(tmp_path: Path) -> None:
     import threading

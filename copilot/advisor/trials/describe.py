@@ -30,7 +30,8 @@ def measured_line(report: TrialReport | None) -> str:
     base = _figures(incumbent) if incumbent is not None else "-"
     if winner is None:
         return f"measured: no candidate beat the unchanged run ({base}; {budget})"
-    return f"measured: unchanged {base} -> this change {_figures(winner)} ({budget})"
+    steadier = f"; {report.reason}" if report.won_by == "steadier" else ""
+    return f"measured: unchanged {base} -> this change {_figures(winner)} ({budget}{steadier})"
 
 
 def arm_lines(report: TrialReport | None) -> list[str]:

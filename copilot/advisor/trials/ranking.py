@@ -18,6 +18,14 @@ last evaluation (a new layer catching up, or luck), is "undecided": the runner t
 it and the unchanged run once more for the same budget from where they stopped and
 ranks them again, so a new layer gets its warm-up and an overshoot shows.
 
+A run whose validation swings (a batch-normalised network under plain SGD at a high
+rate: 99% at one evaluation, 88% at the next) ends wherever the last swing leaves it, so
+its last point says little and its noise hides any gain in loss. There a candidate also
+wins by being steadier: the unchanged run's spread is at least `SWING_FRACTION` of its
+mean loss, the candidate's spread is at most 1/`STEADIER_RATIO` of it, and the
+candidate's mean loss over the same evaluations is no higher. The mean, not the last
+point: the swing is the thing measured.
+
 Pure functions of the measurements; no torch, no I/O.
 """
 
@@ -28,10 +36,12 @@ import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from copilot.advisor.schemas import ArmResult, TrialPoint
+from copilot.advisor.schemas import ArmResult, TrialPoint, WonBy
 
 NOISE_FACTOR = 2.0  # pinned: a win is a gap beyond twice the noise
 MIN_NOISE_POINTS = 3  # evaluations of the unchanged run needed to estimate its noise alone
+SWING_FRACTION = 0.2  # an unchanged run whose spread is this share of its mean loss is swinging
+STEADIER_RATIO = 2.0  # a steadier candidate swings at most half as much
 
 
 @dataclass(frozen=True)
@@ -45,6 +55,7 @@ class Ranking:
     winner: str | None  # the best candidate that beat the unchanged run
     undecided: tuple[str, ...]  # candidates whose gap is inside the noise: worth an extension
     reason: str  # one line: what decided
+    won_by: WonBy = "lower loss"
 
 
 def trend_residual_spread(losses: Sequence[float]) -> float:
@@ -99,7 +110,37 @@ def rank(incumbent: ArmResult, candidates: Sequence[ArmResult], noise: Noise | N
     if winners:
         gap, best = max(winners, key=lambda pair: pair[0])
         return Ranking(best.arm, (), f"{best.arm} lowers validation loss by {gap:.4g} (needed > {needed:.4g})")
+    steadier = _steadier(incumbent, measured)
+    if steadier is not None:
+        return steadier
     return Ranking(None, tuple(undecided), f"no candidate lowered validation loss by more than {needed:.4g}")
+
+
+def _steadier(incumbent: ArmResult, candidates: Sequence[ArmResult]) -> Ranking | None:
+    """The steadiest-on-average candidate when the unchanged run swings and it does not; else None."""
+    if len(incumbent.points) < MIN_NOISE_POINTS:
+        return None
+    base = {point.trial_step: point.val_loss for point in incumbent.points}
+    base_mean = statistics.fmean(base.values())
+    base_spread = trend_residual_spread(list(base.values()))
+    if base_spread < SWING_FRACTION * base_mean:
+        return None
+    steady: list[tuple[float, float, ArmResult]] = []
+    for candidate in candidates:
+        paired = [point.val_loss for point in candidate.points if point.trial_step in base]
+        if len(paired) < MIN_NOISE_POINTS or len(paired) != len(base):
+            continue
+        mean, spread = statistics.fmean(paired), trend_residual_spread(paired)
+        if spread * STEADIER_RATIO <= base_spread and mean <= base_mean:
+            steady.append((mean, spread, candidate))
+    if not steady:
+        return None
+    mean, spread, best = min(steady, key=lambda entry: entry[0])
+    reason = (
+        f"{best.arm} steadies validation: loss {base_mean:.4g} ±{base_spread:.4g} -> {mean:.4g} ±{spread:.4g} "
+        f"(mean and spread over {len(base)} evaluations)"
+    )
+    return Ranking(best.arm, (), reason, won_by="steadier")
 
 
 def _lead_holds(incumbent: ArmResult, candidate: ArmResult) -> bool:

@@ -26,7 +26,7 @@ from typing import Any
 
 from copilot.advisor.schemas import ArmResult, TrialPoint, TrialReport
 from copilot.advisor.trials.budget import TrialBudget
-from copilot.advisor.trials.ranking import Noise, needs_second_seed, noise_of, rank
+from copilot.advisor.trials.ranking import Noise, Ranking, needs_second_seed, noise_of, rank
 from copilot.advisor.trials.scoring import score_outputs, validation_targets
 from copilot.config import TrialSettings
 from copilot.errors import CopilotError
@@ -109,8 +109,8 @@ class TrialRunner:
             ranking = rank(incumbent, results, noise, self._settings.min_gain)
         arms = [incumbent, *([second_seed] if second_seed else []), *results]
         if self._cancelled.is_set():
-            return self._report(arms, budget, noise, None, "the trials were cancelled", extended, started)
-        return self._report(arms, budget, noise, ranking.winner, ranking.reason, extended, started)
+            return self._report(arms, budget, noise, Ranking(None, (), "the trials were cancelled"), extended, started)
+        return self._report(arms, budget, noise, ranking, extended, started)
 
     @property
     def in_flight(self) -> bool:
@@ -257,8 +257,9 @@ class TrialRunner:
     # ------------------------------------------------------------------ the report
 
     def _report(
-        self, arms: list[ArmResult], budget: TrialBudget, noise: Noise | None, winner: str | None, reason: str, extended: bool, started: float
+        self, arms: list[ArmResult], budget: TrialBudget, noise: Noise | None, ranking: Ranking, extended: bool, started: float
     ) -> TrialReport:
+        winner = ranking.winner
         outcomes = []
         for arm in arms:
             outcome = (
@@ -274,7 +275,7 @@ class TrialRunner:
             outcomes.append(arm.model_copy(update={"outcome": outcome, "checkpoint": kept}))
         return TrialReport(
             status="trialled",
-            reason=reason,
+            reason=ranking.reason,
             budget_steps=budget.steps,
             expected_s=budget.expected_s(len(arms)),
             noise=noise.value if noise is not None else None,
@@ -283,6 +284,7 @@ class TrialRunner:
             extended=extended,
             arms=outcomes,
             winner=winner,
+            won_by=ranking.won_by,
             wall_time_s=round(time.monotonic() - started, 2),
             trial_steps=sum(arm.steps for arm in arms),
         )
