@@ -61,7 +61,7 @@ def time_trainer(run_folder: Path, *, walled: bool, train_size: int) -> tuple[fl
 
 
 def time_sandbox_check() -> float:
-    from copilot.advisor.sandbox import check_model_code
+    from copilot.advisor.sandbox.parent import check_model_code
     from copilot.config import SandboxSettings
     from copilot.events import DataSpec
 

@@ -107,7 +107,7 @@ class OpenAISettings(Section):
     timeout_s: float = 600.0
     max_retries: int = Field(3, ge=0)
     # How to ask for schema-shaped JSON; "auto" tries each in turn and keeps the first the
-    # server accepts (`copilot.advisor.providers.openai_compat` says which servers take which).
+    # server accepts (`copilot.advisor.llm.providers.openai_compat` says which servers take which).
     structured: StructuredOutput = "auto"
 
 

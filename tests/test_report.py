@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 
 from copilot.advisor.ledger import append_entry, read_ledger
-from copilot.advisor.providers.offline import OfflineAdvisor
+from copilot.advisor.offline.advisor import OfflineAdvisor
 from copilot.advisor.schemas import TokenUsage, Verdict
-from copilot.advisor.session import AdvisorSession
 from copilot.advisor.snapshot import build_snapshot
+from copilot.advisor.workflow import AdvisorSession
 from copilot.config import Settings
 from copilot.report import estimated_cost, price_of, write_report
 from copilot.run_folder import RunFolder

@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 
-from copilot.advisor import rules
+from copilot.advisor.offline import rules
 from copilot.advisor.schemas import Diagnosis, Evidence
 from copilot.advisor.snapshot import TrainingSnapshot
 

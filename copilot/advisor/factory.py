@@ -14,10 +14,10 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, TypeVar
 
-from copilot.advisor.llm_roles import LLMRoles
-from copilot.advisor.providers.base import LLMProvider, ProviderUnavailable
-from copilot.advisor.providers.factory import make_provider
-from copilot.advisor.providers.offline import OfflineAdvisor
+from copilot.advisor.llm.providers.base import LLMProvider, ProviderUnavailable
+from copilot.advisor.llm.providers.factory import make_provider
+from copilot.advisor.llm.roles import LLMRoles
+from copilot.advisor.offline.advisor import OfflineAdvisor
 from copilot.advisor.roles import AdvisorRoles, RoleReply
 from copilot.advisor.schemas import (
     ArchitectureAnswer,

@@ -43,9 +43,9 @@ from langgraph.types import interrupt
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from copilot.advisor.ledger import append_entry, same_code, tried_before
-from copilot.advisor.providers.base import describe_validation_error
+from copilot.advisor.llm.providers.base import describe_validation_error
+from copilot.advisor.offline.rules import candidate_changes
 from copilot.advisor.roles import AdvisorRoles, RoleReply
-from copilot.advisor.rules import candidate_changes
 from copilot.advisor.schemas import (
     ArchitectureAnswer,
     ArchitectureProposal,
@@ -137,7 +137,7 @@ def checkpoint_serializer() -> JsonPlusSerializer:
 
 def sandbox_checker(settings: Settings) -> CodeChecker:
     """Check model code in the sandbox's child process, against the snapshot's model and data."""
-    from copilot.advisor.sandbox import check_model_code
+    from copilot.advisor.sandbox.parent import check_model_code
 
     def check(code: str, snapshot: TrainingSnapshot) -> SandboxReport:
         return check_model_code(

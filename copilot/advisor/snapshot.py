@@ -31,8 +31,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from copilot.advisor.codegen.source import declared_hparams, guess_model_class
 from copilot.advisor.ledger import TriedChange, tried_changes
+from copilot.advisor.offline.codegen.source import declared_hparams, guess_model_class
 from copilot.advisor.schemas import LedgerEntry
 from copilot.errors import AdvisorError
 from copilot.events import (
@@ -66,7 +66,7 @@ MAX_SOURCE_CHARS = 12_000
 MAX_PROMPT_MODULES = 110
 MAX_REASON_CHARS = 300
 
-# Thresholds shared with the rules (copilot/advisor/rules.py cites where they come from).
+# Thresholds shared with the rules (copilot/advisor/offline/rules.py cites where they come from).
 VANISHING_GRAD_NORM = 1e-7
 EXPLODING_GRAD_NORM = 1e3
 SPIKE_FACTOR = 10.0

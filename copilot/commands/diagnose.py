@@ -28,7 +28,7 @@ from copilot.run_folder import find_run
 
 if TYPE_CHECKING:
     from copilot.advisor.schemas import ArchitectureProposal, Diagnosis, Evidence, Finding, HParamProposal, TokenUsage
-    from copilot.advisor.session import Assessment
+    from copilot.advisor.workflow import Assessment
 
 HEALTH_STYLE = {"healthy": "bold green", "warning": "bold yellow", "critical": "bold red"}
 SEVERITY_STYLE = {"info": "cyan", "warning": "yellow", "critical": "red"}
@@ -52,8 +52,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run_diagnose_command(args: argparse.Namespace) -> int:
     from copilot.advisor.factory import build_advisor
     from copilot.advisor.ledger import read_ledger
-    from copilot.advisor.session import AdvisorSession
     from copilot.advisor.snapshot import build_snapshot
+    from copilot.advisor.workflow import AdvisorSession
 
     settings = load_settings({"advisor": {"provider": args.advisor}} if args.advisor else None)
     run = find_run(args.run, runs=settings.runs_dir)

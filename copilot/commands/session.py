@@ -193,7 +193,7 @@ def _drive(
     """Hand the session to the headless driver (which prints `intro`) or the app (which shows `banner`); it is stopped after."""
     try:
         if args.headless:
-            from copilot.session.headless import drive
+            from copilot.console.headless import drive
 
             console = Console(highlight=False)
             if intro:

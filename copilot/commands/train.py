@@ -20,8 +20,8 @@ from rich.console import Console
 from rich.live import Live
 from rich.markup import escape
 
-from copilot.commands.progress import TrainingProgress
 from copilot.config import ModelArg, Settings, load_settings
+from copilot.console.progress import TrainingProgress
 from copilot.errors import ConfigError, CopilotError
 from copilot.events import Finished, Stop, TrainerError
 from copilot.run_folder import RunFolder, find_run, new_run_id

@@ -47,10 +47,10 @@ from typing import Literal
 
 from pydantic import ValidationError
 
-from copilot.advisor.codegen.source import declared_hparams
 from copilot.advisor.factory import build_advisor
 from copilot.advisor.graph import PendingProposal
 from copilot.advisor.ledger import append_entry, entry_key, proposal_id, read_ledger
+from copilot.advisor.offline.codegen.source import declared_hparams
 from copilot.advisor.roles import AdvisorRoles
 from copilot.advisor.schemas import (
     ArchitectureProposal,
@@ -63,11 +63,11 @@ from copilot.advisor.schemas import (
     TrialReport,
     Verdict,
 )
-from copilot.advisor.session import Accepted, AdvisorSession, Continued, Failed, Finished as AdvisorFinished, Rejected
 from copilot.advisor.snapshot import TrainingSnapshot, build_snapshot
 from copilot.advisor.trials.budget import remaining_steps, steps_per_epoch, trial_budget
 from copilot.advisor.trials.describe import arm_lines, measured_line
 from copilot.advisor.trials.runner import INCUMBENT, Arm, TrialRunner
+from copilot.advisor.workflow import Accepted, AdvisorSession, Continued, Failed, Finished as AdvisorFinished, Rejected
 from copilot.config import Settings
 from copilot.errors import AdvisorError, ConfigError, CopilotError, DiskFullError, is_disk_full
 from copilot.events import (

@@ -27,7 +27,7 @@ Trigger = Literal["error", "nonfinite", "plateau", "schedule"]
 MACHINE_FAULTS = ("killed", "disk")
 
 # The loss must beat its best by this fraction to count as progress (the offline rules'
-# PLATEAU_IMPROVEMENT, copilot/advisor/rules.py, for the same window).
+# PLATEAU_IMPROVEMENT, copilot/advisor/offline/rules.py, for the same window).
 PLATEAU_IMPROVEMENT = 0.01
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from copilot.advisor.providers.base import StructuredReply, TextReply
+from copilot.advisor.llm.providers.base import StructuredReply, TextReply
 from copilot.advisor.roles import RoleReply
 from copilot.advisor.schemas import (
     ArchitectureAnswer,

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 from tests.advisor.fake_converse import FakeConverse
 
-from copilot.advisor.providers.base import ProviderUnavailable, tool_input_schema
-from copilot.advisor.providers.bedrock import ANSWER_TOKENS, BedrockProvider
-from copilot.advisor.providers.factory import make_provider
+from copilot.advisor.llm.providers.base import ProviderUnavailable, tool_input_schema
+from copilot.advisor.llm.providers.bedrock import ANSWER_TOKENS, BedrockProvider
+from copilot.advisor.llm.providers.factory import make_provider
 from copilot.advisor.schemas import HParamAnswer, TokenUsage
 from copilot.config import BedrockSettings, load_settings
 from copilot.errors import AdvisorError

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from copilot.advisor.claims import checked_diagnosis, measured_values
-from copilot.advisor.llm_roles import AssessorAnswer, LLMRoles
+from copilot.advisor.llm.roles import AssessorAnswer, LLMRoles
 from copilot.advisor.schemas import Diagnosis, Evidence, Finding
 from copilot.advisor.snapshot import TrainingSnapshot, build_snapshot
 from copilot.config import load_settings

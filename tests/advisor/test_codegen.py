@@ -10,11 +10,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from copilot.advisor.codegen.architect import ModelFacts, fix_architecture, generate, write_architecture
-from copilot.advisor.codegen.edits import swap_saturating_activations
-from copilot.advisor.codegen.source import parse_model_source
-from copilot.advisor.providers.offline import OfflineAdvisor
-from copilot.advisor.sandbox import check_model_code
+from copilot.advisor.offline.advisor import OfflineAdvisor
+from copilot.advisor.offline.codegen.architect import ModelFacts, fix_architecture, generate, write_architecture
+from copilot.advisor.offline.codegen.edits import swap_saturating_activations
+from copilot.advisor.offline.codegen.source import parse_model_source
+from copilot.advisor.sandbox.parent import check_model_code
 from copilot.advisor.schemas import ArchitectureAnswer, Diagnosis, SandboxReport
 from copilot.advisor.snapshot import build_snapshot
 from copilot.config import DataSettings, SandboxSettings

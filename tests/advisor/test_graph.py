@@ -11,8 +11,8 @@ from copilot.advisor import graph as graph_module
 from copilot.advisor.graph import PendingProposal
 from copilot.advisor.ledger import read_ledger
 from copilot.advisor.schemas import ArchitectureProposal, HParamChange, HParamProposal, Verdict
-from copilot.advisor.session import Accepted, AdvisorSession, Continued, Failed, Finished, Rejected
 from copilot.advisor.snapshot import build_snapshot
+from copilot.advisor.workflow import Accepted, AdvisorSession, Continued, Failed, Finished, Rejected
 from copilot.config import Settings, load_settings
 from copilot.errors import AdvisorError
 from copilot.run_folder import RunFolder

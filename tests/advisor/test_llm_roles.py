@@ -9,12 +9,12 @@ import pytest
 from copilot.advisor.factory import build_advisor
 from copilot.advisor.graph import PendingProposal, diagnosis_with_notices
 from copilot.advisor.ledger import read_ledger
-from copilot.advisor.llm_roles import AssessorAnswer, LLMRoles
-from copilot.advisor.providers.base import ProviderUnavailable
-from copilot.advisor.providers.offline import OfflineAdvisor
+from copilot.advisor.llm.providers.base import ProviderUnavailable
+from copilot.advisor.llm.roles import AssessorAnswer, LLMRoles
+from copilot.advisor.offline.advisor import OfflineAdvisor
 from copilot.advisor.schemas import Diagnosis, Evidence, Finding, Verdict
-from copilot.advisor.session import Accepted, AdvisorSession
 from copilot.advisor.snapshot import TrainingSnapshot, build_snapshot
+from copilot.advisor.workflow import Accepted, AdvisorSession
 from copilot.config import Settings, load_settings
 from tests.advisor.scripted import (
     FORWARD_FAILURE,

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from copilot.advisor.providers.base import ProviderUnavailable, tool_input_schema
-from copilot.advisor.providers.factory import make_provider
-from copilot.advisor.providers.openai_compat import OpenAICompatProvider
+from copilot.advisor.llm.providers.base import ProviderUnavailable, tool_input_schema
+from copilot.advisor.llm.providers.factory import make_provider
+from copilot.advisor.llm.providers.openai_compat import OpenAICompatProvider
 from copilot.advisor.schemas import HParamAnswer, TokenUsage
 from copilot.config import OpenAISettings, load_settings
 from copilot.errors import AdvisorError

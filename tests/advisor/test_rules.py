@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from copilot.advisor.providers.offline import OfflineAdvisor
-from copilot.advisor.rules import assess, propose_hparams, validation_progress
-from copilot.advisor.sandbox import check_model_code
+from copilot.advisor.offline.advisor import OfflineAdvisor
+from copilot.advisor.offline.rules import assess, propose_hparams, validation_progress
+from copilot.advisor.sandbox.parent import check_model_code
 from copilot.advisor.schemas import (
     ArchitectureProposal,
     Diagnosis,

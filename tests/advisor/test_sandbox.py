@@ -6,8 +6,8 @@ import textwrap
 
 import pytest
 
-from copilot.advisor.sandbox import SANDBOX_BATCH_SIZE, check_model_code
-from copilot.advisor.static_check import find_refusal, static_check
+from copilot.advisor.sandbox.parent import SANDBOX_BATCH_SIZE, check_model_code
+from copilot.advisor.sandbox.static_lint import find_refusal, static_check
 from copilot.config import SandboxSettings
 from copilot.errors import SandboxRefusal
 from copilot.events import DataSpec

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from copilot.advisor.sandbox import _run_in_child, check_model_code
+from copilot.advisor.sandbox.parent import _run_in_child, check_model_code
 from copilot.walls import landlock_abi
 from copilot.advisor.schemas import SandboxReport
 from copilot.config import SandboxSettings

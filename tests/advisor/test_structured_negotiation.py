@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from copilot.advisor.providers.openai_compat import OpenAICompatProvider
+from copilot.advisor.llm.providers.openai_compat import OpenAICompatProvider
 from copilot.advisor.schemas import HParamAnswer
 from copilot.config import OpenAISettings
 from copilot.errors import AdvisorError

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from copilot.advisor.session import AdvisorSession
 from copilot.advisor.snapshot import build_snapshot
+from copilot.advisor.workflow import AdvisorSession
 from copilot.cli import main
 from copilot.commands.diagnose import print_assessment
 from copilot.config import load_settings

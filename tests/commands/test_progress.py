@@ -8,7 +8,7 @@ import time
 from rich.console import Console
 from rich.live import Live
 
-from copilot.commands.progress import TrainingProgress
+from copilot.console.progress import TrainingProgress
 from copilot.events import EpochSummary, RunStarted, StepBatch, StepRecord
 from tests.advisor.scripted import TINY_DATA, TINY_HPARAMS, TINY_SUMMARY
 

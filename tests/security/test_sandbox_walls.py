@@ -10,9 +10,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from copilot.advisor.sandbox import _run_in_child
+from copilot.advisor.sandbox.parent import _run_in_child
+from copilot.advisor.sandbox.static_lint import find_refusal
 from copilot.advisor.schemas import SANDBOX_ADVISORY
-from copilot.advisor.static_check import find_refusal
 from copilot.config import SandboxSettings
 from copilot.tui.widgets.proposal import sandbox_summary
 from tests.advisor.test_sandbox import IMAGES, model_code

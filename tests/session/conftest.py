@@ -97,7 +97,7 @@ class CountingAdvisor:
     """The offline advisor, counting every role call: a reopened session must make none."""
 
     def __init__(self) -> None:
-        from copilot.advisor.providers.offline import OfflineAdvisor
+        from copilot.advisor.offline.advisor import OfflineAdvisor
 
         self._offline = OfflineAdvisor()
         self.name = self._offline.name

@@ -1,4 +1,4 @@
-"""training/, advisor/, history/ and session/ never import Textual, so they run without a screen.
+"""training/, advisor/, history/, session/ and console/ never import Textual, so they run without a screen.
 
 Every module under those packages is imported in a fresh interpreter, and Textual must
 not be among the modules loaded afterwards.
@@ -13,7 +13,7 @@ import sys
 
 import copilot
 
-SCREENLESS_PACKAGES = ("copilot.training", "copilot.advisor", "copilot.history", "copilot.session")
+SCREENLESS_PACKAGES = ("copilot.training", "copilot.advisor", "copilot.history", "copilot.session", "copilot.console")
 
 PROBE = """
 import importlib, json, pkgutil, sys

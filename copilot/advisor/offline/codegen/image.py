@@ -11,7 +11,7 @@ keeps the run's optimiser. It writes source text only.
 
 from __future__ import annotations
 
-from copilot.advisor.codegen.module_file import Bindings, GeneratedModel, Profile, Size, helper_name, parameters_read
+from copilot.advisor.offline.codegen.module_file import Bindings, GeneratedModel, Profile, Size, helper_name, parameters_read
 from copilot.events import DataSpec
 
 TARGET_FEATURE_MAP = 4  # stop downsampling at about 4x4: enough positions for the pooling to summarise

@@ -10,7 +10,7 @@ without layer norm lacks when it explodes. It writes source text only.
 
 from __future__ import annotations
 
-from copilot.advisor.codegen.module_file import Bindings, GeneratedModel, Profile, Size, helper_name, parameters_read
+from copilot.advisor.offline.codegen.module_file import Bindings, GeneratedModel, Profile, Size, helper_name, parameters_read
 from copilot.events import DataSpec
 
 D_MODEL_BY_PROFILE = {"standard": 64, "compact": 48, "minimal": 32}

@@ -7,7 +7,7 @@ Which route follows (architecture, hyperparameters, continue, finish) is decided
 `route`, from what the findings say can fix them: with nothing to fix, a run whose
 validation metric still improves by more than its own noise continues (no round), and
 only a converged run, a met target or a spent budget finishes (which stops training). Architecture code is written elsewhere
-(`copilot.advisor.codegen`); this module never writes code or touches files.
+(`copilot.advisor.offline.codegen`); this module never writes code or touches files.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
-from copilot.advisor.codegen.edits import SMALL_INIT_SCALE, remove_softmax_before_loss, smallest_init_scale
 from copilot.advisor.ledger import same_hparams, tried_before
+from copilot.advisor.offline.codegen.edits import SMALL_INIT_SCALE, remove_softmax_before_loss, smallest_init_scale
 from copilot.advisor.schemas import Diagnosis, Evidence, Finding, HParamAnswer, HParamChange, Route
 from copilot.advisor.snapshot import EXPLODING_GRAD_NORM, SPIKE_FACTOR, VANISHING_GRAD_NORM, PreviousProposal, TrainingSnapshot
 from copilot.events import NOT_MODEL_ERRORS, HParams

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 
-from copilot.advisor.codegen.module_file import Bindings, GeneratedModel, Profile, Size, helper_name, parameters_read
+from copilot.advisor.offline.codegen.module_file import Bindings, GeneratedModel, Profile, Size, helper_name, parameters_read
 from copilot.events import DataSpec
 
 BLOCKS_BY_PROFILE = {"standard": 3, "compact": 2, "minimal": 1}

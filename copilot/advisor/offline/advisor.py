@@ -1,8 +1,8 @@
 """The offline advisor: the rule engine and the code generators behind the advisor roles.
 
 `OfflineAdvisor` implements `copilot.advisor.roles.AdvisorRoles` with no network and
-no randomness: the assessor is `copilot.advisor.rules`, the coder and the fixer are
-`copilot.advisor.codegen.architect`, and the reporter renders the snapshot as
+no randomness: the assessor is `copilot.advisor.offline.rules`, the coder and the fixer are
+`copilot.advisor.offline.codegen.architect`, and the reporter renders the snapshot as
 markdown. Its replies cost no tokens, so they carry no usage. It is the default
 advisor and the fallback when an LLM provider is unavailable. It does not run code
 (the sandbox does) and does not write files (the caller saves the report).
@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import math
 
-from copilot.advisor import rules
-from copilot.advisor.codegen import architect
+from copilot.advisor.offline import rules
+from copilot.advisor.offline.codegen import architect
 from copilot.advisor.roles import RoleReply
 from copilot.advisor.schemas import ArchitectureAnswer, Diagnosis, HParamAnswer, SandboxReport
 from copilot.advisor.snapshot import TrainingSnapshot

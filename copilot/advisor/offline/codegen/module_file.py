@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
-from copilot.advisor.codegen.source import ModelSource
+from copilot.advisor.offline.codegen.source import ModelSource
 
 Profile = Literal["standard", "compact", "minimal"]
 PROFILES: tuple[Profile, ...] = ("standard", "compact", "minimal")

@@ -17,18 +17,18 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
-from copilot.advisor.codegen.edits import (
+from copilot.advisor.offline.codegen.edits import (
     SourceEdit,
     remove_softmax_before_loss,
     resize_head,
     swap_saturating_activations,
     use_glorot_init,
 )
-from copilot.advisor.codegen.image import image_classifier
-from copilot.advisor.codegen.mlp import mlp_classifier
-from copilot.advisor.codegen.module_file import PROFILES, Bindings, Profile, assemble
-from copilot.advisor.codegen.source import ModelSource, parse_model_source
-from copilot.advisor.codegen.transformer import transformer
+from copilot.advisor.offline.codegen.image import image_classifier
+from copilot.advisor.offline.codegen.mlp import mlp_classifier
+from copilot.advisor.offline.codegen.module_file import PROFILES, Bindings, Profile, assemble
+from copilot.advisor.offline.codegen.source import ModelSource, parse_model_source
+from copilot.advisor.offline.codegen.transformer import transformer
 from copilot.advisor.schemas import ArchitectureAnswer, Diagnosis, SandboxReport
 from copilot.errors import AdvisorError
 from copilot.events import DataSpec, ModelSummary

@@ -31,7 +31,7 @@ from typing import Any, Literal
 
 import httpx
 
-from copilot.advisor.providers.base import (
+from copilot.advisor.llm.providers.base import (
     ProviderUnavailable,
     SchemaT,
     StructuredReply,

@@ -17,7 +17,7 @@ from typing import Generic, TypeVar
 from pydantic import BaseModel, Field
 
 from copilot.advisor.claims import checked_diagnosis
-from copilot.advisor.providers.base import LLMProvider
+from copilot.advisor.llm.providers.base import LLMProvider
 from copilot.advisor.roles import RoleReply
 from copilot.advisor.schemas import (
     ArchitectureAnswer,

@@ -9,18 +9,18 @@ from __future__ import annotations
 
 from typing import Literal
 
-from copilot.advisor.providers.base import LLMProvider
+from copilot.advisor.llm.providers.base import LLMProvider
 from copilot.config import Settings
 from copilot.errors import ConfigError
 
 
 def make_provider(name: Literal["bedrock", "openai"], settings: Settings) -> LLMProvider:
     if name == "bedrock":
-        from copilot.advisor.providers.bedrock import BedrockProvider
+        from copilot.advisor.llm.providers.bedrock import BedrockProvider
 
         return BedrockProvider(settings.advisor.bedrock)
     if name == "openai":
-        from copilot.advisor.providers.openai_compat import OpenAICompatProvider
+        from copilot.advisor.llm.providers.openai_compat import OpenAICompatProvider
 
         return OpenAICompatProvider(settings.advisor.openai)
     raise ConfigError(

@@ -40,7 +40,7 @@ from rich.table import Table
 from copilot.advisor.schemas import ArchitectureProposal, FinishProposal, HParamProposal, Proposal, Verdict
 from copilot.advisor.trials.describe import arm_lines, measured_line
 from copilot.commands.diagnose import print_architecture_proposal, print_diagnosis, print_hparam_proposal, print_tokens
-from copilot.commands.progress import TrainingProgress
+from copilot.console.progress import TrainingProgress
 from copilot.errors import AdvisorError, CopilotError
 from copilot.events import Event, HParamsApplied, ModelSwapped
 from copilot.session.controller import AdvisorTurn, Continuing, Decision, Session, resume_command

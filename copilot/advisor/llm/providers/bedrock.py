@@ -31,7 +31,7 @@ from botocore.exceptions import (
 )
 from botocore.exceptions import ConnectionError as BotocoreConnectionError
 
-from copilot.advisor.providers.base import (
+from copilot.advisor.llm.providers.base import (
     ProviderUnavailable,
     SchemaT,
     StructuredReply,

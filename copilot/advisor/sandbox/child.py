@@ -1,6 +1,6 @@
 """The sandbox's child process: runs one generated model module under limits and reports.
 
-`copilot.advisor.sandbox` starts this file as a script (`python -I -B sandbox_child.py
+`copilot.advisor.sandbox.parent` starts this file as a script (`python -I -B child.py
 JOB`) in a fresh session, with a scrubbed environment and a temporary working folder.
 Before the generated code is even compiled, the child
 - sets its own resource limits (CPU time, address space, file size, no core dumps) and
@@ -53,7 +53,7 @@ GENERATED_MODULE_NAME = "generated_model"
 WALLS_MODULE_NAME = "copilot_walls"
 # The files the child runs (this one, the walls', the output reader): read after the walls are
 # up (the reader's import; linecache when torch formats a stack through them).
-COPILOT_FOLDER = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+COPILOT_FOLDER = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 MODEL_OUTPUTS_SOURCE = os.path.join(COPILOT_FOLDER, "training", "model_outputs.py")
 OWN_SOURCES = (os.path.abspath(__file__), os.path.join(COPILOT_FOLDER, "walls.py"), MODEL_OUTPUTS_SOURCE)
 MAX_MESSAGE_CHARS = 300

@@ -1,7 +1,7 @@
 """Checks generated or edited model code before anyone trains with it.
 
-Owns the sandbox's parent side: the static check (`copilot.advisor.static_check`),
-then one child process per check (`sandbox_child.py`) started with `python -I -B`
+Owns the sandbox's parent side: the static check (`copilot.advisor.sandbox.static_lint`),
+then one child process per check (`child.py`) started with `python -I -B`
 in a new session, a scrubbed environment built from an allow-list (no AWS_*, no
 tokens, no keys), a temporary working folder deleted afterwards, and a wall-clock
 timeout after which the whole process group is killed. Whatever the child did (a
@@ -31,9 +31,9 @@ from typing import Literal
 from pydantic import ValidationError
 
 from copilot import walls
-from copilot.advisor.sandbox_child import SandboxJob
+from copilot.advisor.sandbox.child import SandboxJob
+from copilot.advisor.sandbox.static_lint import find_refusal, static_check
 from copilot.advisor.schemas import SandboxReport
-from copilot.advisor.static_check import find_refusal, static_check
 from copilot.config import SandboxSettings
 from copilot.events import DataSpec
 
@@ -41,7 +41,7 @@ __all__ = ["SANDBOX_BATCH_SIZE", "check_model_code", "static_check"]
 
 # The dummy batch's size; an `expected_output` given by a caller starts with it.
 SANDBOX_BATCH_SIZE = 4
-CHILD_SCRIPT = Path(__file__).with_name("sandbox_child.py")
+CHILD_SCRIPT = Path(__file__).with_name("child.py")
 STDERR_TAIL_CHARS = 2000
 # The child's own alarm rings this long before the parent kills it, so a Python-level
 # endless loop is reported with its line instead of a bare kill.
