@@ -34,12 +34,6 @@ TRAINING_MAY_IMPORT = (
     "copilot.run_folder",
     "copilot.metrics_file",
 )
-# The one import from the console into the command line: the headless driver prints a
-# diagnosis and its proposal with `copilot diagnose`'s printers (print_diagnosis,
-# print_*_proposal, print_tokens). `copilot.commands.diagnose` imports nothing of the
-# console or the session, so this makes no cycle; any other console -> commands import is
-# refused. (Moving those printers into the console would remove the exception.)
-CONSOLE_MAY_IMPORT_FROM_COMMANDS = frozenset({("copilot.console.headless", "copilot.commands.diagnose")})
 
 
 def _module_name(path: Path) -> str:
@@ -111,8 +105,7 @@ RULES = {
     ),
     "console_never_imports_the_command_line": Rule(
         "copilot.console",
-        lambda module, name: _is_within(name, "copilot.commands")
-        and (module, name) not in CONSOLE_MAY_IMPORT_FROM_COMMANDS,
+        lambda module, name: _is_within(name, "copilot.commands"),
     ),
 }
 

@@ -39,7 +39,7 @@ from rich.table import Table
 
 from copilot.advisor.schemas import ArchitectureProposal, FinishProposal, HParamProposal, Proposal, Verdict
 from copilot.advisor.trials.describe import arm_lines, measured_line
-from copilot.commands.diagnose import print_architecture_proposal, print_diagnosis, print_hparam_proposal, print_tokens
+from copilot.console.advice import print_architecture_proposal, print_diagnosis, print_hparam_proposal, print_tokens
 from copilot.console.progress import TrainingProgress
 from copilot.errors import AdvisorError, CopilotError
 from copilot.events import Event, HParamsApplied, ModelSwapped

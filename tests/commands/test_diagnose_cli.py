@@ -10,7 +10,7 @@ from rich.console import Console
 from copilot.advisor.snapshot import build_snapshot
 from copilot.advisor.workflow import AdvisorSession
 from copilot.cli import main
-from copilot.commands.diagnose import print_assessment
+from copilot.console.advice import print_assessment
 from copilot.config import load_settings
 from tests.advisor.fake_converse import FakeConverse
 from tests.advisor.scripted import ScriptedChecker, ScriptedRoles, hparam_answer, write_run
