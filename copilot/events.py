@@ -86,6 +86,11 @@ class ModuleInfo(Message):
     is_leaf: bool = True
 
 
+# The activation types in `ModelSummary.activations` whose outputs flatten at both ends, so
+# their gradients vanish when inputs grow: what the rules call saturating and codegen replaces.
+SATURATING_ACTIVATIONS = frozenset({"Sigmoid", "Tanh", "Hardtanh"})
+
+
 class ModelSummary(Message):
     """The model the trainer is running, for the UI and the advisor."""
 

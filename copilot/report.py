@@ -65,7 +65,7 @@ def price_of(model: str) -> tuple[float, float] | None:
 
 
 @dataclass
-class RunRecord:
+class MetricsRecord:
     """What the report needs from metrics.jsonl, read once."""
 
     starts: list[RunStarted] = field(default_factory=list)
@@ -77,8 +77,8 @@ class RunRecord:
     finished: Finished | None = None
 
 
-def read_run(run: RunFolder) -> RunRecord:
-    record = RunRecord()
+def read_run(run: RunFolder) -> MetricsRecord:
+    record = MetricsRecord()
     for event in read_metrics(run.metrics):
         if isinstance(event, RunStarted):
             record.starts.append(event)
@@ -139,7 +139,7 @@ def _fence(text: str, language: str = "") -> list[str]:
 # --------------------------------------------------------------------------- sections
 
 
-def _summary(record: RunRecord, entries: Sequence[LedgerEntry], history: ExperimentHistory | None,
+def _summary(record: MetricsRecord, entries: Sequence[LedgerEntry], history: ExperimentHistory | None,
              rounds: Sequence[RoundInfo], advisor_name: str | None) -> list[str]:  # fmt: skip
     rows: list[tuple[str, str]] = []
     if record.starts:
@@ -318,7 +318,7 @@ def _thinned(points: Sequence[tuple[float, float]]) -> tuple[tuple[float, ...], 
     return tuple(x for x, _ in kept), tuple(y for _, y in kept)
 
 
-def curves(record: RunRecord) -> list[Curve]:
+def curves(record: MetricsRecord) -> list[Curve]:
     """Loss and total gradient norm by step, accuracy by epoch; empty series are left out."""
     val_loss = [(float(e.step), e.val_loss) for e in record.epochs if e.val_loss is not None]
     train_acc = [(float(e.epoch), e.train_accuracy) for e in record.epochs if e.train_accuracy is not None]
@@ -389,7 +389,7 @@ def png_chart(curve: Curve, path: Path) -> bool:
     return True
 
 
-def _curve_sections(run: RunFolder, record: RunRecord) -> Iterator[str]:
+def _curve_sections(run: RunFolder, record: MetricsRecord) -> Iterator[str]:
     drawn = curves(record)
     if not drawn:
         return

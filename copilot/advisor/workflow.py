@@ -6,7 +6,7 @@ gate survives a restart: `pending()` finds it again without calling any provider
 `decide(verdict)` resumes the graph. Each assessment is its own LangGraph thread; only
 the newest thread can be waiting, because `assess` refuses to start another while a
 proposal waits. An assessment ends in one of: a proposal waiting at the gate, a finish
-report (`Finished`), nothing to change (`Continued`: training goes on, nothing is asked,
+report (`FinishReported`), nothing to change (`Continued`: training goes on, nothing is asked,
 nothing is written) or no proposal (`Failed`).
 
 `in_memory(...)` is for `copilot diagnose`: the same workflow with a checkpointer that
@@ -59,7 +59,7 @@ class Outcome(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
-class Finished(Outcome):
+class FinishReported(Outcome):
     """Training looks healthy: a report, nothing to decide."""
 
     kind: Literal["finished"] = "finished"
@@ -108,11 +108,11 @@ class Rejected(Decided):
     kind: Literal["rejected"] = "rejected"
 
 
-Assessment = PendingProposal | Finished | Continued | Failed
+Assessment = PendingProposal | FinishReported | Continued | Failed
 Decision = Accepted | Rejected | PendingProposal  # pending again: an edit did not pass its check
 
 
-def _outcome_of(values: dict[str, Any]) -> Finished | Continued | Failed | Accepted | Rejected:
+def _outcome_of(values: dict[str, Any]) -> FinishReported | Continued | Failed | Accepted | Rejected:
     """What a finished thread ended with, read from its final state."""
     if values["diagnosis"].route == "continue" and values.get("proposal") is None:
         return Continued(diagnosis=diagnosis_with_notices(values), tokens=values.get("tokens", []))
@@ -126,7 +126,7 @@ def _outcome_of(values: dict[str, Any]) -> Finished | Continued | Failed | Accep
     entry: LedgerEntry = values["entry"]
     verdict: Verdict | None = values.get("verdict")
     if verdict is None:
-        return Finished(diagnosis=entry.diagnosis, proposal=values["proposal"], entry=entry)
+        return FinishReported(diagnosis=entry.diagnosis, proposal=values["proposal"], entry=entry)
     if verdict.decision == "reject":
         return Rejected(proposal=values["proposal"], verdict=verdict, entry=entry)
     return Accepted(proposal=values.get("edited_proposal") or values["proposal"], verdict=verdict, entry=entry)

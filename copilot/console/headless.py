@@ -43,7 +43,7 @@ from copilot.console.advice import print_architecture_proposal, print_diagnosis,
 from copilot.console.progress import TrainingProgress
 from copilot.errors import AdvisorError, CopilotError
 from copilot.events import Event, HParamsApplied, ModelSwapped
-from copilot.session.controller import AdvisorTurn, Continuing, Decision, Session, resume_command
+from copilot.session.controller import AdvisorTurn, Continuing, Session, VerdictResult, resume_command
 
 AutoAccept = Literal["validated", "all"]
 POLL_S = 0.2
@@ -238,7 +238,7 @@ class _HeadlessDriver:
         if turn.edit_problem:
             self.console.print(f"[yellow]your edit was not taken:[/] {escape(turn.edit_problem)}")
 
-    def _decide(self, turn: AdvisorTurn) -> Decision | None:
+    def _decide(self, turn: AdvisorTurn) -> VerdictResult | None:
         """The human's (or the automatic) verdict, applied; None when the human chose to stop here."""
         self._print_turn(turn)
         if self.auto_accept is not None:

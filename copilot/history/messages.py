@@ -136,10 +136,6 @@ def copilot_trailers(pairs: Iterable[tuple[str, str]]) -> dict[str, str]:
     return {key[len(TRAILER_PREFIX) :]: value for key, value in pairs if key.startswith(TRAILER_PREFIX)}
 
 
-def round_label(round_number: int) -> str:
-    return f"r{round_number}"
-
-
 def parse_round_label(text: str) -> int | None:
     """`3`, `r3` or `R3` -> 3; anything else -> None."""
     match = re.fullmatch(r"[rR]?(\d+)", text.strip())

@@ -67,7 +67,7 @@ from copilot.advisor.snapshot import TrainingSnapshot, build_snapshot
 from copilot.advisor.trials.budget import remaining_steps, steps_per_epoch, trial_budget
 from copilot.advisor.trials.describe import arm_lines, measured_line
 from copilot.advisor.trials.runner import INCUMBENT, Arm, TrialRunner
-from copilot.advisor.workflow import Accepted, AdvisorSession, Continued, Failed, Finished as AdvisorFinished, Rejected
+from copilot.advisor.workflow import Accepted, AdvisorSession, Continued, Failed, FinishReported, Rejected
 from copilot.config import Settings
 from copilot.errors import AdvisorError, ConfigError, CopilotError, DiskFullError, is_disk_full
 from copilot.events import (
@@ -134,7 +134,7 @@ class Continuing:
 
 
 @dataclass(frozen=True)
-class Decision:
+class VerdictResult:
     """What came of a verdict."""
 
     accepted: bool
@@ -664,7 +664,7 @@ class Session:
                     f"no candidate beat the unchanged run in its trial ({tried})",
                     "training goes on unchanged; the advisor will not propose these again",
                 )
-            if isinstance(outcome, AdvisorFinished):
+            if isinstance(outcome, FinishReported):
                 self._refresh_recorded_tokens()
                 turn = AdvisorTurn(outcome.diagnosis, outcome.proposal, trigger, tuple(outcome.tokens))
             else:
@@ -761,7 +761,7 @@ class Session:
             self._launch(self._spec_from(kept), ())
         return f"training continues from its trial's end ({arm.steps} trial steps kept)"
 
-    def decide(self, verdict: Verdict) -> Decision:
+    def decide(self, verdict: Verdict) -> VerdictResult:
         """Apply the human's verdict on the waiting proposal (blocking: git, maybe a new trainer)."""
         self._require_open()
         with self._advisor_lock, self._full_disk_is_the_users():
@@ -774,15 +774,15 @@ class Session:
             if isinstance(outcome, PendingProposal):
                 retry = self._turn_of(outcome, turn.trigger)
                 self._turn = retry
-                return Decision(False, None, outcome.edit_problem or "the edit was not taken", retry)
+                return VerdictResult(False, None, outcome.edit_problem or "the edit was not taken", retry)
             self._turn = None
             self._refresh_recorded_tokens()
             if isinstance(outcome, Rejected):
                 self._release()
                 reason = f" ({outcome.verdict.reason})" if outcome.verdict.reason else ""
-                return Decision(False, None, f"rejected: {outcome.proposal.summary}{reason}; training goes on", None)
+                return VerdictResult(False, None, f"rejected: {outcome.proposal.summary}{reason}; training goes on", None)
             info, applied = self._commit(outcome)
-            return Decision(True, info, f"{info.label} committed as {info.short_sha}: {info.summary}; {applied}", None)
+            return VerdictResult(True, info, f"{info.label} committed as {info.short_sha}: {info.summary}; {applied}", None)
 
     def _commit(self, accepted: Accepted) -> tuple[RoundInfo, str]:
         """Commit an accepted change as the next round, note the commit in the ledger, hand it to the trainer."""
@@ -844,7 +844,7 @@ class Session:
             "tried": arm_lines(report),
         }
 
-    def _decide_finish(self, turn: AdvisorTurn, verdict: Verdict) -> Decision:
+    def _decide_finish(self, turn: AdvisorTurn, verdict: Verdict) -> VerdictResult:
         if verdict.decision == "edit":
             raise AdvisorError("a finish report cannot be edited", "accept it to end the run, or reject it to train on")
         entries = [entry for entry in read_ledger(self.run) if entry.proposal == turn.proposal and entry.verdict is None]
@@ -853,10 +853,10 @@ class Session:
         self._turn = None
         if verdict.decision == "reject":
             self._release()
-            return Decision(False, None, "the advisor's finish was rejected; training goes on", None)
+            return VerdictResult(False, None, "the advisor's finish was rejected; training goes on", None)
         self.stop()
         report = self.write_report()
-        return Decision(True, None, f"training stopped at the advisor's finish; report: {report}", None, report=report)
+        return VerdictResult(True, None, f"training stopped at the advisor's finish; report: {report}", None, report=report)
 
     def _require_open(self) -> None:
         if self._stopped:

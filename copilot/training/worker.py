@@ -545,7 +545,6 @@ class _Trainer:
             raise DataError(f"the {data.spec.name} training set is empty", "give it at least one sample") from None
         finally:
             batches.close()
-        return inputs
 
     def _load_checked(self, file: str, name: str | None, args: dict[str, Any]) -> tuple[LoadedModel, OutputContract]:
         """Build the model in `file` on the device and check one forward pass on real samples."""

@@ -53,14 +53,14 @@ from copilot.tui.screens.history import HistoryScreen
 from copilot.tui.screens.layers import LayersScreen
 from copilot.tui.screens.live import LiveScreen
 from copilot.tui.screens.run import RunScreen
-from copilot.tui.store import LogEntry, LogSource, MetricsStore, StoreView
+from copilot.tui.store import LogPaneEntry, LogSource, MetricsStore, StoreView
 from copilot.tui.widgets.charts import ChartBuilder
 from copilot.tui.widgets.proposal import sandbox_details
-from copilot.tui.widgets.status import AdvisorState, StatusInfo
+from copilot.tui.widgets.status import AdvisorActivity, StatusInfo
 
 if TYPE_CHECKING:
     from copilot.advisor.schemas import Diagnosis
-    from copilot.session.controller import AdvisorTurn, Continuing, Decision, Session
+    from copilot.session.controller import AdvisorTurn, Continuing, Session, VerdictResult
 
 POLL_TIMEOUT_S = 0.1  # how long the ingest thread waits for events; bounds how late it sees a quit
 NOTABLE_EVENTS = (TrainerError, Finished, ModelSwapped, HParamsApplied)
@@ -212,7 +212,7 @@ class CopilotApp(App[int]):
         self.store = MetricsStore(clock=clock)
         self.chart_builder = ChartBuilder()
         self.handle_signals = handle_signals
-        self.advisor_state: AdvisorState = "idle"
+        self.advisor_state: AdvisorActivity = "idle"
         self.trigger: str | None = None
         self.turn: AdvisorTurn | None = None
         self.last_diagnosis: tuple[Diagnosis, str] | None = None
@@ -397,7 +397,7 @@ class CopilotApp(App[int]):
 
     # ------------------------------------------------------------------ the advisor
 
-    def _set_advisor(self, state: AdvisorState, trigger: str | None = None) -> None:
+    def _set_advisor(self, state: AdvisorActivity, trigger: str | None = None) -> None:
         self.advisor_state = state
         self.trigger = trigger
         self.refresh_bindings()
@@ -438,7 +438,7 @@ class CopilotApp(App[int]):
             then=self._decided, failed=lambda: self._set_advisor("waiting"),
         )
 
-    def _decided(self, decision: Decision) -> None:
+    def _decided(self, decision: VerdictResult) -> None:
         if decision.retry is not None:
             self.turn = decision.retry
             self.store.note("advisor", "warning", decision.message)
@@ -604,7 +604,7 @@ class CopilotApp(App[int]):
 
     # ------------------------------------------------------------------ full texts
 
-    def show_log_entry(self, entry: LogEntry) -> None:
+    def show_log_entry(self, entry: LogPaneEntry) -> None:
         body = Group(Text(entry.message, "bold"), Text(entry.detail)) if entry.detail else Text(entry.message)
         self.push_screen(TextDialog(f"{entry.source} · {entry.level}", body))
 

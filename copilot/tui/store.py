@@ -128,7 +128,7 @@ def minmax_downsample(xs: np.ndarray, ys: np.ndarray, buckets: int) -> tuple[np.
 
 
 @dataclass(frozen=True)
-class LogEntry:
+class LogPaneEntry:
     """One line of the log pane; `detail` is the full text (a traceback) one keypress away."""
 
     time: float
@@ -185,7 +185,7 @@ class StoreView:
     last_error: TrainerError | None
     finished: Finished | None
     log_total: int  # log entries ever added: the log pane shows entries it has not seen yet
-    log_tail: tuple[LogEntry, ...]
+    log_tail: tuple[LogPaneEntry, ...]
 
 
 @dataclass
@@ -224,7 +224,7 @@ class MetricsStore:
         self._modules: dict[str, _ModuleHistory] = {}
         self._last_error: TrainerError | None = None
         self._finished: Finished | None = None
-        self._log: deque[LogEntry] = deque(maxlen=log_lines)
+        self._log: deque[LogPaneEntry] = deque(maxlen=log_lines)
         self._log_total = 0
 
     # ------------------------------------------------------------------ writing (ingest thread)
@@ -244,10 +244,10 @@ class MetricsStore:
     def note(self, source: LogSource, level: LogLevel, message: str, detail: str = "") -> None:
         """A line for the log pane from the advisor, git or the app itself (the trainer's come as events)."""
         with self._lock:
-            self._append_log(LogEntry(self._clock(), source, level, message, detail))
+            self._append_log(LogPaneEntry(self._clock(), source, level, message, detail))
             self.version += 1
 
-    def _append_log(self, entry: LogEntry) -> None:
+    def _append_log(self, entry: LogPaneEntry) -> None:
         self._log.append(entry)
         self._log_total += 1
 
@@ -299,10 +299,10 @@ class MetricsStore:
             where = f" (epoch {event.epoch}, step {event.step})" if event.step is not None else ""
             message = f"{event.kind} error{where}: {event.message}"
             detail = "\n\n".join(part for part in (event.message, event.hint and f"hint: {event.hint}", event.traceback) if part)
-            self._append_log(LogEntry(self._clock(), "trainer", "error", message, detail))
+            self._append_log(LogPaneEntry(self._clock(), "trainer", "error", message, detail))
         elif isinstance(event, LogLine):
             first, _, rest = event.message.partition("\n")
-            self._append_log(LogEntry(event.time, "trainer", event.level, first, event.message if rest else ""))
+            self._append_log(LogPaneEntry(event.time, "trainer", event.level, first, event.message if rest else ""))
         elif isinstance(event, Finished):
             self._finished = event
             self._state = "finished" if event.reason != "error" else "crashed"

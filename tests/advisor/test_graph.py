@@ -12,7 +12,7 @@ from copilot.advisor.graph import PendingProposal
 from copilot.advisor.ledger import read_ledger
 from copilot.advisor.schemas import ArchitectureProposal, HParamChange, HParamProposal, Verdict
 from copilot.advisor.snapshot import build_snapshot
-from copilot.advisor.workflow import Accepted, AdvisorSession, Continued, Failed, Finished, Rejected
+from copilot.advisor.workflow import Accepted, AdvisorSession, Continued, Failed, FinishReported, Rejected
 from copilot.config import Settings, load_settings
 from copilot.errors import AdvisorError
 from copilot.run_folder import RunFolder
@@ -250,7 +250,7 @@ def test_healthy_training_finishes_with_a_report_and_no_gate(run, settings):
         outcome = session.assess(build_snapshot(run))
         assert session.pending() is None
 
-    assert isinstance(outcome, Finished)
+    assert isinstance(outcome, FinishReported)
     assert outcome.proposal.report.startswith("# Report")
     [entry] = read_ledger(run)
     assert entry.proposal.kind == "finish" and entry.verdict is None
@@ -307,7 +307,7 @@ def test_in_memory_session_writes_nothing_in_the_run_folder(run, settings):
     before = sorted(path.name for path in run.path.rglob("*"))
     session = AdvisorSession.in_memory(ScriptedRoles("finish"), settings, check_code=ScriptedChecker())
     outcome = session.assess(build_snapshot(run))
-    assert isinstance(outcome, Finished)
+    assert isinstance(outcome, FinishReported)
     assert sorted(path.name for path in run.path.rglob("*")) == before
 
 

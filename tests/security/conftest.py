@@ -29,7 +29,7 @@ from copilot.config import DataSettings, TrainSettings
 from copilot.events import Event, StepBatch
 from copilot.run_folder import RunFolder
 from copilot.training.launcher import TrainerProcess, TrainerSpec
-from tests.security.hostile import FORGED_LEDGER_LINE, HOSTILE_MODEL, SECRET, TRIGGERS
+from tests.security.hostile import FORGED_LEDGER_LINE, HOSTILE_MODEL, SECRET
 
 CONTROL_SCRIPT = Path(__file__).with_name("unwalled_trainer.py")
 WAIT_S = 180.0

@@ -52,7 +52,7 @@ from copilot.events import (
 )
 from copilot.history.rounds import MetricChange, RoundDiff, RoundInfo
 from copilot.session.controller import AdvisorTurn as Turn
-from copilot.session.controller import Decision
+from copilot.session.controller import VerdictResult
 
 RUN_ID = "20261120-093000-bad-cnn-3f2a"
 START_TIME = 1_795_000_000.0  # fixed, so log times in snapshots never move
@@ -356,18 +356,18 @@ class SyntheticSession:
         self._record("pending")
         return self.waiting
 
-    def decide(self, verdict: Verdict) -> Decision:
+    def decide(self, verdict: Verdict) -> VerdictResult:
         self._record("decide", verdict)
         turn = self.waiting
         assert turn is not None, "decide() without a pending proposal"
         if verdict.decision == "reject":
             self.waiting = None
-            return Decision(False, None, f"rejected: {verdict.reason or 'no reason given'}", None)
+            return VerdictResult(False, None, f"rejected: {verdict.reason or 'no reason given'}", None)
         self.waiting = None
         self.round += 1
         info = round_info(self.round, "arch" if turn.proposal.kind == "architecture" else "hparams", turn.proposal.summary, "abcdef12", 0.1, None)
         self.rounds_list.append(info)
-        return Decision(True, info, f"round {self.round} accepted and applied", None)
+        return VerdictResult(True, info, f"round {self.round} accepted and applied", None)
 
     # history side
     def rounds(self) -> list[RoundInfo]:

@@ -35,9 +35,9 @@ from copilot.errors import CopilotError
 from copilot.session.controller import Continuing
 from tests.tui.synthetic import (
     START_TIME,
-    Decision,
     SyntheticSession,
     Turn,
+    VerdictResult,
     architecture_proposal,
     broken_diagnosis,
     hparam_proposal,
@@ -188,7 +188,7 @@ async def test_an_edit_that_fails_the_sandbox_comes_back_as_a_new_proposal(tmp_p
     )
     retry = Turn(broken_diagnosis(), failed, "schedule", (), "the edited code failed the sandbox at import")
     session = proposal_session()
-    session.decide = lambda verdict: (session._record("decide", verdict), Decision(False, None, "the edited code failed the sandbox at import", retry))[1]
+    session.decide = lambda verdict: (session._record("decide", verdict), VerdictResult(False, None, "the edited code failed the sandbox at import", retry))[1]
     app = make_app(session)
     async with app.run_test(size=SIZE) as pilot:
         await waiting_for_decision(pilot)

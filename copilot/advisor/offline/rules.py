@@ -23,7 +23,7 @@ from copilot.advisor.ledger import same_hparams, tried_before
 from copilot.advisor.offline.codegen.edits import SMALL_INIT_SCALE, remove_softmax_before_loss, smallest_init_scale
 from copilot.advisor.schemas import Diagnosis, Evidence, Finding, HParamAnswer, HParamChange, Route
 from copilot.advisor.snapshot import EXPLODING_GRAD_NORM, SPIKE_FACTOR, VANISHING_GRAD_NORM, PreviousProposal, TrainingSnapshot
-from copilot.events import NOT_MODEL_ERRORS, HParams
+from copilot.events import NOT_MODEL_ERRORS, SATURATING_ACTIVATIONS, HParams
 
 # --------------------------------------------------------------------------- thresholds
 # VANISHING_GRAD_NORM (1e-7), EXPLODING_GRAD_NORM (1e3) and SPIKE_FACTOR (10x the median)
@@ -119,7 +119,6 @@ Remedy = Literal["architecture", "hyperparameters", "either", "none"]
 # (copilot.events.NOT_MODEL_ERRORS), whose fix is the error's own hint; the rest a
 # hyperparameter change fixes.
 ARCHITECTURE_ERRORS = {"load", "forward", "shape", "runtime", "stuck"}  # "stuck": a forward that never returns is the code's
-SATURATING_ACTIVATIONS = {"Sigmoid", "Tanh", "sigmoid", "tanh", "Hardtanh", "hardtanh"}
 SPARSE_UPDATE_MODULES = {"Embedding", "EmbeddingBag"}  # only the rows in a batch move
 
 

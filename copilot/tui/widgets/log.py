@@ -15,14 +15,14 @@ from textual.message import Message
 from textual.widgets import OptionList
 from textual.widgets.option_list import Option
 
-from copilot.tui.store import LogEntry
+from copilot.tui.store import LogPaneEntry
 
 MAX_LINES = 1_000
 LEVEL_STYLES = {"debug": "dim", "info": "", "warning": "yellow", "error": "bold red"}
 SOURCE_STYLES = {"trainer": "cyan", "advisor": "magenta", "git": "green", "app": "blue"}
 
 
-def entry_text(entry: LogEntry) -> Text:
+def entry_text(entry: LogPaneEntry) -> Text:
     text = Text(no_wrap=True, overflow="ellipsis")
     text.append(time.strftime("%H:%M:%S ", time.localtime(entry.time)), "dim")
     text.append(f"{entry.source:<7} ", SOURCE_STYLES[entry.source])
@@ -44,16 +44,16 @@ class LogPane(OptionList):
     """
 
     class DetailRequested(Message):
-        def __init__(self, entry: LogEntry) -> None:
+        def __init__(self, entry: LogPaneEntry) -> None:
             super().__init__()
             self.entry = entry
 
     def __init__(self, *, id: str | None = None, classes: str | None = None) -> None:
         super().__init__(id=id, classes=classes)
-        self._entries: list[LogEntry] = []
+        self._entries: list[LogPaneEntry] = []
         self._seen = 0  # log entries ever added to the store that this pane has shown
 
-    def show(self, log_total: int, log_tail: tuple[LogEntry, ...]) -> None:
+    def show(self, log_total: int, log_tail: tuple[LogPaneEntry, ...]) -> None:
         """Append the entries added since the last call (the store counts them; its tail is bounded)."""
         fresh = min(log_total - self._seen, len(log_tail))
         self._seen = log_total

@@ -13,7 +13,7 @@ from typing import Literal
 from rich.text import Text
 from textual.widget import Widget
 
-AdvisorState = Literal["idle", "thinking", "waiting", "applying", "stopping"]
+AdvisorActivity = Literal["idle", "thinking", "waiting", "applying", "stopping"]
 
 TRAINER_STATE_STYLES = {
     "starting": ("◌", "dim"),
@@ -45,7 +45,7 @@ class StatusInfo:
     step: int
     samples_per_sec: float | None
     advisor_name: str
-    advisor_state: AdvisorState
+    advisor_state: AdvisorActivity
     trigger: str | None
     round: int
     tokens: int

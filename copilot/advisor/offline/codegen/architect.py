@@ -31,14 +31,12 @@ from copilot.advisor.offline.codegen.source import ModelSource, parse_model_sour
 from copilot.advisor.offline.codegen.transformer import transformer
 from copilot.advisor.schemas import ArchitectureAnswer, Diagnosis, SandboxReport
 from copilot.errors import AdvisorError
-from copilot.events import DataSpec, ModelSummary
+from copilot.events import SATURATING_ACTIVATIONS, DataSpec, ModelSummary
 
 Family = Literal["image", "mlp", "transformer"]
 GENERATORS = {"image": image_classifier, "mlp": mlp_classifier, "transformer": transformer}
 
 CONVOLUTIONS = {"Conv1d", "Conv2d", "Conv3d"}
-TOKEN_LAYERS = {"Embedding", "MultiheadAttention", "TransformerEncoderLayer", "TransformerDecoderLayer", "Transformer"}
-SATURATING = {"Sigmoid", "Tanh", "sigmoid", "tanh"}
 # A network with at most this many weight layers is shallow enough that swapping its
 # activation is enough; deeper plain stacks need normalisation and skips too.
 SHALLOW_WEIGHT_LAYERS = 3
@@ -142,7 +140,7 @@ def _saturating_only(facts: ModelFacts, tags: set[str]) -> bool:
     if facts.model is None:
         return False
     weight_layers = sum(1 for info in facts.model.modules if info.type in WEIGHT_LAYERS)
-    return bool(SATURATING & set(facts.model.activations)) and weight_layers <= SHALLOW_WEIGHT_LAYERS
+    return bool(SATURATING_ACTIVATIONS & set(facts.model.activations)) and weight_layers <= SHALLOW_WEIGHT_LAYERS
 
 
 def _mentions(feedback: str | None, words: Iterable[str]) -> bool:

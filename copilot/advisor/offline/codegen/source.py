@@ -53,15 +53,6 @@ def _is_module_subclass(node: ast.ClassDef) -> bool:
     return False
 
 
-def model_class_names(source: str) -> list[str]:
-    """The `nn.Module` subclasses a file defines, in order; [] when it does not parse."""
-    try:
-        tree = ast.parse(source)
-    except SyntaxError:
-        return []
-    return [node.name for node in tree.body if isinstance(node, ast.ClassDef) and _is_module_subclass(node)]
-
-
 def guess_model_class(source: str) -> str | None:
     """The class the trainer would load: the last `nn.Module` subclass with a `forward` (helpers come first)."""
     try:
