@@ -350,6 +350,31 @@ def parse_command(data: str | bytes | dict) -> Command:
     return _COMMAND_ADAPTER.validate_json(data)
 
 
+# The trainer's life as its events tell it: a run the user stopped is "stopped"; one whose
+# epochs were spent (or whose finish was accepted, which ends its epochs) is "finished"; one
+# whose trainer died (an error, a kill, the OOM killer) is "crashed".
+TrainerState = Literal["starting", "running", "paused", "finished", "stopped", "crashed"]
+ENDED_STATES: tuple[TrainerState, ...] = ("finished", "stopped", "crashed")
+_STATE_AT_FINISH: dict[str, TrainerState] = {"epochs_done": "finished", "stopped": "stopped", "error": "crashed"}
+
+
+def trainer_state_after(state: TrainerState, event: Event) -> TrainerState:
+    """The trainer's state once `event` arrived: the one derivation the session and the app share.
+
+    `StateChanged` to "evaluating" or "stopping" is a passing activity within "running", not a
+    state of its own (the status bar shows it beside the state).
+    """
+    if isinstance(event, RunStarted):
+        return "running"
+    if isinstance(event, StateChanged) and event.state in ("running", "paused"):
+        return event.state
+    if isinstance(event, TrainerError) and event.kind in ("killed", "oom"):  # a death notice: no Finished follows
+        return "crashed"
+    if isinstance(event, Finished):
+        return _STATE_AT_FINISH[event.reason]
+    return state
+
+
 def event_to_json(event: Message) -> str:
     """One line of `metrics.jsonl`; NaN and infinity are kept as the JSON constants Python reads back."""
     return event.model_dump_json()

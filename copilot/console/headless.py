@@ -42,12 +42,11 @@ from copilot.advisor.trials.describe import arm_lines, measured_line
 from copilot.console.advice import print_architecture_proposal, print_diagnosis, print_hparam_proposal, print_tokens
 from copilot.console.progress import TrainingProgress
 from copilot.errors import AdvisorError, CopilotError
-from copilot.events import Event, HParamsApplied, ModelSwapped
+from copilot.events import ENDED_STATES, Event, HParamsApplied, ModelSwapped
 from copilot.session.controller import AdvisorTurn, Continuing, Session, VerdictResult, resume_command
 
 AutoAccept = Literal["validated", "all"]
 POLL_S = 0.2
-ENDED_STATES = ("finished", "stopped", "crashed")
 
 
 class HangUp(Exception):

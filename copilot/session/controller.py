@@ -43,7 +43,6 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 from pydantic import ValidationError
 
@@ -76,7 +75,6 @@ from copilot.events import (
     Command,
     EpochSummary,
     Event,
-    Finished,
     HParams,
     LogLine,
     Pause,
@@ -84,14 +82,15 @@ from copilot.events import (
     HParamsApplied,
     ModelSwapped,
     Resume,
-    RunStarted,
     SetHParams,
     StateChanged,
     StepBatch,
     SwapModel,
     TrainerError,
+    TrainerState,
     event_to_json,
     parse_event,
+    trainer_state_after,
 )
 from copilot.history import ExperimentHistory, RoundDiff, RoundInfo
 from copilot.history.hparams_file import read_hparams
@@ -100,7 +99,6 @@ from copilot.run_folder import DEFAULT_RUNS_DIR, RunFolder, new_run_id
 from copilot.session.triggers import AssessmentTriggers
 from copilot.training.launcher import TrainerProcess, TrainerSpec, ensure_model_file, split_model_spec
 
-TrainerState = Literal["starting", "running", "paused", "finished", "stopped", "crashed"]
 # How a turn found waiting after a restart is labelled: its original trigger is not recorded.
 RESTORED_TRIGGER = "restored"
 # A trainer being replaced writes a checkpoint first; a big model may take a while.
@@ -535,31 +533,24 @@ class Session:
 
     def _observe(self, event: Event) -> None:
         self._triggers.observe(event)
-        if isinstance(event, RunStarted):
-            self.trainer_state = "running"
-        elif isinstance(event, EpochSummary):
+        self.trainer_state = trainer_state_after(self.trainer_state, event)
+        if isinstance(event, EpochSummary):
             self.last_epoch = event
             self._fault_restarts = 0
             if event.round == self.round:
                 if self._round_started_epoch is None:
                     self._round_started_epoch = event.epoch - 1
                 self._round_epoch = event
-        elif isinstance(event, StateChanged) and event.state in ("running", "paused"):
-            self.trainer_state = event.state
-            if event.state == "running":
-                self.paused_on_nonfinite = False
+        elif isinstance(event, StateChanged) and event.state == "running":
+            self.paused_on_nonfinite = False
         elif isinstance(event, TrainerError):
             self.last_error = event
             if event.kind == "nonfinite":
                 self.paused_on_nonfinite = True
-            elif event.kind in ("killed", "oom"):  # "oom" also comes as a death notice, with no Finished
-                self.trainer_state = "crashed"
         elif isinstance(event, CheckpointWritten):
             self._last_checkpoint = event
             if event.round == self.round:
                 self._round_checkpoint = event.path
-        elif isinstance(event, Finished):
-            self.trainer_state = {"epochs_done": "finished", "stopped": "stopped", "error": "crashed"}[event.reason]
 
     @property
     def trainer_pid(self) -> int | None:

@@ -46,7 +46,7 @@ from textual.worker import Worker, WorkerCancelled, get_current_worker
 from copilot.advisor.schemas import ArchitectureProposal, FinishProposal, HParamChange, HParamProposal, Verdict
 from copilot.config import Settings
 from copilot.errors import CopilotError
-from copilot.events import Event, Finished, HParamsApplied, ModelSwapped, TrainerError
+from copilot.events import ENDED_STATES, Event, Finished, HParamsApplied, ModelSwapped, TrainerError
 from copilot.history.hparams_file import hparams_to_toml, read_hparams
 from copilot.tui.screens.dialogs import ConfirmDialog, ReasonDialog, TextDialog
 from copilot.tui.screens.history import HistoryScreen
@@ -542,7 +542,7 @@ class CopilotApp(App[int]):
 
     def action_pause(self) -> None:
         state = self.store.state
-        if state in ("finished", "crashed"):
+        if state in ENDED_STATES:
             self.notify("Training is not running.", severity="warning")
             return
         paused = state == "paused"

@@ -37,6 +37,8 @@ from copilot.events import (
     StateChanged,
     StepBatch,
     TrainerError,
+    TrainerState,
+    trainer_state_after,
 )
 
 STEP_SERIES = ("loss", "accuracy", "total_grad_norm", "lr")
@@ -212,7 +214,8 @@ class MetricsStore:
         self._run_id = ""
         self._model_name = ""
         self._device = ""
-        self._state = "starting"
+        self._state: TrainerState = "starting"
+        self._activity: str | None = None  # "evaluating" or "stopping": a passing moment within "running"
         self._epoch = 0
         self._step = 0
         self._samples_per_sec: float | None = None
@@ -252,6 +255,9 @@ class MetricsStore:
         self._log_total += 1
 
     def _apply(self, event: Event) -> None:
+        self._state = trainer_state_after(self._state, event)
+        if isinstance(event, (RunStarted, StateChanged, Finished)):
+            self._activity = event.state if isinstance(event, StateChanged) and event.state in ("evaluating", "stopping") else None
         if isinstance(event, StepBatch):
             self._apply_steps(event)
         elif isinstance(event, EpochSummary):
@@ -278,7 +284,6 @@ class MetricsStore:
             self._model = event.model
             self._model_name = event.model.class_name
             self._hparams = event.hparams
-            self._state = "running"
             self._finished = None
             if event.resumed_from_epoch is not None:
                 self._rewind_to_epoch(event.resumed_from_epoch)
@@ -292,8 +297,6 @@ class MetricsStore:
         elif isinstance(event, HParamsApplied):
             self._hparams = event.hparams
             self._mark_round(event.round, event.step)
-        elif isinstance(event, StateChanged):
-            self._state = event.state
         elif isinstance(event, TrainerError):
             self._last_error = event
             where = f" (epoch {event.epoch}, step {event.step})" if event.step is not None else ""
@@ -305,7 +308,6 @@ class MetricsStore:
             self._append_log(LogPaneEntry(event.time, "trainer", event.level, first, event.message if rest else ""))
         elif isinstance(event, Finished):
             self._finished = event
-            self._state = "finished" if event.reason != "error" else "crashed"
         elif isinstance(event, (CheckpointWritten, Evaluated)):
             pass  # shown through the log lines the trainer sends with them
 
@@ -354,7 +356,10 @@ class MetricsStore:
     def state(self) -> str:
         """The trainer's state now, without copying a whole view (a key press needs only this)."""
         with self._lock:
-            return self._state
+            return self._shown_state()
+
+    def _shown_state(self) -> str:
+        return self._activity if self._activity is not None and self._state == "running" else self._state
 
     def _worst_modules(
         self, series_of: Callable[[_ModuleHistory], RingSeries], usual: Callable[[list[float]], float]
@@ -374,7 +379,7 @@ class MetricsStore:
                 run_id=self._run_id,
                 model_name=self._model_name,
                 device=self._device,
-                state=self._state,
+                state=self._shown_state(),
                 epoch=self._epoch,
                 step=self._step,
                 samples_per_sec=self._samples_per_sec,

@@ -17,7 +17,9 @@ from copilot.events import (
     ModelSummary,
     ModuleInfo,
     ModelSwapped,
+    Finished,
     RunStarted,
+    StateChanged,
     StepBatch,
     StepRecord,
     TrainerError,
@@ -99,6 +101,26 @@ def test_store_ingests_events_into_a_consistent_view() -> None:
     assert module_anomaly(rows["act"]) == "saturated"
     assert module_anomaly(rows["fc"]) is None
     assert view.epochs[0].val_accuracy == 0.1
+
+
+def test_the_store_shows_the_trainer_state_the_session_derives() -> None:
+    """A stopped run reads "stopped", a killed trainer "crashed", in the app as in the session."""
+    started = RunStarted(run_id="r1", device="cpu", data=SPEC, model=MODEL, hparams=HParams(), time=0.0)
+    cases = [
+        ([started], "running"),
+        ([started, StateChanged(state="evaluating")], "evaluating"),
+        ([started, StateChanged(state="evaluating"), StateChanged(state="running")], "running"),
+        ([started, StateChanged(state="paused")], "paused"),
+        ([started, Finished(reason="stopped", epoch=1, step=40)], "stopped"),
+        ([started, Finished(reason="epochs_done", epoch=2, step=80)], "finished"),
+        ([started, Finished(reason="error", epoch=1, step=3)], "crashed"),
+        ([started, TrainerError(kind="killed", message="the trainer was killed")], "crashed"),
+    ]
+    for events, shown in cases:
+        store = MetricsStore(capacity=100)
+        for event in events:
+            store.ingest(event)
+        assert store.state == shown and store.view().state == shown, events[1:]
 
 
 def test_version_moves_only_on_change_and_a_swap_keeps_only_the_modules_still_there() -> None:

@@ -23,6 +23,7 @@ TRAINER_STATE_STYLES = {
     "evaluating": ("●", "cyan"),
     "stopping": ("■", "yellow"),
     "finished": ("■", "blue"),
+    "stopped": ("■", "dim"),
     "crashed": ("✖", "bold red"),
 }
 ADVISOR_STATE_TEXT: dict[str, tuple[str, str]] = {
