@@ -32,16 +32,27 @@ class Message(BaseModel):
 # --------------------------------------------------------------------------- hyperparameters
 
 
+# The range of each hyperparameter, written once: a run's settings and an advisor's proposed
+# change are validated by the same types, and the rules clamp to the same bounds.
+LR_RANGE = (1e-7, 10.0)
+LearningRate = Annotated[float, Field(ge=LR_RANGE[0], le=LR_RANGE[1])]
+Momentum = Annotated[float, Field(ge=0.0, le=0.999)]
+WeightDecay = Annotated[float, Field(ge=0.0, le=1.0)]
+BatchSize = Annotated[int, Field(ge=1, le=65536)]
+Epochs = Annotated[int, Field(ge=1, le=100_000)]
+GradClip = Annotated[float, Field(gt=0)]
+
+
 class HParams(Message):
     """The hyperparameters a run trains with; ranges are the advisor's validation ranges too."""
 
     optimizer: OptimizerName = "SGD"
-    lr: float = Field(0.01, ge=1e-7, le=10)
-    momentum: float = Field(0.0, ge=0.0, le=0.999)
-    weight_decay: float = Field(0.0, ge=0.0, le=1.0)
-    batch_size: int = Field(128, ge=1, le=65536)
-    epochs: int = Field(10, ge=1, le=100_000)
-    grad_clip: float | None = Field(None, gt=0)
+    lr: LearningRate = 0.01
+    momentum: Momentum = 0.0
+    weight_decay: WeightDecay = 0.0
+    batch_size: BatchSize = 128
+    epochs: Epochs = 10
+    grad_clip: GradClip | None = None
     schedule: ScheduleName = "constant"
 
     @field_validator("lr", "momentum", "weight_decay", "grad_clip")

@@ -27,7 +27,6 @@ from copilot.events import EpochSummary, Finished, HParamsApplied, ModelSwapped,
 from copilot.metrics_file import read_metrics
 from copilot.plotext_lock import PLOTEXT_LOCK
 from copilot.run_folder import RunFolder
-from copilot.session.controller import finding_line
 
 if TYPE_CHECKING:
     from copilot.history import ExperimentHistory, RoundInfo
@@ -179,7 +178,7 @@ def _diagnosis_lines(entry: LedgerEntry) -> list[str]:
         f"Assessed at epoch {entry.epoch} (trigger: {entry.trigger}). **Diagnosis:** {diagnosis.health}, "
         f"route {diagnosis.route}, confidence {diagnosis.confidence:.0%}. {diagnosis.summary}".rstrip()
     ]
-    lines += [f"- {finding_line(finding)} — {finding.why}" for finding in diagnosis.findings]
+    lines += [f"- {finding.one_line()} — {finding.why}" for finding in diagnosis.findings]
     lines += [f"- notice: {notice}" for notice in diagnosis.notices]
     return lines
 

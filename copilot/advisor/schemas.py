@@ -12,7 +12,7 @@ from typing import Annotated, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from copilot.events import HParams, OptimizerName, ScheduleName
+from copilot.events import BatchSize, Epochs, GradClip, HParams, LearningRate, Momentum, OptimizerName, ScheduleName, WeightDecay
 
 Health = Literal["healthy", "warning", "critical"]
 Route = Literal["hyperparameters", "architecture", "continue", "finish"]
@@ -34,6 +34,15 @@ class Evidence(Schema):
     value: float | str = Field(description="the measured value")
     threshold: float | str | None = Field(None, description="the threshold it crossed, if any")
 
+    def one_line(self) -> str:
+        """`grad_norm = 1.2e-08 (threshold 1e-07)`: how the terminal, the report and git show it."""
+        threshold = f" (threshold {_measure(self.threshold)})" if self.threshold is not None else ""
+        return f"{self.metric} = {_measure(self.value)}{threshold}"
+
+
+def _measure(value: float | str) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
 
 class Finding(Schema):
     what: str = Field(description="the problem in a few words, e.g. 'vanishing gradients'")
@@ -41,6 +50,12 @@ class Finding(Schema):
     evidence: list[Evidence] = Field(description="the measurements this finding rests on; at least one")
     why: str = Field(description="why it matters, in one plain sentence")
     severity: Literal["info", "warning", "critical"] = "warning"
+
+    def one_line(self) -> str:
+        """`vanishing gradients in conv: grad_norm = 1.2e-08 (threshold 1e-07)`: a finding in one line."""
+        where = f" in {self.where}" if self.where else ""
+        evidence = "; ".join(item.one_line() for item in self.evidence)
+        return f"{self.what}{where}: {evidence}" if evidence else f"{self.what}{where}"
 
 
 class Diagnosis(Schema):
@@ -65,12 +80,12 @@ class HParamChange(Schema):
     """A change to some hyperparameters; fields left out stay as they are."""
 
     optimizer: OptimizerName | None = None
-    lr: float | None = Field(None, ge=1e-7, le=10)
-    momentum: float | None = Field(None, ge=0.0, le=0.999)
-    weight_decay: float | None = Field(None, ge=0.0, le=1.0)
-    batch_size: int | None = Field(None, ge=1, le=65536)
-    epochs: int | None = Field(None, ge=1, le=100_000)
-    grad_clip: float | None = Field(None, gt=0)
+    lr: LearningRate | None = None
+    momentum: Momentum | None = None
+    weight_decay: WeightDecay | None = None
+    batch_size: BatchSize | None = None
+    epochs: Epochs | None = None
+    grad_clip: GradClip | None = None
     schedule: ScheduleName | None = None
 
     @model_validator(mode="after")

@@ -16,7 +16,7 @@ from rich.syntax import Syntax
 from rich.table import Table
 
 if TYPE_CHECKING:
-    from copilot.advisor.schemas import ArchitectureProposal, Diagnosis, Evidence, Finding, HParamProposal, TokenUsage
+    from copilot.advisor.schemas import ArchitectureProposal, Diagnosis, Finding, HParamProposal, TokenUsage
     from copilot.advisor.workflow import Assessment
 
 HEALTH_STYLE = {"healthy": "bold green", "warning": "bold yellow", "critical": "bold red"}
@@ -64,19 +64,14 @@ def _print_findings(console: Console, title: str, findings: list[Finding]) -> No
             f"[{SEVERITY_STYLE[finding.severity]}]{finding.severity}[/]",
             escape(finding.what),
             escape(finding.where or "whole model"),
-            escape("\n".join(_evidence_text(evidence) for evidence in finding.evidence)),
+            escape("\n".join(evidence.one_line() for evidence in finding.evidence)),
             escape(finding.why),
         )
     console.print(table)
 
 
-def _number(value: float | str | None) -> str:
+def _number(value: float | int | str | None) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
-
-
-def _evidence_text(evidence: Evidence) -> str:
-    threshold = f" (threshold {_number(evidence.threshold)})" if evidence.threshold is not None else ""
-    return f"{evidence.metric} = {_number(evidence.value)}{threshold}"
 
 
 def print_hparam_proposal(console: Console, proposal: HParamProposal) -> None:

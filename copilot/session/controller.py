@@ -55,7 +55,6 @@ from copilot.advisor.schemas import (
     ArchitectureProposal,
     ArmResult,
     Diagnosis,
-    Finding,
     HParamProposal,
     Proposal,
     TokenUsage,
@@ -140,20 +139,6 @@ class VerdictResult:
     message: str  # one line for the user
     retry: AdvisorTurn | None  # an edit failed its check: the proposal waits again, with the reason
     report: Path | None = None  # the run ended (a finish was accepted): where its report is
-
-
-def finding_line(finding: Finding) -> str:
-    """`vanishing gradients in conv: grad_norm = 1.2e-08 (threshold 1e-07)`: a finding in one line."""
-    where = f" in {finding.where}" if finding.where else ""
-    evidence = "; ".join(
-        f"{item.metric} = {_short(item.value)}" + (f" (threshold {_short(item.threshold)})" if item.threshold is not None else "")
-        for item in finding.evidence
-    )
-    return f"{finding.what}{where}: {evidence}" if evidence else f"{finding.what}{where}"
-
-
-def _short(value: float | str) -> str:
-    return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
 def trial_arms(candidates: Sequence[Proposal]) -> list[Arm]:
@@ -778,7 +763,7 @@ class Session:
     def _commit(self, accepted: Accepted) -> tuple[RoundInfo, str]:
         """Commit an accepted change as the next round, note the commit in the ledger, hand it to the trainer."""
         proposal = accepted.proposal
-        findings = [finding_line(finding) for finding in accepted.entry.diagnosis.findings]
+        findings = [finding.one_line() for finding in accepted.entry.diagnosis.findings]
         verdict = "edited" if accepted.verdict.decision == "edit" else "accepted"
         report = getattr(proposal, "trials", None)
         measured = f"\n\n{measured_line(report)}" + "".join(f"\n- {line}" for line in arm_lines(report))

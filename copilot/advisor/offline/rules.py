@@ -23,7 +23,7 @@ from copilot.advisor.ledger import same_hparams, tried_before
 from copilot.advisor.offline.codegen.edits import SMALL_INIT_SCALE, remove_softmax_before_loss, smallest_init_scale
 from copilot.advisor.schemas import Diagnosis, Evidence, Finding, HParamAnswer, HParamChange, Route
 from copilot.advisor.snapshot import EXPLODING_GRAD_NORM, SPIKE_FACTOR, VANISHING_GRAD_NORM, PreviousProposal, TrainingSnapshot
-from copilot.events import NOT_MODEL_ERRORS, SATURATING_ACTIVATIONS, HParams
+from copilot.events import LR_RANGE, NOT_MODEL_ERRORS, SATURATING_ACTIVATIONS, HParams
 
 # --------------------------------------------------------------------------- thresholds
 # VANISHING_GRAD_NORM (1e-7), EXPLODING_GRAD_NORM (1e3) and SPIKE_FACTOR (10x the median)
@@ -900,7 +900,7 @@ def _mentions(text: str | None, words: Iterable[str]) -> bool:
 
 
 def _lr(value: float) -> float:
-    return max(1e-7, min(10.0, _sig(value)))
+    return max(LR_RANGE[0], min(LR_RANGE[1], _sig(value)))
 
 
 # Keywords that map an LLM assessor's free-text findings onto the rules' tags.
