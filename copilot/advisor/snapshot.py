@@ -34,6 +34,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from copilot.advisor.ledger import TriedChange, tried_changes
 from copilot.advisor.offline.codegen.source import declared_hparams, guess_model_class
 from copilot.advisor.schemas import LedgerEntry
+from copilot.advisor.thresholds import EXPLODING_GRAD_NORM, SPIKE_FACTOR, VANISHING_GRAD_NORM
 from copilot.errors import AdvisorError
 from copilot.events import (
     ActivationStats,
@@ -66,10 +67,6 @@ MAX_SOURCE_CHARS = 12_000
 MAX_PROMPT_MODULES = 110
 MAX_REASON_CHARS = 300
 
-# Thresholds shared with the rules (copilot/advisor/offline/rules.py cites where they come from).
-VANISHING_GRAD_NORM = 1e-7
-EXPLODING_GRAD_NORM = 1e3
-SPIKE_FACTOR = 10.0
 
 
 class Part(BaseModel):

@@ -21,6 +21,15 @@ from typing import Callable, Literal
 
 import numpy as np
 
+from copilot.advisor.thresholds import (
+    DEAD_RELU_FRACTION,
+    EXPLODING_GRAD_NORM,
+    SATURATED_FRACTION,
+    UPDATE_RATIO_GUIDE,
+    UPDATE_RATIO_HIGH,
+    UPDATE_RATIO_LOW,
+    VANISHING_GRAD_NORM,
+)
 from copilot.events import (
     ActivationStats,
     CheckpointWritten,
@@ -415,8 +424,8 @@ def _decades_from(value: float, reference: float) -> float:
 
 
 def _update_ratio_guide(_values: list[float]) -> float:
-    """Update ratios are judged against the 1e-3 rule of thumb (in decades)."""
-    return -3.0
+    """Update ratios are judged against the advisor's guide (in decades)."""
+    return math.log10(UPDATE_RATIO_GUIDE)
 
 
 def _median_decade(values: list[float]) -> float:
@@ -428,21 +437,21 @@ def _median_decade(values: list[float]) -> float:
 def module_anomaly(row: ModuleRow) -> str | None:
     """A short label when a module's numbers cross the thresholds the advisor uses, else None.
 
-    Same thresholds as the offline rules: < 1e-7 vanishing, > 1e3 exploding, non-finite,
-    update ratio outside [1e-5, 1e-1], > 50% dead units, > 30% saturated outputs.
+    The advisor's own thresholds (`copilot.advisor.thresholds`): vanishing, exploding,
+    non-finite, update ratio outside its bounds, dead units, saturated outputs.
     """
     norm = row.grad_norm
     if norm is not None and not math.isfinite(norm):
         return "non-finite"
-    if norm is not None and norm < 1e-7:
+    if norm is not None and norm < VANISHING_GRAD_NORM:
         return "vanishing"
-    if norm is not None and norm > 1e3:
+    if norm is not None and norm > EXPLODING_GRAD_NORM:
         return "exploding"
-    if row.dead_fraction is not None and row.dead_fraction > 0.5:
+    if row.dead_fraction is not None and row.dead_fraction > DEAD_RELU_FRACTION:
         return "dead"
-    if row.saturated_fraction is not None and row.saturated_fraction > 0.3:
+    if row.saturated_fraction is not None and row.saturated_fraction > SATURATED_FRACTION:
         return "saturated"
     ratio = row.update_ratio
-    if ratio is not None and ratio > 0 and (ratio < 1e-5 or ratio > 1e-1):
+    if ratio is not None and ratio > 0 and (ratio < UPDATE_RATIO_LOW or ratio > UPDATE_RATIO_HIGH):
         return "update ratio"
     return None

@@ -22,34 +22,27 @@ from typing import Literal
 from copilot.advisor.ledger import same_hparams, tried_before
 from copilot.advisor.offline.codegen.edits import SMALL_INIT_SCALE, remove_softmax_before_loss, smallest_init_scale
 from copilot.advisor.schemas import Diagnosis, Evidence, Finding, HParamAnswer, HParamChange, Route
-from copilot.advisor.snapshot import EXPLODING_GRAD_NORM, SPIKE_FACTOR, VANISHING_GRAD_NORM, PreviousProposal, TrainingSnapshot
+from copilot.advisor.snapshot import PreviousProposal, TrainingSnapshot
+from copilot.advisor.thresholds import (
+    DEAD_RELU_FRACTION,
+    EXPLODING_GRAD_NORM,
+    SATURATED_FRACTION,
+    SPIKE_FACTOR,
+    UPDATE_RATIO_GUIDE,
+    UPDATE_RATIO_HIGH,
+    UPDATE_RATIO_LOW,
+    VANISHING_GRAD_NORM,
+)
 from copilot.events import LR_RANGE, NOT_MODEL_ERRORS, SATURATING_ACTIVATIONS, HParams
 
 # --------------------------------------------------------------------------- thresholds
-# VANISHING_GRAD_NORM (1e-7), EXPLODING_GRAD_NORM (1e3) and SPIKE_FACTOR (10x the median)
-# live in snapshot.py, which lists the modules past them. 1e-7 and "any non-finite value
-# means explosion" are the published study's rules (issue 3); vanishing and exploding
-# gradients as a function of depth: Glorot and Bengio 2010, Pascanu et al. 2013, who also
-# introduced clipping the norm for the spikes the 10x rule catches.
+# The per-module thresholds the app shares (vanishing, exploding, spikes, update ratios, dead
+# and saturated units) are in copilot/advisor/thresholds.py, with where each comes from.
 
 # A gradient that shrinks by this many decades (log10) from the last module to the first,
 # per parameter, is vanishing on its way back even when no module is below 1e-7.
 # Glorot and Bengio 2010 (fig. 7) show sigmoid stacks losing about one decade per few layers.
 VANISHING_DEPTH_DECADES = 3.0
-
-# Update-to-weight ratio per step: about 1e-3 is healthy; far below it nothing learns, far
-# above it the weights are rewritten every step. Karpathy, CS231n "Neural Networks Part 3:
-# ratio of weights:updates" (~1e-3); the bounds 1e-5 and 1e-1 are two decades either side.
-UPDATE_RATIO_GUIDE = 1e-3
-UPDATE_RATIO_LOW = 1e-5
-UPDATE_RATIO_HIGH = 1e-1
-
-# More than half of a ReLU layer's units never firing: CS231n "Neural Networks Part 1"
-# (as much as 40% of a network can be dead with too high a learning rate); 50% from issue 3.
-DEAD_RELU_FRACTION = 0.5
-# More than 30% of sigmoid/tanh outputs in their flat tails (LeCun et al. 1998 "Efficient
-# BackProp"; Glorot and Bengio 2010 on saturated top layers); 30% from issue 3.
-SATURATED_FRACTION = 0.3
 
 # Accuracy no better than 1.5x chance after 2 epochs means the model is not learning (issue 3).
 CHANCE_FACTOR = 1.5

@@ -18,6 +18,7 @@ from textual.binding import Binding
 from textual.containers import Container, Vertical
 from textual.widgets import Footer, Static, Tab, Tabs
 
+from copilot.advisor.thresholds import UPDATE_RATIO_GUIDE
 from copilot.tui.screens.live import LiveScreen
 from copilot.tui.store import MAX_SERIES, StoreView
 from copilot.tui.widgets.charts import BarsData, ChartData, ChartSeries, MetricChart, ModuleBars
@@ -26,7 +27,7 @@ from copilot.tui.widgets.log import LogPane
 from copilot.tui.widgets.proposal import ProposalPane
 from copilot.tui.widgets.status import StatusBar
 
-UPDATE_RATIO_GUIDE = 1e-3
+
 PANES = ("advisor", "modules", "log")
 # Short terminals show one pair of charts at a time; the first pair has the gradient norm.
 CHART_PAGES = ("loss-and-gradients", "accuracy-and-updates")
