@@ -131,11 +131,11 @@ def main() -> None:
                     model_code=MODEL.format(width=16 + step) if architecture else None,
                     hparams=None if architecture else {"optimizer": "Adam", "lr": 0.1 / step, "grad_clip": None},
                     advisor="offline",
-                    before={"val_acc": 0.1 + step / 1000, "val_loss": 2.3 - step / 1000, "epoch": step},
+                    before={"val_accuracy": 0.1 + step / 1000, "val_loss": 2.3 - step / 1000, "epoch": step},
                     verdict="accepted",
                 )
                 committed = time.perf_counter()
-                history.record_result(info.round, {"val_acc": 0.1 + step / 900, "epochs_trained": 2, "wall_time_s": 30.0})
+                history.record_result(info.round, {"val_accuracy": 0.1 + step / 900, "epochs_trained": 2, "wall_time_s": 30.0})
                 commit_times.append(committed - started)
                 note_times.append(time.perf_counter() - committed)
                 baseline_times.append(timed(lambda: trivial_git(project)))

@@ -201,7 +201,7 @@ def _change_lines(entry: LedgerEntry | None, patch: str) -> list[str]:
 
 def _measured(info: RoundInfo) -> str:
     parts = []
-    for name, label, shown in (("val_acc", "validation accuracy", _percent), ("val_loss", "validation loss", _number)):
+    for name, label, shown in (("val_accuracy", "validation accuracy", _percent), ("val_loss", "validation loss", _number)):
         before, after = info.before.get(name), info.after.get(name)
         if before is not None or after is not None:
             parts.append(f"{label} {shown(before)} → {shown(after)}")
@@ -220,7 +220,7 @@ def _rounds(rounds: Sequence[RoundInfo], patches: dict[int, str], entries: Seque
         advisor = f", advisor {info.advisor}" if info.advisor else ""
         lines += ["", f"### {info.subject} (`{info.short_sha}`{verdict}{advisor})", ""]
         if info.round == 0:
-            after = info.after.get("val_acc")
+            after = info.after.get("val_accuracy")
             lines.append(f"The model as the user wrote it. Measured: validation accuracy {_percent(after)}.")
             continue
         if entry is not None:
@@ -321,7 +321,7 @@ def curves(record: MetricsRecord) -> list[Curve]:
     """Loss and total gradient norm by step, accuracy by epoch; empty series are left out."""
     val_loss = [(float(e.step), e.val_loss) for e in record.epochs if e.val_loss is not None]
     train_acc = [(float(e.epoch), e.train_accuracy) for e in record.epochs if e.train_accuracy is not None]
-    val_acc = [(float(e.epoch), e.val_accuracy) for e in record.epochs if e.val_accuracy is not None]
+    val_accuracy = [(float(e.epoch), e.val_accuracy) for e in record.epochs if e.val_accuracy is not None]
     log_norms = [(float(step), math.log10(norm)) for step, norm in record.grad_norms if norm > 0 and math.isfinite(norm)]
     by_step = tuple(record.round_steps)
     epoch_of_round = tuple(
@@ -330,7 +330,7 @@ def curves(record: MetricsRecord) -> list[Curve]:
     )
     candidates = [
         Curve("Loss", "loss", "step", "loss", (("train (logged steps)", *_thinned(record.step_losses)), ("validation", *_thinned(val_loss))), by_step),
-        Curve("Accuracy", "accuracy", "epoch", "accuracy", (("train", *_thinned(train_acc)), ("validation", *_thinned(val_acc))), epoch_of_round),
+        Curve("Accuracy", "accuracy", "epoch", "accuracy", (("train", *_thinned(train_acc)), ("validation", *_thinned(val_accuracy))), epoch_of_round),
         Curve("Total gradient norm (log10, before clipping)", "grad_norm", "step", "log10 norm", (("total", *_thinned(log_norms)),), by_step),
     ]
     kept = []

@@ -149,7 +149,7 @@ def run_log(args: argparse.Namespace) -> int:
                 info.label,
                 info.kind,
                 info.summary,
-                _before_after(info.val_acc_before, info.val_acc_after),
+                _before_after(info.val_accuracy_before, info.val_accuracy_after),
                 _before_after(info.val_loss_before, info.val_loss_after),
                 f"{advisor} (edited)" if info.verdict == "edited" else advisor,
                 info.short_sha,
@@ -222,7 +222,7 @@ def run_show(args: argparse.Namespace) -> int:
         facts.add_row("rolls back to", f"r{info.rollback_to}")
     facts.add_row("advisor", escape(info.advisor or "–"))
     facts.add_row("verdict", info.verdict or "–")
-    facts.add_row("val acc", _before_after(info.val_acc_before, info.val_acc_after))
+    facts.add_row("val acc", _before_after(info.val_accuracy_before, info.val_accuracy_after))
     facts.add_row("val loss", _before_after(info.val_loss_before, info.val_loss_after))
     if info.results is not None:
         for name, value in info.results.model_dump(exclude_none=True).items():

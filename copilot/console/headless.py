@@ -283,7 +283,7 @@ class _HeadlessDriver:
         for column in ("round", "kind", "summary", "val acc before → after", "commit"):
             table.add_column(column)
         for info in self.session.rounds():
-            before, after = info.val_acc_before, info.val_acc_after
+            before, after = info.val_accuracy_before, info.val_accuracy_after
             measured = f"{_percent(before)} → {_percent(after)}"
             table.add_row(info.label, info.kind, escape(info.summary), measured, info.short_sha)
         self.console.print(table)

@@ -14,7 +14,7 @@ A round commit reads like a lab-notebook entry in `git log`:
     Copilot-Round: 3
     Copilot-Kind: arch
     Copilot-Advisor: offline
-    Copilot-Before: val_acc=0.121 val_loss=2.3 epoch=4
+    Copilot-Before: val_accuracy=0.121 val_loss=2.3 epoch=4
     Copilot-Verdict: accepted
     Copilot-Proposal: 20261120-234500-bad-cnn-3f2a/r2/1763682300.25
 
@@ -61,8 +61,8 @@ def summary_of(subject: str) -> str:
 
 
 def format_metrics(metrics: Mapping[str, float | int]) -> str:
-    """`val_acc=0.121 val_loss=2.3 epoch=4`: the known metrics first, then the rest by name."""
-    known = ("val_acc", "val_loss", "epoch")
+    """`val_accuracy=0.121 val_loss=2.3 epoch=4`: the known metrics first, then the rest by name."""
+    known = ("val_accuracy", "val_loss", "epoch")
     ordered = [name for name in known if name in metrics]
     ordered += sorted(name for name in metrics if name not in known)
     parts = []
@@ -82,6 +82,10 @@ def _float_text(value: float) -> str:
     return text if any(mark in text for mark in ".eninf") else f"{text}.0"
 
 
+# Metric names older rounds were committed with, read as today's (events' names).
+RENAMED_METRICS = {"val_acc": "val_accuracy", "unchanged_val_acc": "unchanged_val_accuracy"}
+
+
 def parse_metrics(text: str) -> dict[str, float | int]:
     """Read `format_metrics` back; a piece that is not `name=number` is skipped, not fatal."""
     metrics: dict[str, float | int] = {}
@@ -89,6 +93,7 @@ def parse_metrics(text: str) -> dict[str, float | int]:
         name, sep, value = piece.partition("=")
         if not sep or not _METRIC_NAME.match(name):
             continue
+        name = RENAMED_METRICS.get(name, name)
         try:
             metrics[name] = int(value) if _INTEGER.match(value) else float(value)
         except ValueError:

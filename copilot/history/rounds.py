@@ -17,7 +17,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from copilot.history.messages import copilot_trailers, parse_metrics, parse_round_label, parse_trailers, summary_of
+from copilot.history.messages import RENAMED_METRICS, copilot_trailers, parse_metrics, parse_round_label, parse_trailers, summary_of
 
 RoundKind = Literal["baseline", "arch", "hparams", "rollback"]
 ROUND_KINDS: tuple[str, ...] = ("baseline", "arch", "hparams", "rollback")
@@ -40,9 +40,9 @@ class TrialResults(Frozen):
     steps: int  # trial steps of the change (counted apart from the run's epochs)
     wall_time_s: float  # every arm together
     val_loss: float | None = None
-    val_acc: float | None = None
+    val_accuracy: float | None = None
     unchanged_val_loss: float | None = None
-    unchanged_val_acc: float | None = None
+    unchanged_val_accuracy: float | None = None
     noise: float | None = None
     tried: list[str] = Field(default_factory=list)  # every arm, one line each
 
@@ -50,7 +50,7 @@ class TrialResults(Frozen):
 class RoundResults(Frozen):
     """What a round achieved, measured after it (the JSON note on its commit)."""
 
-    val_acc: float | None = None
+    val_accuracy: float | None = None
     val_loss: float | None = None
     train_loss: float | None = None
     epoch: int | None = None  # the epoch the figures were measured at
@@ -64,7 +64,7 @@ class RoundResults(Frozen):
         return type(self).model_validate({**self.model_dump(exclude_none=True), **newer.model_dump(exclude_none=True)})
 
     def metrics(self) -> Metrics:
-        return self.model_dump(include={"val_acc", "val_loss", "train_loss", "epoch"}, exclude_none=True)
+        return self.model_dump(include={"val_accuracy", "val_loss", "train_loss", "epoch"}, exclude_none=True)
 
     def to_note(self) -> str:
         """Indented JSON, so `git log --notes=copilot` is readable; NaN stays NaN."""
@@ -76,9 +76,16 @@ class RoundResults(Frozen):
         if not text.strip():
             return None
         try:
-            return cls.model_validate(json.loads(text))
+            return cls.model_validate(_renamed(json.loads(text)))
         except (ValueError, ValidationError):
             return None
+
+
+def _renamed(note: object) -> object:
+    """A note written before the metric renames, with today's names (its trial's too)."""
+    if not isinstance(note, dict):
+        return note
+    return {RENAMED_METRICS.get(key, key): _renamed(value) for key, value in note.items()}
 
 
 class RoundInfo(Frozen):
@@ -106,12 +113,12 @@ class RoundInfo(Frozen):
         return f"r{self.round}"
 
     @property
-    def val_acc_before(self) -> float | None:
-        return _number(self.before.get("val_acc"))
+    def val_accuracy_before(self) -> float | None:
+        return _number(self.before.get("val_accuracy"))
 
     @property
-    def val_acc_after(self) -> float | None:
-        return _number(self.after.get("val_acc"))
+    def val_accuracy_after(self) -> float | None:
+        return _number(self.after.get("val_accuracy"))
 
     @property
     def val_loss_before(self) -> float | None:
@@ -245,7 +252,7 @@ def rounds_from_log(entries: list[LogEntry], run_id: str) -> list[RoundInfo]:
 
 def metric_changes(a: RoundInfo, b: RoundInfo) -> tuple[MetricChange, ...]:
     """Old (round a), new (round b) and the change, for every metric either round measured."""
-    first = [name for name in ("val_acc", "val_loss") if name in a.after or name in b.after]
+    first = [name for name in ("val_accuracy", "val_loss") if name in a.after or name in b.after]
     rest = sorted((set(a.after) | set(b.after)) - set(first) - {"epoch"})
     changes = []
     for name in first + rest:

@@ -813,9 +813,9 @@ class Session:
             "steps": winner.steps if winner else 0,
             "wall_time_s": report.wall_time_s,
             "val_loss": best.val_loss if best else None,
-            "val_acc": best.val_accuracy if best else None,
+            "val_accuracy": best.val_accuracy if best else None,
             "unchanged_val_loss": base.val_loss if base else None,
-            "unchanged_val_acc": base.val_accuracy if base else None,
+            "unchanged_val_accuracy": base.val_accuracy if base else None,
             "noise": report.noise,
             "tried": arm_lines(report),
         }
@@ -845,7 +845,7 @@ class Session:
         epoch = self.last_epoch
         if epoch is None:
             return {"epoch": 0}
-        measured = {"val_acc": epoch.val_accuracy, "val_loss": epoch.val_loss}
+        measured = {"val_accuracy": epoch.val_accuracy, "val_loss": epoch.val_loss}
         return {"epoch": epoch.epoch} | {name: value for name, value in measured.items() if value is not None and math.isfinite(value)}
 
     def _new_round(self, info: RoundInfo) -> None:
@@ -867,7 +867,7 @@ class Session:
         if self._results_recorded_at == (self.round, epoch.epoch):
             return
         results = {
-            "val_acc": epoch.val_accuracy,
+            "val_accuracy": epoch.val_accuracy,
             "val_loss": epoch.val_loss,
             "train_loss": epoch.train_loss,
             "epoch": epoch.epoch,

@@ -41,11 +41,11 @@ def repo(tmp_path: Path) -> Path:
             model_code=None if step == 2 else model_code(step),
             hparams={"lr": 0.01} if step == 2 else None,
             advisor="offline",
-            before={"val_acc": 0.1 * step, "val_loss": 2.0},
+            before={"val_accuracy": 0.1 * step, "val_loss": 2.0},
             verdict="edited" if step == 1 else "accepted",
         )
         if step < 3:
-            history.record_result(info.round, {"val_acc": 0.1 * step + 0.05, "checkpoint": f"/ckpt/r{step}.pt"})
+            history.record_result(info.round, {"val_accuracy": 0.1 * step + 0.05, "checkpoint": f"/ckpt/r{step}.pt"})
     return repo
 
 
@@ -80,8 +80,8 @@ def test_log_json_parses_back_into_rounds(repo: Path, capsys: pytest.CaptureFixt
 def test_diff_shows_metrics_and_code(repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run(capsys, "diff", "r1", "2", "--repo", str(repo))
     assert code == 0
-    [acc] = [line for line in out.splitlines() if "val_acc" in line]
-    assert [cell.strip() for cell in acc.split("│")[1:5]] == ["val_acc", "0.150", "0.250", "+0.100"]
+    [acc] = [line for line in out.splitlines() if "val_accuracy" in line]
+    assert [cell.strip() for cell in acc.split("│")[1:5]] == ["val_accuracy", "0.150", "0.250", "+0.100"]
     assert "-lr = 0.1" in out and "+lr = 0.01" in out and "net.py" not in out
 
     code, out, _ = run(capsys, "diff", "r1", "r3", "--repo", str(repo))

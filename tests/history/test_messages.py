@@ -41,9 +41,9 @@ def test_subject_is_one_line_even_from_a_multi_line_summary() -> None:
 
 
 def test_metrics_round_trip_with_their_types() -> None:
-    metrics = {"val_acc": 0.121, "val_loss": 2.3025851, "epoch": 4, "lr": 0.0, "grad": 1e-7}
+    metrics = {"val_accuracy": 0.121, "val_loss": 2.3025851, "epoch": 4, "lr": 0.0, "grad": 1e-7}
     text = format_metrics(metrics)
-    assert text.startswith("val_acc=0.121 val_loss=2.30259 epoch=4")
+    assert text.startswith("val_accuracy=0.121 val_loss=2.30259 epoch=4")
     parsed = parse_metrics(text)
     assert parsed["epoch"] == 4 and isinstance(parsed["epoch"], int)
     assert isinstance(parsed["lr"], float) and parsed["lr"] == 0.0
@@ -53,10 +53,10 @@ def test_metrics_round_trip_with_their_types() -> None:
 
 def test_nan_metric_survives_and_junk_is_skipped() -> None:
     assert math.isnan(parse_metrics(format_metrics({"val_loss": float("nan")}))["val_loss"])
-    assert parse_metrics("val_acc=0.5 garbage epoch=x =3") == {"val_acc": 0.5}
+    assert parse_metrics("val_accuracy=0.5 garbage epoch=x =3") == {"val_accuracy": 0.5}
 
 
-@pytest.mark.parametrize("metrics", [{"bad name": 1.0}, {"val_acc": "high"}, {"val_acc": True}])
+@pytest.mark.parametrize("metrics", [{"bad name": 1.0}, {"val_accuracy": "high"}, {"val_accuracy": True}])
 def test_bad_metrics_are_refused(metrics: dict) -> None:
     with pytest.raises(ValueError):
         format_metrics(metrics)
@@ -70,7 +70,7 @@ def test_git_interpret_trailers_reads_our_trailers() -> None:
         [
             ("Copilot-Run", "run-1"),
             ("Copilot-Round", "3"),
-            ("Copilot-Before", "val_acc=0.121 val_loss=2.3 epoch=4"),
+            ("Copilot-Before", "val_accuracy=0.121 val_loss=2.3 epoch=4"),
             ("Copilot-Verdict", "accepted"),
             ("Copilot-Empty", "  "),
         ],
@@ -81,7 +81,7 @@ def test_git_interpret_trailers_reads_our_trailers() -> None:
     assert parse_trailers(parsed) == (
         ("Copilot-Run", "run-1"),
         ("Copilot-Round", "3"),
-        ("Copilot-Before", "val_acc=0.121 val_loss=2.3 epoch=4"),
+        ("Copilot-Before", "val_accuracy=0.121 val_loss=2.3 epoch=4"),
         ("Copilot-Verdict", "accepted"),
     )
     assert "- loss flat for three epochs: no progress" in message

@@ -13,6 +13,7 @@ import pytest
 from copilot.errors import HistoryError
 from copilot.history.experiment import ExperimentHistory
 from copilot.history.hparams_file import read_hparams
+from copilot.history.messages import parse_metrics
 from copilot.history.rounds import RoundInfo, RoundResults
 from tests.history.repos import checkout_snapshot, git, model_code
 
@@ -35,7 +36,7 @@ def commit(history: ExperimentHistory, round_number: int) -> RoundInfo:
         model_code=model_code(round_number) if architecture else None,
         hparams=None if architecture else hparams_for(round_number),
         advisor="offline" if round_number % 3 else "bedrock:us.anthropic.claude-3-7-sonnet-20250219-v1:0",
-        before={"val_acc": round(0.1 + round_number / 100, 3), "val_loss": 2.3 - round_number / 50, "epoch": round_number},
+        before={"val_accuracy": round(0.1 + round_number / 100, 3), "val_loss": 2.3 - round_number / 50, "epoch": round_number},
         verdict="edited" if round_number % 5 == 0 else "accepted",
     )
 
@@ -44,7 +45,7 @@ def run_with_rounds(repo: Path, count: int) -> ExperimentHistory:
     history = ExperimentHistory.start(repo / "models" / "net.py", RUN, hparams={"optimizer": "SGD", "lr": 0.1})
     for round_number in range(1, count + 1):
         info = commit(history, round_number)
-        history.record_result(info.round, {"val_acc": round(0.11 + round_number / 100, 3), "epochs_trained": 2})
+        history.record_result(info.round, {"val_accuracy": round(0.11 + round_number / 100, 3), "epochs_trained": 2})
     return history
 
 
@@ -64,7 +65,7 @@ def test_fifty_rounds_then_log_diff_rollback_undo_redo(repo: Path) -> None:
     assert [info.kind for info in rounds[1:5]] == ["arch", "hparams", "arch", "hparams"]
     r7 = rounds[7]
     assert r7.subject == "arch(r7): widen the hidden layer (step 7)"
-    assert (r7.val_acc_before, r7.val_acc_after) == (pytest.approx(0.17), pytest.approx(0.18))
+    assert (r7.val_accuracy_before, r7.val_accuracy_after) == (pytest.approx(0.17), pytest.approx(0.18))
     assert r7.before["epoch"] == 7 and r7.advisor == "offline" and r7.verdict == "accepted"
     assert rounds[9].advisor == "bedrock:us.anthropic.claude-3-7-sonnet-20250219-v1:0"
     assert rounds[10].verdict == "edited"
@@ -75,7 +76,7 @@ def test_fifty_rounds_then_log_diff_rollback_undo_redo(repo: Path) -> None:
     assert "-        self.body = nn.Sequential(nn.Flatten(), nn.Linear(3 * 32 * 32, 19)" in diff.patch
     assert "+        self.body = nn.Sequential(nn.Flatten(), nn.Linear(3 * 32 * 32, 55)" in diff.patch
     assert "+lr = 0.0025" in diff.patch
-    [acc] = [change for change in diff.metrics if change.name == "val_acc"]
+    [acc] = [change for change in diff.metrics if change.name == "val_accuracy"]
     assert (acc.old, acc.new, acc.change) == (pytest.approx(0.14), pytest.approx(0.51), pytest.approx(0.37))
 
     rolled = history.rollback(10)
@@ -146,22 +147,33 @@ def test_trailers_and_notes_parse_back_with_git_itself(history: ExperimentHistor
         "Copilot-Round: 5",
         "Copilot-Kind: arch",
         "Copilot-Advisor: offline",
-        "Copilot-Before: val_acc=0.15 val_loss=2.2 epoch=5",
+        "Copilot-Before: val_accuracy=0.15 val_loss=2.2 epoch=5",
         "Copilot-Verdict: edited",
     ]
     assert "Findings:\n- validation accuracy flat for 5 epochs\n\nRationale:\nMore capacity." in message
     note = json.loads(git(repo, "notes", "--ref=copilot", "show", r5.sha))
-    assert note == {"val_acc": 0.16, "epochs_trained": 2}
+    assert note == {"val_accuracy": 0.16, "epochs_trained": 2}
 
 
 def test_git_log_with_copilot_notes_shows_the_metrics(history: ExperimentHistory, repo: Path) -> None:
     history.record_result(ROUNDS, {"val_loss": 1.25, "wall_time_s": 31.5, "checkpoint": "/runs/x/epoch-100.pt"})
     shown = git(repo, "log", "-1", "--notes=copilot", history.branch)
     assert "Notes (copilot):" in shown
-    assert '"val_acc": 0.19' in shown and '"val_loss": 1.25' in shown and '"wall_time_s": 31.5' in shown
+    assert '"val_accuracy": 0.19' in shown and '"val_loss": 1.25' in shown and '"wall_time_s": 31.5' in shown
     assert history.round(ROUNDS).results == RoundResults(
-        val_acc=0.19, val_loss=1.25, epochs_trained=2, wall_time_s=31.5, checkpoint="/runs/x/epoch-100.pt"
+        val_accuracy=0.19, val_loss=1.25, epochs_trained=2, wall_time_s=31.5, checkpoint="/runs/x/epoch-100.pt"
     ), "record_result merges into the note"
+
+
+def test_rounds_committed_with_the_old_val_acc_name_read_as_val_accuracy(history: ExperimentHistory, repo: Path) -> None:
+    """Branches made before the rename keep their figures: `val_acc` in trailers and notes reads as today's name."""
+    old_note = {"val_acc": 0.42, "epochs_trained": 2, "trial": {"steps": 100, "wall_time_s": 9.0, "val_acc": 0.4, "unchanged_val_acc": 0.1}}
+    sha = history.round(3).sha
+    git(repo, "notes", "--ref=copilot", "add", "-f", "-m", json.dumps(old_note), sha)
+    results = history.round(3).results
+    assert results is not None and results.val_accuracy == 0.42 and results.trial is not None
+    assert (results.trial.val_accuracy, results.trial.unchanged_val_accuracy) == (0.4, 0.1)
+    assert parse_metrics("val_acc=0.15 val_loss=2.2 epoch=5") == {"val_accuracy": 0.15, "val_loss": 2.2, "epoch": 5}
 
 
 def test_show_gives_the_message_and_the_change(history: ExperimentHistory) -> None:
@@ -177,7 +189,7 @@ def test_unknown_rounds_and_bad_results_are_refused(history: ExperimentHistory) 
     with pytest.raises(HistoryError, match="already the latest round"):
         history.rollback(ROUNDS)
     with pytest.raises(ValueError):
-        history.record_result(3, {"val_accuracy": 0.5})
+        history.record_result(3, {"validation_acc": 0.5})  # not a result field
     with pytest.raises(ValueError, match="rejected changes are not commits"):
         history.commit_round(
             kind="arch", summary="x", findings=[], rationale="", model_code="", hparams=None,

@@ -136,10 +136,10 @@ def test_no_identity_commits_as_copilot_and_writes_no_config(repo: Path, git_hom
         model_code=None,
         hparams={"lr": 0.01},
         advisor="offline",
-        before={"val_acc": 0.1},
+        before={"val_accuracy": 0.1},
         verdict="accepted",
     )
-    history.record_result(info.round, {"val_acc": 0.2})
+    history.record_result(info.round, {"val_accuracy": 0.2})
 
     idents = git(repo, "log", "--format=%an <%ae>|%cn <%ce>", "-2", history.branch).splitlines()
     assert idents == ["copilot <copilot@localhost>|copilot <copilot@localhost>"] * 2

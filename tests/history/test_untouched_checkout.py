@@ -34,10 +34,10 @@ while True:
     info = history.commit_round(
         kind="arch", summary=f"variant {step}", findings=["flat loss"], rationale="try it",
         model_code=f"# variant {step}\n", hparams={"lr": 0.1 / step} if step % 2 else None,
-        advisor="offline", before={"val_acc": 0.1, "epoch": step}, verdict="accepted",
+        advisor="offline", before={"val_accuracy": 0.1, "epoch": step}, verdict="accepted",
     )
     print(info.round, flush=True)
-    history.record_result(info.round, {"val_acc": 0.2, "epochs_trained": 1})
+    history.record_result(info.round, {"val_accuracy": 0.2, "epochs_trained": 1})
     if step % 5 == 0:
         history.rollback(1)
     if step % 5 == 3:
@@ -93,10 +93,10 @@ def test_whole_session_leaves_the_checkout_byte_identical(repo: Path) -> None:
             model_code=model_code(step) if step % 2 else None,
             hparams=None if step % 2 else {"lr": 0.1 / step},
             advisor="offline",
-            before={"val_acc": 0.1 * step},
+            before={"val_accuracy": 0.1 * step},
             verdict="accepted",
         )
-        history.record_result(info.round, {"val_acc": 0.1 * step + 0.05})
+        history.record_result(info.round, {"val_accuracy": 0.1 * step + 0.05})
     history.diff(0, 5)
     history.show(3)
     history.rollback(2)

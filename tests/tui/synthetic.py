@@ -185,8 +185,8 @@ def round_info(number: int, kind: str, summary: str, sha: str, before: float | N
         run_id=RUN_ID,
         advisor="offline",
         verdict="accepted" if number else None,
-        before={"val_acc": before} if before is not None else {},
-        after={"val_acc": after} if after is not None else {},
+        before={"val_accuracy": before} if before is not None else {},
+        after={"val_accuracy": after} if after is not None else {},
     )
 
 
@@ -387,7 +387,7 @@ class SyntheticSession:
             b=second,
             files=("bad_cnn.py",),
             patch=patch,
-            metrics=(metric_change("val_acc", first.val_acc_after, second.val_acc_after),),
+            metrics=(metric_change("val_accuracy", first.val_accuracy_after, second.val_accuracy_after),),
         )
 
     def rollback(self, k: int) -> RoundInfo:

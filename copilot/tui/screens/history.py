@@ -34,7 +34,7 @@ def _accuracy(value: float | None) -> str:
 
 
 def accuracy_change(info: RoundInfo) -> Text:
-    before, after = info.val_acc_before, info.val_acc_after
+    before, after = info.val_accuracy_before, info.val_accuracy_after
     text = Text(f"{_accuracy(before)} → {_accuracy(after)}")
     if before is not None and after is not None:
         text.stylize("green" if after > before else "red" if after < before else "")
