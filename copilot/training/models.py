@@ -30,11 +30,12 @@ from pathlib import Path
 from types import ModuleType
 from typing import Literal
 
+import pydantic
 import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from copilot.config import SandboxSettings
+from copilot.config import DataSettings, SandboxSettings
 from copilot.errors import CopilotError, EnvironmentSetupError, ModelLoadError
 from copilot.events import DataSpec, ModelSummary, ModuleInfo
 from copilot.training.data import IMAGE_INPUT_SHAPES
@@ -323,7 +324,7 @@ def check_forward(
         shape = list(inputs.shape)
         raise ModelCheckError(
             f"forward pass failed on input {shape} at {_user_frame(exc, loaded.source_path)}: {first_line(exc)}",
-            _first_layer_mismatch(model, data)
+            _first_layer_mismatch(model, data, inputs)
             or f"make the layer sizes fit one sample of shape {list(data.input_shape)} "
             f"({data.name} data set, task {data.task})",
             kind="forward",
@@ -359,8 +360,9 @@ def check_forward(
     return OutputContract(form=read.form, passes_targets=calling.passes_targets, class_dim=class_dim)
 
 
-def _first_layer_mismatch(model: nn.Module, data: DataSpec) -> str | None:
-    """One line naming what the model's first layer expects and what the data gives, or None when it fits."""
+def _first_layer_mismatch(model: nn.Module, data: DataSpec, inputs: torch.Tensor) -> str | None:
+    """One line naming what the model's first layer expects, what the data gives and what would fit
+    (the shapes set's `data.channels` and `data.image_size` among it), or None when it fits."""
     first = next(
         ((name, module) for name, module in model.named_modules()
          if isinstance(module, (nn.modules.conv._ConvNd, nn.Linear, nn.Embedding))),
@@ -379,18 +381,88 @@ def _first_layer_mismatch(model: nn.Module, data: DataSpec) -> str | None:
         return f"first layer '{name}' expects float inputs; {gives}: add an nn.Embedding first, or use an image data set"
     if isinstance(layer, nn.modules.conv._ConvNd):
         channels = data.input_shape[0] if len(data.input_shape) == layer.weight.dim() - 1 else None
-        if channels == layer.in_channels:
+        is_image_model = layer.weight.dim() == 4 and len(data.input_shape) == 3 and data.task == "classification"
+        size = _image_size_that_fits(model, layer.in_channels, data, inputs) if is_image_model else None
+        if channels == layer.in_channels and size in (None, data.input_shape[-1]):
             return None
-        fitting = _bundled_sets_where(lambda shape: shape[0] == layer.in_channels)
-        return f"first layer '{name}' expects {layer.in_channels} input channels; {gives}: {fitting}"
+        takes = f"{layer.in_channels} input channel{'s' if layer.in_channels != 1 else ''}"
+        if size is None:
+            fitting = _bundled_sets_where(lambda shape: shape[0] == layer.in_channels)
+            return f"first layer '{name}' expects {takes}; {gives}: {fitting}"
+        fitting = _shapes_settings_that_fit(layer.in_channels, size, data)
+        at = f" at {size} x {size}" if size != data.input_shape[-1] else ""
+        return f"first layer '{name}' expects {takes}{at}; {gives}: {fitting}"
     features = math.prod(data.input_shape)
     if layer.in_features == features or layer.in_features == data.input_shape[-1]:
         return None
-    fitting = _bundled_sets_where(lambda shape: math.prod(shape) == layer.in_features)
+    image = _square_image_of(layer.in_features)
+    fitting = (
+        _shapes_settings_that_fit(*image, data)
+        if image is not None and len(data.input_shape) == 3
+        else _bundled_sets_where(lambda shape: math.prod(shape) == layer.in_features)
+    )
     return (
         f"first layer '{name}' expects {layer.in_features:,} input features; {gives} ({features:,} flattened): "
         f"{fitting}, or make its in_features {features:,}"
     )
+
+
+# Square image sizes models are commonly written for (MNIST, CIFAR, ImageNet crops), tried after the data's own.
+COMMON_IMAGE_SIZES = (28, 32, 64, 96, 128, 224)
+
+
+def _image_size_that_fits(model: nn.Module, channels: int, data: DataSpec, like: torch.Tensor) -> int | None:
+    """The square size at which one blank image of `channels` goes through the model to one score per class.
+
+    Tried only after the forward check failed, a forward pass per size: a model's later layers
+    (an MNIST net's `nn.Linear(9216, 128)`) fix the size its first layer needs, and no layer says it.
+    """
+    for size in dict.fromkeys((data.input_shape[-1], *COMMON_IMAGE_SIZES)):
+        if not _shapes_can_draw(channels, size):
+            continue
+        blank = torch.zeros((1, channels, size, size), dtype=like.dtype, device=like.device)
+        try:
+            with torch.no_grad():
+                logits = read_outputs(model(blank)).logits
+        except Exception:  # this size does not fit; the next may
+            continue
+        if tuple(logits.shape) == (1, data.num_classes):
+            return size
+    return None
+
+
+def _square_image_of(features: int) -> tuple[int, int] | None:
+    """(channels, size) of the grayscale or colour square image that flattens to `features`, if one does."""
+    for channels in (1, 3):
+        size = math.isqrt(features // channels)
+        if channels * size * size == features and _shapes_can_draw(channels, size):
+            return channels, size
+    return None
+
+
+def _shapes_can_draw(channels: int, size: int) -> bool:
+    """Whether the shapes set's settings allow this image (their bounds live in DataSettings alone)."""
+    try:
+        DataSettings(channels=channels, image_size=size)
+    except pydantic.ValidationError:
+        return False
+    return True
+
+
+def _shapes_settings_that_fit(channels: int, size: int, data: DataSpec) -> str:
+    """The settings that make the shapes set draw `channels` x `size` x `size` images, as the hint's fix."""
+    if data.name != "shapes" and (channels, size, size) == IMAGE_INPUT_SHAPES["shapes"]:
+        return _bundled_sets_where(lambda shape: shape == (channels, size, size))
+    current = data.input_shape if data.name == "shapes" else IMAGE_INPUT_SHAPES["shapes"]
+    changes = [
+        f"data.{setting} = {value}"
+        for setting, value, now in (("channels", channels, current[0]), ("image_size", size, current[-1]))
+        if value != now
+    ]
+    settings = " and ".join(changes)
+    if data.name == "shapes":
+        return f"set {settings} in copilot.toml"
+    return f"--dataset shapes with {settings} in copilot.toml would fit"
 
 
 def _bundled_sets_where(fits: Callable[[tuple[int, ...]], bool]) -> str:
