@@ -62,7 +62,10 @@ class DataSettings(Section):
     custom: str | None = None  # "module.py:function" returning (train, val) datasets
     train_size: int | None = Field(None, ge=1)  # synthetic sets only; None = the set's default
     val_size: int | None = Field(None, ge=1)
-    image_size: int = Field(32, ge=1)  # image folders are resized to this square
+    # The square side of the images: image folders are resized to it, the shapes set draws at it.
+    image_size: int = Field(32, ge=8, le=512)
+    # Colour channels the shapes set draws: 3 (colour, the default) or 1 (grayscale, as MNIST models expect).
+    channels: int = Field(3, ge=1, le=4)
     seed: int = 0
 
 

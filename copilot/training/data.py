@@ -35,9 +35,9 @@ SHAPES_VAL_SIZE = 2_000
 TEXT_TRAIN_SIZE = 2_000
 TEXT_VAL_SIZE = 400
 TEXT_VOCAB_SIZE = text.VOCAB_SIZE
-# One sample of each bundled image set, to say which one a model's first layer would fit.
+# One sample of each bundled image set (shapes at its default settings), to say which one a model's first layer would fit.
 IMAGE_INPUT_SHAPES: dict[str, tuple[int, ...]] = {
-    "shapes": (3, shapes.IMAGE_SIZE, shapes.IMAGE_SIZE),
+    "shapes": (shapes.CHANNELS, shapes.IMAGE_SIZE, shapes.IMAGE_SIZE),
     "cifar10": (3, 32, 32),
 }
 IMAGE_FOLDER_VAL_FRACTION = 0.2
@@ -88,13 +88,14 @@ def _synthetic_sizes(settings: DataSettings, train_default: int, val_default: in
 def _load_shapes(settings: DataSettings) -> tuple[DataSpec, Split, Split]:
     train_size, val_size = _synthetic_sizes(settings, SHAPES_TRAIN_SIZE, SHAPES_VAL_SIZE)
     # Separate seeds per split: the validation set does not change with the training size.
-    train_images, train_labels = shapes.generate_shapes(train_size, seed=2 * settings.seed)
-    val_images, val_labels = shapes.generate_shapes(val_size, seed=2 * settings.seed + 1)
+    drawn = {"channels": settings.channels, "image_size": settings.image_size}
+    train_images, train_labels = shapes.generate_shapes(train_size, seed=2 * settings.seed, **drawn)
+    val_images, val_labels = shapes.generate_shapes(val_size, seed=2 * settings.seed + 1, **drawn)
     train_images, val_images = _normalised(train_images, val_images)
     spec = DataSpec(
         name="shapes",
         task="classification",
-        input_shape=IMAGE_INPUT_SHAPES["shapes"],
+        input_shape=(settings.channels, settings.image_size, settings.image_size),
         num_classes=shapes.NUM_CLASSES,
         train_size=train_size,
         val_size=val_size,

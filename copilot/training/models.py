@@ -7,7 +7,8 @@ with a hint. Files are taken as people write them: a training script's
 `if __name__ == "__main__":` block does not run (the module is not `__main__`), sibling
 modules import as when the script runs, and a constructor taking a config object
 (`GPT(config: GPTConfig)`) gets one built from `config.field=value` arguments, with the
-data set's `vocab_size` and `block_size` filled in. How forward is called and read is
+data set's `vocab_size` and `block_size` filled in; `construction.py` does the building,
+for the advisor's sandbox too. How forward is called and read is
 `model_outputs.OutputContract`, found here by the forward check.
 
 This runs in the trainer process (and the advisor's sandbox), never in the
@@ -23,9 +24,8 @@ import math
 import re
 import sys
 import traceback
-import typing
 from collections.abc import Callable, Mapping
-from dataclasses import MISSING, dataclass, fields, is_dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import Literal
@@ -35,10 +35,11 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from copilot.config import SandboxSettings
+from copilot.config import DataSettings, SandboxSettings
 from copilot.errors import CopilotError, EnvironmentSetupError, ModelLoadError
 from copilot.events import DataSpec, ModelSummary, ModuleInfo
 from copilot.training.data import IMAGE_INPUT_SHAPES
+from copilot.training.construction import ConstructionError, UserCode, build_model, fields_from_data, first_line
 from copilot.training.launcher import ensure_model_file, split_model_spec
 from copilot.training.model_outputs import OutputContract, UnreadableOutputs, class_dimension, passes_targets, read_outputs
 
@@ -85,10 +86,11 @@ def load_model(
     path, name = split_model_spec(spec)
     module = _import_file(path)
     factory, factory_name = _find_factory(module, path, name)
-    arguments = _resolve_arguments(factory, factory_name, module, model_args, data, path)
-    if arguments.built_configs:
-        _refuse_oversized(factory, factory_name, arguments, max_params)
-    model = _build(factory, factory_name, path, arguments.values)
+    data_fields = fields_from_data(data.task, data.input_shape, data.num_classes) if data is not None else {}
+    try:
+        model = build_model(factory, factory_name, module, model_args, data_fields, max_params, _user_code(path))
+    except ConstructionError as exc:
+        raise ModelLoadError(exc.message, exc.hint) from None
     hparams = getattr(module, "HPARAMS", None)
     if hparams is not None and not isinstance(hparams, Mapping):
         raise ModelLoadError(
@@ -172,18 +174,18 @@ def _import_error(exc: Exception, path: Path) -> CopilotError:
     package = _failing_package(exc, path)
     if statement is not None and package is not None:
         return EnvironmentSetupError(
-            f"{where} `{statement}` failed: {type(exc).__name__}: {_first_line(exc)}",
+            f"{where} `{statement}` failed: {type(exc).__name__}: {first_line(exc)}",
             _torchvision_pair_hint(exc) or f"reinstall {package} in a version built for this Python and torch, or remove the import",
         )
     if statement is not None:
         return ModelLoadError(
-            f"{where} `{statement}` failed: {type(exc).__name__}: {_first_line(exc)}",
+            f"{where} `{statement}` failed: {type(exc).__name__}: {first_line(exc)}",
             _torchvision_pair_hint(exc) or "fix the import in the model file, or the package it imports",
         )
     if isinstance(exc, ImportError):
-        return ModelLoadError(f"import failed at {where}: {_first_line(exc)}", "fix the import in the model file")
+        return ModelLoadError(f"import failed at {where}: {first_line(exc)}", "fix the import in the model file")
     return ModelLoadError(
-        f"running {where} failed: {type(exc).__name__}: {_first_line(exc)}",
+        f"running {where} failed: {type(exc).__name__}: {first_line(exc)}",
         "the model file must import without errors; run `python FILE` to see the whole traceback",
     )
 
@@ -269,240 +271,6 @@ def _top_level_candidates(candidates: dict[str, type[nn.Module]]) -> list[str]:
     return [class_name for class_name in candidates if class_name not in used] or list(candidates)
 
 
-@dataclass(frozen=True)
-class _Arguments:
-    """What the factory is called with, after config objects were built from `name.field` arguments."""
-
-    values: dict[str, object]
-    built_configs: tuple[str, ...]  # "config=GPTConfig": the config objects built here
-    default_sizes: tuple[str, ...]  # "config.n_layer": integer fields left at the class's default
-
-
-# Fields of a sequence model's config that the data set decides, and where the value comes from.
-_FIELDS_FROM_DATA: dict[str, Callable[[DataSpec], int]] = {
-    "vocab_size": lambda data: data.num_classes,
-    "block_size": lambda data: data.input_shape[0],
-}
-_SCALAR_TYPES = (int, float, str, bool)
-
-
-def _resolve_arguments(
-    factory: Callable[..., object],
-    factory_name: str,
-    module: ModuleType,
-    model_args: Mapping[str, object],
-    data: DataSpec | None,
-    path: Path,
-) -> _Arguments:
-    """Build config objects, then name missing or unknown constructor arguments before calling, instead of a TypeError."""
-    try:
-        parameters = list(inspect.signature(factory).parameters.values())
-    except (TypeError, ValueError):  # no introspectable signature: let the call speak
-        return _Arguments(dict(model_args), (), ())
-    plain = {key: value for key, value in model_args.items() if "." not in key}
-    dotted: dict[str, dict[str, object]] = {}
-    for key, value in model_args.items():
-        if "." in key:
-            owner, _dot, field_name = key.partition(".")
-            dotted.setdefault(owner, {})[field_name] = value
-    named = [p for p in parameters if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
-    annotations = _annotations(factory, module, named)
-    values: dict[str, object] = dict(plain)
-    built: list[str] = []
-    default_sizes: list[str] = []
-    for parameter in named:
-        config_class = _config_class(parameter, annotations.get(parameter.name), module)
-        wanted = parameter.name in dotted or parameter.default is inspect.Parameter.empty
-        if config_class is None or parameter.name in plain or not wanted:
-            continue
-        config, used = _build_config(config_class, parameter.name, dotted.get(parameter.name, {}), data, path)
-        values[parameter.name] = config
-        built.append(f"{parameter.name}={config_class.__name__}")
-        default_sizes += [f"{parameter.name}.{name}" for name in _integer_fields(config_class) if name not in used]
-    stray = [owner for owner in dotted if owner not in {entry.partition("=")[0] for entry in built}]
-    if stray:
-        owner = stray[0]
-        raise ModelLoadError(
-            f"{factory_name}() has no config parameter '{owner}' for --model-arg {owner}.{next(iter(dotted[owner]))}",
-            "config.field=value arguments need a parameter annotated with a dataclass or pydantic model",
-        )
-    _check_arguments(factory_name, named, values, annotations, path, any(p.kind is p.VAR_KEYWORD for p in parameters))
-    return _Arguments(values, tuple(built), tuple(default_sizes))
-
-
-def _check_arguments(
-    factory_name: str,
-    named: list[inspect.Parameter],
-    values: Mapping[str, object],
-    annotations: Mapping[str, object],
-    path: Path,
-    accepts_any: bool,
-) -> None:
-    missing = [p for p in named if p.default is inspect.Parameter.empty and p.name not in values]
-    if missing:
-        example = " ".join(f"--model-arg {p.name}=..." for p in missing)
-        # A parameter no command-line value can give (an object, a config class of no known kind):
-        # the file has to build the model itself.
-        unbuildable = [p for p in missing if _looks_like_object(p, annotations.get(p.name))]
-        hint = (
-            f"define build_model() in {path.name} that returns the model built as you want it"
-            if unbuildable
-            else f"give them with {example} or under [model.args] in copilot.toml"
-        )
-        raise ModelLoadError(f"{factory_name}() needs arguments: {', '.join(p.name for p in missing)}", hint)
-    unknown = [key for key in values if key not in {p.name for p in named}]
-    if unknown and not accepts_any:
-        accepted = ", ".join(p.name for p in named) or "none"
-        raise ModelLoadError(
-            f"{factory_name}() takes no argument {', '.join(repr(k) for k in unknown)}",
-            f"arguments it accepts: {accepted}",
-        )
-
-
-def _annotations(factory: Callable[..., object], module: ModuleType, named: list[inspect.Parameter]) -> dict[str, object]:
-    """Parameter annotations as objects; string annotations (`from __future__ import annotations`
-    or quoted) are resolved in the file's namespace."""
-    target = factory.__init__ if inspect.isclass(factory) else factory  # type: ignore[misc]
-    try:
-        resolved: dict[str, object] = typing.get_type_hints(target)
-    except Exception:  # an annotation naming something not importable: look names up one by one
-        resolved = {}
-    for parameter in named:
-        if parameter.name not in resolved and isinstance(parameter.annotation, str):
-            found = vars(module).get(parameter.annotation.strip("'\""))
-            if found is not None:
-                resolved[parameter.name] = found
-        elif parameter.name not in resolved and parameter.annotation is not inspect.Parameter.empty:
-            resolved[parameter.name] = parameter.annotation
-    return resolved
-
-
-def _is_config_class(candidate: object) -> bool:
-    return inspect.isclass(candidate) and (
-        is_dataclass(candidate) or issubclass(candidate, pydantic.BaseModel)
-    )
-
-
-def _config_class(parameter: inspect.Parameter, annotation: object, module: ModuleType) -> type | None:
-    """The dataclass or pydantic model a parameter takes: its annotation (`Optional[...]` too), or,
-    for an unannotated `config` parameter as nanoGPT writes it, the one `*Config` dataclass of the file."""
-    if annotation is not None:
-        options = [annotation, *typing.get_args(annotation)]
-        classes = [option for option in options if _is_config_class(option)]
-        return classes[0] if len(classes) == 1 else None
-    if "config" not in parameter.name.lower() and "cfg" not in parameter.name.lower():
-        return None
-    defined = [
-        value
-        for name, value in vars(module).items()
-        if name.endswith("Config") and _is_config_class(value) and getattr(value, "__module__", None) == module.__name__
-    ]
-    return defined[0] if len(defined) == 1 else None
-
-
-def _looks_like_object(parameter: inspect.Parameter, annotation: object) -> bool:
-    if annotation is not None:
-        return inspect.isclass(annotation) and not issubclass(annotation, _SCALAR_TYPES)
-    return "config" in parameter.name.lower() or "cfg" in parameter.name.lower()
-
-
-def _config_fields(config_class: type) -> dict[str, bool]:
-    """Field name -> whether it has a default."""
-    if is_dataclass(config_class):
-        return {
-            field.name: field.default is not MISSING or field.default_factory is not MISSING
-            for field in fields(config_class)
-            if field.init
-        }
-    return {name: not info.is_required() for name, info in config_class.model_fields.items()}  # type: ignore[attr-defined]
-
-
-def _integer_fields(config_class: type) -> list[str]:
-    if is_dataclass(config_class):
-        return [f.name for f in fields(config_class) if f.init and isinstance(f.default, int) and not isinstance(f.default, bool)]
-    return [
-        name
-        for name, info in config_class.model_fields.items()  # type: ignore[attr-defined]
-        if isinstance(info.default, int) and not isinstance(info.default, bool)
-    ]
-
-
-def _build_config(
-    config_class: type, parameter: str, given: Mapping[str, object], data: DataSpec | None, path: Path
-) -> tuple[object, dict[str, object]]:
-    """The config object, and the fields set on it (given, or filled from the data set)."""
-    accepted = _config_fields(config_class)
-    unknown = [name for name in given if name not in accepted]
-    if unknown:
-        raise ModelLoadError(
-            f"{config_class.__name__} has no field '{unknown[0]}' (--model-arg {parameter}.{unknown[0]})",
-            f"its fields: {', '.join(accepted)}",
-        )
-    values = dict(given)
-    if data is not None and data.task == "sequence":
-        for name, from_data in _FIELDS_FROM_DATA.items():
-            if name in accepted and name not in values:
-                values[name] = from_data(data)
-    missing = [name for name, has_default in accepted.items() if not has_default and name not in values]
-    if missing:
-        example = " ".join(f"--model-arg {parameter}.{name}=..." for name in missing)
-        raise ModelLoadError(f"{config_class.__name__} needs {', '.join(missing)}", f"give them with {example}")
-    try:
-        return config_class(**values), values
-    except pydantic.ValidationError as exc:
-        first = exc.errors()[0]
-        location = ".".join(str(part) for part in first["loc"])
-        raise ModelLoadError(
-            f"{config_class.__name__}: {parameter}.{location}: {first['msg']}", "fix that --model-arg value"
-        ) from None
-    except Exception as exc:
-        raise ModelLoadError(
-            f"building {config_class.__name__} failed at {_user_frame(exc, path)}: {type(exc).__name__}: {_first_line(exc)}",
-            f"fix the {parameter}.field=value arguments",
-        ) from None
-
-
-def _refuse_oversized(factory: Callable[..., object], factory_name: str, arguments: _Arguments, max_params: int) -> None:
-    """A config built here from class defaults can be GPT-2 sized (minGPT's are): count the parameters
-    on the meta device, which allocates nothing, and refuse before building one for real."""
-    try:
-        with torch.random.fork_rng(devices=[]), torch.device("meta"):
-            probe = factory(**arguments.values)
-    except Exception:  # the real build reports what fails
-        return
-    if not isinstance(probe, nn.Module):
-        return
-    count = sum(parameter.numel() for parameter in probe.parameters())
-    if count <= max_params:
-        return
-    smaller = " ".join(f"--model-arg {name}=..." for name in arguments.default_sizes[:3])
-    raise ModelLoadError(
-        f"{factory_name}({', '.join(arguments.built_configs)}(...)) has {count:,} parameters, "
-        f"past the budget of {max_params:,} (sandbox.max_params)",
-        f"give smaller sizes ({smaller})" if smaller else "give smaller sizes as --model-arg config.field=value",
-    )
-
-
-def _build(factory: Callable[..., object], factory_name: str, path: Path, model_args: Mapping[str, object]) -> nn.Module:
-    try:
-        model = factory(**model_args)
-    except Exception as exc:
-        raise ModelLoadError(
-            f"building {factory_name}() failed at {_user_frame(exc, path)}: {type(exc).__name__}: {_first_line(exc)}",
-            "fix the constructor or the model arguments (--model-arg key=value)",
-        ) from None
-    if not isinstance(model, nn.Module):
-        raise ModelLoadError(
-            f"{factory_name}() returned a {type(model).__name__}, not an nn.Module",
-            "return the model instance from it",
-        )
-    return model
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
-
 
 # `from pkg.sub import x` or `import pkg.sub as y`: the top-level package (a relative import names none).
 IMPORT_LINE = re.compile(r"from\s+([A-Za-z_]\w*)[\w.]*\s+import\b|import\s+([A-Za-z_]\w*)")
@@ -523,11 +291,14 @@ def _failing_package(exc: BaseException, path: Path) -> str | None:
     return (named.group(1) or named.group(2)) if named else None
 
 
+def _user_code(path: Path) -> UserCode:
+    """The user's file as its tracebacks name it (the absolute path it was imported from)."""
+    return UserCode(filename=str(path.resolve()), name=path.name)
+
+
 def _user_frame(exc: BaseException, path: Path) -> str:
     """`file.py:LINE` of the deepest traceback frame inside the user's file, or the file's name."""
-    target = str(path.resolve())
-    lines = [frame.lineno for frame in traceback.extract_tb(exc.__traceback__) if frame.filename == target]
-    return f"{path.name}:{lines[-1]}" if lines else path.name
+    return _user_code(path).where(exc)
 
 
 # --------------------------------------------------------------------------- checking against the data
@@ -552,8 +323,8 @@ def check_forward(
     except Exception as exc:
         shape = list(inputs.shape)
         raise ModelCheckError(
-            f"forward pass failed on input {shape} at {_user_frame(exc, loaded.source_path)}: {_first_line(exc)}",
-            _first_layer_mismatch(model, data)
+            f"forward pass failed on input {shape} at {_user_frame(exc, loaded.source_path)}: {first_line(exc)}",
+            _first_layer_mismatch(model, data, inputs)
             or f"make the layer sizes fit one sample of shape {list(data.input_shape)} "
             f"({data.name} data set, task {data.task})",
             kind="forward",
@@ -589,8 +360,9 @@ def check_forward(
     return OutputContract(form=read.form, passes_targets=calling.passes_targets, class_dim=class_dim)
 
 
-def _first_layer_mismatch(model: nn.Module, data: DataSpec) -> str | None:
-    """One line naming what the model's first layer expects and what the data gives, or None when it fits."""
+def _first_layer_mismatch(model: nn.Module, data: DataSpec, inputs: torch.Tensor) -> str | None:
+    """One line naming what the model's first layer expects, what the data gives and what would fit
+    (the shapes set's `data.channels` and `data.image_size` among it), or None when it fits."""
     first = next(
         ((name, module) for name, module in model.named_modules()
          if isinstance(module, (nn.modules.conv._ConvNd, nn.Linear, nn.Embedding))),
@@ -609,18 +381,88 @@ def _first_layer_mismatch(model: nn.Module, data: DataSpec) -> str | None:
         return f"first layer '{name}' expects float inputs; {gives}: add an nn.Embedding first, or use an image data set"
     if isinstance(layer, nn.modules.conv._ConvNd):
         channels = data.input_shape[0] if len(data.input_shape) == layer.weight.dim() - 1 else None
-        if channels == layer.in_channels:
+        is_image_model = layer.weight.dim() == 4 and len(data.input_shape) == 3 and data.task == "classification"
+        size = _image_size_that_fits(model, layer.in_channels, data, inputs) if is_image_model else None
+        if channels == layer.in_channels and size in (None, data.input_shape[-1]):
             return None
-        fitting = _bundled_sets_where(lambda shape: shape[0] == layer.in_channels)
-        return f"first layer '{name}' expects {layer.in_channels} input channels; {gives}: {fitting}"
+        takes = f"{layer.in_channels} input channel{'s' if layer.in_channels != 1 else ''}"
+        if size is None:
+            fitting = _bundled_sets_where(lambda shape: shape[0] == layer.in_channels)
+            return f"first layer '{name}' expects {takes}; {gives}: {fitting}"
+        fitting = _shapes_settings_that_fit(layer.in_channels, size, data)
+        at = f" at {size} x {size}" if size != data.input_shape[-1] else ""
+        return f"first layer '{name}' expects {takes}{at}; {gives}: {fitting}"
     features = math.prod(data.input_shape)
     if layer.in_features == features or layer.in_features == data.input_shape[-1]:
         return None
-    fitting = _bundled_sets_where(lambda shape: math.prod(shape) == layer.in_features)
+    image = _square_image_of(layer.in_features)
+    fitting = (
+        _shapes_settings_that_fit(*image, data)
+        if image is not None and len(data.input_shape) == 3
+        else _bundled_sets_where(lambda shape: math.prod(shape) == layer.in_features)
+    )
     return (
         f"first layer '{name}' expects {layer.in_features:,} input features; {gives} ({features:,} flattened): "
         f"{fitting}, or make its in_features {features:,}"
     )
+
+
+# Square image sizes models are commonly written for (MNIST, CIFAR, ImageNet crops), tried after the data's own.
+COMMON_IMAGE_SIZES = (28, 32, 64, 96, 128, 224)
+
+
+def _image_size_that_fits(model: nn.Module, channels: int, data: DataSpec, like: torch.Tensor) -> int | None:
+    """The square size at which one blank image of `channels` goes through the model to one score per class.
+
+    Tried only after the forward check failed, a forward pass per size: a model's later layers
+    (an MNIST net's `nn.Linear(9216, 128)`) fix the size its first layer needs, and no layer says it.
+    """
+    for size in dict.fromkeys((data.input_shape[-1], *COMMON_IMAGE_SIZES)):
+        if not _shapes_can_draw(channels, size):
+            continue
+        blank = torch.zeros((1, channels, size, size), dtype=like.dtype, device=like.device)
+        try:
+            with torch.no_grad():
+                logits = read_outputs(model(blank)).logits
+        except Exception:  # this size does not fit; the next may
+            continue
+        if tuple(logits.shape) == (1, data.num_classes):
+            return size
+    return None
+
+
+def _square_image_of(features: int) -> tuple[int, int] | None:
+    """(channels, size) of the grayscale or colour square image that flattens to `features`, if one does."""
+    for channels in (1, 3):
+        size = math.isqrt(features // channels)
+        if channels * size * size == features and _shapes_can_draw(channels, size):
+            return channels, size
+    return None
+
+
+def _shapes_can_draw(channels: int, size: int) -> bool:
+    """Whether the shapes set's settings allow this image (their bounds live in DataSettings alone)."""
+    try:
+        DataSettings(channels=channels, image_size=size)
+    except pydantic.ValidationError:
+        return False
+    return True
+
+
+def _shapes_settings_that_fit(channels: int, size: int, data: DataSpec) -> str:
+    """The settings that make the shapes set draw `channels` x `size` x `size` images, as the hint's fix."""
+    if data.name != "shapes" and (channels, size, size) == IMAGE_INPUT_SHAPES["shapes"]:
+        return _bundled_sets_where(lambda shape: shape == (channels, size, size))
+    current = data.input_shape if data.name == "shapes" else IMAGE_INPUT_SHAPES["shapes"]
+    changes = [
+        f"data.{setting} = {value}"
+        for setting, value, now in (("channels", channels, current[0]), ("image_size", size, current[-1]))
+        if value != now
+    ]
+    settings = " and ".join(changes)
+    if data.name == "shapes":
+        return f"set {settings} in copilot.toml"
+    return f"--dataset shapes with {settings} in copilot.toml would fit"
 
 
 def _bundled_sets_where(fits: Callable[[tuple[int, ...]], bool]) -> str:

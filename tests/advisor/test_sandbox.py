@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -17,6 +18,9 @@ IMAGES = DataSpec(name="shapes", task="classification", input_shape=(3, 8, 8), n
 TOKENS = DataSpec(
     name="text", task="sequence", input_shape=(6,), input_dtype="int64", num_classes=20, train_size=64, val_size=16
 )
+NANOGPT_FILE = Path(__file__).resolve().parents[1] / "training" / "conventions" / "nanogpt_style.py"
+# The run's arguments as copilot.toml's `[model.args.config]` table gives them, flattened.
+TINY_GPT_ARGS = {"config.n_layer": 1, "config.n_head": 2, "config.n_embd": 16}
 # Roomy limits: these tests check results, not limits, on a loaded 2-core machine.
 SETTINGS = SandboxSettings(timeout_s=60, cpu_seconds=30)
 
@@ -282,8 +286,11 @@ def test_a_missing_class_fails_at_import_and_a_bad_argument_at_instantiate() -> 
     missing = check_model_code(GOOD_MODEL, class_name="BigNet", model_args={}, data=IMAGES, settings=SETTINGS)
     assert (missing.stage, missing.message) == ("import", "no torch.nn.Module class named BigNet (it defines SmallNet)")
     unexpected = check_model_code(GOOD_MODEL, class_name="SmallNet", model_args={"depth": 3}, data=IMAGES, settings=SETTINGS)
-    assert unexpected.stage == "instantiate"
-    assert "unexpected keyword argument 'depth'" in unexpected.message
+    # Named before the call, as the trainer names it: the same construction code builds both.
+    assert (unexpected.stage, unexpected.message) == (
+        "instantiate",
+        "SmallNet() takes no argument 'depth'; arguments it accepts: width, num_classes",
+    )
 
 
 def test_a_nanogpt_style_model_gets_its_targets_and_its_returned_loss_is_checked() -> None:
@@ -318,3 +325,35 @@ def test_a_nanogpt_style_model_gets_its_targets_and_its_returned_loss_is_checked
     )
     assert (nan_loss.ok, nan_loss.stage) == (False, "backward")
     assert "the loss is nan" in nan_loss.message  # the model's own loss is the one checked
+
+
+def test_an_edit_of_a_nanogpt_file_is_built_with_the_runs_config_fields_and_the_datas_sizes() -> None:
+    """GPT(config) with a GPTConfig dataclass: the sandbox builds the config from the run's
+    `config.field` arguments and the data set's vocab_size and block_size, as the trainer does."""
+    original = NANOGPT_FILE.read_text(encoding="utf-8")
+    edited = original.replace("nn.GELU(),", "nn.ReLU(),")
+    assert edited != original
+    report = check_model_code(edited, class_name="GPT", model_args=TINY_GPT_ARGS, data=TOKENS, settings=SETTINGS)
+    assert report.ok, report
+    assert report.output_shape == (SANDBOX_BATCH_SIZE, 6, 20)  # block_size 6 and vocab_size 20 came from TOKENS
+    # 1 block of width 16 with a tied 20-token head, not GPT-2's defaults: the run's fields were used.
+    assert report.param_count is not None and report.param_count < 10_000
+
+
+def test_an_edit_that_breaks_the_config_fails_with_the_field_named() -> None:
+    original = NANOGPT_FILE.read_text(encoding="utf-8")
+    # A field the run sets: refused before the call, with the fields that remain.
+    without_n_head = original.replace("    n_head: int = 12\n", "")
+    assert without_n_head != original
+    report = check_model_code(without_n_head, class_name="GPT", model_args=TINY_GPT_ARGS, data=TOKENS, settings=SETTINGS)
+    assert (report.ok, report.stage) == (False, "instantiate")
+    assert report.message == (
+        "GPTConfig has no field 'n_head' (--model-arg config.n_head); its fields: block_size, vocab_size, n_layer, n_embd, bias"
+    )
+    # A field only the model reads: the model's own error, at its line.
+    without_bias = original.replace("    bias: bool = True\n", "")
+    report = check_model_code(without_bias, class_name="GPT", model_args=TINY_GPT_ARGS, data=TOKENS, settings=SETTINGS)
+    assert (report.ok, report.stage) == (False, "instantiate")
+    assert "'GPTConfig' object has no attribute 'bias'" in report.message
+    assert "\n" not in report.message
+    assert report.line is not None and "config.bias" in without_bias.splitlines()[report.line - 1]

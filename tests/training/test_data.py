@@ -6,6 +6,7 @@ import pickle
 import re
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +23,7 @@ from copilot.training.data import (
     iterate_batches,
     load_data,
 )
-from copilot.training.datasets import text
+from copilot.training.datasets import shapes, text
 
 CPU = torch.device("cpu")
 
@@ -58,6 +59,19 @@ def test_shapes_has_the_documented_shape_spec_and_normalisation() -> None:
     assert torch.allclose(per_channel_std, torch.ones(3), atol=1e-4)
     # The validation split is scaled by the training statistics, so it is close but not exact.
     assert bundle.val.inputs.mean().abs() < 0.2
+
+
+def test_shapes_draws_grayscale_28_by_28_for_mnist_models_and_the_defaults_are_unchanged() -> None:
+    gray = load_data(small(channels=1, image_size=28), CPU)
+    assert gray.spec.input_shape == (1, 28, 28)
+    assert gray.train.inputs.shape == (200, 1, 28, 28) and gray.val.inputs.shape == (100, 1, 28, 28)
+    assert torch.bincount(gray.train.targets, minlength=10).tolist() == [20] * 10
+    # The defaults draw what they always drew, so earlier runs are the same run.
+    default, spelled_out = load_data(small(), CPU), load_data(small(channels=3, image_size=32), CPU)
+    assert torch.equal(default.train.inputs, spelled_out.train.inputs)
+    started = time.perf_counter()
+    shapes.generate_shapes(10_000, seed=0, channels=1, image_size=28)
+    print(f"10,000 1x28x28 shapes drawn in {time.perf_counter() - started:.2f} s")
 
 
 def test_shapes_default_sizes_are_the_documented_ones() -> None:

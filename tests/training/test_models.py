@@ -438,9 +438,19 @@ def test_an_image_model_for_other_channels_names_both_and_what_would_fit() -> No
     loaded = load_model(str(CONVENTIONS / "mnist_script.py"), {})
     with pytest.raises(ModelCheckError) as caught:
         check_forward(loaded, torch.randn(2, 3, 32, 32), SHAPES)
+    # The size comes from the later layers (fc1 takes 9216 = 64 x 12 x 12): only 28 x 28 gets there.
     assert caught.value.hint == (
-        "first layer 'conv1' expects 1 input channels; the shapes data set gives 3 x 32 x 32 samples: "
-        "a data set of that shape would fit (data.custom)"
+        "first layer 'conv1' expects 1 input channel at 28 x 28; the shapes data set gives 3 x 32 x 32 samples: "
+        "set data.channels = 1 and data.image_size = 28 in copilot.toml"
+    )
+    # Told the settings, the same model fits the data they describe.
+    mnist_sized = SHAPES.model_copy(update={"input_shape": (1, 28, 28)})
+    assert check_forward(loaded, torch.randn(2, 1, 28, 28), mnist_sized).form == "tensor"
+    elsewhere = SHAPES.model_copy(update={"name": "custom"})
+    with pytest.raises(ModelCheckError) as caught:
+        check_forward(loaded, torch.randn(2, 3, 32, 32), elsewhere)
+    assert caught.value.hint.endswith(
+        "--dataset shapes with data.channels = 1 and data.image_size = 28 in copilot.toml would fit"
     )
     three_channels = load_model(str(CONVENTIONS / "hf_style.py"), {})
     gray = SHAPES.model_copy(update={"name": "custom", "input_shape": (1, 28, 28)})
@@ -448,7 +458,7 @@ def test_an_image_model_for_other_channels_names_both_and_what_would_fit() -> No
         check_forward(three_channels, torch.randn(2, 1, 28, 28), gray)
     assert caught.value.hint == (
         "first layer 'embeddings' expects 3 input channels; the custom data set gives 1 x 28 x 28 samples: "
-        "--dataset shapes or --dataset cifar10 would fit"
+        "--dataset shapes with data.image_size = 28 in copilot.toml would fit"
     )
 
 
@@ -466,7 +476,7 @@ def test_an_mlp_for_other_image_sizes_names_the_features_both_ways(write_model) 
         check_forward(load_model(str(path), {}), torch.randn(2, 3, 32, 32), SHAPES)
     assert caught.value.hint == (
         "first layer '1' expects 784 input features; the shapes data set gives 3 x 32 x 32 samples (3,072 flattened): "
-        "a data set of that shape would fit (data.custom), or make its in_features 3,072"
+        "set data.channels = 1 and data.image_size = 28 in copilot.toml, or make its in_features 3,072"
     )
 
 

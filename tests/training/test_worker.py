@@ -58,6 +58,22 @@ def both(*reactions):  # type: ignore[no-untyped-def]
 # --------------------------------------------------------------------------- a whole run
 
 
+def test_the_pytorch_examples_mnist_net_learns_grayscale_28_by_28_shapes(tmp_path: Path) -> None:
+    """Its first layer is Conv2d(1, 32, 3) and fc1 takes 9216 features: only a 1x28x28 set fits it."""
+    spec = TrainerSpec(
+        run_folder=tmp_path / "run",
+        model_spec=str(CONVENTIONS / "mnist_script.py"),
+        data=DataSettings(channels=1, image_size=28, train_size=512, val_size=200),
+        train=TrainSettings(device="cpu", hparams={"epochs": 2, "batch_size": 32, "optimizer": "Adam", "lr": 0.001}),
+    )
+    events = run_to_end(spec)
+    assert isinstance(events[-1], Finished) and events[-1].reason == "epochs_done", events[-1]
+    assert of_type(events, RunStarted)[0].data.input_shape == (1, 28, 28)
+    accuracies = [epoch.val_accuracy for epoch in of_type(events, EpochSummary)]
+    assert len(accuracies) == 2 and all(accuracy is not None for accuracy in accuracies)
+    assert accuracies[-1] > 0.2  # ten balanced classes: chance is 0.1
+
+
 def test_a_run_reports_in_order_and_writes_its_folder(tmp_path: Path, tiny_cnn: Path) -> None:
     run = tmp_path / "run"
     events = run_to_end(tiny_spec(run, tiny_cnn, hparams={"epochs": 2}))

@@ -20,10 +20,11 @@ backward with finite gradients for every trainable parameter. It writes JSON lin
 its original stdout (a stage marker as each check starts, then one report with
 SandboxReport's fields); anything the model prints goes to stderr.
 
-It imports only the standard library, torch and two copilot files by path, never the
+It imports only the standard library, torch and three copilot files by path, never the
 copilot package: nothing of the parent (settings, credentials, open files) is in reach.
-`walls.py` raises the walls; `training/model_outputs.py` (stdlib and torch only) reads
-model outputs here exactly as the trainer reads them. The parent imports this module only
+`walls.py` raises the walls; `training/construction.py` builds the model (constructor
+arguments, config objects, sizes from the data) and `training/model_outputs.py` reads its
+outputs, both stdlib and torch only, exactly as the trainer builds and reads them. The parent imports this module only
 for `SandboxJob`, so no torch at module level. Limits are set here and not in a
 `preexec_fn`, which is unsafe in a parent with threads.
 """
@@ -54,8 +55,12 @@ WALLS_MODULE_NAME = "copilot_walls"
 # The files the child runs (this one, the walls', the output reader): read after the walls are
 # up (the reader's import; linecache when torch formats a stack through them).
 COPILOT_FOLDER = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+WALLS_SOURCE = os.path.join(COPILOT_FOLDER, "walls.py")
 MODEL_OUTPUTS_SOURCE = os.path.join(COPILOT_FOLDER, "training", "model_outputs.py")
-OWN_SOURCES = (os.path.abspath(__file__), os.path.join(COPILOT_FOLDER, "walls.py"), MODEL_OUTPUTS_SOURCE)
+CONSTRUCTION_SOURCE = os.path.join(COPILOT_FOLDER, "training", "construction.py")
+OWN_SOURCES = (os.path.abspath(__file__), WALLS_SOURCE, MODEL_OUTPUTS_SOURCE, CONSTRUCTION_SOURCE)
+# How messages name the code under check (the trainer names the user's file).
+GENERATED_CODE_NAME = "the proposed code"
 MAX_MESSAGE_CHARS = 300
 MAX_TRACEBACK_CHARS = 3000
 FILE_SIZE_LIMIT_BYTES = 16 * 1024 * 1024
@@ -146,14 +151,19 @@ def apply_limits(job: SandboxJob) -> None:
     # and thread of the user (other tools, torch's threads) and does not bind root.
 
 
-def load_walls() -> types.ModuleType:
-    """`copilot/walls.py`, loaded by its path: the one place walls are raised, and nothing else of copilot."""
-    spec = importlib.util.spec_from_file_location(WALLS_MODULE_NAME, OWN_SOURCES[1])
+def load_copilot_file(module_name: str, path: str) -> types.ModuleType:
+    """One copilot file loaded by its path: the package (and what it could reach) stays unimported."""
+    spec = importlib.util.spec_from_file_location(module_name, path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
-    sys.modules[WALLS_MODULE_NAME] = module  # its dataclasses look their module up there
+    sys.modules[module_name] = module  # its dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
+
+
+def load_walls() -> types.ModuleType:
+    """`copilot/walls.py`: the one place walls are raised."""
+    return load_copilot_file(WALLS_MODULE_NAME, WALLS_SOURCE)
 
 
 def raise_walls(job: SandboxJob) -> bool:
@@ -311,7 +321,7 @@ class Checks:
         self.stage = stage
         self.emit({"stage": stage})
 
-    def run(self, torch: Any, guard: AuditGuard, outputs: types.ModuleType) -> None:
+    def run(self, torch: Any, guard: AuditGuard, outputs: types.ModuleType, construction: types.ModuleType) -> None:
         job = self.job
         self.enter("import")
         module = types.ModuleType(GENERATED_MODULE_NAME)
@@ -331,7 +341,7 @@ class Checks:
 
         self.enter("instantiate")
         torch.manual_seed(0)
-        model = model_class(**job.model_args)
+        model = self.build(model_class, module, construction)
         model.train()
 
         self.enter("params")
@@ -362,6 +372,24 @@ class Checks:
         loss.backward()
         self.measured["forward_backward_ms"] = (time.perf_counter() - started) * 1000.0
         self.check_gradients(torch, model)
+
+    def build(self, model_class: type, module: types.ModuleType, construction: types.ModuleType) -> Any:
+        """The model built as the trainer builds it: the run's arguments, config objects, sizes from the data."""
+        job = self.job
+        try:
+            return construction.build_model(
+                model_class,
+                job.class_name,
+                module,
+                job.model_args,
+                construction.fields_from_data(job.task, job.input_shape, job.num_classes),
+                job.max_params,
+                construction.UserCode(filename=GENERATED_FILENAME, name=GENERATED_CODE_NAME),
+            )
+        except construction.ConstructionError as error:
+            if error.cause is not None:  # the checked code's own exception: reported with its line and kind
+                raise error.cause from None
+            raise CheckFailed("instantiate", f"{error.message}; {error.hint}") from None
 
     def dummy_batch(self, torch: Any) -> tuple[Any, Any]:
         job = self.job
@@ -486,16 +514,6 @@ def _generated_traceback(error: BaseException) -> str:
 # ---------------------------------------------------------------------- entry point
 
 
-def load_outputs_reader() -> types.ModuleType:
-    """copilot/training/model_outputs.py, by path: the package (and what it could reach) stays unimported."""
-    spec = importlib.util.spec_from_file_location("copilot_model_outputs", MODEL_OUTPUTS_SOURCE)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up here
-    spec.loader.exec_module(module)
-    return module
-
-
 def main(job_path: str) -> None:
     # The report stream is the original stdout; the model's own prints go to stderr.
     report_fd = os.dup(1)
@@ -519,11 +537,12 @@ def main(job_path: str) -> None:
 
         torch.set_num_threads(1)
         guard = AuditGuard(job.workdir)
-        outputs = load_outputs_reader()
+        outputs = load_copilot_file("copilot_model_outputs", MODEL_OUTPUTS_SOURCE)
+        construction = load_copilot_file("copilot_construction", CONSTRUCTION_SOURCE)
         audit_native_file_doors(torch)
         guard.kernel_confined = kernel_confined
         sys.addaudithook(guard)
-        checks.run(torch, guard, outputs)
+        checks.run(torch, guard, outputs, construction)
         signal.setitimer(signal.ITIMER_REAL, 0)
         if guard.violations:  # the model swallowed a refusal and carried on
             raise SandboxViolation("swallowed")

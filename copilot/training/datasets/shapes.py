@@ -1,13 +1,18 @@
-"""The synthetic `shapes` set: ten kinds of shape drawn on 3x32x32 images.
+"""The synthetic `shapes` set: ten kinds of shape drawn on 3x32x32 images, or another size.
 
 Every image holds one shape (circle, square, triangle, cross, ring, bars, diamond,
 X mark, frame or a row of dots) in a random colour, position, size and orientation, on
 a random background, with Gaussian noise. A small CNN learns it to well above 95%; a
 model that cannot see shapes independently of their position stays near chance.
 
+By default images are 3x32x32 (CIFAR-sized colour); `channels` and `image_size` draw
+others, 1x28x28 grayscale for a model written for MNIST, with every length (sizes,
+positions, strokes) scaled by `image_size / 32`. The defaults draw exactly the images they
+always drew, so earlier runs and snapshots stay the same.
+
 Drawing is vectorised: each class's masks come from a few tensor expressions over a
 shared coordinate grid, so ten thousand images take well under a second. Generation
-depends only on the seed and the number of images. This module knows nothing of
+depends only on the seed, the number of images and the image's shape. This module knows nothing of
 splits, devices or batching: `copilot.training.data` does that.
 """
 
@@ -29,7 +34,8 @@ SHAPE_NAMES: tuple[str, ...] = (
     "dot_row",
 )
 NUM_CLASSES = len(SHAPE_NAMES)
-IMAGE_SIZE = 32
+IMAGE_SIZE = 32  # the default; the sizes below are drawn for it and scaled for others
+CHANNELS = 3
 NOISE_STD = 0.1
 
 
@@ -67,11 +73,15 @@ def _shape_masks(class_index: int, u: Tensor, v: Tensor, radius: Tensor, stroke:
     return along * along + v * v <= (radius * 0.27) ** 2
 
 
-def generate_shapes(count: int, seed: int) -> tuple[Tensor, Tensor]:
-    """`count` images (float32 [count, 3, 32, 32], values about 0..1) and labels (int64 [count]).
+def generate_shapes(
+    count: int, seed: int, *, channels: int = CHANNELS, image_size: int = IMAGE_SIZE
+) -> tuple[Tensor, Tensor]:
+    """`count` images (float32 [count, channels, image_size, image_size], values about 0..1)
+    and labels (int64 [count]).
 
     Classes are balanced: every class has `count // 10` or one more images.
     """
+    scale = image_size / IMAGE_SIZE
     generator = torch.Generator().manual_seed(seed)
 
     def uniform(low: float, high: float, *shape: int) -> Tensor:
@@ -84,20 +94,20 @@ def generate_shapes(count: int, seed: int) -> tuple[Tensor, Tensor]:
     labels = torch.arange(NUM_CLASSES).repeat_interleave(
         torch.bincount(torch.arange(count) % NUM_CLASSES, minlength=NUM_CLASSES)
     )
-    radius = uniform(6.0, 11.0, count, 1, 1)
-    centre_x = uniform(0, 1, count, 1, 1) * (IMAGE_SIZE - 1 - 2 * radius) + radius
-    centre_y = uniform(0, 1, count, 1, 1) * (IMAGE_SIZE - 1 - 2 * radius) + radius
-    stroke = uniform(0.8, 1.6, count, 1, 1)
+    radius = uniform(6.0 * scale, 11.0 * scale, count, 1, 1)
+    centre_x = uniform(0, 1, count, 1, 1) * (image_size - 1 - 2 * radius) + radius
+    centre_y = uniform(0, 1, count, 1, 1) * (image_size - 1 - 2 * radius) + radius
+    stroke = uniform(0.8 * scale, 1.6 * scale, count, 1, 1)
     transpose, flip_u, flip_v = coin(), coin(), coin()
-    # Dark shape on light ground or the reverse, so every channel keeps some contrast.
-    dark = uniform(0.0, 0.4, count, 3, 1, 1)
-    light = uniform(0.6, 1.0, count, 3, 1, 1)
+    # Dark shape on light ground or the reverse, so every channel (a grayscale one too) keeps some contrast.
+    dark = uniform(0.0, 0.4, count, channels, 1, 1)
+    light = uniform(0.6, 1.0, count, channels, 1, 1)
     light_shape = coin()[:, None]
     foreground = torch.where(light_shape, light, dark)
     background = torch.where(light_shape, dark, light)
-    images = torch.randn(count, 3, IMAGE_SIZE, IMAGE_SIZE, generator=generator) * NOISE_STD
+    images = torch.randn(count, channels, image_size, image_size, generator=generator) * NOISE_STD
 
-    grid = torch.arange(IMAGE_SIZE, dtype=torch.float32)
+    grid = torch.arange(image_size, dtype=torch.float32)
     rows, cols = grid[None, :, None], grid[None, None, :]
     dx, dy = cols - centre_x, rows - centre_y
     u = torch.where(transpose, dy, dx) * torch.where(flip_u, -1.0, 1.0)
