@@ -18,6 +18,7 @@ from pathlib import Path
 from copilot.errors import CopilotError
 
 DEFAULT_RUNS_DIR = Path(".copilot") / "runs"
+DEMO_DIR = Path("copilot-demo")  # where `copilot demo` makes its repository, under the folder it was started in
 
 
 def slugify(text: str, max_length: int = 24) -> str:
@@ -137,21 +138,38 @@ def find_run(name: str | None, root: Path | None = None, *, runs: Path | None = 
     """A run by id, id prefix or path; the latest run when `name` is None.
 
     `runs` is the runs folder the settings name (`runs_dir`); without it, `.copilot/runs`
-    under `root` (default: the working folder).
+    under `root` (default: the working folder). The demo's runs are found too from the
+    folder `copilot demo` was started in (they live in its own repository, `./copilot-demo`),
+    so the `copilot resume RUN` its quit dialog names works from where the user typed it.
     """
     base = runs.resolve() if runs is not None else runs_dir(root)
+    places = _run_places(base, root)
     if name:
         direct = Path(name)
         if (direct / "metrics.jsonl").exists() or (direct / "session.json").exists():
             return RunFolder(direct.resolve())
-        matches = sorted(p for p in base.glob(f"{name}*") if p.is_dir()) if base.exists() else []
+        matches = sorted(p for place in places for p in place.glob(f"{name}*") if p.is_dir())
         if len(matches) == 1:
             return RunFolder(matches[0])
         if len(matches) > 1:
             names = ", ".join(p.name for p in matches[:5])
             raise CopilotError(f"run '{name}' is ambiguous: {names}", "give more of the run id")
-        raise CopilotError(f"no run '{name}' under {base}", f"list runs with `ls {base}`")
-    runs = sorted(p for p in base.glob("*") if p.is_dir()) if base.exists() else []
-    if not runs:
-        raise CopilotError(f"no runs under {base}", "start one with `copilot train MODEL.py`")
-    return RunFolder(runs[-1])
+        raise CopilotError(f"no run '{name}' under {base}", _where_runs_are(base, places))
+    for place in places:
+        found = sorted(p for p in place.glob("*") if p.is_dir())
+        if found:
+            return RunFolder(found[-1])
+    raise CopilotError(f"no runs under {base}", "start one with `copilot train MODEL.py`")
+
+
+def _run_places(base: Path, root: Path | None) -> list[Path]:
+    """The runs folders that exist: the settings' one, then the demo's under the same folder."""
+    demo = ((root or Path.cwd()) / DEMO_DIR / DEFAULT_RUNS_DIR).resolve()
+    return [place for place in dict.fromkeys((base, demo)) if place.is_dir()]
+
+
+def _where_runs_are(base: Path, places: list[Path]) -> str:
+    """The hint for a run not found: folders that hold runs, never one that does not exist."""
+    if places:
+        return "list runs with " + " or ".join(f"`ls {place}`" for place in places)
+    return f"no runs folder at {base}: run copilot from the folder the run was started in, or give the run folder's path"

@@ -28,12 +28,11 @@ import copilot
 from copilot.commands.train import add_training_options, training_overrides
 from copilot.config import Settings, load_settings
 from copilot.errors import ConfigError, CopilotError
-from copilot.run_folder import RunFolder, find_run
+from copilot.run_folder import DEMO_DIR, RunFolder, find_run
 
 if TYPE_CHECKING:
     from copilot.session.controller import Session
 
-DEMO_DIR = Path("copilot-demo")
 DEMO_MODEL = "bad_cnn.py"
 DEMO_INTRO = (
     "Demo: the study's broken CNN (bad_cnn.py) learning the synthetic shapes set, with the offline advisor, "
@@ -95,6 +94,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Continue a run from its latest checkpoint; a proposal left waiting is shown again.",
     )
     resume.add_argument("run", metavar="RUN", help="run id, id prefix or run folder")
+    resume.add_argument(
+        "--epochs", type=int, metavar="N", help="train to N epochs in all (more than the run has trained): a run that ended goes on"
+    )
     resume.set_defaults(handler=run_resume_command)
 
     report = subparsers.add_parser(
@@ -151,7 +153,7 @@ def run_resume_command(args: argparse.Namespace) -> int:
     run = RunFolder(by_name.resolve()) if (by_name / "session.json").exists() else find_run(args.run, runs=settings.runs_dir)
     from copilot.session.controller import Session
 
-    session = Session.reopen(settings, run, max_rounds=args.max_rounds)
+    session = Session.reopen(settings, run, max_rounds=args.max_rounds, epochs=args.epochs)
     return _drive(session, settings, args)
 
 

@@ -93,7 +93,7 @@ from copilot.events import (
 )
 from copilot.history import ExperimentHistory, RoundDiff, RoundInfo
 from copilot.history.hparams_file import read_hparams
-from copilot.metrics_file import applied_rounds
+from copilot.metrics_file import applied_rounds, read_metrics
 from copilot.run_folder import DEFAULT_RUNS_DIR, RunFolder, new_run_id
 from copilot.session.triggers import AssessmentTriggers
 from copilot.training.launcher import TrainerProcess, TrainerSpec, ensure_model_file, split_model_spec
@@ -195,6 +195,13 @@ def resume_command(run: RunFolder, runs_dir: Path = DEFAULT_RUNS_DIR) -> str:
 def _save_spec(run: RunFolder, spec: TrainerSpec) -> None:
     """The spec `resume` starts the trainer from again, walls included."""
     run.session.write_text(spec.model_dump_json(indent=2) + "\n", encoding="utf-8")
+
+
+def _check_more_epochs(epochs: int, run: RunFolder) -> None:
+    """A `ConfigError` when the run has already trained `epochs` epochs: a new budget must add some."""
+    done = max((event.epoch for event in read_metrics(run.metrics) if isinstance(event, EpochSummary)), default=0)
+    if epochs <= done:
+        raise ConfigError(f"--epochs {epochs} is not more than the {done} epochs the run has trained", f"give more than {done}")
 
 
 def history_of(run: RunFolder) -> ExperimentHistory:
@@ -312,8 +319,13 @@ class Session:
         *,
         max_rounds: int | None = None,
         roles: AdvisorRoles | None = None,
+        epochs: int | None = None,
     ) -> Session:
-        """Continue a stopped run from its latest checkpoint; a proposal left at the gate waits again."""
+        """Continue a stopped run from its latest checkpoint; a proposal left at the gate waits again.
+
+        `epochs` trains to that many epochs in all: a run that spent its budget (or whose change
+        was accepted after it ended) goes on.
+        """
         history = history_of(run)
         saved = TrainerSpec.model_validate_json(run.session.read_text(encoding="utf-8"))
         _old_path, class_name = split_model_spec(saved.model_spec)
@@ -327,8 +339,10 @@ class Session:
                 "walled": saved.walled or any(info.kind == "arch" for info in history.rounds()),
             }
         )
+        if epochs is not None:
+            _check_more_epochs(epochs, run)
         session = cls._opened(settings, run, spec, history, roles, max_rounds)
-        session._launch(session._spec_from(run.latest_checkpoint()), ())
+        session._launch(session._spec_from(run.latest_checkpoint(), epochs=epochs), ())
         session._finish_interrupted_decision()
         session._turn = session._waiting_turn()
         if session._turn is not None:
@@ -403,16 +417,18 @@ class Session:
 
     # ------------------------------------------------------------------ the trainer
 
-    def _spec_from(self, checkpoint: Path | None) -> TrainerSpec:
+    def _spec_from(self, checkpoint: Path | None, *, epochs: int | None = None) -> TrainerSpec:
         """The trainer's spec, continuing from `checkpoint` when there is one.
 
         Resumed, the checkpoint already holds the run's hyperparameters, the accepted
-        changes included: the start's overrides must not be applied on top again.
+        changes included: the start's overrides must not be applied on top again. Only
+        a new budget (`copilot resume --epochs`) is.
         """
         if checkpoint is None:
             return self._spec
+        overrides = {"epochs": epochs} if epochs is not None else {}
         return self._spec.model_copy(
-            update={"resume_from": checkpoint, "train": self._spec.train.model_copy(update={"hparams": {}})}
+            update={"resume_from": checkpoint, "train": self._spec.train.model_copy(update={"hparams": overrides})}
         )
 
     def _launch(self, spec: TrainerSpec, commands: Sequence[Command]) -> None:
@@ -450,7 +466,8 @@ class Session:
             if died or self.trainer_state in ("crashed", "starting"):
                 self._replace_trainer(self.run.latest_checkpoint(), commands)
                 return "a new trainer starts with it"
-            return "training has ended; it applies when the run continues with more epochs"
+            command = resume_command(self.run, self.settings.runs_dir)
+            return f"training has ended; it applies when the run continues: `{command} --epochs N` trains to N epochs in all"
 
     def _wall_from_now_on(self) -> None:
         """Every trainer this run starts from now on is walled, `copilot resume` included."""

@@ -24,6 +24,7 @@ from copilot.events import (
     StepBatch,
     TrainerError,
 )
+from copilot.errors import ConfigError
 from copilot.session.controller import Session
 from tests.history.repos import git
 from tests.session.conftest import CountingAdvisor, run_until, tiny_settings, until_due
@@ -251,3 +252,25 @@ def test_training_holds_while_a_proposal_waits_and_goes_on_after_the_verdict(pro
         assert session.trainer_state == "running"
     finally:
         session.stop()
+
+
+def test_a_run_that_ended_resumes_with_more_epochs_and_refuses_fewer(project: Path) -> None:
+    settings = tiny_settings(project, assess_every=100)
+    settings = settings.model_copy(update={"train": settings.train.model_copy(update={"hparams": {"batch_size": 16, "epochs": 2}})})
+    session = Session.start(settings, str(project / "bad_cnn.py"), run_name="more-epochs", roles=CountingAdvisor())
+    try:
+        ended = first(run_until(session, lambda seen: first(seen, Finished) is not None), Finished)
+    finally:
+        session.stop()
+    assert ended is not None and (ended.reason, ended.epoch) == ("epochs_done", 2)
+
+    with pytest.raises(ConfigError, match="--epochs 2 is not more than the 2 epochs the run has trained"):
+        Session.reopen(settings, session.run, roles=CountingAdvisor(), epochs=2)
+    reopened = Session.reopen(settings, session.run, roles=CountingAdvisor(), epochs=3)
+    try:
+        events = run_until(reopened, lambda seen: first(seen, Finished) is not None)
+    finally:
+        reopened.stop()
+    finished = first(events, Finished)
+    assert finished is not None and (finished.reason, finished.epoch) == ("epochs_done", 3)
+    assert [event.epoch for event in events if isinstance(event, EpochSummary)] == [3]
