@@ -87,6 +87,18 @@ def test_round_boundaries_are_vertical_lines_with_their_round() -> None:
     assert sum("│" in line[8:-1] for line in lines[2:-2]) >= 5
 
 
+def test_a_flat_accuracy_at_zero_keeps_its_axis_at_or_above_zero() -> None:
+    lines = lines_of(ChartData(key=1, series=(series([0.0] * 50),)), title="accuracy")
+    gutter = [line.split("┤")[0].strip() for line in lines[1:] if "┤" in line]
+    assert gutter and not any(label.startswith("-") for label in gutter)
+
+
+def test_a_series_that_began_after_a_swap_is_drawn_on_the_runs_x_axis() -> None:
+    late = series(np.linspace(1e-3, 2e-3, 100), steps=np.arange(391, 491))
+    assert lines_of(ChartData(key=1, series=(late,)))[-1].split()[0] == "391"
+    assert lines_of(ChartData(key=1, series=(late,), x_start=1.0))[-1].split()[0] == "1"
+
+
 def test_a_legend_too_long_for_its_line_ends_at_a_whole_entry_and_counts_the_rest() -> None:
     entries = [(f"features.{index}", "2.7e-10", (255, 0, 0)) for index in range(6)]
     line = legend_line("update/weight", entries, 46).plain

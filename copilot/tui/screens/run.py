@@ -40,6 +40,12 @@ def _epoch_series(view: StoreView, label: str, attribute: str) -> ChartSeries:
     return ChartSeries(label, steps, values)
 
 
+def _first_step(view: StoreView) -> float | None:
+    """The run's first logged step, where every chart's x axis starts."""
+    steps, _values = view.steps["loss"]
+    return float(steps[0]) if len(steps) else None
+
+
 def train_val_chart(view: StoreView, metric: str) -> ChartData:
     """`metric` ("loss" or "accuracy") per logged step for training, per epoch for validation."""
     steps, values = view.steps[metric]
@@ -48,6 +54,7 @@ def train_val_chart(view: StoreView, metric: str) -> ChartData:
         series=(ChartSeries("train", steps, values), _epoch_series(view, "val", f"val_{metric}")),
         round_steps=view.round_steps,
         arrivals=view.arrivals,
+        x_start=_first_step(view),
     )
 
 
@@ -58,14 +65,23 @@ def grad_norm_chart(view: StoreView, *, per_module: bool) -> ChartData:
         outliers = list(view.grad_norm_steps.items())[: MAX_SERIES - 1]
         series += [ChartSeries(name, *arrays) for name, arrays in outliers]
     return ChartData(
-        key=(view.version, per_module), series=tuple(series), round_steps=view.round_steps, arrivals=view.arrivals
+        key=(view.version, per_module),
+        series=tuple(series),
+        round_steps=view.round_steps,
+        arrivals=view.arrivals,
+        x_start=_first_step(view),
     )
 
 
 def update_ratio_chart(view: StoreView) -> ChartData:
     series = tuple(ChartSeries(name, *arrays) for name, arrays in view.update_ratio_steps.items())
     return ChartData(
-        key=view.version, series=series, round_steps=view.round_steps, guide=UPDATE_RATIO_GUIDE, arrivals=view.arrivals
+        key=view.version,
+        series=series,
+        round_steps=view.round_steps,
+        guide=UPDATE_RATIO_GUIDE,
+        arrivals=view.arrivals,
+        x_start=_first_step(view),
     )
 
 

@@ -124,6 +124,9 @@ class ChartData:
     round_steps: tuple[tuple[int, int], ...] = ()  # (round, step where it starts): vertical lines
     guide: float | None = None  # a horizontal reference line, e.g. the 1e-3 update ratio
     arrivals: tuple[float, ...] = ()  # when the data in it reached the app (time.monotonic()), oldest first
+    # The run's first step: every chart of a screen starts its x axis there, also one whose
+    # series began later (modules swapped in by an accepted round have no earlier history).
+    x_start: float | None = None
 
 
 @dataclass(frozen=True)
@@ -185,9 +188,12 @@ def draw_line_chart(data: ChartData | None, width: int, height: int, *, title: s
         return _waiting(legend, width, height, "waiting for data" if not prepared else "")
     assert data is not None
     x_low = min(float(steps[0]) for _, steps, _ in prepared)
+    if data.x_start is not None:
+        x_low = min(x_low, data.x_start)
     x_high = max(float(steps[-1]) for _, steps, _ in prepared)
     all_values = np.concatenate([values for _, _, values in prepared])
     y_low, y_high = float(all_values.min()), float(all_values.max())
+    never_negative = not log_scale and y_low >= 0  # a loss or an accuracy: its axis stops at zero
     guide = None
     if data.guide is not None and data.guide > 0:
         guide = math.log10(data.guide) if log_scale else data.guide
@@ -195,6 +201,8 @@ def draw_line_chart(data: ChartData | None, width: int, height: int, *, title: s
     if y_high <= y_low:
         pad = 0.5 if log_scale else max(abs(y_low) * 0.1, 1e-12)
         y_low, y_high = y_low - pad, y_high + pad
+    if never_negative:
+        y_low = max(y_low, 0.0)
     y_ticks, y_labels = log10_ticks(y_low, y_high) if log_scale else _linear_ticks(y_low, y_high)
     x_ticks = [x_low, (x_low + x_high) / 2, x_high] if x_high > x_low else [x_low]
     with PLOTEXT_LOCK:
@@ -210,6 +218,8 @@ def draw_line_chart(data: ChartData | None, width: int, height: int, *, title: s
                 plt.vline(step, ROUND_COLOR)
                 plt.text(f"r{round_number}", step, y_high, color=ROUND_COLOR)
         plt.ylim(y_low, y_high)
+        if x_high > x_low:
+            plt.xlim(x_low, x_high)
         plt.yticks(y_ticks, y_labels)
         plt.xticks(x_ticks, [format_step(x) for x in x_ticks])
         ansi = plt.build()
