@@ -74,6 +74,7 @@ from copilot.events import (
     Command,
     EpochSummary,
     Event,
+    Finished,
     HParams,
     LogLine,
     Pause,
@@ -451,6 +452,7 @@ class Session:
     def _send(self, commands: Sequence[Command]) -> str:
         """Give `commands` to the running trainer, or start a crashed one again with them. Says what happened."""
         with self._trainer_lock:
+            self._catch_up()
             alive = self._trainer is not None and self._trainer.is_alive
             if alive and self.trainer_state in ("starting", "running", "paused"):
                 for command in commands:
@@ -466,8 +468,16 @@ class Session:
             if died or self.trainer_state in ("crashed", "starting"):
                 self._replace_trainer(self.run.latest_checkpoint(), commands)
                 return "a new trainer starts with it"
-            command = resume_command(self.run, self.settings.runs_dir)
-            return f"training has ended; it applies when the run continues: `{command} --epochs N` trains to N epochs in all"
+            return self._ended_message()
+
+    def _ended_message(self) -> str:
+        command = resume_command(self.run, self.settings.runs_dir)
+        return f"training has ended; it applies when the run continues: `{command} --epochs N` trains to N epochs in all"
+
+    def _catch_up(self) -> None:
+        """Observe what the trainer has already said (a Finished it sent while nobody polled), before deciding on it."""
+        if self._trainer is not None:
+            self._keep(self._trainer.poll(0.0))
 
     def _wall_from_now_on(self) -> None:
         """Every trainer this run starts from now on is walled, `copilot resume` included."""
@@ -485,13 +495,16 @@ class Session:
             if self._spec.walled:
                 return self._send(commands)
             self._wall_from_now_on()
+            self._catch_up()
             # Ended (seen or not yet) or dead: `_send` knows what to do, and starts any new trainer walled.
             if self.trainer_state in ("finished", "stopped") or self._trainer is None or not self._trainer.is_alive:
                 return self._send(commands)
             # Paused by the user, the walled trainer starts paused too; held or paused on NaN, it goes on with the change.
             paused_by_user = self.trainer_state == "paused" and not (self._holding or self.paused_on_nonfinite)
-            if self._trainer is not None:
-                self._keep(self._trainer.stop(REPLACE_STOP_TIMEOUT_S))
+            last_words = self._trainer.stop(REPLACE_STOP_TIMEOUT_S)
+            self._keep(last_words)
+            if any(isinstance(event, Finished) and event.reason == "epochs_done" for event in last_words):
+                return self._ended_message()  # it spent its budget while being stopped: nothing to continue
             first: list[Command] = [Pause()] if paused_by_user else []
             self._launch(self._spec_from(self.run.latest_checkpoint()), [*first, *commands])
             return "a new trainer starts with it behind the walls, from the latest checkpoint"
