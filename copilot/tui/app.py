@@ -217,6 +217,7 @@ class CopilotApp(App[int]):
         self.turn: AdvisorTurn | None = None
         self.last_diagnosis: tuple[Diagnosis, str] | None = None
         self.side_by_side = False
+        self.drafts: dict[str, str] = {}  # the user's last edit of each proposal, reopened by the next `e`
         self.state_version = 0  # moves whenever something the screens show changes outside the store
         self.session_stopped = False
         self.crash: BaseException | None = None
@@ -446,6 +447,7 @@ class CopilotApp(App[int]):
             self._set_advisor("waiting")
             return
         self.turn = None
+        self.drafts.clear()
         if decision.accepted and decision.round is not None:
             info = decision.round
             self.store.note("git", "info", f"{info.label} committed {info.short_sha}: {info.subject}")
@@ -492,16 +494,20 @@ class CopilotApp(App[int]):
         if turn is None or isinstance(turn.proposal, FinishProposal):
             return
         proposal = turn.proposal
+        key = draft_key(proposal)
         try:
             if isinstance(proposal, ArchitectureProposal):
-                edited = self._edit_text(proposal.code, proposal.file_name)
-                if edited is not None and edited != proposal.code:
+                opened = self.drafts.get(key, proposal.code)
+                edited = self._edit_text(opened, proposal.file_name)
+                if edited is not None and edited != opened:
+                    self.drafts[key] = edited
                     self._decide(Verdict(decision="edit", edited_code=edited))
                     return
             else:
-                original = EDIT_HEADER + hparams_to_toml(proposal.after.model_dump())
-                edited = self._edit_text(original, "hparams.toml")
-                if edited is not None and edited != original:
+                opened = self.drafts.get(key, EDIT_HEADER + hparams_to_toml(proposal.after.model_dump()))
+                edited = self._edit_text(opened, "hparams.toml")
+                if edited is not None and edited != opened:
+                    self.drafts[key] = edited  # kept before the check: a refused value is reopened to fix
                     change = edited_hparam_change(proposal, edited)
                     self._decide(Verdict(decision="edit", edited_change=change))
                     return
@@ -645,6 +651,13 @@ def _runner(app: App, action: str, node: Any) -> Callable[[], Any]:
         await app.run_action(action, node)
 
     return run
+
+
+def draft_key(proposal: ArchitectureProposal | HParamProposal) -> str:
+    """What names a proposal across its retries: a failed edit comes back with a new sandbox report, not new code."""
+    if isinstance(proposal, ArchitectureProposal):
+        return f"architecture\x00{proposal.summary}\x00{proposal.code}"
+    return f"hyperparameters\x00{proposal.summary}\x00{proposal.change.model_dump_json()}"
 
 
 def edited_hparam_change(proposal: HParamProposal, edited: str) -> HParamChange:

@@ -200,6 +200,50 @@ async def test_an_edit_that_fails_the_sandbox_comes_back_as_a_new_proposal(tmp_p
         assert "your edit was not taken: the edited code failed the sandbox at import" in shown
 
 
+async def test_e_after_a_refused_edit_reopens_the_users_edit_not_the_advisors_code(tmp_path, monkeypatch) -> None:
+    # The editor appends a line each time it runs: the second edit must start from the first.
+    monkeypatch.setenv("EDITOR", _editor_script(tmp_path, "path.write_text(path.read_text() + '# tuned by hand\\n')"))
+    monkeypatch.delenv("VISUAL", raising=False)
+    failed = architecture_proposal().model_copy(
+        update={"sandbox": architecture_proposal().sandbox.model_copy(update={"ok": False, "stage": "forward", "message": "shape mismatch"})}
+    )
+    problem = "the edited code fails the sandbox (forward: shape mismatch)"
+    session = proposal_session(edit_retries=[Turn(broken_diagnosis(), failed, "schedule", (), problem)])
+    app = make_app(session)
+    async with app.run_test(size=SIZE) as pilot:
+        await waiting_for_decision(pilot)
+        await pilot.press("e")
+        await until(pilot, lambda: app.advisor_state == "waiting" and app.turn is not None and app.turn.edit_problem == problem)
+        assert f"your edit was not taken: {problem}" in shown_text(app, "#proposal Static")
+        await pilot.press("e")
+        await until(pilot, lambda: session.names().count("decide") == 2)
+        first, second = [call[1] for call in session.calls if call[0] == "decide"]
+        assert first.edited_code == architecture_proposal().code + "# tuned by hand\n"
+        assert second.edited_code == architecture_proposal().code + "# tuned by hand\n# tuned by hand\n"
+
+
+async def test_a_refused_hyperparameter_value_is_reopened_to_fix(tmp_path, monkeypatch) -> None:
+    # First run: an out-of-range lr, refused before anything is sent; second run: the editor sees that value.
+    seen = tmp_path / "seen.toml"
+    monkeypatch.setenv("EDITOR", _editor_script(tmp_path, (
+        f"seen = pathlib.Path({str(seen)!r})\n"
+        "if seen.exists():\n    seen.write_text(path.read_text()); path.write_text(path.read_text().replace('lr = 50.0', 'lr = 0.0015'))\n"
+        "else:\n    seen.write_text(''); path.write_text(path.read_text().replace('lr = 0.001', 'lr = 50.0'))"
+    )))
+    monkeypatch.delenv("VISUAL", raising=False)
+    session = proposal_session(turns=[Turn(broken_diagnosis(), hparam_proposal(), "plateau", ())])
+    app = make_app(session)
+    async with app.run_test(size=SIZE) as pilot:
+        await waiting_for_decision(pilot)
+        await pilot.press("e")
+        await until(pilot, lambda: any("edited hyperparameter 'lr'" in note.message for note in app._notifications))
+        assert "decide" not in session.names()
+        await pilot.press("e")
+        await until(pilot, lambda: "decide" in session.names())
+        assert "lr = 50.0" in seen.read_text()
+        assert session.calls[-1][1].edited_change.changes() == {"optimizer": "Adam", "lr": 0.0015}
+
+
 async def test_e_on_a_hyperparameter_proposal_sends_the_changed_values(tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("EDITOR", _editor_script(tmp_path, "path.write_text(path.read_text().replace('lr = 0.001', 'lr = 0.0005'))"))
     session = proposal_session(turns=[Turn(broken_diagnosis(), hparam_proposal(), "plateau", ())])
