@@ -244,6 +244,26 @@ async def test_a_refused_hyperparameter_value_is_reopened_to_fix(tmp_path, monke
         assert session.calls[-1][1].edited_change.changes() == {"optimizer": "Adam", "lr": 0.0015}
 
 
+async def test_a_proposal_lists_only_the_keys_that_act_on_it() -> None:
+    session = proposal_session(turns=[Turn(broken_diagnosis(), hparam_proposal(), "plateau", ()),
+                                      Turn(broken_diagnosis(), architecture_proposal(), "schedule", ())],
+                               due=["plateau"])  # fmt: skip
+    app = make_app(session)
+    async with app.run_test(size=SIZE) as pilot:
+        await waiting_for_decision(pilot)
+        shown = shown_text(app, "#proposal Static")
+        assert "a accept · r reject · e edit" in shown
+        assert "sandbox" not in shown and "side by side" not in shown
+        await pilot.press("r")
+        await until(pilot, lambda: isinstance(app.screen, ReasonDialog))
+        await pilot.press("enter")
+        await until(pilot, lambda: app.advisor_state == "idle")
+        await pilot.press("question_mark")
+        await waiting_for_decision(pilot)
+        await until(pilot, lambda: "d side by side" in shown_text(app, "#proposal Static"))
+        assert "a accept · r reject · e edit · v sandbox · d side by side" in shown_text(app, "#proposal Static")
+
+
 async def test_e_on_a_hyperparameter_proposal_sends_the_changed_values(tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("EDITOR", _editor_script(tmp_path, "path.write_text(path.read_text().replace('lr = 0.001', 'lr = 0.0005'))"))
     session = proposal_session(turns=[Turn(broken_diagnosis(), hparam_proposal(), "plateau", ())])
