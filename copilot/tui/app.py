@@ -38,7 +38,7 @@ from rich.console import Group
 from rich.text import Text
 from textual import work
 from textual.app import App, ScreenStackError, SuspendNotSupported, SystemCommand
-from textual.binding import Binding
+from textual.binding import ActiveBinding, Binding
 from textual.message import Message
 from textual.screen import Screen
 from textual.worker import Worker, WorkerCancelled, get_current_worker
@@ -60,6 +60,7 @@ from copilot.tui.widgets.status import AdvisorActivity, StatusInfo
 
 if TYPE_CHECKING:
     from copilot.advisor.schemas import Diagnosis
+    from copilot.history.rounds import RoundInfo
     from copilot.session.controller import AdvisorTurn, Continuing, Session, VerdictResult
 
 POLL_TIMEOUT_S = 0.1  # how long the ingest thread waits for events; bounds how late it sees a quit
@@ -92,9 +93,18 @@ ACTION_HELP = {
     "undo": "Undo the last round on the branch",
     "redo": "Redo the round undo removed",
     "reload": "Read the rounds from git again",
+    "report": "Write the run's report (report.md in the run folder) now",
     "next_sort": "Sort by the next column",
     "reverse_sort": "Reverse the sort order",
 }
+
+# In the palette from every screen, unless the screen in front has a key for it: (name, title, action).
+PALETTE_ONLY = (
+    ("undo", "Undo", "undo_round"),
+    ("redo", "Redo", "redo_round"),
+    ("rollback", "Roll back", "pick_rollback"),
+    ("report", "Report", "write_report"),
+)
 
 
 # --------------------------------------------------------------------------- messages from worker threads
@@ -335,7 +345,7 @@ class CopilotApp(App[int]):
     def _finished(self, event: Finished) -> None:
         if event.reason == "epochs_done":
             self.notify("Training finished: the epoch budget is spent. Writing the report…", timeout=8)
-            self._in_background("app", "control", "writing the report", self.session.write_report, then=self._report_written)
+            self.action_write_report()
         elif event.reason == "error":
             self.notify(
                 "The trainer stopped on an error; the advisor looks at it. "
@@ -625,15 +635,44 @@ class CopilotApp(App[int]):
     # ------------------------------------------------------------------ command palette
 
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
-        """Every key of the app and of the screen in front, by name, plus Textual's own commands."""
-        yield from super().get_system_commands(screen)
-        for key, active in screen.active_bindings.items():
+        """Every action once: the keys of the app and of the screen in front by name, the branch and
+        report actions from any screen, and Textual's own commands but its Quit (ours checkpoints first)."""
+        for command in super().get_system_commands(screen):
+            if command.title != "Quit":
+                yield command
+        # One entry an action: q and Textual's hidden ctrl+q are one Quit, named by the key the footer shows.
+        chosen: dict[str, ActiveBinding] = {}
+        for active in screen.active_bindings.values():
+            name = active.binding.action.removeprefix("app.").split("(")[0]
+            if name in ACTION_HELP and active.enabled and (name not in chosen or active.binding.show > chosen[name].binding.show):
+                chosen[name] = active
+        for name, active in chosen.items():
             binding = active.binding
-            name = binding.action.removeprefix("app.").split("(")[0]
-            if name not in ACTION_HELP or not active.enabled:
-                continue
             title = f"{binding.description} ({self.get_key_display(binding)})"
             yield SystemCommand(title, ACTION_HELP[name], _runner(self, binding.action, active.node))
+        for name, title, action in PALETTE_ONLY:
+            if name not in chosen:
+                yield SystemCommand(title, ACTION_HELP[name], _runner(self, action, self))
+
+    def action_write_report(self) -> None:
+        self._in_background("app", "control", "writing the report", self.session.write_report, then=self._report_written)
+
+    def action_undo_round(self) -> None:
+        self.run_git("undo", self.session.undo, on_result=self.branch_moved)
+
+    def action_redo_round(self) -> None:
+        self.run_git("redo", self.session.redo, on_result=self.branch_moved)
+
+    def action_pick_rollback(self) -> None:
+        """A rollback needs a round: the history screen, where b rolls back to the highlighted one."""
+        self.switch_mode("history")
+        self.notify("Highlight the round to go back to and press b.")
+
+    def branch_moved(self, info: RoundInfo) -> None:
+        """After an undo, redo or rollback: say where the branch is, and show it if the history is in front."""
+        self.notify(f"branch now at {info.label} {info.short_sha}: {info.summary}")
+        if isinstance(self.screen, HistoryScreen):
+            self.screen.action_reload()
 
     # ------------------------------------------------------------------ crashes
 

@@ -542,6 +542,44 @@ async def test_the_command_palette_lists_every_action_of_the_screen() -> None:
         assert session.calls[-1] == ("decide", Verdict(decision="accept"))
 
 
+async def palette_run(pilot: Pilot, title: str) -> None:
+    app = pilot.app
+    await pilot.press("ctrl+p")
+    await until(pilot, lambda: isinstance(app.screen, CommandPalette))
+    await pilot.press(*title)
+    await pilot.pause(0.3)
+    await pilot.press("enter")
+    await until(pilot, lambda: not isinstance(app.screen, CommandPalette))
+
+
+async def test_the_command_palette_has_every_action_once_on_every_screen() -> None:
+    session = SyntheticSession(events=seeded_run_events())
+    app = make_app(session)
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: app.store.version > 0)
+        titles = [command.title for command in app.get_system_commands(app.screen)]
+        for expected in ("Report", "Undo", "Redo", "Roll back", "Quit (q)"):
+            assert titles.count(expected) == 1, (expected, titles)
+        assert [title for title in titles if title.startswith("Quit")] == ["Quit (q)"]
+
+        await palette_run(pilot, "Report")
+        await until(pilot, lambda: any(note.message.startswith("Report: ") for note in app._notifications))
+        assert "write_report" in session.names()
+        await palette_run(pilot, "Undo")
+        await until(pilot, lambda: any(note.message.startswith("branch now at r1") for note in app._notifications))
+        assert "undo" in session.names() and isinstance(app.screen, RunScreen)
+        await palette_run(pilot, "Redo")
+        await until(pilot, lambda: any(note.message.startswith("branch now at r2") for note in app._notifications))
+        await palette_run(pilot, "Roll back")
+        await until(pilot, lambda: isinstance(app.screen, HistoryScreen))
+
+        titles = [command.title for command in app.get_system_commands(app.screen)]
+        for expected in ("Undo (u)", "Redo (U)", "Roll back (b)", "Report"):
+            assert titles.count(expected) == 1, (expected, titles)
+        assert "Undo" not in titles and "Roll back" not in titles
+        assert [title for title in titles if title.startswith("Quit")] == ["Quit (q)"]
+
+
 async def test_a_continue_is_a_short_notice_with_nothing_to_accept() -> None:
     session = proposal_session()
     summary = "Training is healthy at val_accuracy 97.0% after 4 epochs; still improving: no change, training goes on."

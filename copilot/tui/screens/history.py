@@ -199,7 +199,7 @@ class HistoryScreen(LiveScreen):
         def answered(confirmed: bool | None) -> None:
             if confirmed:
                 self.copilot.run_git(
-                    f"roll back to r{info.round}", self.copilot.session.rollback, info.round, on_result=self._changed
+                    f"roll back to r{info.round}", self.copilot.session.rollback, info.round, on_result=self.copilot.branch_moved
                 )
 
         self.app.push_screen(
@@ -213,11 +213,7 @@ class HistoryScreen(LiveScreen):
         )
 
     def action_undo(self) -> None:
-        self.copilot.run_git("undo", self.copilot.session.undo, on_result=self._changed)
+        self.copilot.action_undo_round()
 
     def action_redo(self) -> None:
-        self.copilot.run_git("redo", self.copilot.session.redo, on_result=self._changed)
-
-    def _changed(self, info: RoundInfo) -> None:
-        self.app.notify(f"branch now at {info.label} {info.short_sha}: {info.summary}")
-        self.action_reload()
+        self.copilot.action_redo_round()
