@@ -441,6 +441,16 @@ async def test_l_shows_every_module_with_anomalies_and_sorts_by_column() -> None
         def first_module() -> str:
             return str(table.get_row_at(0)[0])
 
+        assert "sorted by definition order ↑" in str(table.border_title)
+        shown = [str(table.get_row_at(index)[0]) for index in range(table.row_count)]
+        defined = [module.name for module in app.store.view().model.modules]
+        in_model = [name for name in defined if name in shown]
+        assert shown[0] == "features.0" and shown[: len(in_model)] == in_model and shown != sorted(shown)
+        await pilot.press("s")  # definition order -> module name
+        await pilot.pause(0.2)
+        assert app.screen.sort_column == "module" and "sorted by module name ↑" in str(table.border_title)
+        names = [str(table.get_row_at(index)[0]) for index in range(table.row_count)]
+        assert names[0].startswith("classifier.") and names == sorted(names)
         await pilot.press("s", "s", "s")  # module -> params -> grad -> ratio
         await pilot.pause(0.2)
         assert app.screen.sort_column == "ratio" and first_module() == "features.0"  # smallest update ratio first
