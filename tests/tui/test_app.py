@@ -378,6 +378,19 @@ async def test_enter_on_a_log_line_opens_its_full_text() -> None:
         assert "training BadCNN" in shown_text(app, ".dialog-body Static")
 
 
+async def test_enter_in_the_log_pane_opens_the_newest_lines_full_text() -> None:
+    session = SyntheticSession(events=seeded_run_events())
+    app = make_app(session)
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: app.screen.query_one(LogPane).option_count > 0)
+        await pilot.press("3")  # the log pane, focused
+        await until(pilot, lambda: isinstance(app.focused, LogPane))
+        newest = app.store.view().log_tail[-1]
+        await pilot.press("enter")
+        await until(pilot, lambda: isinstance(app.screen, TextDialog))
+        assert newest.message in shown_text(app, ".dialog-body Static")
+
+
 async def test_h_shows_rounds_and_two_marks_show_their_diff() -> None:
     session = SyntheticSession(events=seeded_run_events())
     app = make_app(session)
