@@ -400,6 +400,9 @@ async def test_h_shows_rounds_and_two_marks_show_their_diff() -> None:
         table = app.screen.query_one("#rounds", DataTable)
         assert table.row_count == 3
         assert "10.1% → 91.2%" in str(table.get_row_at(1)[3])
+        await pilot.press("enter")  # Enter on the first round, where the cursor starts: the round itself
+        await until(pilot, lambda: "r0 1a2b3c4" in shown_text(app, "#diff-text"))
+        assert "bad_cnn.py as you wrote it" in shown_text(app, "#diff-text")
         await pilot.press("space", "down", "space")
         await until(pilot, lambda: ("diff", 0, 1) in session.calls)
         await until(pilot, lambda: "+0.811" in shown_text(app, "#diff-text"))
