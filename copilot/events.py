@@ -66,6 +66,12 @@ class HParams(Message):
 HPARAM_KEYS: tuple[str, ...] = tuple(HParams.model_fields)
 
 
+def hparam_differences(before: HParams, after: HParams) -> str:
+    """`lr 0.1 -> 0.0015, optimizer SGD -> Adam`: each value that differs, in the fields' order."""
+    old, new = before.model_dump(), after.model_dump()
+    return ", ".join(f"{key} {old[key]} -> {new[key]}" for key in HPARAM_KEYS if old[key] != new[key])
+
+
 # --------------------------------------------------------------------------- descriptions
 
 

@@ -158,7 +158,8 @@ def _summary(record: MetricsRecord, entries: Sequence[LedgerEntry], history: Exp
             rows.append(("best validation accuracy", f"{_percent(best.val_accuracy)} at epoch {best.epoch}"))
     accepted = [info for info in rounds if info.round > 0]
     rejected = [e for e in entries if e.verdict is not None and e.verdict.decision == "reject"]
-    rows.append(("rounds", f"{len(accepted)} after the baseline; {len(rejected)} proposals rejected"))
+    proposals = "proposal" if len(rejected) == 1 else "proposals"
+    rows.append(("rounds", f"{len(accepted)} after the baseline; {len(rejected)} {proposals} rejected"))
     if history is not None:
         rows.append(("experiment branch", f"`{history.branch}`"))
     if advisor_name:

@@ -49,6 +49,7 @@ def test_the_report_holds_the_summary_and_every_decision(decided_run: RunFolder)
     assert report.startswith(f"# copilot report: {decided_run.run_id}")
     assert "| model | BadCNN from bad_cnn.py" in report
     assert "| epochs trained | 3 (" in report
+    assert "| rounds | 0 after the baseline; 1 proposal rejected |" in report
     assert "## Rejected proposals" in report and "try the optimiser first" in report and rejected.proposal.summary in report
     assert "## Accepted proposals" in report and accepted.proposal.summary in report
     for finding in accepted.diagnosis.findings:

@@ -62,7 +62,7 @@ from copilot.advisor.schemas import (
 )
 from copilot.advisor.snapshot import TrainingSnapshot
 from copilot.config import Settings
-from copilot.events import HParams
+from copilot.events import HParams, hparam_differences
 from copilot.run_folder import RunFolder
 
 # A proposal that fails its check is sent back this many times more (hyperparameters).
@@ -318,7 +318,9 @@ class AdvisorNodes:
             checked = hparam_proposal(edited_answer, proposal.before)
             if isinstance(checked, str):
                 return {"edit_problem": f"the edited change is not taken: {checked}", "edit_report": None}
-            return {"edited_proposal": checked, "edit_problem": None, "edit_report": None}
+            # The subject, log line and history tell what is applied, not the advisor's summary of its own values.
+            edited = checked.model_copy(update={"summary": hparam_differences(proposal.before, checked.after)})
+            return {"edited_proposal": edited, "edit_problem": None, "edit_report": None}
         needed = {"architecture": "edited_code", "hyperparameters": "edited_change"}.get(proposal.kind)
         problem = f"an edit of this proposal needs {needed}" if needed else f"a {proposal.kind} proposal cannot be edited"
         return {"edit_problem": problem, "edit_report": None}

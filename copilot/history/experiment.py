@@ -483,13 +483,15 @@ class ExperimentHistory:
         before: Mapping[str, float | int],
         verdict: Literal["accepted", "edited"],
         proposal_id: str | None = None,
+        edited_by: str | None = None,
     ) -> RoundInfo:
         """Commit an accepted change as the next round and bring the worktree to it.
 
         `model_code` is the whole new model file (required for "arch"); `hparams` the
         run's complete hyperparameters (required for "hparams"); either round may
         carry both. `before` is what was measured when the change was proposed;
-        `proposal_id` (the ledger's) becomes the `Copilot-Proposal` trailer.
+        `proposal_id` (the ledger's) becomes the `Copilot-Proposal` trailer, `edited_by`
+        (who changed what in the proposal, e.g. `user (lr 0.001 -> 0.0015)`) `Copilot-Edited-By`.
         """
         if kind not in ("arch", "hparams"):
             raise ValueError(f"kind must be 'arch' or 'hparams', not {kind!r}")
@@ -502,6 +504,7 @@ class ExperimentHistory:
             ("Copilot-Before", format_metrics(before)),
             ("Copilot-Verdict", verdict),
             *([("Copilot-Proposal", proposal_id)] if proposal_id else []),
+            *([("Copilot-Edited-By", edited_by)] if edited_by else []),
         ]
         files = {}
         if model_code is not None:

@@ -89,6 +89,7 @@ from copilot.events import (
     TrainerError,
     TrainerState,
     event_to_json,
+    hparam_differences,
     parse_event,
     trainer_state_after,
 )
@@ -795,6 +796,7 @@ class Session:
         proposal = accepted.proposal
         findings = [finding.one_line() for finding in accepted.entry.diagnosis.findings]
         verdict = "edited" if accepted.verdict.decision == "edit" else "accepted"
+        edited_by = self._edited_by(accepted) if verdict == "edited" else None
         report = getattr(proposal, "trials", None)
         measured = f"\n\n{measured_line(report)}" + "".join(f"\n- {line}" for line in arm_lines(report))
         self.record_results()
@@ -805,13 +807,13 @@ class Session:
                 info = self.history.commit_round(
                     kind="arch", summary=proposal.summary, findings=findings, rationale=rationale,
                     model_code=proposal.code, hparams=None, advisor=self.advisor_name,
-                    before=self._before_metrics(), verdict=verdict, proposal_id=identity,
+                    before=self._before_metrics(), verdict=verdict, proposal_id=identity, edited_by=edited_by,
                 )  # fmt: skip
             else:
                 info = self.history.commit_round(
                     kind="hparams", summary=proposal.summary, findings=findings, rationale=proposal.rationale + measured,
                     model_code=None, hparams=proposal.after.model_dump(), advisor=self.advisor_name,
-                    before=self._before_metrics(), verdict=verdict, proposal_id=identity,
+                    before=self._before_metrics(), verdict=verdict, proposal_id=identity, edited_by=edited_by,
                 )  # fmt: skip
             if isinstance(report, TrialReport) and report.status == "trialled":
                 self.history.record_result(info.round, {"trial": self._trial_note(report)})
@@ -823,6 +825,14 @@ class Session:
                 self._wall_from_now_on()
             return info, self._continue_from_trial(winner)
         return info, self._apply(self._command_for(proposal, info.round))
+
+    @staticmethod
+    def _edited_by(accepted: Accepted) -> str:
+        """The `Copilot-Edited-By` trailer: the user, and what they changed in the advisor's proposal."""
+        original, applied = accepted.entry.proposal, accepted.proposal
+        if isinstance(original, HParamProposal) and isinstance(applied, HParamProposal):
+            return f"user ({hparam_differences(original.after, applied.after) or 'no value changed'})"
+        return "user (the model code)"
 
     def _apply(self, command: Command) -> str:
         """Hand a committed round to the trainer: new model code only behind the walls."""

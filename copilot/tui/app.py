@@ -38,7 +38,7 @@ from rich.console import Group
 from rich.text import Text
 from textual import work
 from textual.app import App, ScreenStackError, SuspendNotSupported, SystemCommand
-from textual.binding import Binding
+from textual.binding import ActiveBinding, Binding
 from textual.message import Message
 from textual.screen import Screen
 from textual.worker import Worker, WorkerCancelled, get_current_worker
@@ -60,6 +60,7 @@ from copilot.tui.widgets.status import AdvisorActivity, StatusInfo
 
 if TYPE_CHECKING:
     from copilot.advisor.schemas import Diagnosis
+    from copilot.history.rounds import RoundInfo
     from copilot.session.controller import AdvisorTurn, Continuing, Session, VerdictResult
 
 POLL_TIMEOUT_S = 0.1  # how long the ingest thread waits for events; bounds how late it sees a quit
@@ -92,9 +93,18 @@ ACTION_HELP = {
     "undo": "Undo the last round on the branch",
     "redo": "Redo the round undo removed",
     "reload": "Read the rounds from git again",
+    "report": "Write the run's report (report.md in the run folder) now",
     "next_sort": "Sort by the next column",
     "reverse_sort": "Reverse the sort order",
 }
+
+# In the palette from every screen, unless the screen in front has a key for it: (name, title, action).
+PALETTE_ONLY = (
+    ("undo", "Undo", "undo_round"),
+    ("redo", "Redo", "redo_round"),
+    ("rollback", "Roll back", "pick_rollback"),
+    ("report", "Report", "write_report"),
+)
 
 
 # --------------------------------------------------------------------------- messages from worker threads
@@ -217,6 +227,7 @@ class CopilotApp(App[int]):
         self.turn: AdvisorTurn | None = None
         self.last_diagnosis: tuple[Diagnosis, str] | None = None
         self.side_by_side = False
+        self.drafts: dict[str, str] = {}  # the user's last edit of each proposal, reopened by the next `e`
         self.state_version = 0  # moves whenever something the screens show changes outside the store
         self.session_stopped = False
         self.crash: BaseException | None = None
@@ -334,7 +345,7 @@ class CopilotApp(App[int]):
     def _finished(self, event: Finished) -> None:
         if event.reason == "epochs_done":
             self.notify("Training finished: the epoch budget is spent. Writing the report…", timeout=8)
-            self._in_background("app", "control", "writing the report", self.session.write_report, then=self._report_written)
+            self.action_write_report()
         elif event.reason == "error":
             self.notify(
                 "The trainer stopped on an error; the advisor looks at it. "
@@ -446,6 +457,7 @@ class CopilotApp(App[int]):
             self._set_advisor("waiting")
             return
         self.turn = None
+        self.drafts.clear()
         if decision.accepted and decision.round is not None:
             info = decision.round
             self.store.note("git", "info", f"{info.label} committed {info.short_sha}: {info.subject}")
@@ -492,16 +504,20 @@ class CopilotApp(App[int]):
         if turn is None or isinstance(turn.proposal, FinishProposal):
             return
         proposal = turn.proposal
+        key = draft_key(proposal)
         try:
             if isinstance(proposal, ArchitectureProposal):
-                edited = self._edit_text(proposal.code, proposal.file_name)
-                if edited is not None and edited != proposal.code:
+                opened = self.drafts.get(key, proposal.code)
+                edited = self._edit_text(opened, proposal.file_name)
+                if edited is not None and edited != opened:
+                    self.drafts[key] = edited
                     self._decide(Verdict(decision="edit", edited_code=edited))
                     return
             else:
-                original = EDIT_HEADER + hparams_to_toml(proposal.after.model_dump())
-                edited = self._edit_text(original, "hparams.toml")
-                if edited is not None and edited != original:
+                opened = self.drafts.get(key, EDIT_HEADER + hparams_to_toml(proposal.after.model_dump()))
+                edited = self._edit_text(opened, "hparams.toml")
+                if edited is not None and edited != opened:
+                    self.drafts[key] = edited  # kept before the check: a refused value is reopened to fix
                     change = edited_hparam_change(proposal, edited)
                     self._decide(Verdict(decision="edit", edited_change=change))
                     return
@@ -619,15 +635,44 @@ class CopilotApp(App[int]):
     # ------------------------------------------------------------------ command palette
 
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
-        """Every key of the app and of the screen in front, by name, plus Textual's own commands."""
-        yield from super().get_system_commands(screen)
-        for key, active in screen.active_bindings.items():
+        """Every action once: the keys of the app and of the screen in front by name, the branch and
+        report actions from any screen, and Textual's own commands but its Quit (ours checkpoints first)."""
+        for command in super().get_system_commands(screen):
+            if command.title != "Quit":
+                yield command
+        # One entry an action: q and Textual's hidden ctrl+q are one Quit, named by the key the footer shows.
+        chosen: dict[str, ActiveBinding] = {}
+        for active in screen.active_bindings.values():
+            name = active.binding.action.removeprefix("app.").split("(")[0]
+            if name in ACTION_HELP and active.enabled and (name not in chosen or active.binding.show > chosen[name].binding.show):
+                chosen[name] = active
+        for name, active in chosen.items():
             binding = active.binding
-            name = binding.action.removeprefix("app.").split("(")[0]
-            if name not in ACTION_HELP or not active.enabled:
-                continue
             title = f"{binding.description} ({self.get_key_display(binding)})"
             yield SystemCommand(title, ACTION_HELP[name], _runner(self, binding.action, active.node))
+        for name, title, action in PALETTE_ONLY:
+            if name not in chosen:
+                yield SystemCommand(title, ACTION_HELP[name], _runner(self, action, self))
+
+    def action_write_report(self) -> None:
+        self._in_background("app", "control", "writing the report", self.session.write_report, then=self._report_written)
+
+    def action_undo_round(self) -> None:
+        self.run_git("undo", self.session.undo, on_result=self.branch_moved)
+
+    def action_redo_round(self) -> None:
+        self.run_git("redo", self.session.redo, on_result=self.branch_moved)
+
+    def action_pick_rollback(self) -> None:
+        """A rollback needs a round: the history screen, where b rolls back to the highlighted one."""
+        self.switch_mode("history")
+        self.notify("Highlight the round to go back to and press b.")
+
+    def branch_moved(self, info: RoundInfo) -> None:
+        """After an undo, redo or rollback: say where the branch is, and show it if the history is in front."""
+        self.notify(f"branch now at {info.label} {info.short_sha}: {info.summary}")
+        if isinstance(self.screen, HistoryScreen):
+            self.screen.action_reload()
 
     # ------------------------------------------------------------------ crashes
 
@@ -645,6 +690,13 @@ def _runner(app: App, action: str, node: Any) -> Callable[[], Any]:
         await app.run_action(action, node)
 
     return run
+
+
+def draft_key(proposal: ArchitectureProposal | HParamProposal) -> str:
+    """What names a proposal across its retries: a failed edit comes back with a new sandbox report, not new code."""
+    if isinstance(proposal, ArchitectureProposal):
+        return f"architecture\x00{proposal.summary}\x00{proposal.code}"
+    return f"hyperparameters\x00{proposal.summary}\x00{proposal.change.model_dump_json()}"
 
 
 def edited_hparam_change(proposal: HParamProposal, edited: str) -> HParamChange:

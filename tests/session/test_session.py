@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from copilot.advisor.ledger import read_ledger
-from copilot.advisor.schemas import ArchitectureProposal, HParamProposal, Verdict
+from copilot.advisor.schemas import ArchitectureProposal, HParamChange, HParamProposal, Verdict
 from copilot.events import (
     EpochSummary,
     Event,
@@ -25,6 +25,7 @@ from copilot.events import (
     TrainerError,
 )
 from copilot.errors import ConfigError
+from copilot.history.messages import summary_of
 from copilot.session.controller import Session
 from tests.history.repos import git
 from tests.session.conftest import CountingAdvisor, run_until, tiny_settings, until_due
@@ -158,6 +159,31 @@ def test_a_hyperparameter_round_resumes_a_trainer_paused_on_nan(project: Path) -
         assert any(isinstance(e, StateChanged) and e.state == "running" for e in events)
     finally:
         session.stop()
+
+
+def test_an_edited_hyperparameter_round_is_described_as_applied_and_credits_the_edit(project: Path) -> None:
+    session = Session.start(tiny_settings(project), str(project / "exploding.py"), run_name="edit-hp")
+    try:
+        trigger = until_due(session)
+        proposal = session.assess(trigger).proposal
+        assert isinstance(proposal, HParamProposal)
+        lr = proposal.after.lr * 1.5
+        edited = HParamChange(**{**proposal.change.changes(), "lr": lr})
+        decision = session.decide(Verdict(decision="edit", edited_change=edited))
+        assert decision.accepted and decision.round is not None
+
+        branch = session.history.branch
+        subject = git(project, "log", "-1", "--format=%s", branch).strip()
+        message = git(project, "log", "-1", "--format=%B", branch)
+        assert subject.startswith("hparams(r1): ") and f"lr 10.0 -> {lr}" in subject, subject
+        assert proposal.summary not in subject
+        assert f"Copilot-Edited-By: user (lr {proposal.after.lr} -> {lr})" in message
+        assert "Copilot-Verdict: edited" in message
+        assert f"lr = {lr!r}" in git(project, "show", f"{branch}:exploding.hparams.toml")
+        assert f"lr 10.0 -> {lr}" in decision.message and session.rounds()[-1].summary == summary_of(subject)
+    finally:
+        session.stop()
+    assert subject in session.write_report().read_text(encoding="utf-8")
 
 
 def test_a_stopped_session_reopens_with_its_pending_proposal_and_asks_nobody(project: Path) -> None:

@@ -294,6 +294,7 @@ class SyntheticSession:
     assess_delay_s: float = 0.0
     stop_delay_s: float = 0.0
     stream: "SteadyStream | None" = None
+    edit_retries: list[Turn] = field(default_factory=list)  # what an edit verdict gets back, one per edit: the edit refused
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
@@ -363,6 +364,9 @@ class SyntheticSession:
         if verdict.decision == "reject":
             self.waiting = None
             return VerdictResult(False, None, f"rejected: {verdict.reason or 'no reason given'}", None)
+        if verdict.decision == "edit" and self.edit_retries:
+            self.waiting = self.edit_retries.pop(0)
+            return VerdictResult(False, None, self.waiting.edit_problem or "the edit was not taken", self.waiting)
         self.waiting = None
         self.round += 1
         info = round_info(self.round, "arch" if turn.proposal.kind == "architecture" else "hparams", turn.proposal.summary, "abcdef12", 0.1, None)

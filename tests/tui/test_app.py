@@ -200,6 +200,70 @@ async def test_an_edit_that_fails_the_sandbox_comes_back_as_a_new_proposal(tmp_p
         assert "your edit was not taken: the edited code failed the sandbox at import" in shown
 
 
+async def test_e_after_a_refused_edit_reopens_the_users_edit_not_the_advisors_code(tmp_path, monkeypatch) -> None:
+    # The editor appends a line each time it runs: the second edit must start from the first.
+    monkeypatch.setenv("EDITOR", _editor_script(tmp_path, "path.write_text(path.read_text() + '# tuned by hand\\n')"))
+    monkeypatch.delenv("VISUAL", raising=False)
+    failed = architecture_proposal().model_copy(
+        update={"sandbox": architecture_proposal().sandbox.model_copy(update={"ok": False, "stage": "forward", "message": "shape mismatch"})}
+    )
+    problem = "the edited code fails the sandbox (forward: shape mismatch)"
+    session = proposal_session(edit_retries=[Turn(broken_diagnosis(), failed, "schedule", (), problem)])
+    app = make_app(session)
+    async with app.run_test(size=SIZE) as pilot:
+        await waiting_for_decision(pilot)
+        await pilot.press("e")
+        await until(pilot, lambda: app.advisor_state == "waiting" and app.turn is not None and app.turn.edit_problem == problem)
+        assert f"your edit was not taken: {problem}" in shown_text(app, "#proposal Static")
+        await pilot.press("e")
+        await until(pilot, lambda: session.names().count("decide") == 2)
+        first, second = [call[1] for call in session.calls if call[0] == "decide"]
+        assert first.edited_code == architecture_proposal().code + "# tuned by hand\n"
+        assert second.edited_code == architecture_proposal().code + "# tuned by hand\n# tuned by hand\n"
+
+
+async def test_a_refused_hyperparameter_value_is_reopened_to_fix(tmp_path, monkeypatch) -> None:
+    # First run: an out-of-range lr, refused before anything is sent; second run: the editor sees that value.
+    seen = tmp_path / "seen.toml"
+    monkeypatch.setenv("EDITOR", _editor_script(tmp_path, (
+        f"seen = pathlib.Path({str(seen)!r})\n"
+        "if seen.exists():\n    seen.write_text(path.read_text()); path.write_text(path.read_text().replace('lr = 50.0', 'lr = 0.0015'))\n"
+        "else:\n    seen.write_text(''); path.write_text(path.read_text().replace('lr = 0.001', 'lr = 50.0'))"
+    )))
+    monkeypatch.delenv("VISUAL", raising=False)
+    session = proposal_session(turns=[Turn(broken_diagnosis(), hparam_proposal(), "plateau", ())])
+    app = make_app(session)
+    async with app.run_test(size=SIZE) as pilot:
+        await waiting_for_decision(pilot)
+        await pilot.press("e")
+        await until(pilot, lambda: any("edited hyperparameter 'lr'" in note.message for note in app._notifications))
+        assert "decide" not in session.names()
+        await pilot.press("e")
+        await until(pilot, lambda: "decide" in session.names())
+        assert "lr = 50.0" in seen.read_text()
+        assert session.calls[-1][1].edited_change.changes() == {"optimizer": "Adam", "lr": 0.0015}
+
+
+async def test_a_proposal_lists_only_the_keys_that_act_on_it() -> None:
+    session = proposal_session(turns=[Turn(broken_diagnosis(), hparam_proposal(), "plateau", ()),
+                                      Turn(broken_diagnosis(), architecture_proposal(), "schedule", ())],
+                               due=["plateau"])  # fmt: skip
+    app = make_app(session)
+    async with app.run_test(size=SIZE) as pilot:
+        await waiting_for_decision(pilot)
+        shown = shown_text(app, "#proposal Static")
+        assert "a accept · r reject · e edit" in shown
+        assert "sandbox" not in shown and "side by side" not in shown
+        await pilot.press("r")
+        await until(pilot, lambda: isinstance(app.screen, ReasonDialog))
+        await pilot.press("enter")
+        await until(pilot, lambda: app.advisor_state == "idle")
+        await pilot.press("question_mark")
+        await waiting_for_decision(pilot)
+        await until(pilot, lambda: "d side by side" in shown_text(app, "#proposal Static"))
+        assert "a accept · r reject · e edit · v sandbox · d side by side" in shown_text(app, "#proposal Static")
+
+
 async def test_e_on_a_hyperparameter_proposal_sends_the_changed_values(tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("EDITOR", _editor_script(tmp_path, "path.write_text(path.read_text().replace('lr = 0.001', 'lr = 0.0005'))"))
     session = proposal_session(turns=[Turn(broken_diagnosis(), hparam_proposal(), "plateau", ())])
@@ -314,6 +378,19 @@ async def test_enter_on_a_log_line_opens_its_full_text() -> None:
         assert "training BadCNN" in shown_text(app, ".dialog-body Static")
 
 
+async def test_enter_in_the_log_pane_opens_the_newest_lines_full_text() -> None:
+    session = SyntheticSession(events=seeded_run_events())
+    app = make_app(session)
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: app.screen.query_one(LogPane).option_count > 0)
+        await pilot.press("3")  # the log pane, focused
+        await until(pilot, lambda: isinstance(app.focused, LogPane))
+        newest = app.store.view().log_tail[-1]
+        await pilot.press("enter")
+        await until(pilot, lambda: isinstance(app.screen, TextDialog))
+        assert newest.message in shown_text(app, ".dialog-body Static")
+
+
 async def test_h_shows_rounds_and_two_marks_show_their_diff() -> None:
     session = SyntheticSession(events=seeded_run_events())
     app = make_app(session)
@@ -323,6 +400,9 @@ async def test_h_shows_rounds_and_two_marks_show_their_diff() -> None:
         table = app.screen.query_one("#rounds", DataTable)
         assert table.row_count == 3
         assert "10.1% → 91.2%" in str(table.get_row_at(1)[3])
+        await pilot.press("enter")  # Enter on the first round, where the cursor starts: the round itself
+        await until(pilot, lambda: "r0 1a2b3c4" in shown_text(app, "#diff-text"))
+        assert "bad_cnn.py as you wrote it" in shown_text(app, "#diff-text")
         await pilot.press("space", "down", "space")
         await until(pilot, lambda: ("diff", 0, 1) in session.calls)
         await until(pilot, lambda: "+0.811" in shown_text(app, "#diff-text"))
@@ -377,6 +457,16 @@ async def test_l_shows_every_module_with_anomalies_and_sorts_by_column() -> None
         def first_module() -> str:
             return str(table.get_row_at(0)[0])
 
+        assert "sorted by definition order ↑" in str(table.border_title)
+        shown = [str(table.get_row_at(index)[0]) for index in range(table.row_count)]
+        defined = [module.name for module in app.store.view().model.modules]
+        in_model = [name for name in defined if name in shown]
+        assert shown[0] == "features.0" and shown[: len(in_model)] == in_model and shown != sorted(shown)
+        await pilot.press("s")  # definition order -> module name
+        await pilot.pause(0.2)
+        assert app.screen.sort_column == "module" and "sorted by module name ↑" in str(table.border_title)
+        names = [str(table.get_row_at(index)[0]) for index in range(table.row_count)]
+        assert names[0].startswith("classifier.") and names == sorted(names)
         await pilot.press("s", "s", "s")  # module -> params -> grad -> ratio
         await pilot.pause(0.2)
         assert app.screen.sort_column == "ratio" and first_module() == "features.0"  # smallest update ratio first
@@ -476,6 +566,44 @@ async def test_the_command_palette_lists_every_action_of_the_screen() -> None:
         await pilot.press("enter")
         await until(pilot, lambda: "decide" in session.names())
         assert session.calls[-1] == ("decide", Verdict(decision="accept"))
+
+
+async def palette_run(pilot: Pilot, title: str) -> None:
+    app = pilot.app
+    await pilot.press("ctrl+p")
+    await until(pilot, lambda: isinstance(app.screen, CommandPalette))
+    await pilot.press(*title)
+    await pilot.pause(0.3)
+    await pilot.press("enter")
+    await until(pilot, lambda: not isinstance(app.screen, CommandPalette))
+
+
+async def test_the_command_palette_has_every_action_once_on_every_screen() -> None:
+    session = SyntheticSession(events=seeded_run_events())
+    app = make_app(session)
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: app.store.version > 0)
+        titles = [command.title for command in app.get_system_commands(app.screen)]
+        for expected in ("Report", "Undo", "Redo", "Roll back", "Quit (q)"):
+            assert titles.count(expected) == 1, (expected, titles)
+        assert [title for title in titles if title.startswith("Quit")] == ["Quit (q)"]
+
+        await palette_run(pilot, "Report")
+        await until(pilot, lambda: any(note.message.startswith("Report: ") for note in app._notifications))
+        assert "write_report" in session.names()
+        await palette_run(pilot, "Undo")
+        await until(pilot, lambda: any(note.message.startswith("branch now at r1") for note in app._notifications))
+        assert "undo" in session.names() and isinstance(app.screen, RunScreen)
+        await palette_run(pilot, "Redo")
+        await until(pilot, lambda: any(note.message.startswith("branch now at r2") for note in app._notifications))
+        await palette_run(pilot, "Roll back")
+        await until(pilot, lambda: isinstance(app.screen, HistoryScreen))
+
+        titles = [command.title for command in app.get_system_commands(app.screen)]
+        for expected in ("Undo (u)", "Redo (U)", "Roll back (b)", "Report"):
+            assert titles.count(expected) == 1, (expected, titles)
+        assert "Undo" not in titles and "Roll back" not in titles
+        assert [title for title in titles if title.startswith("Quit")] == ["Quit (q)"]
 
 
 async def test_a_continue_is_a_short_notice_with_nothing_to_accept() -> None:

@@ -63,6 +63,16 @@ def metric_table(diff: RoundDiff) -> Table:
     return table
 
 
+def round_detail(info: RoundInfo) -> RenderableType:
+    """A round on its own (the first one has nothing before it to compare with)."""
+    return Group(
+        Text(f"{info.label} {info.short_sha} · {info.kind}", "bold"),
+        Text(info.subject),
+        Text(f"val accuracy {accuracy_change(info)}"),
+        Text("The first round: nothing before it to compare with. Space marks two rounds to compare.", "dim"),
+    )
+
+
 def diff_renderable(diff: RoundDiff) -> RenderableType:
     head = Text(f"r{diff.a.round} {diff.a.short_sha} → r{diff.b.round} {diff.b.short_sha}", "bold")
     files = Text("files: " + (", ".join(diff.files) if diff.files else "identical"), "dim")
@@ -173,7 +183,8 @@ class HistoryScreen(LiveScreen):
             return
         index = self.rounds.index(info)
         if index == 0:
-            self.app.notify("The first round has nothing before it to compare with.", severity="warning")
+            # Nothing before it to diff against: what the round is, in the diff pane, instead of nothing.
+            self.query_one("#diff-text", Static).update(round_detail(info))
             return
         self.compare(self.rounds[index - 1].round, info.round)
 
@@ -199,7 +210,7 @@ class HistoryScreen(LiveScreen):
         def answered(confirmed: bool | None) -> None:
             if confirmed:
                 self.copilot.run_git(
-                    f"roll back to r{info.round}", self.copilot.session.rollback, info.round, on_result=self._changed
+                    f"roll back to r{info.round}", self.copilot.session.rollback, info.round, on_result=self.copilot.branch_moved
                 )
 
         self.app.push_screen(
@@ -213,11 +224,7 @@ class HistoryScreen(LiveScreen):
         )
 
     def action_undo(self) -> None:
-        self.copilot.run_git("undo", self.copilot.session.undo, on_result=self._changed)
+        self.copilot.action_undo_round()
 
     def action_redo(self) -> None:
-        self.copilot.run_git("redo", self.copilot.session.redo, on_result=self._changed)
-
-    def _changed(self, info: RoundInfo) -> None:
-        self.app.notify(f"branch now at {info.label} {info.short_sha}: {info.summary}")
-        self.action_reload()
+        self.copilot.action_redo_round()

@@ -9,6 +9,7 @@ stays on the module being read. It reads the store's view only.
 from __future__ import annotations
 
 import math
+import re
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -33,7 +34,14 @@ COLUMNS: tuple[tuple[str, str], ...] = (
     ("type", "type"),
     ("params", "params"),
 )
-SORTABLE = ("module", "params", "grad", "ratio", "dead", "saturated", "anomaly")
+# What `s` cycles through: the model's definition order first, then the columns ("module" is by name).
+SORTABLE = ("order", "module", "params", "grad", "ratio", "dead", "saturated", "anomaly")
+SORT_NAMES = {"order": "definition order", "module": "module name"}
+
+
+def _name_key(name: str) -> tuple[object, ...]:
+    """`features.2` before `features.10`: the digits in a module name compare as numbers."""
+    return tuple(int(part) if index % 2 else part for index, part in enumerate(re.split(r"(\d+)", name)))
 
 
 def _fraction(value: float | None) -> str:
@@ -47,7 +55,8 @@ def _number(value: float | None) -> str:
 def _sort_value(row: ModuleRow, column: str, params: int | None, order: int) -> object:
     """The value a column sorts by; None when the module has none yet (those rows go last)."""
     value = {
-        "module": order,
+        "order": order,
+        "module": _name_key(row.name),
         "params": params,
         "grad": row.grad_norm,
         "ratio": row.update_ratio,
@@ -69,7 +78,7 @@ class LayersScreen(LiveScreen):
 
     def __init__(self) -> None:
         super().__init__()
-        self.sort_column = "module"
+        self.sort_column = "order"
         self.sort_reverse = False
         self._names: tuple[str, ...] = ()
         self._cells: dict[str, tuple[object, ...]] = {}
@@ -88,7 +97,7 @@ class LayersScreen(LiveScreen):
 
     def _title(self) -> None:
         arrow = "↓" if self.sort_reverse else "↑"
-        self.query_one(DataTable).border_title = f"Layers · sorted by {self.sort_column} {arrow} · s: sort · S: reverse"
+        self.query_one(DataTable).border_title = f"Layers · sorted by {SORT_NAMES.get(self.sort_column, self.sort_column)} {arrow} · s: sort · S: reverse"
 
     # ------------------------------------------------------------------ rows
 
@@ -179,5 +188,5 @@ class LayersScreen(LiveScreen):
         if column == self.sort_column:
             self.sort_reverse = not self.sort_reverse
         else:
-            self.sort_column, self.sort_reverse = column, column != "module"
+            self.sort_column, self.sort_reverse = column, column not in ("order", "module")
         self._resort()

@@ -70,6 +70,11 @@ class LogPane(OptionList):
         if following:
             self.scroll_end(animate=False, immediate=True)
 
+    def on_focus(self) -> None:
+        # Nothing highlighted, Enter selects nothing: start on the newest line, the one most likely wanted.
+        if self.highlighted is None and self.option_count:
+            self.highlighted = self.option_count - 1
+
     def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
         event.stop()
         entry = self._entries[event.option_index]

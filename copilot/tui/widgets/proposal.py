@@ -35,7 +35,12 @@ from copilot.advisor.schemas import (
 from copilot.advisor.trials.describe import arm_lines, measured_line
 from copilot.events import HPARAM_KEYS
 
-KEY_HINTS = "a accept · r reject · e edit · v sandbox · d side by side"  # fits the advisor pane at 160 columns
+# The keys that act on each kind of proposal, no others; the longest fits the advisor pane at 160 columns.
+KEY_HINTS = {
+    "architecture": "a accept · r reject · e edit · v sandbox · d side by side",
+    "hyperparameters": "a accept · r reject · e edit",
+    "finish": "a accept · r reject",
+}
 CONTEXT_LINES = 3
 NO_PROPOSAL_TEXT = "No proposal waiting. When the advisor proposes a change, it appears here for you to accept or reject."
 
@@ -165,12 +170,13 @@ def proposal_renderable(
         parts.append(Text(f"your edit was not taken: {edit_problem}", "bold red"))
     if isinstance(proposal, FinishProposal):
         parts.append(Text("The advisor sees nothing left to fix. Accept to finish and write the report.", "italic"))
+        parts.append(Text(KEY_HINTS[proposal.kind], "dim", no_wrap=True, overflow="ellipsis"))
         parts.append(Markdown(proposal.report))
         return Group(*parts)
     parts.append(Text(f"predicted: {proposal.rationale}", "italic"))
     parts.append(trial_summary(proposal.trials))
     # One line of its own with a blank after: wrapped, it ran into the bullets under it.
-    parts.append(Text(KEY_HINTS + "\n", "dim", no_wrap=True, overflow="ellipsis"))
+    parts.append(Text(KEY_HINTS[proposal.kind] + "\n", "dim", no_wrap=True, overflow="ellipsis"))
     if isinstance(proposal, HParamProposal):
         parts.append(hparam_table(proposal))
         return Group(*parts)
