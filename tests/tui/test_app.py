@@ -264,6 +264,17 @@ async def test_a_proposal_lists_only_the_keys_that_act_on_it() -> None:
         assert "a accept · r reject · e edit · v sandbox · d side by side" in shown_text(app, "#proposal Static")
 
 
+async def test_the_proposal_shows_the_change_its_measurement_and_the_diff_before_the_rationale() -> None:
+    session = proposal_session(turns=[Turn(broken_diagnosis(), architecture_proposal(), "schedule", ())])
+    app = make_app(session)
+    async with app.run_test(size=SIZE) as pilot:
+        await waiting_for_decision(pilot)
+        shown = shown_text(app, "#proposal Static")
+        change, measured = shown.index("ReLU instead of Sigmoid"), shown.index("measured:")
+        diff, predicted = shown.index("--- a/"), shown.index("predicted:")
+        assert change < measured < diff < predicted, "what a person decides on comes first, the advisor's reasons after"
+
+
 async def test_e_on_a_hyperparameter_proposal_sends_the_changed_values(tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("EDITOR", _editor_script(tmp_path, "path.write_text(path.read_text().replace('lr = 0.001', 'lr = 0.0005'))"))
     session = proposal_session(turns=[Turn(broken_diagnosis(), hparam_proposal(), "plateau", ())])

@@ -173,22 +173,25 @@ def proposal_renderable(
         parts.append(Text(KEY_HINTS[proposal.kind], "dim", no_wrap=True, overflow="ellipsis"))
         parts.append(Markdown(proposal.report))
         return Group(*parts)
-    parts.append(Text(f"predicted: {proposal.rationale}", "italic"))
+    # What a person decides on comes first: the change (above), what its trial measured, the
+    # diff; what the advisor predicted and why, after (issue 13: the diff was below the fold).
     parts.append(trial_summary(proposal.trials))
-    # One line of its own with a blank after: wrapped, it ran into the bullets under it.
+    # One line of its own with a blank after: wrapped, it ran into the lines under it.
     parts.append(Text(KEY_HINTS[proposal.kind] + "\n", "dim", no_wrap=True, overflow="ellipsis"))
     if isinstance(proposal, HParamProposal):
         parts.append(hparam_table(proposal))
+        parts.append(Text(f"\npredicted: {proposal.rationale}", "italic"))
         return Group(*parts)
-    for change in proposal.changes:
-        parts.append(Text(f"• {change}"))
-    parts.append(sandbox_summary(proposal.sandbox, proposal.fix_rounds))
     if side_by_side_view:
         parts.append(side_by_side(proposal))
     else:
         parts.append(
             Syntax(proposal.unified_diff() or "(no change)", "diff", theme="ansi_dark", background_color="default")
         )
+    parts.append(Text(f"\npredicted: {proposal.rationale}", "italic"))
+    for change in proposal.changes:
+        parts.append(Text(f"• {change}"))
+    parts.append(sandbox_summary(proposal.sandbox, proposal.fix_rounds))
     return Group(*parts)
 
 
