@@ -233,7 +233,7 @@ def _rounds(rounds: Sequence[RoundInfo], patches: dict[int, str], entries: Seque
 
 def _rounds_from_ledger(entries: Sequence[LedgerEntry]) -> list[str]:
     """For a run without a history (plain `copilot train`): the accepted proposals as the ledger has them."""
-    accepted = [e for e in entries if e.verdict is not None and e.verdict.decision != "reject" and e.proposal.kind != "finish"]
+    accepted = [e for e in entries if e.verdict is not None and e.verdict.applied and e.proposal.kind != "finish"]
     lines = ["## Accepted proposals"]
     for entry in accepted:
         lines += ["", f"### {entry.proposal.kind}: {entry.proposal.summary} ({entry.verdict.decision if entry.verdict else ''})", ""]

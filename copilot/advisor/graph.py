@@ -7,7 +7,7 @@
                      │              trial: the proposal and the rules' next candidates, measured ─┤
                      │                     (none beat the unchanged run: rejected, "tried, no gain") ─► record
                      │                                                                           ▼
-                     │                    human_gate: interrupt() ─► accept / reject ─► record ─► END
+                     │                    human_gate: interrupt() ─► accept / reject / withdrawn ─► record ─► END
                      │                        ▲   └─ edit ─► check_edit ─┘ (passes)
                      │                        └──────────────┘ (fails: asked again with the report)
                      └─ finish:          write_report ─► record ─► END
@@ -89,6 +89,7 @@ class PendingProposal(BaseModel):
     edit_problem: str | None = None  # why the last edit was not taken, one line
     edit_report: SandboxReport | None = None  # the sandbox's report on edited code that failed
     tokens: list[TokenUsage] = Field(default_factory=list)
+    epoch: int | None = None  # the epochs its evidence covers (None: shown before this was recorded)
 
 
 class AdvisorState(TypedDict, total=False):
@@ -300,6 +301,7 @@ class AdvisorNodes:
             edit_problem=state.get("edit_problem"),
             edit_report=state.get("edit_report"),
             tokens=state.get("tokens", []),
+            epoch=state["snapshot"].epoch,
         )
         verdict = interrupt(shown, response_schema=Verdict)
         return {"verdict": verdict}

@@ -20,7 +20,8 @@ with Python's JSON constants and read back as floats.
 The ledger is also the advisor's memory: `tried_changes` lists every change applied or
 rejected in the run, and `same_code` / `same_hparams` say when a new proposal is one of
 them (the same module apart from comments and formatting, or the same values within
-`SAME_VALUE_TOLERANCE`), so it is never proposed again. This module does no advising.
+`SAME_VALUE_TOLERANCE`), so it is never proposed again. A proposal copilot withdrew
+(its model or state changed before the human decided) is not among them. This module does no advising.
 """
 
 from __future__ import annotations
@@ -167,12 +168,12 @@ class TriedChange(BaseModel):
 
 
 def tried_changes(entries: Sequence[LedgerEntry]) -> list[TriedChange]:
-    """Every change the human decided on: as proposed and, for an edit, as edited."""
+    """Every change the human decided on: as proposed and, for an edit, as edited (not a withdrawn one)."""
     tried: list[TriedChange] = []
     for entry in entries:
         verdict, proposal = entry.verdict, entry.proposal
-        if verdict is None or isinstance(proposal, FinishProposal):
-            continue
+        if verdict is None or verdict.decision == "withdrawn" or isinstance(proposal, FinishProposal):
+            continue  # a withdrawn change was never decided on: it may be proposed again
         if isinstance(proposal, HParamProposal):
             changes = [proposal.change] + ([verdict.edited_change] if verdict.edited_change else [])
             tried += [TriedChange(round=entry.round, decision=verdict.decision, hparams=change.changes()) for change in changes]

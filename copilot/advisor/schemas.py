@@ -248,12 +248,22 @@ Proposal = Annotated[Union[HParamProposal, ArchitectureProposal, FinishProposal]
 
 
 class Verdict(Schema):
-    """The human's answer at the gate (the resume value of the interrupt)."""
+    """The human's answer at the gate (the resume value of the interrupt).
 
-    decision: Literal["accept", "reject", "edit"]
-    reason: str | None = None  # why a proposal was rejected: goes back to the advisor
+    "withdrawn" is copilot's, never the human's: the model or state the proposal was made
+    for changed (a rollback, an undo or redo, training gone on past its evidence), so it
+    no longer applies. Nothing applies it, and it is no rejection: the change may come again.
+    """
+
+    decision: Literal["accept", "reject", "edit", "withdrawn"]
+    reason: str | None = None  # why a proposal was rejected (goes back to the advisor) or withdrawn
     edited_code: str | None = None  # decision "edit" for an architecture proposal
     edited_change: HParamChange | None = None  # decision "edit" for a hyperparameter proposal
+
+    @property
+    def applied(self) -> bool:
+        """Accepted or edited: the change became a round (a rejection or a withdrawal did not)."""
+        return self.decision in ("accept", "edit")
 
 
 class TokenUsage(Schema):

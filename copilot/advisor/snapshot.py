@@ -153,7 +153,7 @@ class PreviousProposal(Part):
     kind: str
     summary: str
     detail: str  # the hyperparameter change or the listed architecture changes, in one line
-    decision: str  # "accept", "reject", "edit" or "pending"
+    decision: str  # "accept", "reject", "edit", "withdrawn" or "pending"
     reason: str | None
     effect: ProposalEffect | None
 
@@ -379,7 +379,7 @@ def _session_model_path(session: Mapping[str, object]) -> str | None:
 
 def _effect(entry: LedgerEntry, later_accept_epoch: int | None, epochs: Sequence[EpochSummary]) -> ProposalEffect | None:
     """Validation accuracy (or loss) at the proposal's epoch and at the last epoch before the next accepted change."""
-    if entry.verdict is None or entry.verdict.decision == "reject":
+    if entry.verdict is None or not entry.verdict.applied:
         return None
     before = [summary for summary in epochs if summary.epoch <= entry.epoch]
     after = [
@@ -407,7 +407,7 @@ def _proposal_detail(entry: LedgerEntry) -> str:
 
 def _previous(entries: Sequence[LedgerEntry], epochs: Sequence[EpochSummary]) -> tuple[PreviousProposal, ...]:
     accepted_epochs = [
-        entry.epoch for entry in entries if entry.verdict is not None and entry.verdict.decision != "reject"
+        entry.epoch for entry in entries if entry.verdict is not None and entry.verdict.applied
     ]
     kept = []
     for entry in entries[-MAX_PREVIOUS_PROPOSALS:]:

@@ -5,7 +5,8 @@ checkpoint in the run folder (`advisor.sqlite`), so a proposal waiting at the hu
 gate survives a restart: `pending()` finds it again without calling any provider, and
 `decide(verdict)` resumes the graph. Each assessment is its own LangGraph thread; only
 the newest thread can be waiting, because `assess` refuses to start another while a
-proposal waits. An assessment ends in one of: a proposal waiting at the gate, a finish
+proposal waits; `withdraw(reason)` closes a waiting gate whose proposal no longer fits the
+run (its verdict is "withdrawn", recorded in the ledger, applied by nobody). An assessment ends in one of: a proposal waiting at the gate, a finish
 report (`FinishReported`), nothing to change (`Continued`: training goes on, nothing is asked,
 nothing is written) or no proposal (`Failed`).
 
@@ -108,11 +109,17 @@ class Rejected(Decided):
     kind: Literal["rejected"] = "rejected"
 
 
+class Withdrawn(Decided):
+    """Copilot closed the gate: what the proposal was made for changed before the human decided."""
+
+    kind: Literal["withdrawn"] = "withdrawn"
+
+
 Assessment = PendingProposal | FinishReported | Continued | Failed
 Decision = Accepted | Rejected | PendingProposal  # pending again: an edit did not pass its check
 
 
-def _outcome_of(values: dict[str, Any]) -> FinishReported | Continued | Failed | Accepted | Rejected:
+def _outcome_of(values: dict[str, Any]) -> FinishReported | Continued | Failed | Accepted | Rejected | Withdrawn:
     """What a finished thread ended with, read from its final state."""
     if values["diagnosis"].route == "continue" and values.get("proposal") is None:
         return Continued(diagnosis=diagnosis_with_notices(values), tokens=values.get("tokens", []))
@@ -129,6 +136,8 @@ def _outcome_of(values: dict[str, Any]) -> FinishReported | Continued | Failed |
         return FinishReported(diagnosis=entry.diagnosis, proposal=values["proposal"], entry=entry)
     if verdict.decision == "reject":
         return Rejected(proposal=values["proposal"], verdict=verdict, entry=entry)
+    if verdict.decision == "withdrawn":
+        return Withdrawn(proposal=values["proposal"], verdict=verdict, entry=entry)
     return Accepted(proposal=values.get("edited_proposal") or values["proposal"], verdict=verdict, entry=entry)
 
 
@@ -196,11 +205,25 @@ class AdvisorSession:
 
     def decide(self, verdict: Verdict) -> Decision:
         """Resume the gate with the human's verdict; an edit that fails its check comes back pending."""
+        if verdict.decision == "withdrawn":
+            raise AdvisorError("a withdrawal is copilot's, not a verdict", "accept, reject or edit the proposal")
         if self.pending() is None:
             raise AdvisorError("no proposal is waiting for a decision", "ask the advisor for an assessment first")
         return self._run(Command(resume=verdict))
 
-    def recover(self) -> Decision | None:
+    def withdraw(self, reason: str) -> Withdrawn:
+        """Close the waiting gate: what the proposal was made for changed (`reason` says how).
+
+        The ledger records it with a "withdrawn" verdict, which nothing applies and the
+        advisor's memory does not count as a rejection; `assess` may run again at once.
+        """
+        if self.pending() is None:
+            raise AdvisorError("no proposal is waiting to be withdrawn", "ask the advisor for an assessment first")
+        outcome = self._run(Command(resume=Verdict(decision="withdrawn", reason=reason)))
+        assert isinstance(outcome, Withdrawn), f"a withdrawal ended as {type(outcome).__name__}"
+        return outcome
+
+    def recover(self) -> Decision | Withdrawn | None:
         """Finish a decision a crash interrupted after the gate (the ledger write is idempotent).
 
         Returns the outcome the caller never received, or None when nothing was cut short.

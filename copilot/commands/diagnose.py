@@ -48,7 +48,7 @@ def run_diagnose_command(args: argparse.Namespace) -> int:
     settings = load_settings({"advisor": {"provider": args.advisor}} if args.advisor else None)
     run = find_run(args.run, runs=settings.runs_dir)
     previous = read_ledger(run)
-    accepted_rounds = sum(1 for entry in previous if entry.verdict and entry.verdict.decision != "reject")
+    accepted_rounds = sum(1 for entry in previous if entry.verdict and entry.verdict.applied)
     snapshot = build_snapshot(
         run, previous=previous, trigger="demand", round=accepted_rounds, target_accuracy=settings.advisor.target_accuracy
     )

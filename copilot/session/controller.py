@@ -11,6 +11,10 @@ From then on:
   the advisor's candidates are trialled: the trainer is held at a fresh checkpoint,
   each candidate and the unchanged run train a short budget from it (`trialling` says
   so meanwhile), and only a measured winner reaches the gate;
+- a waiting proposal belongs to the model and state it was made for: a rollback, an undo
+  or redo, or training gone on more than `advisor.assess_every` epochs past the proposal
+  withdraws it (`withdraw`: a "withdrawn" verdict in the ledger, no rejection), and the
+  advisor may look again at once;
 - `decide` takes the human's verdict: an accepted change is committed as the next
   round, then training continues from the winning trial's end state (or, for a change
   that was not trialled, the trainer swaps the model or applies the hyperparameters; a
@@ -122,6 +126,7 @@ class AdvisorTurn:
     trigger: str
     tokens: tuple[TokenUsage, ...]
     edit_problem: str | None = None  # why the human's last edit was not taken
+    epoch: int | None = None  # the epochs its evidence covers (None: unknown, from an older checkpoint)
 
 
 @dataclass(frozen=True)
@@ -246,6 +251,7 @@ class Session:
         self._trainer: TrainerProcess | None = None
         self._backlog: list[Event] = []  # events read while stopping or replacing a trainer
         self._turn: AdvisorTurn | None = None
+        self._turn_since_epoch: int | None = None  # the epoch training stood at when the proposal reached the gate
         self._assessing = False
         self._stopped = False
         self._unrecorded_tokens = 0  # spent on assessments that made no proposal
@@ -259,6 +265,7 @@ class Session:
         self._last_checkpoint: CheckpointWritten | None = None  # trials fork from it when the trainer cannot checkpoint
         self.trialling: str | None = None  # while trials run: what they are, for the status line
         self.on_trials: Callable[[str], None] | None = None  # told when trials start, e.g. to print it
+        self.on_withdrawn: Callable[[AdvisorTurn, str], None] | None = None  # told when a waiting proposal is withdrawn
         self._trial_runner: TrialRunner | None = None
         tip = history.rounds()[-1]
         self.round = tip.round
@@ -347,6 +354,7 @@ class Session:
         session._launch(session._spec_from(run.latest_checkpoint(), epochs=epochs), ())
         session._finish_interrupted_decision()
         session._turn = session._waiting_turn()
+        session._turn_since_epoch = session._turn.epoch if session._turn is not None else None
         if session._turn is not None:
             session._hold()
         return session
@@ -388,7 +396,7 @@ class Session:
         entries = read_ledger(self.run)
         last = entries[-1] if entries else None
         if last is not None and last.proposal.kind == "finish" and last.verdict is None:
-            return AdvisorTurn(last.diagnosis, last.proposal, last.trigger, tuple(last.tokens))
+            return AdvisorTurn(last.diagnosis, last.proposal, last.trigger, tuple(last.tokens), epoch=last.epoch)
         return None
 
     def _finish_interrupted_decision(self) -> None:
@@ -415,7 +423,9 @@ class Session:
 
     @staticmethod
     def _turn_of(pending: PendingProposal, trigger: str) -> AdvisorTurn:
-        return AdvisorTurn(pending.diagnosis, pending.proposal, trigger, tuple(pending.tokens), pending.edit_problem)
+        return AdvisorTurn(
+            pending.diagnosis, pending.proposal, trigger, tuple(pending.tokens), pending.edit_problem, pending.epoch
+        )
 
     # ------------------------------------------------------------------ the trainer
 
@@ -520,6 +530,8 @@ class Session:
             time.sleep(timeout)
         for event in fresh:
             self._observe(event)
+        if fresh:
+            self._withdraw_if_outrun()
         events = backlog + fresh
         # Only the current trainer's death counts: the backlog holds those of trainers already replaced.
         killed = next((event for event in fresh if isinstance(event, TrainerError) and event.kind == "killed"), None)
@@ -559,6 +571,9 @@ class Session:
                 self._round_epoch = event
         elif isinstance(event, StateChanged) and event.state == "running":
             self.paused_on_nonfinite = False
+            turn = self._turn
+            if turn is not None and self._turn_since_epoch is None:
+                self._turn_since_epoch = self._epoch_now(turn)  # training goes on while the proposal waits
         elif isinstance(event, TrainerError):
             self.last_error = event
             if event.kind == "nonfinite":
@@ -635,6 +650,59 @@ class Session:
         """The proposal waiting for the human (found again after a restart)."""
         return self._turn
 
+    def withdraw(self, reason: str) -> str | None:
+        """Withdraw the waiting proposal, if one waits: what it was made for changed (`reason`).
+
+        The ledger records a "withdrawn" verdict (no rejection: the change may come again),
+        the advisor's gate is closed so it may assess at once, a trainer we held goes on,
+        and `on_withdrawn` hears the line returned. Waits for an assessment or a verdict in
+        progress: a proposal that assessment makes was made for what changed too.
+        """
+        with self._advisor_lock:
+            return self._withdraw_locked(reason)
+
+    def _withdraw_if_outrun(self) -> None:
+        """Withdraw a proposal training has gone on past: more epochs than the advisor's schedule
+        (`advisor.assess_every`) since it reached the gate (the user resumed training, or does not
+        hold it). Never waits: a verdict in progress decides it."""
+        turn, epoch, since = self._turn, self.last_epoch, self._turn_since_epoch
+        interval = self.settings.advisor.assess_every
+        if turn is None or since is None or epoch is None or epoch.epoch - since <= interval:
+            return
+        if not self._advisor_lock.acquire(blocking=False):
+            return
+        try:
+            if self._turn is turn:
+                self._withdraw_locked(
+                    f"training went on past its evidence: epoch {epoch.epoch}, the proposal came at epoch {since}"
+                )
+        finally:
+            self._advisor_lock.release()
+
+    def _epoch_now(self, turn: AdvisorTurn) -> int | None:
+        known = [epoch for epoch in (turn.epoch, self.last_epoch.epoch if self.last_epoch else None) if epoch is not None]
+        return max(known) if known else None
+
+    def _withdraw_locked(self, reason: str) -> str | None:
+        turn = self._turn
+        if turn is None or self._stopped:
+            return None
+        with self._full_disk_is_the_users():
+            verdict = Verdict(decision="withdrawn", reason=reason)
+            if turn.proposal.kind == "finish":  # in the ledger already, with no gate waiting
+                entries = [entry for entry in read_ledger(self.run) if entry.proposal == turn.proposal and entry.verdict is None]
+                if entries:
+                    append_entry(self.run, entries[-1].model_copy(update={"verdict": verdict}))
+            else:
+                self._advisor.withdraw(reason)
+        self._turn = None
+        self._refresh_recorded_tokens()
+        self._release()
+        line = f"proposal withdrawn: {reason} (it was: {turn.proposal.summary})"
+        if self.on_withdrawn is not None:
+            self.on_withdrawn(turn, line)
+        return line
+
     def assess(self, trigger: str) -> AdvisorTurn | Continuing:
         """Diagnose and propose, up to the human gate (blocking: seconds, more with an LLM).
 
@@ -673,11 +741,14 @@ class Session:
                 )
             if isinstance(outcome, FinishReported):
                 self._refresh_recorded_tokens()
-                turn = AdvisorTurn(outcome.diagnosis, outcome.proposal, trigger, tuple(outcome.tokens))
+                turn = AdvisorTurn(outcome.diagnosis, outcome.proposal, trigger, tuple(outcome.tokens), epoch=outcome.entry.epoch)
             else:
                 turn = self._turn_of(outcome, trigger)
             self._turn = turn
             self._hold()
+            # Counted from when training goes on with the proposal at the gate: a held trainer has not
+            # yet (its epochs from while the advisor worked may still be on their way), so from its resume.
+            self._turn_since_epoch = None if self._holding else self._epoch_now(turn)
             if not self.settings.advisor.hold_training_while_waiting:
                 self._release()  # the trials held it; the human's wait need not
             return turn
@@ -775,6 +846,8 @@ class Session:
             turn = self._turn
             if turn is None:
                 raise AdvisorError("no proposal is waiting for a decision", "ask the advisor for an assessment first")
+            if verdict.decision == "withdrawn":
+                raise AdvisorError("a withdrawal is copilot's, not a verdict", "accept, reject or edit the proposal")
             if turn.proposal.kind == "finish":
                 return self._decide_finish(turn, verdict)
             outcome = self._advisor.decide(verdict)
@@ -940,22 +1013,24 @@ class Session:
             self._replace_trainer(checkpoint, [SetHParams(changes={}, round=info.round)])
         else:
             self._follow_worktree(info.round)
+        self.withdraw(f"the model changed: rolled back to r{k} (now {info.label})")
         return info
 
     def undo(self) -> RoundInfo:
         """Take the last round off the branch; the trainer goes back to the files of the round before."""
-        return self._move_branch(self.history.undo)
+        return self._move_branch(self.history.undo, "undone")
 
     def redo(self) -> RoundInfo:
         """Put back the round undo took off; the trainer takes its files again."""
-        return self._move_branch(self.history.redo)
+        return self._move_branch(self.history.redo, "redone")
 
-    def _move_branch(self, operation: Callable[[], RoundInfo]) -> RoundInfo:
+    def _move_branch(self, operation: Callable[[], RoundInfo], done: str) -> RoundInfo:
         self.record_results()
         with self._history_lock:
             info = operation()
         self._new_round(info)
         self._follow_worktree(info.round)
+        self.withdraw(f"the model changed: {done}, the branch is at {info.label}")
         return info
 
     def _swap_command(self, round_number: int) -> SwapModel:

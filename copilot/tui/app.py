@@ -137,6 +137,15 @@ class TrialsStarted(Message):
         self.line = line
 
 
+class ProposalWithdrawn(Message):
+    """The session withdrew the waiting proposal (posted from whichever thread changed the run)."""
+
+    def __init__(self, turn: "AdvisorTurn", line: str) -> None:
+        super().__init__()
+        self.turn = turn
+        self.line = line
+
+
 class BackgroundDone(Message):
     """A blocking call finished in a worker thread; `then` runs with its result on the UI thread."""
 
@@ -235,12 +244,14 @@ class CopilotApp(App[int]):
         self._shown: tuple[int, int, Screen] | None = None
         self._git_lock = threading.Lock()
         self._ingest_done = threading.Event()
+        self._withdrawn: AdvisorTurn | None = None  # the last turn withdrawn, should its arrival come after
 
     # ------------------------------------------------------------------ start
 
     def on_mount(self) -> None:
         self.set_interval(1 / self.settings.tui.refresh_hz, self.refresh_screen)
         self.session.on_trials = lambda line: self.post_message(TrialsStarted(line))
+        self.session.on_withdrawn = lambda turn, line: self.post_message(ProposalWithdrawn(turn, line))
         self._ingest()
         self._build_charts()
         self._in_background("advisor", "advisor", "looking for a pending proposal", self.session.pending, then=self._show_pending)
@@ -434,6 +445,9 @@ class CopilotApp(App[int]):
             self.notify(f"Advisor: no change needed; training goes on. {turn.diagnosis.summary}", timeout=6)
             self._set_advisor("idle")
             return
+        if turn is self._withdrawn:  # withdrawn before it reached the screen (a rollback meanwhile)
+            self._set_advisor("idle")
+            return
         self.turn = turn
         self.last_diagnosis = (turn.diagnosis, turn.trigger)
         self.store.note("advisor", "info", f"{turn.diagnosis.health}: proposes {turn.proposal.kind}: {turn.proposal.summary}")
@@ -446,8 +460,19 @@ class CopilotApp(App[int]):
         self._set_advisor("applying")
         self._in_background(
             "advisor", "advisor", f"{verdict.decision}ing the proposal", self.session.decide, verdict,
-            then=self._decided, failed=lambda: self._set_advisor("waiting"),
+            then=self._decided, failed=lambda: self._set_advisor("waiting" if self.turn is not None else "idle"),
         )
+
+    def on_proposal_withdrawn(self, message: ProposalWithdrawn) -> None:
+        """What the proposal was made for changed: the pane clears, and the advisor is free to look again."""
+        self._withdrawn = message.turn
+        self.store.note("advisor", "info", message.line)
+        self.notify(message.line, severity="warning", timeout=10)
+        if self.turn is message.turn or self.turn is None:
+            self.turn = None
+            if self.advisor_state == "waiting":
+                self._set_advisor("idle")
+        self.touch()
 
     def _decided(self, decision: VerdictResult) -> None:
         if decision.retry is not None:

@@ -12,7 +12,7 @@ from copilot.advisor.graph import PendingProposal
 from copilot.advisor.ledger import read_ledger
 from copilot.advisor.schemas import ArchitectureProposal, HParamChange, HParamProposal, Verdict
 from copilot.advisor.snapshot import build_snapshot
-from copilot.advisor.workflow import Accepted, AdvisorSession, Continued, Failed, FinishReported, Rejected
+from copilot.advisor.workflow import Accepted, AdvisorSession, Continued, Failed, FinishReported, Rejected, Withdrawn
 from copilot.config import Settings, load_settings
 from copilot.errors import AdvisorError
 from copilot.run_folder import RunFolder
@@ -92,6 +92,27 @@ def test_a_change_already_rejected_is_sent_back_and_never_proposed_again(run, se
 
     assert isinstance(second, PendingProposal) and second.proposal.change.changes() == {"momentum": 0.9}
     assert "the same change was rejected after round 0 in this run" in roles.feedback[2]
+
+
+def test_a_withdrawn_proposal_closes_the_gate_is_recorded_and_may_be_proposed_again(run, settings):
+    # The same change twice: withdrawn the first time, it is no rejection, so the second is no repeat.
+    roles = ScriptedRoles("hyperparameters", hparams=[hparam_answer(), hparam_answer()])
+    with open_session(run, roles, settings) as session:
+        first = session.assess(build_snapshot(run))
+        assert first.epoch == 3
+        with pytest.raises(AdvisorError, match="copilot's, not a verdict"):
+            session.decide(Verdict(decision="withdrawn", reason="by hand"))
+        outcome = session.withdraw("the model changed: rolled back to r0")
+        assert isinstance(outcome, Withdrawn) and outcome.proposal == first.proposal
+        assert session.pending() is None
+
+        second = session.assess(build_snapshot(run, previous=read_ledger(run)))
+        assert isinstance(second, PendingProposal) and second.proposal.change == first.proposal.change
+
+    [entry] = read_ledger(run)
+    assert entry.verdict == Verdict(decision="withdrawn", reason="the model changed: rolled back to r0")
+    assert entry.proposal == first.proposal
+    assert roles.feedback[1:] == [None], "the withdrawn change was not sent back as one tried before"
 
 
 def test_a_module_already_applied_is_no_proposal_comments_and_formatting_aside(run, settings):

@@ -243,6 +243,28 @@ def test_a_rejected_change_is_not_proposed_again(tmp_path: Path) -> None:
     assert propose_hparams(snapshot, assess(snapshot), None).change.changes() == {"momentum": 0.9, "lr": 0.01}
 
 
+def test_a_withdrawn_change_may_be_proposed_again(tmp_path: Path) -> None:
+    # Withdrawn (the model changed before the human decided): neither tried nor rejected.
+    before = HParams(optimizer="SGD", lr=0.1)
+    adam = HParamProposal(summary="Adam", rationale="r", change=HParamChange(optimizer="Adam", lr=1e-3), before=before, after=before)
+    entry = _ledger_entry(adam, "withdrawn", reason="the model changed: rolled back to r0")
+    snapshot = _plain_sgd_plateau(tmp_path, previous=[entry])
+
+    assert snapshot.tried == () and [p.decision for p in snapshot.previous] == ["withdrawn"]
+    assert propose_hparams(snapshot, assess(snapshot), None).change.changes() == {"optimizer": "Adam", "lr": 0.001}
+    assert "-> withdrawn; reason: the model changed: rolled back to r0" in snapshot.to_prompt()
+
+
+def test_a_withdrawn_architecture_does_not_turn_the_route(sample_runs) -> None:
+    report = SandboxReport(ok=True, stage="passed", message="passed")
+    proposal = ArchitectureProposal(summary="cnn", rationale="r", changes=["x"], class_name="BadCNN", file_name="bad_cnn.py", old_code="", code="", sandbox=report)
+    run = sample_runs("bad_cnn")
+    fresh = assess(build_snapshot(run))
+    withdrawn = assess(build_snapshot(run, previous=[_ledger_entry(proposal, "withdrawn", reason="rolled back")]))
+
+    assert fresh.route == "architecture" and withdrawn.route == "architecture"
+
+
 def test_over_fitting_gets_weight_decay_under_sgd_and_adamw_under_adam(tmp_path: Path) -> None:
     epochs = [epoch_summary(e, train_loss=0.5 / e, val_loss=0.6 + 0.1 * e, train_accuracy=0.99, val_accuracy=0.7) for e in range(1, 4)]
     sgd = _snapshot(tmp_path / "sgd", [run_started(model_summary(2), hparams=HParams(optimizer="SGD", lr=0.01, momentum=0.9)), *epochs])

@@ -24,9 +24,9 @@ from copilot.events import (
     StepBatch,
     TrainerError,
 )
-from copilot.errors import ConfigError
+from copilot.errors import AdvisorError, ConfigError
 from copilot.history.messages import summary_of
-from copilot.session.controller import Session
+from copilot.session.controller import AdvisorTurn, Session
 from tests.history.repos import git
 from tests.session.conftest import CountingAdvisor, run_until, tiny_settings, until_due
 
@@ -300,3 +300,78 @@ def test_a_run_that_ended_resumes_with_more_epochs_and_refuses_fewer(project: Pa
     finished = first(events, Finished)
     assert finished is not None and (finished.reason, finished.epoch) == ("epochs_done", 3)
     assert [event.epoch for event in events if isinstance(event, EpochSummary)] == [3]
+
+
+def _longer(settings, epochs: int = 60, **advisor: object):
+    """`settings` with an epoch budget the test never spends (and advisor settings changed)."""
+    train = settings.train.model_copy(update={"hparams": {"batch_size": 16, "epochs": epochs}})
+    return settings.model_copy(update={"train": train, "advisor": settings.advisor.model_copy(update=advisor)})
+
+
+def test_a_proposal_training_went_on_past_is_withdrawn_and_the_advisor_looks_again(project: Path) -> None:
+    settings = _longer(tiny_settings(project, assess_every=2))  # N: the schedule's 2 epochs
+    session = Session.start(settings, str(project / "bad_cnn.py"), run_name="outrun")
+    withdrawn: list[tuple[AdvisorTurn, str]] = []
+    session.on_withdrawn = lambda turn, line: withdrawn.append((turn, line))
+    try:
+        assert until_due(session) == "schedule"
+        turn = session.assess("schedule")
+        assert isinstance(turn, AdvisorTurn) and turn.epoch is not None
+        session.resume_training()  # the user's `p`: training goes on while the proposal waits
+
+        events = run_until(session, lambda _seen: bool(withdrawn))
+        [(gone, line)] = withdrawn
+        assert gone is turn and session.pending() is None
+        assert max(e.epoch for e in events if isinstance(e, EpochSummary)) > turn.epoch + 2
+        reason = f"training went on past its evidence: epoch {turn.epoch + 3}, the proposal came at epoch {turn.epoch}"
+        assert line == f"proposal withdrawn: {reason} (it was: {turn.proposal.summary})"
+        entry = read_ledger(session.run)[-1]
+        assert entry.proposal == turn.proposal and entry.verdict == Verdict(decision="withdrawn", reason=reason)
+        assert [info.round for info in session.rounds()] == [0], "nothing was applied"
+
+        # The advisor looks again: a trigger is due at once, and an assessment runs.
+        assert session.due_assessment() in ("plateau", "schedule")
+        again = session.assess("demand")
+        assert isinstance(again, AdvisorTurn) and again.epoch > turn.epoch
+        assert session.pending() is again
+    finally:
+        session.stop()
+
+
+def test_a_rollback_withdraws_the_waiting_proposal_and_names_the_rollback(project: Path) -> None:
+    settings = _longer(tiny_settings(project))
+    session = Session.start(settings, str(project / "bad_cnn.py"), run_name="rolled")
+    try:
+        until_due(session)
+        session.assess("schedule")
+        assert session.decide(Verdict(decision="accept")).round.round == 1
+        run_until(session, lambda seen: first(seen, ModelSwapped) is not None)
+        session.resume_training()
+        run_until(session, lambda seen: any(isinstance(e, EpochSummary) and e.round == 1 and (e.val_accuracy or 0) >= 0.05 for e in seen))
+    finally:
+        session.stop()
+
+    # Continued with a target the new model meets: the advisor proposes to finish (the issue's case).
+    session = Session.reopen(_longer(settings, target_accuracy=0.05), session.run)
+    withdrawn: list[str] = []
+    session.on_withdrawn = lambda _turn, line: withdrawn.append(line)
+    try:
+        turn = session.assess("demand")
+        assert isinstance(turn, AdvisorTurn) and turn.proposal.kind == "finish"
+
+        info = session.rollback(0)
+        assert session.pending() is None
+        reason = f"the model changed: rolled back to r0 (now {info.label})"
+        assert withdrawn == [f"proposal withdrawn: {reason} (it was: {turn.proposal.summary})"]
+        entry = read_ledger(session.run)[-1]
+        assert entry.proposal == turn.proposal and entry.verdict == Verdict(decision="withdrawn", reason=reason)
+        assert session.trainer_state != "stopped", "a withdrawn finish does not end the run"
+        with pytest.raises(AdvisorError, match="no proposal is waiting"):
+            session.decide(Verdict(decision="accept"))
+        # The gate is free: the advisor may look again (whatever it finds for r0's model).
+        try:
+            session.assess("demand")
+        except AdvisorError as error:
+            assert "still waiting" not in error.message
+    finally:
+        session.stop()

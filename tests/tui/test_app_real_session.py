@@ -15,6 +15,7 @@ import pytest
 from textual.pilot import Pilot
 from textual.widgets import DataTable
 
+from copilot.advisor.ledger import read_ledger
 from copilot.advisor.schemas import ArchitectureProposal
 from copilot.config import Settings
 from copilot.session.controller import Session
@@ -128,6 +129,33 @@ async def test_a_crash_is_shown_diagnosed_fixed_and_training_starts_again(projec
             await until(pilot, lambda: session.round == 1)
             # A new trainer runs the fixed model: steps arrive.
             await until(pilot, lambda: app.store.view().step > 0 and app.store.state == "running")
+            await quit_app(pilot, app)
+    finally:
+        session.stop()
+
+
+async def test_a_proposal_training_went_on_past_is_withdrawn_from_the_pane_and_the_log_says_so(project: Path) -> None:
+    settings = tiny_settings(project)  # the advisor's schedule: every 2 epochs
+    session = Session.start(settings, str(project / "bad_cnn.py"), run_name="outrun")
+    app = CopilotApp(session, settings)
+    try:
+        async with app.run_test(size=(120, 40)) as pilot:
+            await until(pilot, lambda: app.advisor_state == "waiting")
+            old = app.turn
+            await until(pilot, lambda: app.store.state == "paused")  # held while the proposal waits
+            await pilot.press("p")  # the user trains on anyway
+
+            log = app.screen.query_one(LogPane)
+            withdrawn = lambda: [str(o.prompt) for o in log.options if "proposal withdrawn" in str(o.prompt)]  # noqa: E731
+            await until(pilot, lambda: bool(withdrawn()))
+            assert "training went on past its evidence" in withdrawn()[0]
+            assert app.turn is not old
+            entry = next(e for e in read_ledger(session.run) if e.proposal == old.proposal)
+            assert entry.verdict is not None and entry.verdict.decision == "withdrawn"
+
+            # The advisor looks again by itself; what it proposes is about the model as it is now.
+            await until(pilot, lambda: app.advisor_state == "waiting" and app.turn is not old)
+            assert app.turn.epoch > old.epoch
             await quit_app(pilot, app)
     finally:
         session.stop()
