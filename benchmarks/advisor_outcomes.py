@@ -17,6 +17,7 @@ split's, which the advisor's checks also read.
     python benchmarks/advisor_outcomes.py --quick     # 4 models, small data, 4 epochs
     python benchmarks/advisor_outcomes.py             # every model, the default data, 8 epochs
     python benchmarks/advisor_outcomes.py --quick --only exploding_lr_cnn
+    python benchmarks/advisor_outcomes.py --quick --only nanogpt_style mingpt_style hf_style mnist_script
 """
 
 from __future__ import annotations
@@ -55,6 +56,17 @@ HEALTHY = {
     "resnet_small": ROOT / "sample_models" / "resnet_small.py",
     "healthy_converged": ROOT / "benchmarks" / "models" / "healthy_converged.py",
 }
+# Files written the way well-known code bases write them (issue 11: nanoGPT, minGPT, Hugging Face,
+# pytorch/examples' MNIST script), with the options their conventions need: they should train
+# unchanged, and the advisor should keep their contract (output form, forward, config object).
+CONVENTION_FILES = ROOT / "tests" / "training" / "conventions"
+TINY_GPT = ("--dataset", "text", "--model-arg", "config.n_layer=2", "--model-arg", "config.n_head=2", "--model-arg", "config.n_embd=32")
+CONVENTIONS: dict[str, tuple[Path, tuple[str, ...], dict[str, str]]] = {
+    "nanogpt_style": (CONVENTION_FILES / "nanogpt_style.py", TINY_GPT, {}),
+    "mingpt_style": (CONVENTION_FILES / "mingpt_style.py", TINY_GPT, {}),
+    "hf_style": (CONVENTION_FILES / "hf_style.py", ("--model-arg", "config.hidden_size=32"), {}),
+    "mnist_script": (CONVENTION_FILES / "mnist_script.py", (), {"COPILOT_DATA__CHANNELS": "1", "COPILOT_DATA__IMAGE_SIZE": "28"}),
+}
 QUICK = ("softmax_before_loss", "exploding_lr_cnn", "training_script_torchvision", "healthy_converged")
 # Broken models should reach this validation accuracy with the advisor (issue 8's target).
 BROKEN_TARGET = 0.80
@@ -63,7 +75,7 @@ BROKEN_TARGET = 0.80
 @dataclass(frozen=True)
 class Outcome:
     model: str
-    kind: str  # "broken" or "healthy"
+    kind: str  # "broken", "healthy" or "convention"
     with_advisor: float | None  # final validation accuracy
     without_advisor: float | None
     rounds: int
@@ -111,17 +123,19 @@ def _still_improving(epochs: list[dict]) -> bool:
     return min(losses[:-3]) - min(losses[-3:]) > statistics.pstdev(changes)
 
 
-def measure(name: str, model: Path, kind: str, *, epochs: int, env: dict[str, str], work: Path) -> Outcome:
+def measure(
+    name: str, model: Path, kind: str, *, epochs: int, env: dict[str, str], work: Path, options: tuple[str, ...] = ()
+) -> Outcome:
     advised_folder = work / name / "advised"
     original = _repository(model, advised_folder).read_text()
     advised = _copilot(
         advised_folder, env, "run", model.name, "--headless", "--auto-accept", "validated",
-        "--epochs", str(epochs), "--run-name", "advised",
+        "--epochs", str(epochs), "--run-name", "advised", *options,
     )  # fmt: skip
     run = advised_folder / ".copilot" / "runs" / "advised"
     plain_folder = work / name / "plain"
     _repository(model, plain_folder)
-    _copilot(plain_folder, env, "train", model.name, "--epochs", str(epochs), "--run-name", "plain")
+    _copilot(plain_folder, env, "train", model.name, "--epochs", str(epochs), "--run-name", "plain", *options)
 
     advised_epochs = _epochs(run)
     plain_epochs = _epochs(plain_folder / ".copilot" / "runs" / "plain")
@@ -171,15 +185,17 @@ def main() -> int:
     env.setdefault("OMP_NUM_THREADS", "1")
     if args.quick:
         env |= {"COPILOT_DATA__TRAIN_SIZE": "2000", "COPILOT_DATA__VAL_SIZE": "500"}
-    models = [(name, path, "broken") for name, path in BROKEN.items()] + [(name, path, "healthy") for name, path in HEALTHY.items()]
-    chosen = set(args.only or (QUICK if args.quick else [name for name, _, _ in models]))
+    models = [(name, path, "broken", (), {}) for name, path in BROKEN.items()]
+    models += [(name, path, "healthy", (), {}) for name, path in HEALTHY.items()]
+    models += [(name, path, "convention", options, extra) for name, (path, options, extra) in CONVENTIONS.items()]
+    chosen = set(args.only or (QUICK if args.quick else [name for name, *_ in models]))
     models = [model for model in models if model[0] in chosen]
 
     outcomes = []
     with tempfile.TemporaryDirectory(prefix="advisor-outcomes-") as temporary:
         print(f"{'model':30} {'kind':8} {'advisor':>8} {'without':>8} rounds early improving repeat kept  error")
-        for name, path, kind in models:
-            outcome = measure(name, path, kind, epochs=epochs, env=env, work=Path(temporary))
+        for name, path, kind, options, extra in models:
+            outcome = measure(name, path, kind, epochs=epochs, env=env | extra, work=Path(temporary), options=options)
             outcomes.append(outcome)
             print(
                 f"{name:30} {kind:8} {_percent(outcome.with_advisor):>8} {_percent(outcome.without_advisor):>8} "
@@ -199,6 +215,8 @@ def main() -> int:
         "median_rounds": statistics.median(o.rounds for o in outcomes) if outcomes else 0,
         "stopped_while_improving": sum(o.stopped_while_improving for o in outcomes),
         "repeated_proposals": sum(o.repeated_proposal for o in outcomes),
+        # Conventions that train unchanged: no error, and above chance (0.1 on shapes) without the advisor.
+        "conventions_train_unchanged": [o.model for o in outcomes if o.kind == "convention" and o.error is None and (o.without_advisor or 0) > 0.1],
         "outcomes": [asdict(o) for o in outcomes],
     }
     print(json.dumps(summary))
