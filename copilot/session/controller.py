@@ -58,13 +58,14 @@ from copilot.advisor.schemas import (
     Finding,
     HParamProposal,
     Proposal,
+    StartPoint,
     TokenUsage,
     TrialReport,
     Verdict,
 )
 from copilot.advisor.snapshot import TrainingSnapshot, build_snapshot
 from copilot.advisor.trials.budget import remaining_steps, steps_per_epoch, trial_budget
-from copilot.advisor.trials.describe import arm_lines, measured_line
+from copilot.advisor.trials.describe import arm_lines, measured_line, start_lines
 from copilot.advisor.trials.runner import INCUMBENT, Arm, TrialRunner
 from copilot.advisor.workflow import Accepted, AdvisorSession, Continued, Failed, FinishReported, Rejected
 from copilot.config import Settings
@@ -82,6 +83,7 @@ from copilot.events import (
     HParamsApplied,
     ModelSwapped,
     Resume,
+    Rewound,
     SetHParams,
     StateChanged,
     StepBatch,
@@ -94,7 +96,7 @@ from copilot.events import (
 )
 from copilot.history import ExperimentHistory, RoundDiff, RoundInfo
 from copilot.history.hparams_file import read_hparams
-from copilot.metrics_file import applied_rounds
+from copilot.metrics_file import applied_rounds, next_attempt, read_metrics
 from copilot.run_folder import DEFAULT_RUNS_DIR, RunFolder, new_run_id
 from copilot.session.triggers import AssessmentTriggers
 from copilot.training.launcher import TrainerProcess, TrainerSpec, ensure_model_file, split_model_spec
@@ -164,10 +166,18 @@ def trial_arms(candidates: Sequence[Proposal]) -> list[Arm]:
     for index, proposal in enumerate(candidates):
         name = candidate_arm(index)
         if isinstance(proposal, ArchitectureProposal):
-            arms.append(Arm(name, proposal.summary, model_code=proposal.code, file_name=proposal.file_name))
+            arms.append(
+                Arm(name, proposal.summary, model_code=proposal.code, file_name=proposal.file_name, carry_weights=proposal.carry_weights)
+            )
         elif isinstance(proposal, HParamProposal):
             arms.append(Arm(name, proposal.summary, hparam_changes=dict(proposal.change.changes())))
     return arms
+
+
+def start_of(candidates: Sequence[Proposal]) -> StartPoint | None:
+    """Where the trials of `candidates` fork: the earlier point the first of them starts from (the
+    graph gives every candidate of one trial the same one), or None: where the run stands."""
+    return next((point for point in (getattr(candidate, "start_from", None) for candidate in candidates) if point), None)
 
 
 def trial_winner(proposal: Proposal) -> ArmResult | None:
@@ -670,7 +680,10 @@ class Session:
 
     def _trial(self, candidates: list[Proposal], snapshot: TrainingSnapshot) -> TrialReport:
         """Hold the trainer at a fresh checkpoint and measure `candidates` against the unchanged run from it."""
-        fork, fork_step = self._fork_point()
+        fork, fork_step = self._fork_point()  # holds the trainer too, wherever the trials fork
+        start = start_of(candidates)
+        if start is not None:  # the weights where the run stands are no use to these changes: fork earlier
+            fork, fork_step = (Path(start.checkpoint) if start.checkpoint else None), start.step
         batch_size = snapshot.hparams.batch_size
         remaining = remaining_steps(
             epochs=snapshot.hparams.epochs, steps_per_epoch=steps_per_epoch(snapshot.data.train_size, batch_size), step=fork_step
@@ -723,7 +736,11 @@ class Session:
         if latest is None:
             return None, 0  # nothing trained yet: every arm starts from the model file, as the run did
         known = self._last_checkpoint
-        return latest, known.step if known is not None and known.path == str(latest) else 0
+        if known is not None and known.path == str(latest):
+            return latest, known.step
+        # Written after the last poll (the trainer ran on while the advisor worked): its record says where.
+        written = [event for event in read_metrics(self.run.metrics) if isinstance(event, CheckpointWritten) and event.path == str(latest)]
+        return latest, written[-1].step if written else 0
 
     def _step_time_s(self, batch_size: int) -> float | None:
         """Seconds per step as the run measured it (its last epoch's throughput)."""
@@ -739,10 +756,17 @@ class Session:
             if self._trainer is not None:
                 self._keep(self._trainer.stop(REPLACE_STOP_TIMEOUT_S, checkpoint=False))
             carried = []
+            # The run's newest attempt: a trial forked from before the run's own last steps (a
+            # rollback) measured them again, and the trial's measurement is what stands.
+            attempt = next_attempt(self.run.metrics)
             for folder in arm.folders:
                 trial_metrics = RunFolder(Path(folder)).metrics
                 lines = trial_metrics.read_text(encoding="utf-8").splitlines() if trial_metrics.exists() else []
-                carried += [event for event in map(parse_event, filter(None, lines)) if isinstance(event, CARRIED_TRIAL_EVENTS)]
+                for event in map(parse_event, filter(None, lines)):
+                    if isinstance(event, (StepBatch, EpochSummary)):
+                        event = event.model_copy(update={"attempt": attempt})
+                    if isinstance(event, CARRIED_TRIAL_EVENTS):
+                        carried.append(event)
             with self.run.metrics.open("a", encoding="utf-8") as metrics:
                 metrics.writelines(event_to_json(event) + "\n" for event in carried)
             self._keep(carried)
@@ -781,7 +805,8 @@ class Session:
         findings = [finding_line(finding) for finding in accepted.entry.diagnosis.findings]
         verdict = "edited" if accepted.verdict.decision == "edit" else "accepted"
         report = getattr(proposal, "trials", None)
-        measured = f"\n\n{measured_line(report)}" + "".join(f"\n- {line}" for line in arm_lines(report))
+        measured = "".join(f"\n\n{line}" for line in start_lines(proposal))
+        measured += f"\n\n{measured_line(report)}" + "".join(f"\n- {line}" for line in arm_lines(report))
         self.record_results()
         identity = proposal_id(accepted.entry)
         with self._history_lock:
@@ -803,11 +828,36 @@ class Session:
         append_entry(self.run, accepted.entry.model_copy(update={"commit": info.sha}))
         self._new_round(info)
         winner = trial_winner(proposal)
+        if winner is not None and isinstance(proposal, ArchitectureProposal):
+            self._wall_from_now_on()
+        start = getattr(proposal, "start_from", None)
         if winner is not None:
-            if isinstance(proposal, ArchitectureProposal):
-                self._wall_from_now_on()
+            if start is not None:
+                self._rewind_to(start.step)
             return info, self._continue_from_trial(winner)
+        if start is not None:
+            return info, self._restart_from(start, self._command_for(proposal, info.round))
         return info, self._apply(self._command_for(proposal, info.round))
+
+    def _rewind_to(self, step: int) -> None:
+        """Record that the run goes back to `step`: what it recorded after it is no longer its line."""
+        with self.run.metrics.open("a", encoding="utf-8") as metrics:
+            metrics.write(event_to_json(Rewound(step=step, attempt=next_attempt(self.run.metrics))) + "\n")
+
+    def _restart_from(self, start: StartPoint, command: Command) -> str:
+        """A new trainer from the proposal's earlier point (a checkpoint, or the run's start), given `command`.
+
+        From the start, the trainer builds the worktree's model file, which holds the round's
+        code already: a new model's command is then just the round's mark.
+        """
+        if isinstance(command, SwapModel):
+            self._wall_from_now_on()
+            if start.checkpoint is None:
+                command = SetHParams(changes={}, round=command.round)
+        self._rewind_to(start.step)
+        self._replace_trainer(Path(start.checkpoint) if start.checkpoint else None, [command])
+        where = f"the checkpoint at step {start.step}" if start.checkpoint else "the run's start"
+        return f"a new trainer starts with it from {where}"
 
     def _apply(self, command: Command) -> str:
         """Hand a committed round to the trainer: new model code only behind the walls."""
@@ -816,7 +866,7 @@ class Session:
     def _command_for(self, proposal: Proposal, round_number: int) -> Command:
         """What the trainer must do to train a committed round of `proposal`."""
         if isinstance(proposal, ArchitectureProposal):
-            return self._swap_command(round_number)
+            return self._swap_command(round_number, carry_weights=proposal.carry_weights)
         return SetHParams(changes=proposal.change.changes(), round=round_number)
 
     @staticmethod
@@ -933,11 +983,12 @@ class Session:
         self._follow_worktree(info.round)
         return info
 
-    def _swap_command(self, round_number: int) -> SwapModel:
+    def _swap_command(self, round_number: int, *, carry_weights: bool = True) -> SwapModel:
         """Load the worktree's model file, the round's code, into the trainer."""
         return SwapModel(
-            model_path=str(self._model_path), model_name=self._class_name, model_args=self._spec.model_args, round=round_number
-        )
+            model_path=str(self._model_path), model_name=self._class_name, model_args=self._spec.model_args,
+            round=round_number, carry_weights=carry_weights,
+        )  # fmt: skip
 
     def _follow_worktree(self, round_number: int) -> None:
         """Train what the worktree now holds: its model file, and its hyperparameter file when it has one."""

@@ -32,7 +32,7 @@ from copilot.advisor.schemas import (
     SandboxReport,
     TrialReport,
 )
-from copilot.advisor.trials.describe import arm_lines, measured_line
+from copilot.advisor.trials.describe import arm_lines, measured_line, start_lines
 from copilot.events import HPARAM_KEYS
 
 KEY_HINTS = "a accept · r reject · e edit · v sandbox · d side by side"  # fits the advisor pane at 160 columns
@@ -168,6 +168,7 @@ def proposal_renderable(
         parts.append(Markdown(proposal.report))
         return Group(*parts)
     parts.append(Text(f"predicted: {proposal.rationale}", "italic"))
+    parts += [Text(line, "bold yellow") for line in start_lines(proposal)]
     parts.append(trial_summary(proposal.trials))
     # One line of its own with a blank after: wrapped, it ran into the bullets under it.
     parts.append(Text(KEY_HINTS + "\n", "dim", no_wrap=True, overflow="ellipsis"))
