@@ -450,11 +450,15 @@ class Session:
             self.trainer_state = "starting"
             self.paused_on_nonfinite = self._holding = False
 
-    def _replace_trainer(self, checkpoint: Path | None, commands: Sequence[Command]) -> None:
-        """Stop the trainer (if it still runs) and start another from `checkpoint`, then send `commands`."""
+    def _replace_trainer(self, checkpoint: Path | None, commands: Sequence[Command], *, save_old: bool = True) -> None:
+        """Stop the trainer (if it still runs) and start another from `checkpoint`, then send `commands`.
+
+        `save_old=False`: the old trainer's state is abandoned (a rewind), so it writes no last
+        checkpoint, which a later resume from the latest one would otherwise pick.
+        """
         with self._trainer_lock:
             if self._trainer is not None:
-                self._keep(self._trainer.stop(REPLACE_STOP_TIMEOUT_S))
+                self._keep(self._trainer.stop(REPLACE_STOP_TIMEOUT_S, checkpoint=save_old))
             self._launch(self._spec_from(checkpoint), commands)
 
     def _send(self, commands: Sequence[Command]) -> str:
@@ -855,7 +859,7 @@ class Session:
             if start.checkpoint is None:
                 command = SetHParams(changes={}, round=command.round)
         self._rewind_to(start.step)
-        self._replace_trainer(Path(start.checkpoint) if start.checkpoint else None, [command])
+        self._replace_trainer(Path(start.checkpoint) if start.checkpoint else None, [command], save_old=False)
         where = f"the checkpoint at step {start.step}" if start.checkpoint else "the run's start"
         return f"a new trainer starts with it from {where}"
 
