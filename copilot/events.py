@@ -148,13 +148,18 @@ class SetHParams(Message):
 
 
 class SwapModel(Message):
-    """Load a new model file and carry over every parameter whose name and shape match."""
+    """Load a new model file and carry over every parameter whose name and shape match.
+
+    `carry_weights=False` carries nothing: the new model trains from its own initialisation
+    (for a change that is the initialisation, which carried weights would undo).
+    """
 
     type: Literal["swap_model"] = "swap_model"
     model_path: str
     model_name: str | None = None
     model_args: dict[str, float | int | str | bool | None] = Field(default_factory=dict)
     round: int | None = None
+    carry_weights: bool = True
 
 
 class CheckpointNow(Message):
@@ -331,6 +336,15 @@ class Finished(Message):
     step: int
 
 
+class Rewound(Message):
+    """The run went back to an earlier point (a change applied from before a blow-up): whatever
+    earlier attempts recorded after `step` is no longer the run's. Written by the session, not a trainer."""
+
+    type: Literal["rewound"] = "rewound"
+    step: int
+    attempt: int  # the first attempt of the run's line from `step` on
+
+
 Event = Annotated[
     Union[
         RunStarted,
@@ -346,6 +360,7 @@ Event = Annotated[
         ModelSwapped,
         StateChanged,
         Finished,
+        Rewound,
     ],
     Field(discriminator="type"),
 ]

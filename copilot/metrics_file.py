@@ -8,7 +8,9 @@ in whole through a `LineFile`: one that does not fit (a full disk) is taken back
 the file never ends torn, and what was written is in the OS at once (a kill loses none).
 A trainer resumed from a checkpoint replays the steps after it, so the same step can be
 on record more than once: `read_metrics` keeps only the latest attempt of each step and
-of each epoch, and drops a torn last line, so no reader counts anything twice.
+of each epoch, and drops a torn last line, so no reader counts anything twice. A run
+that went back to an earlier step (a `Rewound` record) drops what earlier attempts
+recorded after it, re-done or not.
 
 It must not import torch: the app, the advisor and the report read with it.
 """
@@ -22,7 +24,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from copilot.events import EpochSummary, Event, HParamsApplied, ModelSwapped, StepBatch, parse_event
+from copilot.events import EpochSummary, Event, HParamsApplied, ModelSwapped, Rewound, StepBatch, parse_event
 
 # How a trainer's first event is spelled on its line; counted, not parsed, to find the attempt.
 _RUN_STARTED_MARK = b'"type":"run_started"'
@@ -81,8 +83,12 @@ class LineFile:
 def open_for_append(path: Path) -> tuple[LineFile, int]:
     """The file opened for appending whole lines, and this trainer's attempt number."""
     cut_torn_line(path)
-    attempt = 1 + (path.read_bytes().count(_RUN_STARTED_MARK) if path.exists() else 0)
-    return LineFile(path), attempt
+    return LineFile(path), next_attempt(path)
+
+
+def next_attempt(path: Path) -> int:
+    """The attempt number the next trainer to start on this file gets: one more than those that started."""
+    return 1 + (path.read_bytes().count(_RUN_STARTED_MARK) if path.exists() else 0)
 
 
 def _parsed_lines(path: Path) -> Iterator[Event]:
@@ -105,6 +111,11 @@ def read_metrics(path: Path) -> list[Event]:
     events = list(_parsed_lines(path))
     latest_step: dict[int, int] = {}
     latest_epoch: dict[int, int] = {}
+    rewinds = [event for event in events if isinstance(event, Rewound)]
+
+    def abandoned(step: int, attempt: int) -> bool:
+        return any(attempt < rewind.attempt and step > rewind.step for rewind in rewinds)
+
     for event in events:
         if isinstance(event, StepBatch):
             for record in event.records:
@@ -114,11 +125,14 @@ def read_metrics(path: Path) -> list[Event]:
     kept: list[Event] = []
     for event in events:
         if isinstance(event, StepBatch):
-            records = tuple(record for record in event.records if latest_step[record.step] == event.attempt)
+            records = tuple(
+                record for record in event.records
+                if latest_step[record.step] == event.attempt and not abandoned(record.step, event.attempt)
+            )  # fmt: skip
             if records:
                 kept.append(event if len(records) == len(event.records) else event.model_copy(update={"records": records}))
         elif isinstance(event, EpochSummary):
-            if latest_epoch[event.epoch] == event.attempt:
+            if latest_epoch[event.epoch] == event.attempt and not abandoned(event.step, event.attempt):
                 kept.append(event)
         else:
             kept.append(event)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from copilot.events import EpochSummary, StepBatch, StepRecord, event_to_json
+from copilot.events import EpochSummary, Rewound, StepBatch, StepRecord, event_to_json
 from copilot.metrics_file import cut_torn_line, open_for_append, read_metrics
 
 
@@ -48,6 +48,22 @@ def test_readers_keep_the_latest_attempt_of_each_step_and_epoch(tmp_path: Path) 
     steps = [(r.step, r.loss) for e in events if isinstance(e, StepBatch) for r in e.records]
     assert steps == [(1, 2.0), (2, 1.9), (3, 1.8), (4, 1.7)]
     assert [(e.epoch, e.attempt) for e in events if isinstance(e, EpochSummary)] == [(1, 2)]
+
+
+def test_a_rewound_run_drops_what_the_abandoned_line_recorded_after_the_point_it_went_back_to(tmp_path: Path) -> None:
+    path = tmp_path / "metrics.jsonl"
+    lines = [
+        StepBatch(records=(step(1, 2.0), step(2, 1.9), step(3, 9.9), step(4, 99.0), step(5, 999.0))),
+        epoch(1, attempt=1),
+        epoch(2, attempt=1),  # steps 3-4: the blow-up
+        Rewound(step=2, attempt=2),  # back to the checkpoint at step 2
+        StepBatch(records=(step(3, 1.8),), attempt=2),  # the new line has re-done step 3 only, so far
+    ]
+    path.write_text("".join(event_to_json(line) + "\n" for line in lines), encoding="utf-8")
+    events = read_metrics(path)
+    steps = [(r.step, r.loss) for e in events if isinstance(e, StepBatch) for r in e.records]
+    assert steps == [(1, 2.0), (2, 1.9), (3, 1.8)]  # steps 4 and 5 were never re-done, and are gone too
+    assert [(e.epoch, e.attempt) for e in events if isinstance(e, EpochSummary)] == [(1, 1)]
 
 
 def test_each_trainer_start_is_a_new_attempt(tmp_path: Path) -> None:

@@ -44,7 +44,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from copilot.advisor.ledger import append_entry, same_code, tried_before
 from copilot.advisor.llm.providers.base import describe_validation_error
-from copilot.advisor.offline.rules import candidate_changes
+from copilot.advisor.offline.codegen.edits import changes_only_initialisation
+from copilot.advisor.offline.rules import candidate_changes, fresh_start, start_point
 from copilot.advisor.roles import AdvisorRoles, RoleReply
 from copilot.advisor.schemas import (
     ArchitectureAnswer,
@@ -56,6 +57,7 @@ from copilot.advisor.schemas import (
     LedgerEntry,
     Proposal,
     SandboxReport,
+    StartPoint,
     TokenUsage,
     TrialReport,
     Verdict,
@@ -166,8 +168,11 @@ def _spent(reply: RoleReply) -> dict:
     return {"tokens": list(reply.usage), "notices": list(reply.notices)}
 
 
-def hparam_proposal(answer: HParamAnswer, before: HParams) -> HParamProposal | str:
-    """The proposal, or why the answer cannot be one; the answer is validated again, never trusted."""
+def hparam_proposal(answer: HParamAnswer, before: HParams, start_from: StartPoint | None = None) -> HParamProposal | str:
+    """The proposal, or why the answer cannot be one; the answer is validated again, never trusted.
+
+    `start_from`: where the change applies from when the weights it would start from are ruined.
+    """
     try:
         checked = HParamAnswer.model_validate(answer.model_dump())
         after = HParams.model_validate(checked.change.apply_to(before).model_dump())
@@ -182,11 +187,13 @@ def hparam_proposal(answer: HParamAnswer, before: HParams) -> HParamProposal | s
         change=checked.change,
         before=before,
         after=after,
+        start_from=start_from,
     )
 
 
 def architecture_proposal(answer: ArchitectureAnswer, report: SandboxReport, state: AdvisorState) -> ArchitectureProposal:
     snapshot = state["snapshot"]
+    carry = not changes_only_initialisation(snapshot.source_code, answer.code)
     return ArchitectureProposal(
         summary=answer.summary,
         rationale=answer.rationale,
@@ -197,6 +204,8 @@ def architecture_proposal(answer: ArchitectureAnswer, report: SandboxReport, sta
         code=answer.code,
         sandbox=report,
         fix_rounds=state.get("fix_rounds", 0),
+        carry_weights=carry,
+        start_from=None if carry else fresh_start(snapshot),
     )
 
 
@@ -220,7 +229,7 @@ class AdvisorNodes:
 
     def check_hparams(self, state: AdvisorState) -> dict:
         snapshot = state["snapshot"]
-        checked = hparam_proposal(state["hparam_answer"], snapshot.hparams)
+        checked = hparam_proposal(state["hparam_answer"], snapshot.hparams, start_point(snapshot))
         repeated = tried_before(snapshot.tried, hparams=checked.change) if isinstance(checked, HParamProposal) else None
         if repeated is not None:
             checked = f"the same change was {repeated.describe()} in this run; propose a different one"
@@ -274,14 +283,19 @@ class AdvisorNodes:
         return {"proposal": proposal.model_copy(update={"trials": report}), "verdict": verdict}
 
     def _rule_candidates(self, state: AdvisorState, proposal: Proposal) -> list[HParamProposal]:
-        """The rules' next hyperparameter changes for this diagnosis, valid and unlike the proposal."""
+        """The rules' next hyperparameter changes for this diagnosis, valid and unlike the proposal.
+
+        They start where the proposal starts (one fork for every arm keeps the trial paired):
+        beside a new model, from where the run stands.
+        """
         snapshot = state["snapshot"]
+        start_from = getattr(proposal, "start_from", None)
         wanted = self.settings.trials.max_candidates - 1
         found: list[HParamProposal] = []
         for answer in candidate_changes(snapshot, state["diagnosis"], state.get("feedback")):
             if len(found) >= wanted:
                 break
-            checked = hparam_proposal(answer, snapshot.hparams)
+            checked = hparam_proposal(answer, snapshot.hparams, start_from)
             same = isinstance(proposal, HParamProposal) and isinstance(checked, HParamProposal) and checked.after == proposal.after
             if isinstance(checked, HParamProposal) and not same and all(checked.after != other.after for other in found):
                 found.append(checked)
@@ -313,11 +327,14 @@ class AdvisorNodes:
             if not report.ok:
                 return {"edit_problem": f"the edited code fails the sandbox ({report.stage}: {report.message})", "edit_report": report}
             # The human's code was not trialled: the measured figures belonged to the advisor's.
-            edited = proposal.model_copy(update={"code": verdict.edited_code, "sandbox": report, "trials": None})
+            carry = not changes_only_initialisation(proposal.old_code, verdict.edited_code)
+            start = None if carry else fresh_start(state["snapshot"])
+            update = {"code": verdict.edited_code, "sandbox": report, "trials": None, "carry_weights": carry, "start_from": start}
+            edited = proposal.model_copy(update=update)
             return {"edited_proposal": edited, "edit_problem": None, "edit_report": None}
         if isinstance(proposal, HParamProposal) and verdict.edited_change is not None:
             edited_answer = HParamAnswer(summary=proposal.summary, rationale=proposal.rationale, change=verdict.edited_change)
-            checked = hparam_proposal(edited_answer, proposal.before)
+            checked = hparam_proposal(edited_answer, proposal.before, proposal.start_from)
             if isinstance(checked, str):
                 return {"edit_problem": f"the edited change is not taken: {checked}", "edit_report": None}
             # The subject, log line and history tell what is applied, not the advisor's summary of its own values.

@@ -202,6 +202,21 @@ class TrialReport(Schema):
         return next((arm for arm in self.arms if arm.arm == name), None)
 
 
+class StartPoint(Schema):
+    """Where a change is applied from when the weights it would start from are no use: an earlier point.
+
+    After a blow-up, the last checkpoint before it; for a model re-initialised from scratch,
+    the run's start. Its trial forks there (every arm, so the comparison stays paired).
+    Set by copilot from the measurements (`copilot.advisor.offline.rules.start_point`), never by an LLM.
+    """
+
+    checkpoint: str | None  # the run's checkpoint to continue from; None: the run's start, the model file's fresh weights
+    step: int  # the step that checkpoint holds (0 for the start)
+    epoch: int
+    exploded_at: int | None = None  # the first step whose update may have blown the loss up
+    evidence: str = ""  # why not from where the run stands, in a few words
+
+
 class HParamProposal(Schema):
     kind: Literal["hyperparameters"] = "hyperparameters"
     summary: str
@@ -210,6 +225,8 @@ class HParamProposal(Schema):
     before: HParams
     after: HParams
     trials: TrialReport | None = None  # None: made before trials existed, or not yet trialled
+    # Set: the weights now are ruined, so the change applies from this earlier point (its trial forks there too).
+    start_from: StartPoint | None = None
 
 
 class ArchitectureProposal(Schema):
@@ -224,6 +241,10 @@ class ArchitectureProposal(Schema):
     sandbox: SandboxReport
     fix_rounds: int = 0
     trials: TrialReport | None = None
+    # False: the edit changes only how the weights are initialised, so the new model starts from
+    # its own __init__'s weights instead of carrying the trained ones over (which would undo it).
+    carry_weights: bool = True
+    start_from: StartPoint | None = None  # set: a fresh model in the run's first round starts the run over
 
     def unified_diff(self) -> str:
         import difflib

@@ -34,10 +34,11 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from copilot.advisor.ledger import TriedChange, tried_changes
 from copilot.advisor.offline.codegen.source import declared_hparams, guess_model_class
 from copilot.advisor.schemas import LedgerEntry
-from copilot.advisor.thresholds import EXPLODING_GRAD_NORM, SPIKE_FACTOR, VANISHING_GRAD_NORM
+from copilot.advisor.thresholds import DIVERGENCE_FACTOR, EXPLODING_GRAD_NORM, SPIKE_FACTOR, VANISHING_GRAD_NORM
 from copilot.errors import AdvisorError
 from copilot.events import (
     ActivationStats,
+    CheckpointWritten,
     DataSpec,
     EpochSummary,
     Evaluated,
@@ -131,6 +132,21 @@ class NonFiniteEvent(Part):
     module: str | None
 
 
+class CheckpointRef(Part):
+    path: str
+    epoch: int
+    step: int
+
+
+class Explosion(Part):
+    """The current model's first blow-up: a non-finite value, or a training loss far above guessing."""
+
+    step: int  # the first step whose update may have blown it up
+    epoch: int
+    evidence: str  # what was measured, in a few words
+    checkpoint_before: CheckpointRef | None  # the current model's last checkpoint from before `step`, still on disk
+
+
 class TrainerFailure(Part):
     kind: str
     message: str
@@ -187,6 +203,8 @@ class TrainingSnapshot(Part):
     target_accuracy: float | None = None  # the user's `advisor.target_accuracy`: met, training is done
     tried: tuple[TriedChange, ...] = ()  # every change applied or rejected in this run: never proposed again
     worst_step_loss: float | None = None  # the highest logged step loss since the last change (an epoch's mean hides a blow-up)
+    explosion: Explosion | None = None  # the current model's first blow-up, and the points from before it
+    changed_since_start: bool = False  # a model swap or hyperparameter change happened: the run's start is another model's
 
     def trend(self, name: str) -> MetricTrend | None:
         return next((trend for trend in self.history if trend.name == name), None)
@@ -455,24 +473,32 @@ def build_snapshot(
     error: TrainerError | None = None
     worst_step_loss: float | None = None
     last_step = 0
+    changed = False  # a model swap or hyperparameter change happened: the run's fresh start is another model's
+    current_records: list[StepRecord] = []  # the current model's logged steps
+    current_checkpoints: list[CheckpointRef] = []  # and its checkpoints
 
     for event in read_metrics(run.metrics):
         if isinstance(event, RunStarted):
             # A trainer (re)started: an error of the one before is about a model it may no longer train.
             started, model, hparams, error = event, event.model, event.hparams, None
         elif isinstance(event, ModelSwapped):
-            model, change_step = event.model, event.step
+            model, change_step, changed = event.model, event.step, True
             window.clear()
             nonfinite, nonfinite_count, error, worst_step_loss = [], 0, None, None
+            current_records, current_checkpoints = [], []
         elif isinstance(event, HParamsApplied):
-            hparams, change_step = event.hparams, event.step
+            hparams, change_step, changed = event.hparams, event.step, True
             window.clear()
             nonfinite, nonfinite_count, error, worst_step_loss = [], 0, None, None
+            current_records, current_checkpoints = [], []
+        elif isinstance(event, CheckpointWritten):
+            current_checkpoints.append(CheckpointRef(path=event.path, epoch=event.epoch, step=event.step))
         elif isinstance(event, StepBatch):
             for record in event.records:
                 if first_step_loss is None:
                     first_step_loss = record.loss
                 window.append(record)
+                current_records.append(record)
                 logged = record.loss if math.isfinite(record.loss) else math.inf
                 worst_step_loss = logged if worst_step_loss is None else max(worst_step_loss, logged)
                 step_losses.append(record.loss)
@@ -553,6 +579,14 @@ def build_snapshot(
         if trend is not None
     ]
     first_epoch = epochs[0] if epochs else None
+    initial_loss = first_epoch.initial_loss if first_epoch and first_epoch.initial_loss is not None else first_step_loss
+    expected_initial_loss = first_epoch.expected_initial_loss if first_epoch else None
+    reference = expected_initial_loss or initial_loss
+    earlier = [summary for summary in epochs if summary.step <= change_step]
+    explosion = _explosion(
+        current_records, current_epochs, current_checkpoints, reference,
+        first_step=(earlier[-1].step if earlier else max(0, change_step)) + 1,
+    )  # fmt: skip
     module_order = [info.name for info in model.modules] if model else []
     return TrainingSnapshot(
         run_id=run.run_id,
@@ -581,8 +615,8 @@ def build_snapshot(
             )
             for summary in epochs[-RECENT_EPOCHS:]
         ),
-        initial_loss=(first_epoch.initial_loss if first_epoch and first_epoch.initial_loss is not None else first_step_loss),
-        expected_initial_loss=first_epoch.expected_initial_loss if first_epoch else None,
+        initial_loss=initial_loss,
+        expected_initial_loss=expected_initial_loss,
         gradients=_gradient_stats(list(window), module_order),
         activations=activations,
         nonfinite_count=nonfinite_count,
@@ -603,7 +637,54 @@ def build_snapshot(
         target_accuracy=target_accuracy,
         tried=tuple(tried_changes(previous)),
         worst_step_loss=worst_step_loss,
+        explosion=explosion,
+        changed_since_start=changed,
     )
+
+
+def _explosion(
+    records: Sequence[StepRecord],
+    epochs: Sequence[EpochSummary],
+    checkpoints: Sequence[CheckpointRef],
+    reference: float | None,
+    *,
+    first_step: int,
+) -> Explosion | None:
+    """The current model's first blow-up, or None.
+
+    A logged step's loss is computed with the weights of the update before it, so a
+    non-finite value or a loss above DIVERGENCE_FACTOR x `reference` (what guessing costs)
+    at step M puts the blow-up at step M - 1; an epoch whose mean training loss is that
+    high (the blow-up sat between logged steps) puts it at the epoch's first step.
+    """
+    limit = DIVERGENCE_FACTOR * reference if reference is not None and math.isfinite(reference) and reference > 0 else None
+    guessing = f"; guessing costs {reference:.3g}" if limit is not None else ""
+    found: list[tuple[int, int, str]] = []  # (step, epoch, evidence)
+    healthy_at: int | None = None  # the first logged step with a sound loss: a model that starts that high never blew up
+    for record in records:
+        bad = record.nonfinite is not None or not math.isfinite(record.loss) or (limit is not None and record.loss > limit)
+        if not bad:
+            healthy_at = record.step if healthy_at is None else healthy_at
+        elif healthy_at is not None:
+            what = f"a non-finite {record.nonfinite.where if record.nonfinite else 'loss'}" if record.nonfinite or not math.isfinite(record.loss) else f"a training loss of {record.loss:.3g}"
+            found.append((record.step - 1, record.epoch, f"{what} at step {record.step}{guessing}"))
+            break
+    start = first_step
+    for summary in epochs:
+        if healthy_at is None or healthy_at > summary.step:
+            break
+        if not math.isfinite(summary.train_loss) or (limit is not None and summary.train_loss > limit):
+            found.append((start, summary.epoch, f"a mean training loss of {summary.train_loss:.3g} in epoch {summary.epoch}{guessing}"))
+            break
+        start = summary.step + 1
+    if not found:
+        return None
+    step, epoch, evidence = min(found)
+    before = [point for point in checkpoints if point.step < step and Path(point.path).is_file()]
+    return Explosion(
+        step=max(0, step), epoch=epoch, evidence=evidence,
+        checkpoint_before=max(before, key=lambda point: point.step) if before else None,
+    )  # fmt: skip
 
 
 # --------------------------------------------------------------------------- rendering

@@ -28,3 +28,7 @@ DEAD_RELU_FRACTION = 0.5
 # More than 30% of sigmoid/tanh outputs in their flat tails (LeCun et al. 1998 "Efficient
 # BackProp"; Glorot and Bengio 2010 on saturated top layers); 30% from issue 3.
 SATURATED_FRACTION = 0.3
+
+# A training loss above this many times what guessing costs (ln of the class count) has blown
+# up: the snapshot dates the first blow-up by it, the rules diagnose divergence and an exploded rate.
+DIVERGENCE_FACTOR = 1.5

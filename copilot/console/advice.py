@@ -15,6 +15,8 @@ from rich.markup import escape
 from rich.syntax import Syntax
 from rich.table import Table
 
+from copilot.advisor.trials.describe import start_lines
+
 if TYPE_CHECKING:
     from copilot.advisor.schemas import ArchitectureProposal, Diagnosis, Finding, HParamProposal, TokenUsage
     from copilot.advisor.workflow import Assessment
@@ -74,8 +76,14 @@ def _number(value: float | int | str | None) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
+def _print_start(console: Console, proposal: HParamProposal | ArchitectureProposal) -> None:
+    for line in start_lines(proposal):
+        console.print(f"[bold yellow]{escape(line)}[/]")
+
+
 def print_hparam_proposal(console: Console, proposal: HParamProposal) -> None:
     console.print(f"[bold]Proposal:[/] {escape(proposal.summary)}\n{escape(proposal.rationale)}")
+    _print_start(console, proposal)
     table = Table("hyperparameter", "before", "after")
     for key in proposal.change.changes():
         table.add_row(key, _number(getattr(proposal.before, key)), f"[bold]{_number(getattr(proposal.after, key))}[/]")
@@ -86,6 +94,7 @@ def print_architecture_proposal(console: Console, proposal: ArchitectureProposal
     console.print(f"[bold]Proposal:[/] {escape(proposal.summary)}\n{escape(proposal.rationale)}")
     for change in proposal.changes:
         console.print(f"  • {escape(change)}")
+    _print_start(console, proposal)
     sandbox = proposal.sandbox
     checked = [f"sandbox: {sandbox.stage}"]
     if sandbox.param_count is not None:

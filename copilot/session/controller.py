@@ -61,13 +61,14 @@ from copilot.advisor.schemas import (
     Diagnosis,
     HParamProposal,
     Proposal,
+    StartPoint,
     TokenUsage,
     TrialReport,
     Verdict,
 )
 from copilot.advisor.snapshot import TrainingSnapshot, build_snapshot
 from copilot.advisor.trials.budget import remaining_steps, steps_per_epoch, trial_budget
-from copilot.advisor.trials.describe import arm_lines, measured_line
+from copilot.advisor.trials.describe import arm_lines, measured_line, start_lines
 from copilot.advisor.trials.runner import INCUMBENT, Arm, TrialRunner
 from copilot.advisor.workflow import Accepted, AdvisorSession, Continued, Failed, FinishReported, Rejected
 from copilot.config import Settings
@@ -86,6 +87,7 @@ from copilot.events import (
     HParamsApplied,
     ModelSwapped,
     Resume,
+    Rewound,
     SetHParams,
     StateChanged,
     StepBatch,
@@ -99,7 +101,7 @@ from copilot.events import (
 )
 from copilot.history import ExperimentHistory, RoundDiff, RoundInfo
 from copilot.history.hparams_file import read_hparams
-from copilot.metrics_file import applied_rounds, read_metrics
+from copilot.metrics_file import applied_rounds, next_attempt, read_metrics
 from copilot.run_folder import DEFAULT_RUNS_DIR, RunFolder, new_run_id
 from copilot.session.triggers import AssessmentTriggers
 from copilot.training.launcher import TrainerProcess, TrainerSpec, ensure_model_file, split_model_spec
@@ -156,10 +158,18 @@ def trial_arms(candidates: Sequence[Proposal]) -> list[Arm]:
     for index, proposal in enumerate(candidates):
         name = candidate_arm(index)
         if isinstance(proposal, ArchitectureProposal):
-            arms.append(Arm(name, proposal.summary, model_code=proposal.code, file_name=proposal.file_name))
+            arms.append(
+                Arm(name, proposal.summary, model_code=proposal.code, file_name=proposal.file_name, carry_weights=proposal.carry_weights)
+            )
         elif isinstance(proposal, HParamProposal):
             arms.append(Arm(name, proposal.summary, hparam_changes=dict(proposal.change.changes())))
     return arms
+
+
+def start_of(candidates: Sequence[Proposal]) -> StartPoint | None:
+    """Where the trials of `candidates` fork: the earlier point the first of them starts from (the
+    graph gives every candidate of one trial the same one), or None: where the run stands."""
+    return next((point for point in (getattr(candidate, "start_from", None) for candidate in candidates) if point), None)
 
 
 def trial_winner(proposal: Proposal) -> ArmResult | None:
@@ -453,11 +463,15 @@ class Session:
             self.trainer_state = "starting"
             self.paused_on_nonfinite = self._holding = False
 
-    def _replace_trainer(self, checkpoint: Path | None, commands: Sequence[Command]) -> None:
-        """Stop the trainer (if it still runs) and start another from `checkpoint`, then send `commands`."""
+    def _replace_trainer(self, checkpoint: Path | None, commands: Sequence[Command], *, save_old: bool = True) -> None:
+        """Stop the trainer (if it still runs) and start another from `checkpoint`, then send `commands`.
+
+        `save_old=False`: the old trainer's state is abandoned (a rewind), so it writes no last
+        checkpoint, which a later resume from the latest one would otherwise pick.
+        """
         with self._trainer_lock:
             if self._trainer is not None:
-                self._keep(self._trainer.stop(REPLACE_STOP_TIMEOUT_S))
+                self._keep(self._trainer.stop(REPLACE_STOP_TIMEOUT_S, checkpoint=save_old))
             self._launch(self._spec_from(checkpoint), commands)
 
     def _send(self, commands: Sequence[Command]) -> str:
@@ -757,7 +771,10 @@ class Session:
 
     def _trial(self, candidates: list[Proposal], snapshot: TrainingSnapshot) -> TrialReport:
         """Hold the trainer at a fresh checkpoint and measure `candidates` against the unchanged run from it."""
-        fork, fork_step = self._fork_point()
+        fork, fork_step = self._fork_point()  # holds the trainer too, wherever the trials fork
+        start = start_of(candidates)
+        if start is not None:  # the weights where the run stands are no use to these changes: fork earlier
+            fork, fork_step = (Path(start.checkpoint) if start.checkpoint else None), start.step
         batch_size = snapshot.hparams.batch_size
         remaining = remaining_steps(
             epochs=snapshot.hparams.epochs, steps_per_epoch=steps_per_epoch(snapshot.data.train_size, batch_size), step=fork_step
@@ -810,7 +827,11 @@ class Session:
         if latest is None:
             return None, 0  # nothing trained yet: every arm starts from the model file, as the run did
         known = self._last_checkpoint
-        return latest, known.step if known is not None and known.path == str(latest) else 0
+        if known is not None and known.path == str(latest):
+            return latest, known.step
+        # Written after the last poll (the trainer ran on while the advisor worked): its record says where.
+        written = [event for event in read_metrics(self.run.metrics) if isinstance(event, CheckpointWritten) and event.path == str(latest)]
+        return latest, written[-1].step if written else 0
 
     def _step_time_s(self, batch_size: int) -> float | None:
         """Seconds per step as the run measured it (its last epoch's throughput)."""
@@ -826,10 +847,17 @@ class Session:
             if self._trainer is not None:
                 self._keep(self._trainer.stop(REPLACE_STOP_TIMEOUT_S, checkpoint=False))
             carried = []
+            # The run's newest attempt: a trial forked from before the run's own last steps (a
+            # rollback) measured them again, and the trial's measurement is what stands.
+            attempt = next_attempt(self.run.metrics)
             for folder in arm.folders:
                 trial_metrics = RunFolder(Path(folder)).metrics
                 lines = trial_metrics.read_text(encoding="utf-8").splitlines() if trial_metrics.exists() else []
-                carried += [event for event in map(parse_event, filter(None, lines)) if isinstance(event, CARRIED_TRIAL_EVENTS)]
+                for event in map(parse_event, filter(None, lines)):
+                    if isinstance(event, (StepBatch, EpochSummary)):
+                        event = event.model_copy(update={"attempt": attempt})
+                    if isinstance(event, CARRIED_TRIAL_EVENTS):
+                        carried.append(event)
             with self.run.metrics.open("a", encoding="utf-8") as metrics:
                 metrics.writelines(event_to_json(event) + "\n" for event in carried)
             self._keep(carried)
@@ -871,7 +899,8 @@ class Session:
         verdict = "edited" if accepted.verdict.decision == "edit" else "accepted"
         edited_by = self._edited_by(accepted) if verdict == "edited" else None
         report = getattr(proposal, "trials", None)
-        measured = f"\n\n{measured_line(report)}" + "".join(f"\n- {line}" for line in arm_lines(report))
+        measured = "".join(f"\n\n{line}" for line in start_lines(proposal))
+        measured += f"\n\n{measured_line(report)}" + "".join(f"\n- {line}" for line in arm_lines(report))
         self.record_results()
         identity = proposal_id(accepted.entry)
         with self._history_lock:
@@ -893,10 +922,15 @@ class Session:
         append_entry(self.run, accepted.entry.model_copy(update={"commit": info.sha}))
         self._new_round(info)
         winner = trial_winner(proposal)
+        if winner is not None and isinstance(proposal, ArchitectureProposal):
+            self._wall_from_now_on()
+        start = getattr(proposal, "start_from", None)
         if winner is not None:
-            if isinstance(proposal, ArchitectureProposal):
-                self._wall_from_now_on()
+            if start is not None:
+                self._rewind_to(start.step)
             return info, self._continue_from_trial(winner)
+        if start is not None:
+            return info, self._restart_from(start, self._command_for(proposal, info.round))
         return info, self._apply(self._command_for(proposal, info.round))
 
     @staticmethod
@@ -907,6 +941,26 @@ class Session:
             return f"user ({hparam_differences(original.after, applied.after) or 'no value changed'})"
         return "user (the model code)"
 
+    def _rewind_to(self, step: int) -> None:
+        """Record that the run goes back to `step`: what it recorded after it is no longer its line."""
+        with self.run.metrics.open("a", encoding="utf-8") as metrics:
+            metrics.write(event_to_json(Rewound(step=step, attempt=next_attempt(self.run.metrics))) + "\n")
+
+    def _restart_from(self, start: StartPoint, command: Command) -> str:
+        """A new trainer from the proposal's earlier point (a checkpoint, or the run's start), given `command`.
+
+        From the start, the trainer builds the worktree's model file, which holds the round's
+        code already: a new model's command is then just the round's mark.
+        """
+        if isinstance(command, SwapModel):
+            self._wall_from_now_on()
+            if start.checkpoint is None:
+                command = SetHParams(changes={}, round=command.round)
+        self._rewind_to(start.step)
+        self._replace_trainer(Path(start.checkpoint) if start.checkpoint else None, [command], save_old=False)
+        where = f"the checkpoint at step {start.step}" if start.checkpoint else "the run's start"
+        return f"a new trainer starts with it from {where}"
+
     def _apply(self, command: Command) -> str:
         """Hand a committed round to the trainer: new model code only behind the walls."""
         return self._send_untrusted([command]) if isinstance(command, SwapModel) else self._send([command])
@@ -914,7 +968,7 @@ class Session:
     def _command_for(self, proposal: Proposal, round_number: int) -> Command:
         """What the trainer must do to train a committed round of `proposal`."""
         if isinstance(proposal, ArchitectureProposal):
-            return self._swap_command(round_number)
+            return self._swap_command(round_number, carry_weights=proposal.carry_weights)
         return SetHParams(changes=proposal.change.changes(), round=round_number)
 
     @staticmethod
@@ -1033,11 +1087,12 @@ class Session:
         self.withdraw(f"the model changed: {done}, the branch is at {info.label}")
         return info
 
-    def _swap_command(self, round_number: int) -> SwapModel:
+    def _swap_command(self, round_number: int, *, carry_weights: bool = True) -> SwapModel:
         """Load the worktree's model file, the round's code, into the trainer."""
         return SwapModel(
-            model_path=str(self._model_path), model_name=self._class_name, model_args=self._spec.model_args, round=round_number
-        )
+            model_path=str(self._model_path), model_name=self._class_name, model_args=self._spec.model_args,
+            round=round_number, carry_weights=carry_weights,
+        )  # fmt: skip
 
     def _follow_worktree(self, round_number: int) -> None:
         """Train what the worktree now holds: its model file, and its hyperparameter file when it has one."""

@@ -788,7 +788,10 @@ class _Trainer:
             self.reporter.emit(_swap_refused(exc, state))
             return
         origin = self._keep_copy(command.model_path, command.model_name, args, round_number)
-        transferred, total = transfer_weights(state.model, loaded.model)
+        if command.carry_weights:
+            transferred, total = transfer_weights(state.model, loaded.model)
+        else:  # the change is the initialisation: the new model keeps its own
+            transferred, total = 0, len(list(loaded.model.parameters())) + len(list(loaded.model.buffers()))
         self.swap_backup = _ActiveModel.of(state, self.origin, self.summary)
         fresh = self._new_state(loaded.model, state.hparams, contract, step=state.step)  # a fresh optimizer for the new parameters
         fresh.round = round_number

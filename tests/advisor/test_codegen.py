@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 from copilot.advisor.offline.advisor import OfflineAdvisor
 from copilot.advisor.offline.codegen.architect import ModelFacts, fix_architecture, generate, write_architecture
-from copilot.advisor.offline.codegen.edits import swap_saturating_activations
+from copilot.advisor.offline.codegen.edits import changes_only_initialisation, swap_saturating_activations, use_glorot_init
 from copilot.advisor.offline.codegen.source import parse_model_source
 from copilot.advisor.sandbox.parent import check_model_code
 from copilot.advisor.schemas import ArchitectureAnswer, Diagnosis, SandboxReport
@@ -248,3 +248,14 @@ def test_an_unreadable_original_still_gets_a_model_that_accepts_any_arguments() 
     assert "def __init__(self, *args, **kwargs):" in code
     assert any("could not be read" in change for change in changes)
     assert _sandbox(code, facts).ok
+
+
+def test_only_an_edit_of_the_init_calls_is_an_initialisation_change() -> None:
+    source = (SAMPLE_MODELS / "tiny_init_tanh.py").read_text(encoding="utf-8")
+    glorot = use_glorot_init(source, "tanh")
+    assert glorot is not None and changes_only_initialisation(source, glorot.code)
+    relu = swap_saturating_activations(source, {"TinyInitTanh"})
+    assert relu is not None and not changes_only_initialisation(source, relu.code)
+    both = swap_saturating_activations(glorot.code, {"TinyInitTanh"})
+    assert both is not None and not changes_only_initialisation(source, both.code)  # more than the init changed
+    assert not changes_only_initialisation(source, source + "\n# a comment\n")  # nothing changed at all

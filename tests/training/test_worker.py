@@ -12,6 +12,9 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+import torch
+
 from copilot.events import (
     CheckpointNow,
     CheckpointWritten,
@@ -35,6 +38,7 @@ from copilot.events import (
     parse_event,
 )
 from copilot.config import DataSettings, TrainSettings
+from copilot.training.checkpoints import load_checkpoint
 from copilot.training.launcher import TrainerProcess, TrainerSpec
 from tests.training.conftest import CONVENTIONS, TINY_CNN, TINY_CNN_WIDER_HEAD, of_type, once, run_to_end, tiny_spec
 
@@ -194,6 +198,25 @@ def test_swap_carries_matching_weights_and_keeps_the_step_counter(tmp_path: Path
     assert set(records[1].per_module_grad_norm) == {"conv", "norm", "hidden", "fc"}
     assert of_type(events, EpochSummary)[0].round == 1
     assert (run / "models" / "r1_tiny_head.py").exists()
+
+
+@pytest.mark.parametrize("carry_weights", [True, False])
+def test_a_swap_without_carrying_weights_trains_the_new_models_own_initialisation(
+    tmp_path: Path, tiny_cnn: Path, write_model, carry_weights: bool
+) -> None:
+    # The same layers, initialised to a constant: carried, the trained weights overwrite it; not carried, it stays.
+    constant = write_model(
+        "constant_init.py",
+        TINY_CNN.replace("        self.fc = nn.Linear(width, 10)\n", "        self.fc = nn.Linear(width, 10)\n        nn.init.constant_(self.fc.weight, 0.5)\n"),
+    )
+    swap = SwapModel(model_path=str(constant), round=1, carry_weights=carry_weights)
+    react = both(once(first_step, Pause()), once(paused, swap, CheckpointNow(), Resume()))
+    events = run_to_end(tiny_spec(tmp_path / "run", tiny_cnn), react=react)
+    swapped = of_type(events, ModelSwapped)[0]
+    assert (swapped.transferred, swapped.total) == ((4, 4) if carry_weights else (0, 4))
+    written = next(e for e in of_type(events, CheckpointWritten) if e.step == 1)
+    weight = load_checkpoint(Path(written.path)).model_state["fc.weight"]
+    assert torch.equal(weight, torch.full_like(weight, 0.5)) is (not carry_weights)
 
 
 def test_a_swap_to_a_broken_model_is_refused_and_training_goes_on(tmp_path: Path, tiny_cnn: Path, write_model) -> None:

@@ -21,10 +21,11 @@ from typing import Literal
 
 from copilot.advisor.ledger import same_hparams, tried_before
 from copilot.advisor.offline.codegen.edits import SMALL_INIT_SCALE, remove_softmax_before_loss, smallest_init_scale
-from copilot.advisor.schemas import Diagnosis, Evidence, Finding, HParamAnswer, HParamChange, Route
+from copilot.advisor.schemas import Diagnosis, Evidence, Finding, HParamAnswer, HParamChange, Route, StartPoint
 from copilot.advisor.snapshot import PreviousProposal, TrainingSnapshot
 from copilot.advisor.thresholds import (
     DEAD_RELU_FRACTION,
+    DIVERGENCE_FACTOR,
     EXPLODING_GRAD_NORM,
     SATURATED_FRACTION,
     SPIKE_FACTOR,
@@ -76,9 +77,9 @@ OVERFIT_LOSS_RATIO = 1.5
 # ...and only when the losses differ by at least 0.1 nats: the ratio of two near-zero losses
 # (0.05 against 0.01 at 99% accuracy) is noise, not memorisation. Our own threshold.
 OVERFIT_MIN_LOSS_GAP = 0.1
-# Diverging: a loss above 1.5x what guessing costs (ln(classes), or the first step's loss)
-# means the updates are making the model worse than at initialisation.
-DIVERGENCE_FACTOR = 1.5
+# Diverging: a loss above DIVERGENCE_FACTOR (1.5, in thresholds.py; the snapshot dates the first blow-up by it)
+# times what guessing costs (ln(classes), or the first step's loss) means the updates are making
+# the model worse than at initialisation.
 # Unstable validation: validation accuracy 10 points under its best since the last change
 # while training accuracy held (within 2 points): the weights churn too much between
 # epochs for batch-norm statistics and the evaluation to keep up. Our own threshold.
@@ -990,6 +991,48 @@ def _candidates(snapshot: TrainingSnapshot, tags: set[str], feedback: str | None
     fallback = _lr(hparams.lr * 0.5)
     found.append(Candidate(f"lr {fallback:g} instead of {hparams.lr:g}", "A smaller learning rate is the safest general change when nothing more specific applies.", {"lr": fallback}))
     return found
+
+
+# A model whose loss since its blow-up never fell below this fraction of what guessing costs has
+# not recovered: its weights are still ruined (huge, or its units dead). Our own threshold.
+RECOVERED_FRACTION = 0.9
+
+
+def start_point(snapshot: TrainingSnapshot) -> StartPoint | None:
+    """Where a hyperparameter change should apply from: before the blow-up, when the weights have not recovered.
+
+    Exploded weights (huge, non-finite, or with their units dead) do not recover at a lower
+    rate; the same change from the last checkpoint before the blow-up does. That is the
+    current model's last checkpoint from before it, or, with none and the model the run
+    started with, the model file's fresh weights. None: apply it where the run stands.
+    """
+    explosion = snapshot.explosion
+    reference = snapshot.expected_initial_loss or snapshot.initial_loss
+    if explosion is None or reference is None or not math.isfinite(reference):
+        return None
+    current = snapshot.recent_epochs[-snapshot.epochs_since_change :] if snapshot.epochs_since_change else ()
+    since = [row.val_loss if row.val_loss is not None else row.train_loss for row in current if row.epoch >= explosion.epoch]
+    if any(math.isfinite(loss) and loss < RECOVERED_FRACTION * reference for loss in since):
+        return None
+    point = explosion.checkpoint_before
+    if point is not None:
+        return StartPoint(checkpoint=point.path, step=point.step, epoch=point.epoch, exploded_at=explosion.step, evidence=explosion.evidence)
+    if not snapshot.changed_since_start:
+        return StartPoint(checkpoint=None, step=0, epoch=0, exploded_at=explosion.step, evidence=explosion.evidence)
+    return None
+
+
+def fresh_start(snapshot: TrainingSnapshot) -> StartPoint | None:
+    """Where a model re-initialised from scratch starts: the run's start, when the run never changed before.
+
+    Its fresh weights make what the run trained so far worthless to it; starting the run
+    over gives it the whole epoch budget (and its trial a paired start: the unchanged model
+    from its own fresh weights). After an earlier round the run's start is another model's:
+    it starts where the run stands.
+    """
+    if snapshot.changed_since_start:
+        return None
+    return StartPoint(checkpoint=None, step=0, epoch=0, evidence="its weights are re-initialised, so the run starts over")
 
 
 def _effective(change: dict[str, float | int | str], hparams: HParams) -> dict[str, float | int | str]:

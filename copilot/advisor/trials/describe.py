@@ -6,7 +6,7 @@ agree. Pure formatting of a `TrialReport`; no torch, no I/O.
 
 from __future__ import annotations
 
-from copilot.advisor.schemas import ArmResult, TrialReport
+from copilot.advisor.schemas import ArchitectureProposal, ArmResult, HParamProposal, Proposal, TrialReport
 from copilot.advisor.trials.runner import INCUMBENT
 
 
@@ -32,6 +32,22 @@ def measured_line(report: TrialReport | None) -> str:
         return f"measured: no candidate beat the unchanged run ({base}; {budget})"
     steadier = f"; {report.reason}" if report.won_by == "steadier" else ""
     return f"measured: unchanged {base} -> this change {_figures(winner)} ({budget}{steadier})"
+
+
+def start_lines(proposal: Proposal) -> list[str]:
+    """Where the change starts from when that is not where the run stands, and weights it does not carry over."""
+    lines = []
+    if isinstance(proposal, ArchitectureProposal) and not proposal.carry_weights:
+        lines.append("weights re-initialised: the edit changes their initial scale, so the trained ones are not carried over")
+    start = proposal.start_from if isinstance(proposal, (HParamProposal, ArchitectureProposal)) else None
+    if start is not None:
+        where = f"the checkpoint at step {start.step} (epoch {start.epoch})" if start.checkpoint else "the run's start (the model file's fresh weights)"
+        if start.exploded_at is not None:
+            before = "no checkpoint was written before it" if start.checkpoint is None else f"before the loss exploded at step {start.exploded_at}"
+            lines.append(f"applied from {where}, {before}: {start.evidence}")
+        else:
+            lines.append(f"applied from {where}: {start.evidence}")
+    return lines
 
 
 def arm_lines(report: TrialReport | None) -> list[str]:

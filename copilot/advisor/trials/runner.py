@@ -50,6 +50,7 @@ class Arm:
     hparam_changes: dict[str, float | int | str | None] = field(default_factory=dict)
     model_code: str | None = None
     file_name: str | None = None  # the model file's name, for the code's copy in the trial folder
+    carry_weights: bool = True  # False: the new model trains from its own initialisation (see SwapModel)
 
 
 @dataclass
@@ -144,7 +145,10 @@ class TrialRunner:
             if resume_from is None:
                 model_spec = f"{source}:{class_name}" if class_name else str(source)
             else:
-                swap = SwapModel(model_path=str(source), model_name=class_name, model_args=dict(self._base.model_args), round=self._round)
+                swap = SwapModel(
+                    model_path=str(source), model_name=class_name, model_args=dict(self._base.model_args),
+                    round=self._round, carry_weights=arm.carry_weights,
+                )  # fmt: skip
                 commands.append(swap)
         if arm.hparam_changes or (arm.model_code is not None and not commands):
             commands.append(SetHParams(changes=dict(arm.hparam_changes), round=self._round))

@@ -32,7 +32,7 @@ from copilot.advisor.schemas import (
     SandboxReport,
     TrialReport,
 )
-from copilot.advisor.trials.describe import arm_lines, measured_line
+from copilot.advisor.trials.describe import arm_lines, measured_line, start_lines
 from copilot.events import HPARAM_KEYS
 
 # The keys that act on each kind of proposal, no others; the longest fits the advisor pane at 160 columns.
@@ -176,6 +176,7 @@ def proposal_renderable(
     # What a person decides on comes first: the change (above), what its trial measured, the
     # diff; what the advisor predicted and why, after (issue 13: the diff was below the fold).
     parts.append(trial_summary(proposal.trials))
+    parts += [Text(line, "bold yellow") for line in start_lines(proposal)]
     # One line of its own with a blank after: wrapped, it ran into the lines under it.
     parts.append(Text(KEY_HINTS[proposal.kind] + "\n", "dim", no_wrap=True, overflow="ellipsis"))
     if isinstance(proposal, HParamProposal):

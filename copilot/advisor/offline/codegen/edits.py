@@ -196,6 +196,31 @@ def use_glorot_init(source: str, nonlinearity: str) -> SourceEdit | None:
     return _spliced(source, replacements)
 
 
+class _InitCallsBlanked(ast.NodeTransformer):
+    """Every `nn.init.*(...)` call replaced by the same placeholder."""
+
+    def visit_Call(self, node: ast.Call) -> ast.AST:
+        if isinstance(node.func, ast.Attribute) and "init" in ast.unparse(node.func.value).split("."):
+            return ast.Constant(value="<init>")
+        return self.generic_visit(node)
+
+
+def changes_only_initialisation(old: str, new: str) -> bool:
+    """Whether `new` differs from `old` only in its `nn.init` calls (comments and formatting aside).
+
+    Such an edit is the initialisation itself: weights carried over from the trained model
+    would undo it, so the swapped-in model must start from its own `__init__`.
+    """
+    try:
+        before, after = ast.parse(old), ast.parse(new)
+    except SyntaxError:
+        return False
+    if ast.dump(before) == ast.dump(after):
+        return False
+    blanked = _InitCallsBlanked()
+    return ast.dump(blanked.visit(before)) == ast.dump(blanked.visit(after))
+
+
 def resize_head(source: str, class_name: str, wrong: int, right: int) -> SourceEdit | None:
     """Give the class's last `Linear(..., wrong)` layer `right` outputs; None when there is no such literal."""
     tree = ast.parse(source)
