@@ -13,7 +13,7 @@ the trainer all import it.
 from __future__ import annotations
 
 import math
-from typing import Annotated, Literal, Union
+from typing import Annotated, Literal, Union, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator
 
@@ -34,7 +34,7 @@ class Message(BaseModel):
 
 # The range of each hyperparameter, written once: a run's settings and an advisor's proposed
 # change are validated by the same types, and the rules clamp to the same bounds.
-LR_RANGE = (1e-7, 10.0)
+LR_RANGE: tuple[float, float] = (1e-7, 10)  # 10, not 10.0: messages and prompts print the bound as written
 LearningRate = Annotated[float, Field(ge=LR_RANGE[0], le=LR_RANGE[1])]
 Momentum = Annotated[float, Field(ge=0.0, le=0.999)]
 WeightDecay = Annotated[float, Field(ge=0.0, le=1.0)]
@@ -64,6 +64,20 @@ class HParams(Message):
 
 
 HPARAM_KEYS: tuple[str, ...] = tuple(HParams.model_fields)
+
+
+def hparam_bounds(key: str) -> dict[str, float]:
+    """A hyperparameter's bounds by kind ("ge", "gt", "le", "lt"), read from its `HParams` type.
+
+    An optional one (`GradClip | None`) keeps its bounds inside the `Annotated` member of the
+    union, not on the field: both places are read, so every reader sees the same ranges.
+    """
+    field = HParams.model_fields[key]
+    rules = list(field.metadata)
+    for member in get_args(field.annotation):
+        for extra in getattr(member, "__metadata__", ()):
+            rules.extend(getattr(extra, "metadata", [extra]))
+    return {kind: getattr(rule, kind) for rule in rules for kind in ("ge", "gt", "le", "lt") if getattr(rule, kind, None) is not None}
 
 
 def hparam_differences(before: HParams, after: HParams) -> str:

@@ -25,7 +25,7 @@ from torch import nn
 from torch.optim.lr_scheduler import LambdaLR, LRScheduler, OneCycleLR
 
 from copilot.errors import ConfigError
-from copilot.events import HPARAM_KEYS, HParams, OptimizerName, ScheduleName
+from copilot.events import HPARAM_KEYS, HParams, OptimizerName, ScheduleName, hparam_bounds
 
 if TYPE_CHECKING:
     from copilot.training.loop import TrainState
@@ -162,7 +162,7 @@ def _allowed_values(key: str) -> str:
     if key == "schedule":
         return "one of " + ", ".join(SCHEDULE_NAMES)
     field = HParams.model_fields[key]
-    bounds = {name: getattr(rule, name) for rule in field.metadata for name in ("ge", "gt", "le") if hasattr(rule, name)}
+    bounds = hparam_bounds(key)
     kind = "an integer" if field.annotation is int else "a finite number"
     parts = []
     if "ge" in bounds:

@@ -71,16 +71,17 @@ async def test_diff_context_lines_keep_their_indentation_in_the_history_screen()
         assert context.index("def") == removed.index("-") + 1 + 4, (context, removed)
 
 
-async def test_the_key_hint_line_stands_alone_above_the_changes() -> None:
+async def test_the_key_hint_line_stands_alone_above_the_diff() -> None:
     app = make_app(proposal_session())
     async with app.run_test(size=WIDE) as pilot:
         await until(pilot, lambda: app.advisor_state == "waiting")
         await pilot.pause(0.1)
         lines = [line.rstrip() for line in painted(app.screen.query_one("#proposal Static"))]
         hint = next(index for index, line in enumerate(lines) if "a accept · r reject" in line)
-        # It wrapped before: "… d side" then "by side" ran straight into the bullets.
+        # It wrapped before: "… d side" then "by side" ran straight into what came under it
+        # (the bullets then; the diff now, which comes before the advisor's reasons).
         assert lines[hint].endswith("d side by side") and lines[hint + 1].strip() == ""
-        assert lines[hint + 2].lstrip().startswith("•")
+        assert lines[hint + 2].lstrip().startswith("--- a/")
 
 
 async def test_long_legends_end_at_a_whole_entry_and_count_the_rest() -> None:

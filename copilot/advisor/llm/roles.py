@@ -12,7 +12,7 @@ writes: the workflow sends code to the sandbox.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar, get_args
 
 from pydantic import BaseModel, Field
 
@@ -33,7 +33,7 @@ from copilot.advisor.schemas import (
 )
 from copilot.advisor.snapshot import TrainingSnapshot
 from copilot.config import Settings
-from copilot.events import HParams
+from copilot.events import HParams, hparam_bounds
 
 AnswerT = TypeVar("AnswerT", bound=BaseModel)
 
@@ -97,16 +97,20 @@ FIX_MODULE = Tool("fix_model_module", "Return the complete corrected model modul
 def _hparam_ranges() -> str:
     lines = []
     for name, field in HParams.model_fields.items():
-        bounds = [
-            f"{word} {getattr(rule, attribute)}"
-            for rule in field.metadata
-            for attribute, word in (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<"))
-            if getattr(rule, attribute, None) is not None
-        ]
-        kind = getattr(field.annotation, "__name__", None) if isinstance(field.annotation, type) else None
-        kind = kind or str(field.annotation).replace("typing.", "")
-        lines.append(f"- {name}: {kind}" + (f" ({', '.join(bounds)})" if bounds else ""))
+        limits = hparam_bounds(name)
+        bounds = [f"{word} {limits[kind]}" for kind, word in (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<")) if kind in limits]
+        lines.append(f"- {name}: {_shown_type(field.annotation)}" + (f" ({', '.join(bounds)})" if bounds else ""))
     return "\n".join(lines)
+
+
+def _shown_type(annotation: Any) -> str:
+    """`float`, `Optional[float]`, `Literal['SGD', ...]`: a field's type as the prompt shows it, its bounds aside."""
+    members = get_args(annotation)
+    if type(None) in members:
+        return f"Optional[{_shown_type(next(member for member in members if member is not type(None)))}]"
+    if getattr(annotation, "__metadata__", None) is not None:  # Annotated[float, Field(...)]: the bounds are listed apart
+        annotation = annotation.__origin__
+    return annotation.__name__ if isinstance(annotation, type) else str(annotation).replace("typing.", "")
 
 
 def _join(*parts: str) -> str:

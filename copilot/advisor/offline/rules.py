@@ -894,7 +894,7 @@ def _mentions(text: str | None, words: Iterable[str]) -> bool:
 
 
 def _lr(value: float) -> float:
-    return max(LR_RANGE[0], min(LR_RANGE[1], _sig(value)))
+    return max(LR_RANGE[0], min(float(LR_RANGE[1]), _sig(value)))
 
 
 # Keywords that map an LLM assessor's free-text findings onto the rules' tags.
