@@ -36,11 +36,12 @@ class Evidence(Schema):
 
     def one_line(self) -> str:
         """`grad_norm = 1.2e-08 (threshold 1e-07)`: how the terminal, the report and git show it."""
-        threshold = f" (threshold {_measure(self.threshold)})" if self.threshold is not None else ""
-        return f"{self.metric} = {_measure(self.value)}{threshold}"
+        threshold = f" (threshold {measured_text(self.threshold)})" if self.threshold is not None else ""
+        return f"{self.metric} = {measured_text(self.value)}{threshold}"
 
 
-def _measure(value: float | str) -> str:
+def measured_text(value: float | int | str | None) -> str:
+    """A measured or proposed value as the terminal, the report and git show it: floats to 4 significant digits."""
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 

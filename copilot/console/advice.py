@@ -15,6 +15,7 @@ from rich.markup import escape
 from rich.syntax import Syntax
 from rich.table import Table
 
+from copilot.advisor.schemas import measured_text
 from copilot.advisor.trials.describe import start_lines
 
 if TYPE_CHECKING:
@@ -72,10 +73,6 @@ def _print_findings(console: Console, title: str, findings: list[Finding]) -> No
     console.print(table)
 
 
-def _number(value: float | int | str | None) -> str:
-    return f"{value:.4g}" if isinstance(value, float) else str(value)
-
-
 def _print_start(console: Console, proposal: HParamProposal | ArchitectureProposal) -> None:
     for line in start_lines(proposal):
         console.print(f"[bold yellow]{escape(line)}[/]")
@@ -86,7 +83,7 @@ def print_hparam_proposal(console: Console, proposal: HParamProposal) -> None:
     _print_start(console, proposal)
     table = Table("hyperparameter", "before", "after")
     for key in proposal.change.changes():
-        table.add_row(key, _number(getattr(proposal.before, key)), f"[bold]{_number(getattr(proposal.after, key))}[/]")
+        table.add_row(key, measured_text(getattr(proposal.before, key)), f"[bold]{measured_text(getattr(proposal.after, key))}[/]")
     console.print(table)
 
 
