@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 from rich.console import Console
-from textual.command import CommandPalette
+from textual.command import CommandList, CommandPalette
 from textual.pilot import Pilot
 from textual.widgets import DataTable, Input, Static, Tabs
 
@@ -90,7 +90,7 @@ async def test_events_reach_the_charts_and_the_status_from_a_thread_of_their_own
     async with app.run_test(size=SIZE) as pilot:
         await until(pilot, lambda: app.store.version > 0)
         await until(pilot, lambda: app.screen.query_one("#chart-loss", MetricChart).data is not None)
-        await pilot.pause(0.1)
+        await until(pilot, lambda: app.store.view().step == 2240)  # every seeded event has arrived
         view = app.store.view()
         assert view.step == 2240 and view.model_name == "BadCNN"
         assert threading.main_thread().name not in session.poll_threads
@@ -306,8 +306,7 @@ async def test_a_missing_editor_is_one_line_not_a_crash(monkeypatch) -> None:
     async with app.run_test(size=SIZE) as pilot:
         await waiting_for_decision(pilot)
         await pilot.press("e")
-        await pilot.pause(0.2)
-        assert any("editor 'no-such-editor-anywhere' not found" in note.message for note in app._notifications)
+        await until(pilot, lambda: any("editor 'no-such-editor-anywhere' not found" in note.message for note in app._notifications))
         assert app.advisor_state == "waiting" and "decide" not in session.names()
 
 
@@ -322,8 +321,7 @@ async def test_v_shows_the_sandbox_report_and_d_switches_the_diff_view() -> None
         await pilot.press("escape")
         await until(pilot, lambda: isinstance(app.screen, RunScreen))
         await pilot.press("d")
-        await pilot.pause(0.1)
-        assert app.side_by_side
+        await until(pilot, lambda: app.side_by_side and "a/bad_cnn.py" in shown_text(app, "#proposal Static"))
         text = shown_text(app, "#proposal Static")
         assert "a/bad_cnn.py" in text and "b/bad_cnn.py" in text and "@@" not in text
 
@@ -366,8 +364,8 @@ async def test_a_trainer_error_is_one_line_in_the_log_and_x_shows_all_of_it() ->
     app = make_app(session)
     async with app.run_test(size=SIZE) as pilot:
         await until(pilot, lambda: app.store.view().last_error is not None)
-        await pilot.pause(0.1)
         log = app.screen.query_one(LogPane)
+        await until(pilot, lambda: log.option_count and "shape error" in str(log.get_option_at_index(log.option_count - 1).prompt))
         last = log.get_option_at_index(log.option_count - 1)
         assert "shape error: mat1 and mat2" in str(last.prompt) and "\n" not in str(last.prompt)
         await pilot.press("x")
@@ -474,19 +472,19 @@ async def test_l_shows_every_module_with_anomalies_and_sorts_by_column() -> None
         in_model = [name for name in defined if name in shown]
         assert shown[0] == "features.0" and shown[: len(in_model)] == in_model and shown != sorted(shown)
         await pilot.press("s")  # definition order -> module name
-        await pilot.pause(0.2)
+        await until(pilot, lambda: "sorted by module name" in str(table.border_title))
         assert app.screen.sort_column == "module" and "sorted by module name ↑" in str(table.border_title)
         names = [str(table.get_row_at(index)[0]) for index in range(table.row_count)]
         assert names[0].startswith("classifier.") and names == sorted(names)
         await pilot.press("s", "s", "s")  # module -> params -> grad -> ratio
-        await pilot.pause(0.2)
+        await until(pilot, lambda: "sorted by ratio" in str(table.border_title))
         assert app.screen.sort_column == "ratio" and first_module() == "features.0"  # smallest update ratio first
         await pilot.press("S")
-        await pilot.pause(0.2)
+        await until(pilot, lambda: first_module() == "classifier.2")
         assert first_module() == "classifier.2"
         assert [str(table.get_row_at(index)[0]) for index in range(5, 8)] == ["features.1", "features.3", "features.5"]
         app.screen.post_message(DataTable.HeaderSelected(table, table.columns["grad"].key, 3, table.columns["grad"].label))
-        await pilot.pause(0.2)
+        await until(pilot, lambda: app.screen.sort_column == "grad")
         assert app.screen.sort_column == "grad" and app.screen.sort_reverse
         assert first_module() == "classifier.2"
         await pilot.press("l")
@@ -534,7 +532,7 @@ async def test_compact_layout_switches_panes_and_chart_pages() -> None:
         assert screen.query_one("#log").display and not screen.query_one("#advisor").display
         assert screen.query_one("#pane-tabs", Tabs).active == "tab-log"
         await pilot.click("#tab-modules")  # the tabs answer the mouse too
-        await pilot.pause(0.1)
+        await until(pilot, lambda: screen.query_one("#modules").display)
         assert screen.query_one("#modules").display and not screen.query_one("#log").display
         assert screen.query_one("#chart-loss").display and screen.query_one("#chart-grad").display
         assert not screen.query_one("#chart-accuracy").display
@@ -556,7 +554,7 @@ async def test_g_draws_the_outlying_modules_on_the_gradient_chart() -> None:
         await until(pilot, lambda: chart.data is not None)
         assert [series.label for series in chart.data.series] == ["total"]
         await pilot.press("g")
-        await pilot.pause(0.1)
+        await until(pilot, lambda: len(chart.data.series) > 1)
         labels = [series.label for series in chart.data.series]
         assert labels[0] == "total" and "features.0" in labels and len(labels) == 6
 
@@ -573,10 +571,23 @@ async def test_the_command_palette_lists_every_action_of_the_screen() -> None:
         await pilot.press("ctrl+p")
         await until(pilot, lambda: isinstance(app.screen, CommandPalette))
         await pilot.press(*"Accept")
-        await pilot.pause(0.3)
+        await until(pilot, lambda: palette_settled(app, "Accept"))
         await pilot.press("enter")
         await until(pilot, lambda: "decide" in session.names())
         assert session.calls[-1] == ("decide", Verdict(decision="accept"))
+
+
+def palette_settled(app: CopilotApp, title: str) -> bool:
+    """The palette has finished searching for what was typed and highlights a command of that title."""
+    if not isinstance(app.screen, CommandPalette) or app.screen.query_one(Input).value != title:
+        return False
+    if any(not worker.is_finished for worker in app.workers if worker.group == CommandPalette._GATHER_COMMANDS_GROUP):
+        return False
+    commands = app.screen.query_one(CommandList)
+    if commands.highlighted is None:
+        return False
+    prompt = commands.get_option_at_index(commands.highlighted).prompt
+    return title.lower() in getattr(prompt, "plain", str(prompt)).lower()
 
 
 async def palette_run(pilot: Pilot, title: str) -> None:
@@ -584,7 +595,7 @@ async def palette_run(pilot: Pilot, title: str) -> None:
     await pilot.press("ctrl+p")
     await until(pilot, lambda: isinstance(app.screen, CommandPalette))
     await pilot.press(*title)
-    await pilot.pause(0.3)
+    await until(pilot, lambda: palette_settled(app, title))
     await pilot.press("enter")
     await until(pilot, lambda: not isinstance(app.screen, CommandPalette))
 

@@ -38,7 +38,7 @@ async def test_the_status_line_keeps_a_space_between_the_state_and_the_epoch(siz
     app = make_app(proposal_session())
     async with app.run_test(size=size) as pilot:
         await until(pilot, lambda: app.store.view().step == 1280)
-        await pilot.pause(0.1)
+        await until(pilot, lambda: "step 1,280" in painted(app.screen.query_one("#status"))[0])
         first = painted(app.screen.query_one("#status"))[0]
         assert "● running  epoch 4/9  step 1,280" in first, first  # was "runningepoch 4/9"
 
@@ -47,7 +47,7 @@ async def test_diff_context_lines_keep_their_indentation_in_the_run_screen() -> 
     app = make_app(proposal_session())
     async with app.run_test(size=WIDE) as pilot:
         await until(pilot, lambda: app.advisor_state == "waiting")
-        await pilot.pause(0.1)
+        await until(pilot, lambda: any("nn.Conv2d(3, 16" in line for line in painted(app.screen.query_one("#proposal Static"))))
         lines = painted(app.screen.query_one("#proposal Static"))
         context = next(line for line in lines if "def __init__(self, num_classes" in line)
         removed = next(line for line in lines if line.lstrip().startswith("-") and "nn.Conv2d(3, 16" in line)
@@ -75,7 +75,7 @@ async def test_the_key_hint_line_stands_alone_above_the_diff() -> None:
     app = make_app(proposal_session())
     async with app.run_test(size=WIDE) as pilot:
         await until(pilot, lambda: app.advisor_state == "waiting")
-        await pilot.pause(0.1)
+        await until(pilot, lambda: any("a accept · r reject" in line for line in painted(app.screen.query_one("#proposal Static"))))
         lines = [line.rstrip() for line in painted(app.screen.query_one("#proposal Static"))]
         hint = next(index for index, line in enumerate(lines) if "a accept · r reject" in line)
         # It wrapped before: "… d side" then "by side" ran straight into what came under it
