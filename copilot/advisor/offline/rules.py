@@ -344,41 +344,51 @@ def _ratio_observation(tag: str, what: str, why: str, ratios: dict[str, float], 
     return Observation(tag, _finding(what, why, evidence, where=name), "hyperparameters")
 
 
+@dataclass(frozen=True)
+class _UnitRule:
+    """One sampled fraction of units past its threshold: which finding it makes and what could fix it."""
+
+    key: str
+    fraction: str  # the `ActivationStats` field and the evidence's metric name
+    threshold: float
+    title: str
+    explanation: str
+    remedy: Remedy
+
+
+_UNIT_RULES = (
+    _UnitRule(
+        "dead_relu",
+        "dead_fraction",
+        DEAD_RELU_FRACTION,
+        "dead ReLU units",
+        "A ReLU that never fires passes no gradient and never recovers; a lower learning rate keeps more alive.",
+        "hyperparameters",
+    ),
+    _UnitRule(
+        "saturated",
+        "saturated_fraction",
+        SATURATED_FRACTION,
+        "saturated activations",
+        "Sigmoid or tanh outputs stuck near their limits have almost zero slope, so little gradient gets through.",
+        "architecture",
+    ),
+)
+
+
 def _activations(snapshot: TrainingSnapshot) -> list[Observation]:
+    """One finding per kind of stuck unit, at the module where the most are stuck."""
     activations = snapshot.activations
     if activations is None:
         return []
     found: list[Observation] = []
-    dead = {name: value for name, value in activations.dead_fraction.items() if value > DEAD_RELU_FRACTION}
-    if dead:
-        name = max(dead, key=dead.__getitem__)
-        found.append(
-            Observation(
-                "dead_relu",
-                _finding(
-                    "dead ReLU units",
-                    "A ReLU that never fires passes no gradient and never recovers; a lower learning rate keeps more alive.",
-                    [Evidence(metric="dead_fraction", value=_sig(dead[name]), threshold=DEAD_RELU_FRACTION)],
-                    where=name,
-                ),
-                "hyperparameters",
-            )
-        )
-    saturated = {name: value for name, value in activations.saturated_fraction.items() if value > SATURATED_FRACTION}
-    if saturated:
-        name = max(saturated, key=saturated.__getitem__)
-        found.append(
-            Observation(
-                "saturated",
-                _finding(
-                    "saturated activations",
-                    "Sigmoid or tanh outputs stuck near their limits have almost zero slope, so little gradient gets through.",
-                    [Evidence(metric="saturated_fraction", value=_sig(saturated[name]), threshold=SATURATED_FRACTION)],
-                    where=name,
-                ),
-                "architecture",
-            )
-        )
+    for rule in _UNIT_RULES:
+        past = {name: value for name, value in getattr(activations, rule.fraction).items() if value > rule.threshold}
+        if not past:
+            continue
+        name = max(past, key=past.__getitem__)
+        evidence = [Evidence(metric=rule.fraction, value=_sig(past[name]), threshold=rule.threshold)]
+        found.append(Observation(rule.key, _finding(rule.title, rule.explanation, evidence, where=name), rule.remedy))
     return found
 
 
