@@ -18,6 +18,7 @@ import math
 import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -25,6 +26,7 @@ from copilot.advisor.ledger import read_ledger
 from copilot.advisor.schemas import ArchitectureProposal, FinishProposal, HParamProposal, LedgerEntry, TokenUsage
 from copilot.events import EpochSummary, Finished, HParamsApplied, ModelSwapped, RunStarted, StepBatch, TrainerError
 from copilot.metrics_file import read_metrics
+from copilot.numbers import percent, quantity
 from copilot.plotext_lock import PLOTEXT_LOCK
 from copilot.run_folder import RunFolder
 
@@ -99,20 +101,6 @@ def read_run(run: RunFolder) -> MetricsRecord:
 # --------------------------------------------------------------------------- formatting
 
 
-def _percent(value: float | None) -> str:
-    return "-" if value is None or not math.isfinite(value) else f"{100 * value:.1f}%"
-
-
-def _number(value: float | int | None) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, int):
-        return f"{value:,}"
-    if not math.isfinite(value):
-        return str(value)
-    return f"{value:.4g}"
-
-
 def _duration(seconds: float) -> str:
     minutes, rest = divmod(round(seconds), 60)
     return f"{minutes}m {rest:02d}s" if minutes else f"{rest}s"
@@ -151,11 +139,11 @@ def _summary(record: MetricsRecord, entries: Sequence[LedgerEntry], history: Exp
     if record.epochs:
         final = record.epochs[-1]
         rows.append(("epochs trained", f"{final.epoch} ({final.step:,} steps, {_duration(sum(e.duration_s for e in record.epochs))} of training)"))
-        rows.append(("final validation", f"accuracy {_percent(final.val_accuracy)}, loss {_number(final.val_loss)} (epoch {final.epoch})"))
+        rows.append(("final validation", f"accuracy {percent(final.val_accuracy, missing='-')}, loss {quantity(final.val_loss)} (epoch {final.epoch})"))
         scored = [e for e in record.epochs if e.val_accuracy is not None and math.isfinite(e.val_accuracy)]
         if scored:
             best = max(scored, key=lambda e: e.val_accuracy or 0.0)
-            rows.append(("best validation accuracy", f"{_percent(best.val_accuracy)} at epoch {best.epoch}"))
+            rows.append(("best validation accuracy", f"{percent(best.val_accuracy, missing='-')} at epoch {best.epoch}"))
     accepted = [info for info in rounds if info.round > 0]
     rejected = [e for e in entries if e.verdict is not None and e.verdict.decision == "reject"]
     proposals = "proposal" if len(rejected) == 1 else "proposals"
@@ -192,7 +180,7 @@ def _change_lines(entry: LedgerEntry | None, patch: str) -> list[str]:
     if isinstance(proposal, ArchitectureProposal):
         lines += [f"- {change}" for change in proposal.changes]
         sandbox = proposal.sandbox
-        lines += ["", f"Sandbox (advisory): {sandbox.stage}, {_number(sandbox.param_count)} parameters, forward+backward {_number(sandbox.forward_backward_ms)} ms."]
+        lines += ["", f"Sandbox (advisory): {sandbox.stage}, {quantity(sandbox.param_count)} parameters, forward+backward {quantity(sandbox.forward_backward_ms)} ms."]
     if patch.strip():
         lines += ["", *_fence(patch, "diff")]
     elif isinstance(proposal, ArchitectureProposal):
@@ -202,7 +190,7 @@ def _change_lines(entry: LedgerEntry | None, patch: str) -> list[str]:
 
 def _measured(info: RoundInfo) -> str:
     parts = []
-    for name, label, shown in (("val_accuracy", "validation accuracy", _percent), ("val_loss", "validation loss", _number)):
+    for name, label, shown in (("val_accuracy", "validation accuracy", partial(percent, missing="-")), ("val_loss", "validation loss", quantity)):
         before, after = info.before.get(name), info.after.get(name)
         if before is not None or after is not None:
             parts.append(f"{label} {shown(before)} → {shown(after)}")
@@ -222,7 +210,7 @@ def _rounds(rounds: Sequence[RoundInfo], patches: dict[int, str], entries: Seque
         lines += ["", f"### {info.subject} (`{info.short_sha}`{verdict}{advisor})", ""]
         if info.round == 0:
             after = info.after.get("val_accuracy")
-            lines.append(f"The model as the user wrote it. Measured: validation accuracy {_percent(after)}.")
+            lines.append(f"The model as the user wrote it. Measured: validation accuracy {percent(after, missing='-')}.")
             continue
         if entry is not None:
             lines += _diagnosis_lines(entry)

@@ -13,6 +13,7 @@ from typing import Annotated, Literal, Union
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from copilot.events import BatchSize, Epochs, GradClip, HParams, LearningRate, Momentum, OptimizerName, ScheduleName, WeightDecay
+from copilot.numbers import significant
 
 Health = Literal["healthy", "warning", "critical"]
 Route = Literal["hyperparameters", "architecture", "continue", "finish"]
@@ -36,13 +37,8 @@ class Evidence(Schema):
 
     def one_line(self) -> str:
         """`grad_norm = 1.2e-08 (threshold 1e-07)`: how the terminal, the report and git show it."""
-        threshold = f" (threshold {measured_text(self.threshold)})" if self.threshold is not None else ""
-        return f"{self.metric} = {measured_text(self.value)}{threshold}"
-
-
-def measured_text(value: float | int | str | None) -> str:
-    """A measured or proposed value as the terminal, the report and git show it: floats to 4 significant digits."""
-    return f"{value:.4g}" if isinstance(value, float) else str(value)
+        threshold = f" (threshold {significant(self.threshold)})" if self.threshold is not None else ""
+        return f"{self.metric} = {significant(self.value)}{threshold}"
 
 
 class Finding(Schema):

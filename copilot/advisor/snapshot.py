@@ -52,6 +52,7 @@ from copilot.events import (
     TrainerError,
 )
 from copilot.metrics_file import read_metrics
+from copilot.numbers import percent, scaled
 from copilot.run_folder import RunFolder
 
 ModelArgs = dict[str, float | int | str | bool | None]
@@ -690,18 +691,8 @@ def _explosion(
 # --------------------------------------------------------------------------- rendering
 
 
-def _number(value: float | None) -> str:
-    if value is None:
-        return "-"
-    if not math.isfinite(value):
-        return str(value)
-    if value == 0 or 1e-3 <= abs(value) < 1e4:
-        return f"{value:.4g}"
-    return f"{value:.2e}"
-
-
 def _fractions(values: Mapping[str, float]) -> str:
-    return ", ".join(f"{name} {fraction:.0%}" for name, fraction in values.items())
+    return ", ".join(f"{name} {percent(fraction, digits=0)}" for name, fraction in values.items())
 
 
 def _render_model(snapshot: TrainingSnapshot) -> Iterable[str]:
@@ -739,35 +730,35 @@ def _render(snapshot: TrainingSnapshot, include_source: bool) -> Iterator[str]:
     if snapshot.history:
         yield "## History (first, best @ epoch or step, last, recent slope per epoch or logged step; downsampled)"
         for trend in snapshot.history:
-            points = " ".join(_number(point) for point in trend.points)
+            points = " ".join(scaled(point) for point in trend.points)
             yield (
-                f"{trend.name} (n={trend.count}): first {_number(trend.first)}, best {_number(trend.best)} @ {trend.best_at}, "
-                f"last {_number(trend.last)}, slope {_number(trend.recent_slope)}; [{points}]"
+                f"{trend.name} (n={trend.count}): first {scaled(trend.first)}, best {scaled(trend.best)} @ {trend.best_at}, "
+                f"last {scaled(trend.last)}, slope {scaled(trend.recent_slope)}; [{points}]"
             )
     if snapshot.recent_epochs:
         yield "## Recent epochs\nepoch | round | train loss | train acc | val loss | val acc | lr"
         for row in snapshot.recent_epochs:
             yield (
-                f"{row.epoch} | {row.round} | {_number(row.train_loss)} | {_number(row.train_accuracy)} | "
-                f"{_number(row.val_loss)} | {_number(row.val_accuracy)} | {_number(row.lr)}"
+                f"{row.epoch} | {row.round} | {scaled(row.train_loss)} | {scaled(row.train_accuracy)} | "
+                f"{scaled(row.val_loss)} | {scaled(row.val_accuracy)} | {scaled(row.lr)}"
             )
     if snapshot.initial_loss is not None:
-        yield f"initial loss {_number(snapshot.initial_loss)}, expected ~{_number(snapshot.expected_initial_loss)}"
+        yield f"initial loss {scaled(snapshot.initial_loss)}, expected ~{scaled(snapshot.expected_initial_loss)}"
     gradients = snapshot.gradients
     if gradients:
         yield (
             f"## Gradients (last {gradients.window_steps} logged steps, before clipping)\n"
-            f"total norm: median {_number(gradients.total_median)}, max {_number(gradients.total_max)}, "
-            f"last {_number(gradients.total_last)}, spikes > {SPIKE_FACTOR:g}x median: {gradients.spike_steps}; "
-            f"log10(first module / last module) = {_number(gradients.first_to_last_log10_ratio)}; "
+            f"total norm: median {scaled(gradients.total_median)}, max {scaled(gradients.total_max)}, "
+            f"last {scaled(gradients.total_last)}, spikes > {SPIKE_FACTOR:g}x median: {gradients.spike_steps}; "
+            f"log10(first module / last module) = {scaled(gradients.first_to_last_log10_ratio)}; "
             f"below {VANISHING_GRAD_NORM:g}: {', '.join(gradients.vanishing_modules) or 'none'}; "
             f"above {EXPLODING_GRAD_NORM:g}: {', '.join(gradients.exploding_modules) or 'none'}"
         )
         yield "module | grad norm median | grad norm max | update/weight median"
         for module in gradients.modules[:MAX_PROMPT_MODULES]:
             yield (
-                f"{module.name or '(root)'} | {_number(module.grad_norm_median)} | {_number(module.grad_norm_max)} | "
-                f"{_number(module.update_ratio_median)}"
+                f"{module.name or '(root)'} | {scaled(module.grad_norm_median)} | {scaled(module.grad_norm_max)} | "
+                f"{scaled(module.update_ratio_median)}"
             )
         if len(gradients.modules) > MAX_PROMPT_MODULES:
             yield f"... {len(gradients.modules) - MAX_PROMPT_MODULES} more modules"
@@ -795,7 +786,7 @@ def _render(snapshot: TrainingSnapshot, include_source: bool) -> Iterator[str]:
                 line += f"; reason: {proposal.reason}"
             if proposal.effect:
                 effect = proposal.effect
-                line += f"; {effect.metric} {_number(effect.before)} -> {_number(effect.after)} over {effect.epochs} epochs"
+                line += f"; {effect.metric} {scaled(effect.before)} -> {scaled(effect.after)} over {effect.epochs} epochs"
             yield line
     if include_source and snapshot.source_code:
         source = snapshot.source_code

@@ -23,6 +23,7 @@ from rich.table import Table
 from rich.text import Text
 
 from copilot.errors import HistoryError
+from copilot.numbers import decimals
 
 if TYPE_CHECKING:
     from copilot.history.experiment import ExperimentHistory
@@ -112,17 +113,11 @@ def _round_number(text: str) -> int:
     return number
 
 
-def _number(value: float | int | None, digits: int = 3) -> str:
-    if value is None:
-        return "–"
-    return str(value) if isinstance(value, int) else f"{value:.{digits}f}"
-
-
 def _before_after(before: float | None, after: float | None) -> str:
     """`0.121→0.455`: what was measured when the round was proposed, and after it."""
     if before is None and after is None:
         return "–"
-    return f"{_number(before)}→{_number(after)}"
+    return f"{decimals(before)}→{decimals(after)}"
 
 
 def _print_patch(console: Console, patch: str) -> None:
@@ -194,7 +189,7 @@ def run_diff(args: argparse.Namespace) -> int:
         table = Table("metric", f"r{first}", f"r{second}", "change")
         for change in diff.metrics:
             delta = "–" if change.change is None else f"{change.change:+.3f}"
-            table.add_row(change.name, _number(change.old), _number(change.new), delta)
+            table.add_row(change.name, decimals(change.old), decimals(change.new), delta)
         console.print(table)
     else:
         console.print("no metrics recorded for these rounds yet")

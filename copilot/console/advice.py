@@ -15,8 +15,8 @@ from rich.markup import escape
 from rich.syntax import Syntax
 from rich.table import Table
 
-from copilot.advisor.schemas import measured_text
 from copilot.advisor.trials.describe import start_lines
+from copilot.numbers import significant
 
 if TYPE_CHECKING:
     from copilot.advisor.schemas import ArchitectureProposal, Diagnosis, Finding, HParamProposal, TokenUsage
@@ -83,7 +83,7 @@ def print_hparam_proposal(console: Console, proposal: HParamProposal) -> None:
     _print_start(console, proposal)
     table = Table("hyperparameter", "before", "after")
     for key in proposal.change.changes():
-        table.add_row(key, measured_text(getattr(proposal.before, key)), f"[bold]{measured_text(getattr(proposal.after, key))}[/]")
+        table.add_row(key, significant(getattr(proposal.before, key)), f"[bold]{significant(getattr(proposal.after, key))}[/]")
     console.print(table)
 
 

@@ -43,6 +43,7 @@ from copilot.console.advice import print_architecture_proposal, print_diagnosis,
 from copilot.console.progress import TrainingProgress
 from copilot.errors import AdvisorError, CopilotError
 from copilot.events import ENDED_STATES, Event, HParamsApplied, ModelSwapped
+from copilot.numbers import percent
 from copilot.session.controller import AdvisorTurn, Continuing, Session, VerdictResult, resume_command
 
 AutoAccept = Literal["validated", "all"]
@@ -284,10 +285,6 @@ class _HeadlessDriver:
             table.add_column(column)
         for info in self.session.rounds():
             before, after = info.val_accuracy_before, info.val_accuracy_after
-            measured = f"{_percent(before)} → {_percent(after)}"
+            measured = f"{percent(before)} → {percent(after)}"
             table.add_row(info.label, info.kind, escape(info.summary), measured, info.short_sha)
         self.console.print(table)
-
-
-def _percent(value: float | None) -> str:
-    return "–" if value is None else f"{100 * value:.1f}%"

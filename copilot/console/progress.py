@@ -18,6 +18,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextC
 from rich.table import Table
 
 from copilot.events import EpochSummary, Event, LogLine, RunStarted, StepBatch, StepRecord, TrainerError
+from copilot.numbers import percent, scaled
+
 
 class TrainingProgress:
     """A table of finished epochs above a progress bar for the epoch in progress."""
@@ -98,11 +100,11 @@ class TrainingProgress:
         grad_norms = [r.total_grad_norm for r in self.epoch_records if math.isfinite(r.total_grad_norm)]
         cells = (
             str(event.epoch),
-            _number(event.train_loss),
-            _percent(event.train_accuracy),
-            _number(event.val_loss),
-            _percent(event.val_accuracy),
-            _number(statistics.fmean(grad_norms)) if grad_norms else "-",
+            scaled(event.train_loss, fixed=True),
+            percent(event.train_accuracy, missing="-"),
+            scaled(event.val_loss, fixed=True),
+            percent(event.val_accuracy, missing="-"),
+            scaled(statistics.fmean(grad_norms), fixed=True) if grad_norms else "-",
             worst_module(self.epoch_records),
         )
         self.epoch_records = []
@@ -111,16 +113,6 @@ class TrainingProgress:
             return
         named = zip((column.header for column in self.table.columns), cells)
         self.console.print(escape(", ".join(f"{name} {cell}" for name, cell in named)), soft_wrap=True)
-
-
-def _number(value: float | None) -> str:
-    if value is None:
-        return "-"
-    return f"{value:.4f}" if math.isfinite(value) and 1e-3 <= abs(value) < 1e4 else f"{value:.2e}"
-
-
-def _percent(value: float | None) -> str:
-    return "-" if value is None else f"{100 * value:.1f}%"
 
 
 def worst_module(records: list[StepRecord]) -> str:

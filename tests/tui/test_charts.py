@@ -10,6 +10,7 @@ from textual import work
 from textual.app import App, ComposeResult
 from textual.worker import get_current_worker
 
+from copilot.numbers import compact, step_label
 from copilot.tui.store import ModuleRow
 from copilot.tui.widgets.charts import (
     BarsData,
@@ -21,8 +22,6 @@ from copilot.tui.widgets.charts import (
     bar_order,
     draw_line_chart,
     draw_module_bars,
-    format_step,
-    format_value,
     legend_line,
     log10_ticks,
 )
@@ -128,11 +127,11 @@ def test_sparkline_uses_the_shared_scale_and_marks_zero_and_nan() -> None:
     ("value", "text"), [(0.0412, "0.0412"), (2.302585, "2.3"), (1.2e-5, "1.2e-5"), (3e7, "3.0e7"), (float("nan"), "nan")]
 )
 def test_numbers_fit_the_gutter(value: float, text: str) -> None:
-    assert format_value(value) == text
+    assert compact(value) == text
 
 
 def test_steps_and_decade_ticks_read_naturally() -> None:
-    assert [format_step(s) for s in (950, 12_300, 1_200_000)] == ["950", "12.3k", "1.2M"]
+    assert [step_label(s) for s in (950, 12_300, 1_200_000)] == ["950", "12.3k", "1.2M"]
     assert log10_ticks(-7.2, -1.5)[1] == ["1e-2", "1e-3", "1e-4", "1e-5", "1e-6", "1e-7"]
     assert log10_ticks(-2.4, -2.1)[1] == ["0.00794", "0.00398"]  # less than a decade: the ends
     assert log10_ticks(-2.1, -1.3)[1] == ["0.0501", "1e-2", "0.00794"]  # one decade: with the ends

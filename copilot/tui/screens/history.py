@@ -20,22 +20,18 @@ from textual.containers import Container, VerticalScroll
 from textual.widgets import DataTable, Footer, Static
 
 from copilot.history.rounds import RoundDiff, RoundInfo
+from copilot.numbers import compact, percent
 from copilot.tui.screens.dialogs import ConfirmDialog
 from copilot.tui.screens.live import LiveScreen
-from copilot.tui.widgets.charts import format_value
 from copilot.tui.widgets.status import StatusBar
 
 PICK_HINT = "Space marks two rounds to compare · Enter compares a round with the one before · b rolls back · u undo · U redo"
 KIND_STYLES = {"baseline": "dim", "arch": "magenta", "hparams": "cyan", "rollback": "yellow"}
 
 
-def _accuracy(value: float | None) -> str:
-    return f"{value:.1%}" if value is not None else "–"
-
-
 def accuracy_change(info: RoundInfo) -> Text:
     before, after = info.val_accuracy_before, info.val_accuracy_after
-    text = Text(f"{_accuracy(before)} → {_accuracy(after)}")
+    text = Text(f"{percent(before)} → {percent(after)}")
     if before is not None and after is not None:
         text.stylize("green" if after > before else "red" if after < before else "")
     return text
@@ -56,8 +52,8 @@ def metric_table(diff: RoundDiff) -> Table:
             shown = Text(f"{delta:+.4g}", "green" if better else "red" if delta else "")
         table.add_row(
             change.name,
-            format_value(float(change.old)) if change.old is not None else "–",
-            format_value(float(change.new)) if change.new is not None else "–",
+            compact(float(change.old)) if change.old is not None else "–",
+            compact(float(change.new)) if change.new is not None else "–",
             shown,
         )
     return table

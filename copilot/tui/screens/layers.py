@@ -15,9 +15,9 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.widgets import DataTable, Footer
 
+from copilot.numbers import compact, percent
 from copilot.tui.screens.live import LiveScreen
 from copilot.tui.store import ModuleRow, StoreView, module_anomaly
-from copilot.tui.widgets.charts import format_value
 from copilot.tui.widgets.modules import ANOMALY_COLORS, HEALTHY_SPARK, grad_scale, text_sparkline
 from copilot.tui.widgets.status import StatusBar
 
@@ -42,14 +42,6 @@ SORT_NAMES = {"order": "definition order", "module": "module name"}
 def _name_key(name: str) -> tuple[object, ...]:
     """`features.2` before `features.10`: the digits in a module name compare as numbers."""
     return tuple(int(part) if index % 2 else part for index, part in enumerate(re.split(r"(\d+)", name)))
-
-
-def _fraction(value: float | None) -> str:
-    return f"{value:.0%}" if value is not None else "–"
-
-
-def _number(value: float | None) -> str:
-    return format_value(value) if value is not None else "–"
 
 
 def _sort_value(row: ModuleRow, column: str, params: int | None, order: int) -> object:
@@ -148,10 +140,10 @@ class LayersScreen(LiveScreen):
         return (
             Text(row.name, style),
             Text(anomaly or "", style),
-            Text(_number(row.grad_norm), style),
-            _number(row.update_ratio),
-            _fraction(row.dead_fraction),
-            _fraction(row.saturated_fraction),
+            Text(compact(row.grad_norm), style),
+            compact(row.update_ratio),
+            percent(row.dead_fraction, digits=0),
+            percent(row.saturated_fraction, digits=0),
             Text(text_sparkline(row.grad_history, SPARK_WIDTH, scale), style or HEALTHY_SPARK),
             module.type if module else "",
             f"{module.params:,}" if module else "",

@@ -37,6 +37,7 @@ from textual.message import Message
 from textual.strip import Strip
 from textual.widget import Widget
 
+from copilot.numbers import compact, step_label
 from copilot.plotext_lock import PLOTEXT_LOCK
 from copilot.tui.store import MAX_SERIES, ModuleRow, minmax_downsample, module_anomaly
 from copilot.tui.widgets.modules import ANOMALY_COLORS, HEALTHY_SPARK
@@ -64,28 +65,6 @@ BUILD_WINDOW_S = 2.0  # long enough that one slow build (GC, a big figure) does 
 LEGEND_GAP = "  "
 
 
-def format_value(value: float) -> str:
-    """A y value or legend number in at most 7 characters: 2.31, 0.0412, 1.2e-05, nan."""
-    if not math.isfinite(value):
-        return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
-    if value == 0:
-        return "0"
-    magnitude = abs(value)
-    if 1e-3 <= magnitude < 1e5:
-        return f"{value:.3g}"
-    return f"{value:.1e}".replace("e+0", "e").replace("e-0", "e-")
-
-
-def format_step(step: float) -> str:
-    """An x label: 950, 12.3k, 1.2M."""
-    step = int(step)
-    if abs(step) < 10_000:
-        return str(step)
-    if abs(step) < 1_000_000:
-        return f"{step / 1000:.3g}k"
-    return f"{step / 1_000_000:.3g}M"
-
-
 def log10_ticks(low: float, high: float) -> tuple[list[float], list[str]]:
     """Tick positions (in log10 space) for [low, high] and their labels, top first.
 
@@ -101,7 +80,7 @@ def log10_ticks(low: float, high: float) -> tuple[list[float], list[str]]:
         return decades, [f"1e{int(p)}" for p in decades]
     near = (high - low) / 10
     ends = [end for end in (high, low) if all(abs(end - decade) > near for decade in decades)]
-    ticks = sorted([(end, format_value(10**end)) for end in ends] + [(p, f"1e{int(p)}") for p in decades], reverse=True)
+    ticks = sorted([(end, compact(10**end)) for end in ends] + [(p, f"1e{int(p)}") for p in decades], reverse=True)
     return [position for position, _ in ticks], [label for _, label in ticks]
 
 
@@ -165,13 +144,13 @@ def legend_line(title: str, entries: list[tuple[str, str, tuple[int, int, int]]]
 
 def _linear_ticks(low: float, high: float) -> tuple[list[float], list[str]]:
     positions = [high - (high - low) * index / 2 for index in range(3)]
-    return positions, [format_value(position) for position in positions]
+    return positions, [compact(position) for position in positions]
 
 
 def draw_line_chart(data: ChartData | None, width: int, height: int, *, title: str, log_scale: bool) -> Text:
     """The legend line and the plotext plot under it, as one Rich `Text` of `height` lines."""
     chosen = data.series[:MAX_SERIES] if data else ()
-    entries = [(series.label, format_value(float(series.values[-1])), SERIES_COLORS[index])
+    entries = [(series.label, compact(float(series.values[-1])), SERIES_COLORS[index])
                for index, series in enumerate(chosen) if len(series.values)]
     legend = legend_line(title, entries, width)
     plot_height = height - 1
@@ -221,7 +200,7 @@ def draw_line_chart(data: ChartData | None, width: int, height: int, *, title: s
         if x_high > x_low:
             plt.xlim(x_low, x_high)
         plt.yticks(y_ticks, y_labels)
-        plt.xticks(x_ticks, [format_step(x) for x in x_ticks])
+        plt.xticks(x_ticks, [step_label(x) for x in x_ticks])
         ansi = plt.build()
         plt.clear_figure()
     return Text("\n").join([legend, Text.from_ansi(ansi)])
@@ -265,12 +244,12 @@ def draw_module_bars(data: BarsData | None, width: int, height: int, *, title: s
     bars: list[tuple[str, float, tuple[int, int, int]]] = []
     for row in drawn:
         anomaly = module_anomaly(row)
-        label = f"{row.name} {format_value(row.grad_norm)}" + (f" {anomaly}" if anomaly else "")
+        label = f"{row.name} {compact(row.grad_norm)}" + (f" {anomaly}" if anomaly else "")
         bars.append((label, row.grad_norm, ANOMALY_BAR_COLORS.get(anomaly or "", HEALTHY_BAR_COLOR)))
     if others:
         norms = [row.grad_norm for row in others if row.grad_norm and math.isfinite(row.grad_norm) and row.grad_norm > 0]
         median = float(np.median(norms)) if norms else 0.0
-        bars.append((f"{len(others)} others (median {format_value(median)})", median, OTHERS_BAR_COLOR))
+        bars.append((f"{len(others)} others (median {compact(median)})", median, OTHERS_BAR_COLOR))
     finite = [math.log10(norm) for _, norm, _ in bars if norm > 0 and math.isfinite(norm)]
     low = math.floor(min(finite, default=-1.0)) - 1  # bars start a decade below the smallest
     high = math.ceil(max(finite, default=0.0))
