@@ -85,6 +85,13 @@ class SandboxTemplate:
         self.unusable: str | None = None  # why checks run in fresh interpreters instead
         self._notice_given = False
 
+    @classmethod
+    def disabled(cls, reason: str) -> SandboxTemplate:
+        """A template never started: every check runs in a fresh interpreter (a baseline to measure against)."""
+        template = cls()
+        template.unusable = reason
+        return template
+
     @property
     def pid(self) -> int | None:
         return self._process.pid if self._process is not None else None
