@@ -129,10 +129,11 @@ class SandboxTemplate:
 
     def fallback_notice(self) -> str | None:
         """Why this check ran in a fresh interpreter, the first time it did; then None."""
-        if self.unusable is None or self._notice_given:
-            return None
-        self._notice_given = True
-        return f"sandbox checks start a fresh interpreter each (slower): {self.unusable}"
+        with self._lock:
+            if self.unusable is None or self._notice_given:
+                return None
+            self._notice_given = True
+            return f"sandbox checks start a fresh interpreter each (slower): {self.unusable}"
 
     def close(self) -> None:
         with self._lock:

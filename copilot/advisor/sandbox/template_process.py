@@ -168,7 +168,8 @@ def serve(control: socket.socket, request: TemplateRequest, child: types.ModuleT
         control.send(encode(TemplateReply("started", pid=pid)))
         os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT)
         control.send(encode(TemplateReply("exited", pid=pid)))
-        app_gone = _receive(control) is None
+        told = _receive(control)
+        app_gone = told is None or told.kind != "reap"
     except OSError:
         app_gone = True
     if app_gone:  # nobody will kill what the child left behind: do it here, then leave
