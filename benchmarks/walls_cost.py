@@ -5,10 +5,13 @@ set, one epoch) twice, unwalled (the baseline, measured in this run) and walled
 (`TrainerSpec.walled`), and times, from `TrainerProcess.start()`: the first logged
 step (start-up: interpreter, walls, torch, data, model) and the end of the epoch; the
 step time is the time between them divided by the steps. Then it times the sandbox
-check of the same file (`check_model_code`, a fresh child per check, cold every time:
-no template process yet). Prints one line per measurement and, last, one JSON object.
+check of the same file (`check_model_code`), first in a fresh interpreter per check (the
+baseline, as before the template), then in children forked from a template process:
+its cold start (the template's own start and import of torch, then the first check) is
+reported apart from the warm checks' median and 95th percentile. Prints one line per
+measurement and, last, one JSON object.
 
-    python benchmarks/walls_cost.py [--rounds 3] [--train-size 1024] [--checks 5]
+    python benchmarks/walls_cost.py [--rounds 3] [--train-size 1024] [--fresh-checks 5] [--checks 20]
 """
 
 from __future__ import annotations
@@ -60,27 +63,34 @@ def time_trainer(run_folder: Path, *, walled: bool, train_size: int) -> tuple[fl
     return first_step - started, (finished - first_step) / max(1, steps - 1), steps
 
 
-def time_sandbox_check() -> float:
+def time_sandbox_checks(template, count: int) -> list[float]:  # type: ignore[no-untyped-def]
+    """Seconds of `count` checks through `template`, the first one included."""
     from copilot.advisor.sandbox.parent import check_model_code
     from copilot.config import SandboxSettings
     from copilot.events import DataSpec
 
     data = DataSpec(name="shapes", task="classification", input_shape=(3, 32, 32), input_dtype="float32", num_classes=10, train_size=1, val_size=1)
-    started = time.perf_counter()
-    report = check_model_code(
-        MODEL.read_text(encoding="utf-8"), class_name="BadCNN", model_args={}, data=data, settings=SandboxSettings()
-    )
-    elapsed = time.perf_counter() - started
-    if not report.ok:
-        raise SystemExit(f"the sandbox check failed: {report.message}")
-    return elapsed
+    code = MODEL.read_text(encoding="utf-8")
+    times = []
+    for _ in range(count):
+        started = time.perf_counter()
+        report = check_model_code(code, class_name="BadCNN", model_args={}, data=data, settings=SandboxSettings(), template=template)
+        times.append(time.perf_counter() - started)
+        if not report.ok:
+            raise SystemExit(f"the sandbox check failed: {report.message}")
+    return times
+
+
+def p95(values: list[float]) -> float:
+    return statistics.quantiles(values, n=20, method="inclusive")[18] if len(values) > 1 else values[0]
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--train-size", type=int, default=1024)
-    parser.add_argument("--checks", type=int, default=5)
+    parser.add_argument("--fresh-checks", type=int, default=5, help="checks in a fresh interpreter each (the baseline)")
+    parser.add_argument("--checks", type=int, default=20, help="warm checks forked from the template")
     args = parser.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     figures: dict[str, list[float]] = {"unwalled_startup_s": [], "walled_startup_s": [], "unwalled_step_ms": [], "walled_step_ms": []}
@@ -92,18 +102,36 @@ def main() -> int:
                 figures[f"{mode}_startup_s"].append(startup)
                 figures[f"{mode}_step_ms"].append(step * 1000)
                 print(f"round {round_number} {mode:8s} start-up {startup:6.2f} s  step {step * 1000:7.2f} ms ({steps} steps)")
-    checks = [time_sandbox_check() for _ in range(args.checks)]
-    for number, elapsed in enumerate(checks):
-        print(f"sandbox check {number} ({'cold, first' if number == 0 else 'cold'}) {elapsed:.2f} s")
+    from copilot.advisor.sandbox.template import SandboxTemplate
+
+    fresh = time_sandbox_checks(SandboxTemplate.disabled("the baseline"), args.fresh_checks)
+    template = SandboxTemplate()
+    try:
+        cold_started = time.perf_counter()
+        template.start()
+        time_sandbox_checks(template, 1)
+        cold = time.perf_counter() - cold_started
+        warm = time_sandbox_checks(template, args.checks)
+    finally:
+        template.close()
+    for number, elapsed in enumerate(fresh):
+        print(f"sandbox check {number}, fresh interpreter: {elapsed:.3f} s")
+    print(f"sandbox template cold start (template start + first check): {cold:.3f} s")
+    for number, elapsed in enumerate(warm):
+        print(f"sandbox check {number}, forked from the template: {elapsed:.3f} s")
     medians = {name: statistics.median(values) for name, values in figures.items()}
     result = {
         **{name: round(value, 4) for name, value in medians.items()},
         "startup_ratio": round(medians["walled_startup_s"] / medians["unwalled_startup_s"], 3),
         "step_ratio": round(medians["walled_step_ms"] / medians["unwalled_step_ms"], 3),
-        "sandbox_first_check_s": round(checks[0], 3),
-        "sandbox_check_median_s": round(statistics.median(checks), 3),
-        "sandbox_check_max_s": round(max(checks), 3),
+        "sandbox_fresh_check_median_s": round(statistics.median(fresh), 3),
+        "sandbox_fresh_check_p95_s": round(p95(fresh), 3),
+        "sandbox_template_cold_start_s": round(cold, 3),
+        "sandbox_template_check_median_s": round(statistics.median(warm), 3),
+        "sandbox_template_check_p95_s": round(p95(warm), 3),
+        "sandbox_fresh_over_template_median": round(statistics.median(fresh) / statistics.median(warm), 1),
         "sandbox_check_target_median_s": 0.5,
+        "sandbox_check_target_p95_s": 1.0,
     }
     print(f"walled/unwalled: start-up x{result['startup_ratio']}, step x{result['step_ratio']}")
     print(json.dumps(result))

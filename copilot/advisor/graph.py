@@ -139,8 +139,14 @@ def checkpoint_serializer() -> JsonPlusSerializer:
 
 
 def sandbox_checker(settings: Settings) -> CodeChecker:
-    """Check model code in the sandbox's child process, against the snapshot's model and data."""
+    """Check model code in the sandbox's child process, against the snapshot's model and data.
+
+    The sandbox's template process starts now, so it has imported torch by the first check.
+    """
     from copilot.advisor.sandbox.parent import check_model_code
+    from copilot.advisor.sandbox.template import shared_template
+
+    shared_template().start()
 
     def check(code: str, snapshot: TrainingSnapshot) -> SandboxReport:
         return check_model_code(
@@ -251,16 +257,17 @@ class AdvisorNodes:
             what = f"repeats a module {repeated.describe()}" if repeated is not None else "is the model training now"
             return {"failure": f"the new model {what} (comments and formatting aside); nothing new to propose"}
         report = self.check_code_with(answer.code, snapshot)
+        checked = {"code_report": report, "notices": [report.notice] if report.notice else []}
         if report.ok:
             proposal = architecture_proposal(answer, report, state)
-            return {"code_report": report, "proposal": proposal, "proposed_at": time.time()}
+            return {**checked, "proposal": proposal, "proposed_at": time.time()}
         if state["fix_rounds"] >= self.settings.advisor.max_fix_rounds:
             failure = (
                 f"the new model still fails the sandbox after {state['fix_rounds']} fix rounds "
                 f"({report.stage}: {report.message})"
             )
-            return {"code_report": report, "failure": failure}
-        return {"code_report": report}
+            return {**checked, "failure": failure}
+        return checked
 
     def fix_code(self, state: AdvisorState) -> dict:
         reply = self.roles.fix_architecture(state["snapshot"], state["code_answer"], state["code_report"])

@@ -142,6 +142,8 @@ class SandboxReport(Schema):
     traceback: str = ""  # trimmed to the frames inside the generated module
     observed_cpu_s: float | None = None  # the child's user + system CPU time, measured by the parent
     observed_peak_mb: float | None = None  # the child's peak resident memory, measured by the parent
+    # For the human, once: why this check could not use the template process (and ran slower).
+    notice: str = ""
 
 
 class TrialPoint(Schema):

@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import sqlite3
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, Literal
 
 from langgraph.checkpoint.base import BaseCheckpointSaver
@@ -141,6 +143,30 @@ def _outcome_of(values: dict[str, Any]) -> FinishReported | Continued | Failed |
     return Accepted(proposal=values.get("edited_proposal") or values["proposal"], verdict=verdict, entry=entry)
 
 
+class _ClosingSqliteSaver(SqliteSaver):
+    """SqliteSaver whose cursor is closed even when its commit fails (a full disk).
+
+    SqliteSaver closes the cursor after the commit, so a failed commit leaves it open, held
+    by the failure's traceback in LangGraph's futures; while a cursor holds its statement,
+    sqlite3 defers closing the connection, and `advisor.sqlite` (with its -wal and -shm)
+    stays open after `AdvisorSession.close` until a garbage collection happens to free it.
+    """
+
+    @contextmanager
+    def cursor(self, transaction: bool = True) -> Iterator[sqlite3.Cursor]:
+        with self.lock:
+            self.setup()
+            cursor = self.conn.cursor()
+            try:
+                yield cursor
+            finally:
+                try:
+                    if transaction:
+                        self.conn.commit()
+                finally:
+                    cursor.close()
+
+
 class AdvisorSession:
     """The advisor's workflow for one run: assess, show what waits at the gate, take the verdict."""
 
@@ -165,7 +191,7 @@ class AdvisorSession:
         run.path.mkdir(parents=True, exist_ok=True)
         # One connection shared by the app's threads: SqliteSaver serialises access with its own lock.
         connection = sqlite3.connect(run.advisor_db, check_same_thread=False)
-        checkpointer = SqliteSaver(connection, serde=checkpoint_serializer())
+        checkpointer = _ClosingSqliteSaver(connection, serde=checkpoint_serializer())
         graph = build_graph(roles, settings, checkpointer, run=run, check_code=check_code, trial_with=trial_with)
         return cls(graph, checkpointer, connection)
 

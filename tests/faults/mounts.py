@@ -22,9 +22,8 @@ def _mount(*args: str) -> None:
 
 
 def _unmount(folder: Path) -> None:
-    # Lazy: after a co-pilot session met the full disk in this process, an open file of the
-    # run folder can outlive the test (the advisor's database, under investigation); the
-    # mount is detached now and freed when that file closes.
+    # Lazy, so that a test failing with a file still open leaves no mount behind; the tests
+    # assert themselves that nothing beneath is left open (`open_files_beneath`).
     subprocess.run(["umount", "--lazy", str(folder)], check=True, capture_output=True)
 
 
@@ -50,3 +49,16 @@ def read_only(folder: Path) -> Iterator[Path]:
         yield folder
     finally:
         _unmount(folder)
+
+
+def open_files_beneath(folder: Path) -> list[str]:
+    """What this process holds open beneath `folder` (its descriptors' targets): a mount cannot go while any is."""
+    targets = []
+    for descriptor in Path("/proc/self/fd").iterdir():
+        try:
+            target = descriptor.readlink()
+        except OSError:
+            continue  # the listing's own descriptor, closed meanwhile
+        if target.is_relative_to(folder):
+            targets.append(str(target))
+    return targets

@@ -12,7 +12,7 @@ import pytest
 from copilot.cli import main
 from copilot.events import EpochSummary, parse_event
 from tests.faults.conftest import SAMPLE_MODELS
-from tests.faults.mounts import tiny_disk
+from tests.faults.mounts import open_files_beneath, tiny_disk
 
 CONFIG = """
 runs_dir = "runs"
@@ -72,3 +72,4 @@ def test_a_full_disk_under_a_co_pilot_session_is_one_line_naming_the_run(
         for jsonl in ("metrics.jsonl", "ledger.jsonl"):
             text = (run / jsonl).read_text(encoding="utf-8") if (run / jsonl).exists() else ""
             assert not text or text.endswith("\n"), f"a torn line in {jsonl}"
+        assert open_files_beneath(run) == [], "the session left files of its run open (advisor.sqlite)"

@@ -1,10 +1,12 @@
 """The sandbox's child process: runs one generated model module under limits and reports.
 
-`copilot.advisor.sandbox.parent` starts this file as a script (`python -I -B child.py
-JOB`) in a fresh session, with a scrubbed environment and a temporary working folder.
-Before the generated code is even compiled, the child
+`copilot.advisor.sandbox.parent` gets this child forked from the template process
+(`template_process.py`, which imported torch once) or, where no template can be had,
+starts this file as a script (`python -I -B child.py JOB`); either way in a fresh
+session, with a scrubbed environment and a temporary working folder (`check` is the
+same from there on). Before the generated code is even compiled, the child
 - sets its own resource limits (CPU time, address space, file size, no core dumps) and
-  a wall-clock alarm, then imports torch under them;
+  a wall-clock alarm, then imports torch under them (a forked child has it already);
 - installs an audit hook that refuses opening files outside the working folder and
   Python's own installation, writing anywhere else, starting or signalling processes
   (fork, exec, spawn, system, Popen, kill), sockets and ctypes; torch's C++ file
@@ -47,7 +49,7 @@ import traceback
 import types
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 GENERATED_FILENAME = "<generated model>"
 GENERATED_MODULE_NAME = "generated_model"
@@ -152,7 +154,13 @@ def apply_limits(job: SandboxJob) -> None:
 
 
 def load_copilot_file(module_name: str, path: str) -> types.ModuleType:
-    """One copilot file loaded by its path: the package (and what it could reach) stays unimported."""
+    """One copilot file loaded by its path: the package (and what it could reach) stays unimported.
+
+    Loaded once per process: a child forked from the template process finds it loaded.
+    """
+    loaded = sys.modules.get(module_name)
+    if loaded is not None:
+        return loaded
     spec = importlib.util.spec_from_file_location(module_name, path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
@@ -514,7 +522,20 @@ def _generated_traceback(error: BaseException) -> str:
 # ---------------------------------------------------------------------- entry point
 
 
-def main(job_path: str) -> None:
+def main(job_path: str) -> NoReturn:
+    """A fresh interpreter's entry (`python -I -B child.py JOB`)."""
+    with open(job_path, encoding="utf-8") as job_file:
+        job = SandboxJob.from_json(job_file.read())
+    check(job)
+
+
+def check(job: SandboxJob) -> NoReturn:
+    """The whole check, walls first, then the report on stdout and `os._exit`.
+
+    Runs in a fresh interpreter (`main`) or in a child forked from the template process
+    (`template_process.py`), which imported torch and the copilot files already: the
+    walls still go up here, in the process that runs the checked code, before its first line.
+    """
     # The report stream is the original stdout; the model's own prints go to stderr.
     report_fd = os.dup(1)
     os.dup2(2, 1)
@@ -524,8 +545,6 @@ def main(job_path: str) -> None:
         # One unbuffered write per line: safe from inside a signal handler, unlike a text stream.
         os.write(report_fd, (json.dumps(record) + "\n").encode())
 
-    with open(job_path, encoding="utf-8") as job_file:
-        job = SandboxJob.from_json(job_file.read())
     checks = Checks(job, emit)
     reserve = bytearray(MEMORY_RESERVE_BYTES)
     guard: AuditGuard | None = None
@@ -533,7 +552,7 @@ def main(job_path: str) -> None:
         apply_limits(job)
         install_timers(job, on_cpu_limit=lambda: emit({"cpu_limit": True}))
         kernel_confined = raise_walls(job)
-        import torch  # under the limits: a torch that cannot start within them is reported too
+        import torch  # under the limits: a torch that cannot start within them is reported too (a template's is loaded)
 
         torch.set_num_threads(1)
         guard = AuditGuard(job.workdir)

@@ -1,12 +1,13 @@
 """Checks generated or edited model code before anyone trains with it.
 
 Owns the sandbox's parent side: the static check (`copilot.advisor.sandbox.static_lint`),
-then one child process per check (`child.py`) started with `python -I -B`
-in a new session, a scrubbed environment built from an allow-list (no AWS_*, no
-tokens, no keys), a temporary working folder deleted afterwards, and a wall-clock
-timeout after which the whole process group is killed. Whatever the child did (a
-JSON report, a crash, a timeout, an out-of-memory death) becomes one `SandboxReport`
-for the fixer and the human.
+then one child process per check (`child.py`), forked from the template process that
+imported torch once (`copilot.advisor.sandbox.template`) or, where none can be had,
+started with `python -I -B`: in a new session, a scrubbed environment built from an
+allow-list (no AWS_*, no tokens, no keys), a temporary working folder deleted
+afterwards, and a wall-clock timeout after which the whole process group is killed.
+Whatever the child did (a JSON report, a crash, a timeout, an out-of-memory death)
+becomes one `SandboxReport` for the fixer and the human.
 
 It never runs generated code in this process, and `check_model_code` never raises for
 bad code: every failure is a report with `ok=False`. A pass is advisory: it is what the
@@ -30,9 +31,9 @@ from typing import Literal
 
 from pydantic import ValidationError
 
-from copilot import walls
 from copilot.advisor.sandbox.child import SandboxJob
 from copilot.advisor.sandbox.static_lint import find_refusal, static_check
+from copilot.advisor.sandbox.template import ChildExit, SandboxTemplate, sandbox_environment, shared_template
 from copilot.advisor.schemas import SandboxReport
 from copilot.config import SandboxSettings
 from copilot.events import DataSpec
@@ -56,28 +57,33 @@ def check_model_code(
     data: DataSpec,
     expected_output: tuple[int, ...] | None = None,
     settings: SandboxSettings,
+    template: SandboxTemplate | None = None,
 ) -> SandboxReport:
     """Statically check `code`, then import, build, run and backpropagate it in a limited child.
 
     `expected_output` is the output shape for a batch of `SANDBOX_BATCH_SIZE` samples;
-    by default the shape the data's task requires.
+    by default the shape the data's task requires. The child is forked from `template`
+    (by default the app's shared one).
     """
     refusal = find_refusal(code, settings.allowed_imports)
     if refusal is not None:
         return SandboxReport(ok=False, stage="static", message=f"{refusal.message}; {refusal.hint}", line=refusal.line)
     return _run_in_child(
-        code, class_name=class_name, model_args=model_args, data=data, expected_output=expected_output, settings=settings
+        code,
+        class_name=class_name,
+        model_args=model_args,
+        data=data,
+        expected_output=expected_output,
+        settings=settings,
+        template=template,
     )
 
 
 @dataclass(frozen=True)
 class _ChildOutcome:
     records: list[dict]  # the JSON lines the child wrote on its report stream
-    returncode: int
-    killed_by_parent: bool
+    exit: ChildExit  # its cpu_s and peak_mb measured by the kernel for the parent (wait4), not reported by the child
     stderr_tail: str
-    cpu_s: float  # measured by the kernel for the parent (wait4), not reported by the child
-    peak_mb: float
 
 
 def _run_in_child(
@@ -88,6 +94,7 @@ def _run_in_child(
     data: DataSpec,
     expected_output: tuple[int, ...] | None,
     settings: SandboxSettings,
+    template: SandboxTemplate | None = None,
 ) -> SandboxReport:
     """The child-process part of `check_model_code`, without the static check.
 
@@ -117,56 +124,24 @@ def _run_in_child(
         )
         job_path = Path(root) / "job.json"
         job_path.write_text(job.to_json(), encoding="utf-8")
-        outcome = _run_child(job_path, workdir, Path(root), settings.timeout_s)
+        template = template or shared_template()
+        outcome = _run_child(job_path, workdir, Path(root), settings.timeout_s, template)
     # Set here, after the child's own fields: a report claiming its own measurements is overwritten.
-    return _report_from(outcome, job).model_copy(
-        update={"observed_cpu_s": outcome.cpu_s, "observed_peak_mb": outcome.peak_mb}
+    report = _report_from(outcome, job).model_copy(
+        update={"observed_cpu_s": outcome.exit.cpu_s, "observed_peak_mb": outcome.exit.peak_mb}
     )
+    notice = template.fallback_notice()
+    return report.model_copy(update={"notice": notice}) if notice else report
 
 
-def _child_environment(workdir: Path) -> dict[str, str]:
-    """The walls' allow-listed environment (no credentials), with the sandbox's home, scratch and thread counts."""
-    environment = walls.allowed_environment(os.environ, home=str(workdir), scratch=str(workdir))
-    environment.update(
-        {
-            "LC_ALL": "C.UTF-8",
-            "OMP_NUM_THREADS": "1",
-            "MKL_NUM_THREADS": "1",
-            "OPENBLAS_NUM_THREADS": "1",
-            # glibc reserves address space per malloc arena; few arenas keep RLIMIT_AS about real memory.
-            "MALLOC_ARENA_MAX": "2",
-            "CUDA_VISIBLE_DEVICES": "",
-        }
-    )
-    return environment
-
-
-def _run_child(job_path: Path, workdir: Path, root: Path, timeout_s: float) -> _ChildOutcome:
+def _run_child(job_path: Path, workdir: Path, root: Path, timeout_s: float, template: SandboxTemplate) -> _ChildOutcome:
     # Files rather than pipes: the child's RLIMIT_FSIZE caps a flood of output, and no pipe can fill up.
     report_path, stderr_path = root / "report.jsonl", root / "stderr.txt"
-    with open(report_path, "wb") as report_file, open(stderr_path, "wb") as stderr_file:
-        process = subprocess.Popen(
-            [sys.executable, "-I", "-B", str(CHILD_SCRIPT), str(job_path)],
-            stdin=subprocess.DEVNULL,
-            stdout=report_file,
-            stderr=stderr_file,
-            cwd=workdir,
-            env=_child_environment(workdir),
-            start_new_session=True,
-        )
-        # A pidfd says when the child ends without polling; wait4 then gives what the kernel measured of it.
-        pidfd = os.pidfd_open(process.pid)
-        try:
-            killed = not select.select([pidfd], [], [], timeout_s)[0]
-        finally:
-            os.close(pidfd)
-            # The whole group: anything the child managed to start goes with it.
-            try:
-                os.killpg(process.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            _pid, status, usage = os.wait4(process.pid, 0)
-            process.returncode = os.waitstatus_to_exitcode(status)
+    report_path.touch()
+    stderr_path.touch()
+    child_exit = template.run_child(job_path, report_path, stderr_path, timeout_s)
+    if child_exit is None:
+        child_exit = _run_fresh_child(job_path, workdir, report_path, stderr_path, timeout_s)
     records = []
     for line in report_path.read_text(encoding="utf-8", errors="replace").splitlines():
         try:
@@ -178,9 +153,35 @@ def _run_child(job_path: Path, workdir: Path, root: Path, timeout_s: float) -> _
     with open(stderr_path, "rb") as stderr_file:
         stderr_file.seek(max(0, stderr_path.stat().st_size - STDERR_TAIL_CHARS))
         stderr_tail = stderr_file.read().decode("utf-8", errors="replace")
-    return _ChildOutcome(
-        records, process.returncode, killed, stderr_tail, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024
-    )
+    return _ChildOutcome(records, child_exit, stderr_tail)
+
+
+def _run_fresh_child(job_path: Path, workdir: Path, report_path: Path, stderr_path: Path, timeout_s: float) -> ChildExit:
+    """The check in a fresh interpreter, which imports torch itself: where no template can be had."""
+    with open(report_path, "wb") as report_file, open(stderr_path, "wb") as stderr_file:
+        process = subprocess.Popen(
+            [sys.executable, "-I", "-B", str(CHILD_SCRIPT), str(job_path)],
+            stdin=subprocess.DEVNULL,
+            stdout=report_file,
+            stderr=stderr_file,
+            cwd=workdir,
+            env=sandbox_environment(workdir),
+            start_new_session=True,
+        )
+    # A pidfd says when the child ends without polling; wait4 then gives what the kernel measured of it.
+    pidfd = os.pidfd_open(process.pid)
+    try:
+        killed = not select.select([pidfd], [], [], timeout_s)[0]
+    finally:
+        os.close(pidfd)
+        # The whole group: anything the child managed to start goes with it.
+        try:
+            os.killpg(process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        _pid, status, usage = os.wait4(process.pid, 0)
+        process.returncode = os.waitstatus_to_exitcode(status)
+    return ChildExit(process.returncode, killed, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024)
 
 
 def _report_from(outcome: _ChildOutcome, job: SandboxJob) -> SandboxReport:
@@ -196,18 +197,18 @@ def _report_from(outcome: _ChildOutcome, job: SandboxJob) -> SandboxReport:
             message = f"the sandbox child wrote an invalid report ({problem['loc']}: {problem['msg']})"
             return _dead_child_report("crashed", message, outcome, job)
         # A failure report stands even if the child was slow to exit; a pass must also exit in time.
-        if not (report.ok and outcome.killed_by_parent):
+        if not (report.ok and outcome.exit.killed_by_parent):
             return report
         stage = "exit"
-    if outcome.killed_by_parent:
+    if outcome.exit.killed_by_parent:
         message = f"wall-clock limit of {job.timeout_s:g} s exceeded during {stage}; the process was killed"
         return _dead_child_report("timeout", message, outcome, job)
-    if any("cpu_limit" in record for record in outcome.records) or outcome.returncode == -signal.SIGXCPU:
+    if any("cpu_limit" in record for record in outcome.records) or outcome.exit.returncode == -signal.SIGXCPU:
         return _dead_child_report("timeout", f"CPU-time limit of {job.cpu_seconds} s exceeded during {stage}", outcome, job)
     if "MemoryError" in outcome.stderr_tail or "bad_alloc" in outcome.stderr_tail:
         message = f"memory limit of {job.memory_mb} MB exceeded during {stage}"
         return _dead_child_report("memory", message, outcome, job)
-    message = f"the sandbox child {_describe_exit(outcome.returncode)} during {stage} without a report"
+    message = f"the sandbox child {_describe_exit(outcome.exit.returncode)} during {stage} without a report"
     return _dead_child_report("crashed", message, outcome, job)
 
 
