@@ -60,8 +60,7 @@ from copilot.tui.widgets.status import AdvisorActivity, StatusInfo
 
 if TYPE_CHECKING:
     from copilot.advisor.schemas import Diagnosis
-    from copilot.history.rounds import RoundInfo
-    from copilot.session.controller import AdvisorTurn, Continuing, Session, VerdictResult
+    from copilot.session.controller import AdvisorTurn, BranchMoved, Continuing, Session, VerdictResult
 
 POLL_TIMEOUT_S = 0.1  # how long the ingest thread waits for events; bounds how late it sees a quit
 NOTABLE_EVENTS = (TrainerError, Finished, ModelSwapped, HParamsApplied)
@@ -144,6 +143,13 @@ class ProposalWithdrawn(Message):
         super().__init__()
         self.turn = turn
         self.line = line
+
+
+class HistoryChanged(Message):
+    """The session wrote a round or a round's results into git; repeated ones coalesce in the queue."""
+
+    def can_replace(self, message: Message) -> bool:
+        return isinstance(message, HistoryChanged)
 
 
 class BackgroundDone(Message):
@@ -252,6 +258,7 @@ class CopilotApp(App[int]):
         self.set_interval(1 / self.settings.tui.refresh_hz, self.refresh_screen)
         self.session.on_trials = lambda line: self.post_message(TrialsStarted(line))
         self.session.on_withdrawn = lambda turn, line: self.post_message(ProposalWithdrawn(turn, line))
+        self.session.on_history_changed = lambda: self.post_message(HistoryChanged())
         self._ingest()
         self._build_charts()
         self._in_background("advisor", "advisor", "looking for a pending proposal", self.session.pending, then=self._show_pending)
@@ -462,6 +469,11 @@ class CopilotApp(App[int]):
             "advisor", "advisor", f"{verdict.decision}ing the proposal", self.session.decide, verdict,
             then=self._decided, failed=lambda: self._set_advisor("waiting" if self.turn is not None else "idle"),
         )
+
+    def on_history_changed(self, _message: HistoryChanged) -> None:
+        """The rounds table in front reads git again; one behind reads it when it comes back."""
+        if isinstance(self.screen, HistoryScreen):
+            self.screen.action_reload()
 
     def on_proposal_withdrawn(self, message: ProposalWithdrawn) -> None:
         """What the proposal was made for changed: the pane clears, and the advisor is free to look again."""
@@ -693,11 +705,10 @@ class CopilotApp(App[int]):
         self.switch_mode("history")
         self.notify("Highlight the round to go back to and press b.")
 
-    def branch_moved(self, info: RoundInfo) -> None:
-        """After an undo, redo or rollback: say where the branch is, and show it if the history is in front."""
-        self.notify(f"branch now at {info.label} {info.short_sha}: {info.summary}")
-        if isinstance(self.screen, HistoryScreen):
-            self.screen.action_reload()
+    def branch_moved(self, moved: BranchMoved) -> None:
+        """After an undo, redo or rollback: say where the branch is and which weights train (the
+        history in front reloads on the session's `on_history_changed`)."""
+        self.notify(f"{moved.message} ({moved.round.short_sha}: {moved.round.summary})")
 
     # ------------------------------------------------------------------ crashes
 
