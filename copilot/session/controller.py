@@ -272,10 +272,14 @@ class Session:
         self._advisor_lock = threading.Lock()
         self._trainer: TrainerProcess | None = None
         self._backlog: list[Event] = []  # events read while stopping or replacing a trainer
+        self._recorded: list[Event] = []  # what a reopened run recorded before this session (`take_recorded`)
         self._turn: AdvisorTurn | None = None
         self._turn_since_epoch: int | None = None  # the epoch training stood at when the proposal reached the gate
         self._assessing = False
         self._stopped = False
+        self._stop_lock = threading.Lock()
+        self._stop_done = threading.Event()
+        self._stopping_thread: threading.Thread | None = None
         self._unrecorded_tokens = 0  # spent on assessments that made no proposal
         self._recorded_tokens = 0
         self.trainer_state: TrainerState = "starting"
@@ -378,6 +382,7 @@ class Session:
         if epochs is not None:
             _check_more_epochs(epochs, run)
         session = cls._opened(settings, run, spec, history, roles, max_rounds)
+        session._recorded = read_metrics(run.metrics)  # before the new trainer adds to it
         session._launch(session._spec_from(run.latest_checkpoint(), epochs=epochs), ())
         session._finish_interrupted_decision()
         session._turn = session._waiting_turn()
@@ -613,6 +618,17 @@ class Session:
             self._last_checkpoint = event
             if event.round == self.round:
                 self._round_checkpoint = event.path
+
+    def take_recorded(self) -> list[Event]:
+        """What the run recorded before this session started its trainer (a reopened run's charts,
+        rounds and state, as `read_metrics` keeps them), handed over once: `poll_events` has the rest."""
+        recorded, self._recorded = self._recorded, []
+        return recorded
+
+    def recorded_diagnosis(self) -> tuple[Diagnosis, str] | None:
+        """The advisor's last diagnosis in the ledger and its trigger, for a screen opened on a run."""
+        entries = read_ledger(self.run)
+        return (entries[-1].diagnosis, entries[-1].trigger) if entries else None
 
     @property
     def trainer_pid(self) -> int | None:
@@ -1171,12 +1187,21 @@ class Session:
             raise
 
     def stop(self, timeout: float = 5.0) -> None:
-        """Checkpoint and stop the trainer, note the round's results; a waiting proposal stays waiting."""
-        if self._stopped:
+        """Checkpoint and stop the trainer, note the round's results; a waiting proposal stays waiting.
+
+        Called again from another thread while a stop is in progress (a signal's bounded
+        shutdown beside the app's own exit), it returns once that stop is done.
+        """
+        with self._stop_lock:
+            stopping = self._stopped
+            self._stopped = True
+        if stopping:
+            if threading.current_thread() is not self._stopping_thread:
+                self._stop_done.wait()
             return
         # Stopped from the first line: a stop that fails (a full disk) is not tried again, and
         # the advisor's database is closed whatever happened, so nothing holds the run folder.
-        self._stopped = True
+        self._stopping_thread = threading.current_thread()
         runner = self._trial_runner
         if runner is not None:
             runner.cancel()  # before the trainer lock: the assessment that runs the trials does not hold it
@@ -1187,3 +1212,4 @@ class Session:
             self.record_results()
         finally:
             self._advisor.close()
+            self._stop_done.set()

@@ -48,6 +48,7 @@ from copilot.config import Settings
 from copilot.errors import CopilotError
 from copilot.events import ENDED_STATES, Event, Finished, HParamsApplied, ModelSwapped, TrainerError
 from copilot.history.hparams_file import hparams_to_toml, read_hparams
+from copilot.session.shutdown import STOPPING_SIGNALS, BoundedShutdown
 from copilot.tui.screens.dialogs import ConfirmDialog, ReasonDialog, TextDialog
 from copilot.tui.screens.history import HistoryScreen
 from copilot.tui.screens.layers import LayersScreen
@@ -261,17 +262,33 @@ class CopilotApp(App[int]):
         self.session.on_history_changed = lambda: self.post_message(HistoryChanged())
         self._ingest()
         self._build_charts()
-        self._in_background("advisor", "advisor", "looking for a pending proposal", self.session.pending, then=self._show_pending)
+        self._in_background("advisor", "advisor", "looking for a pending proposal", self._pending_or_last, then=self._show_pending)
         if self.handle_signals:
             loop = asyncio.get_running_loop()
-            # The SSH connection dropped or the system asks us to stop: checkpoint (in run_app) and leave.
-            loop.add_signal_handler(signal.SIGHUP, partial(self.exit, return_code=129))
-            loop.add_signal_handler(signal.SIGTERM, partial(self.exit, return_code=143))
+            shutdown = BoundedShutdown(self.session)
 
-    def _show_pending(self, turn: AdvisorTurn | None) -> None:
+            def stop_signal(signum: int, _frame: object) -> None:
+                # The SSH connection dropped or the system asks us to stop: the checkpoint and a
+                # bounded end start at once, in a thread of their own (the loop may be blocked on a
+                # terminal nobody reads); the app's own exit restores the terminal if it can.
+                shutdown.begin(signum)
+                loop.call_soon_threadsafe(partial(self.exit, return_code=128 + signum))
+
+            for signum in STOPPING_SIGNALS:
+                signal.signal(signum, stop_signal)
+
+    def _pending_or_last(self) -> tuple[AdvisorTurn | None, tuple[Diagnosis, str] | None]:
+        """The proposal waiting at the gate, and the ledger's last diagnosis (a reopened run's advisor pane)."""
+        return self.session.pending(), self.session.recorded_diagnosis()
+
+    def _show_pending(self, found: tuple[AdvisorTurn | None, tuple[Diagnosis, str] | None]) -> None:
+        turn, recorded = found
         if turn is not None:
             self.store.note("advisor", "info", f"a proposal from before the restart is waiting: {turn.proposal.summary}")
             self._receive_turn(turn)
+        elif recorded is not None and self.last_diagnosis is None:
+            self.last_diagnosis = recorded
+            self.touch()
 
     # ------------------------------------------------------------------ redraw
 
@@ -317,6 +334,8 @@ class CopilotApp(App[int]):
     @work(thread=True, group="ingest", exit_on_error=False, name="ingest")
     def _ingest(self) -> None:
         worker = get_current_worker()
+        # A reopened run's screen comes back as it was (charts, round markers, step and speed) before live events.
+        self.store.ingest_many(self.session.take_recorded())
         try:
             while not worker.is_cancelled:
                 try:

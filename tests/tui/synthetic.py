@@ -369,6 +369,12 @@ class SyntheticSession:
         self._record("pending")
         return self.waiting
 
+    def take_recorded(self) -> list[Event]:
+        return []  # a fresh run: the seeded events arrive live
+
+    def recorded_diagnosis(self) -> tuple[Diagnosis, str] | None:
+        return None
+
     def decide(self, verdict: Verdict) -> VerdictResult:
         self._record("decide", verdict)
         turn = self.waiting
