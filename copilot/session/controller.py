@@ -531,6 +531,11 @@ class Session:
         self._spec = self._spec.model_copy(update={"walled": True})
         _save_spec(self.run, self._spec)
 
+    @property
+    def _paused_by_user(self) -> bool:
+        """Paused by the user's `p` (a trainer that replaces it starts paused too), not held by us or on a NaN."""
+        return self.trainer_state == "paused" and not (self._holding or self.paused_on_nonfinite)
+
     def _send_untrusted(self, commands: Sequence[Command]) -> str:
         """Give the trainer commands that run code the user did not write; says what happened.
 
@@ -547,7 +552,7 @@ class Session:
             if self.trainer_state in ("finished", "stopped") or self._trainer is None or not self._trainer.is_alive:
                 return self._send(commands)
             # Paused by the user, the walled trainer starts paused too; held or paused on NaN, it goes on with the change.
-            paused_by_user = self.trainer_state == "paused" and not (self._holding or self.paused_on_nonfinite)
+            paused_by_user = self._paused_by_user
             last_words = self._trainer.stop(REPLACE_STOP_TIMEOUT_S)
             self._keep(last_words)
             if any(isinstance(event, Finished) and event.reason == "epochs_done" for event in last_words):
@@ -859,16 +864,17 @@ class Session:
         latest = self.run.latest_checkpoint()
         if latest is None:
             return None, 0  # nothing trained yet: every arm starts from the model file, as the run did
-        return latest, self._step_of(latest)
+        return latest, self._step_of(latest) or 0
 
-    def _step_of(self, checkpoint: Path) -> int:
-        """The step `checkpoint` was written at, as its record says (0 when none does)."""
+    def _step_of(self, checkpoint: Path) -> int | None:
+        """The step `checkpoint` was written at, as its record says (None when none does: a run
+        folder moved since, whose records name the old place)."""
         known = self._last_checkpoint
         if known is not None and known.path == str(checkpoint):
             return known.step
         # Written after the last poll (the trainer ran on while the advisor worked): its record says where.
         written = [event for event in read_metrics(self.run.metrics) if isinstance(event, CheckpointWritten) and event.path == str(checkpoint)]
-        return written[-1].step if written else 0
+        return written[-1].step if written else None
 
     def _step_time_s(self, batch_size: int) -> float | None:
         """Seconds per step as the run measured it (its last epoch's throughput)."""
@@ -1141,10 +1147,13 @@ class Session:
         if checkpoint is None or not checkpoint.is_file():
             self._follow_worktree(round_number)
             return f"{target.label} has no checkpoint, so its files are loaded into the current weights"
-        # What the abandoned line trained after the checkpoint is no longer the run's.
-        self._rewind_to(self._step_of(checkpoint))
+        step = self._step_of(checkpoint)
+        if step is not None:  # what the abandoned line trained after the checkpoint is no longer the run's
+            self._rewind_to(step)
+        paused_by_user = self._paused_by_user
         # The empty change marks the round; the old trainer's state is abandoned, not checkpointed.
-        self._replace_trainer(checkpoint, [SetHParams(changes={}, round=round_number)], save_old=False)
+        commands: list[Command] = [*([Pause()] if paused_by_user else []), SetHParams(changes={}, round=round_number)]
+        self._replace_trainer(checkpoint, commands, save_old=False)
         return f"training continues from {target.label}'s checkpoint {checkpoint.name} (its weights)"
 
     def _swap_command(self, round_number: int, *, carry_weights: bool = True) -> SwapModel:
