@@ -727,7 +727,9 @@ class CopilotApp(App[int]):
     def branch_moved(self, moved: BranchMoved) -> None:
         """After an undo, redo or rollback: say where the branch is and which weights train (the
         history in front reloads on the session's `on_history_changed`)."""
-        self.notify(f"{moved.message} ({moved.round.short_sha}: {moved.round.summary})")
+        line = f"{moved.message} ({moved.round.short_sha}: {moved.round.summary})"
+        self.store.note("git", "info", line)
+        self.notify(line)
 
     # ------------------------------------------------------------------ crashes
 

@@ -476,6 +476,8 @@ async def test_rollback_asks_first_then_undo_and_redo_move_the_branch() -> None:
         await pilot.press("U")
         await until(pilot, lambda: len(app.screen.rounds) == 4)
         assert [name for name in session.names() if name in ("rollback", "undo", "redo")] == ["rollback", "undo", "redo"]
+        logged = [entry.message for entry in app.store.view().log_tail]
+        assert any(line.startswith("rolled back to r1 as r3; training continues from r1's checkpoint") for line in logged)
 
 
 async def test_l_shows_every_module_with_anomalies_and_sorts_by_column() -> None:
