@@ -263,7 +263,7 @@ class EpochSummary(Message):
     expected_initial_loss: float | None = None  # ln(classes) for a classifier
     lr: float
     samples_per_sec: float
-    duration_s: float
+    duration_s: float  # training and validation; the time it stood paused is not counted
     round: int = 0
     attempt: int = 1  # which start of the trainer measured it (see copilot/metrics_file.py)
 

@@ -109,6 +109,30 @@ class RunFolder:
         """How the run was started (model, data, settings), so `resume` can start it again."""
         return self.path / "session.json"
 
+    def unused_checkpoint(self, name: str) -> Path:
+        """`checkpoints/name`, or `epoch0003-2.pt`, `-3`... when that file exists already.
+
+        A checkpoint file is written once: a round's git note names it, and training that
+        reaches the same epoch again (after a rollback or an undo, or a trial's end state
+        copied in) must not replace the weights the note promises.
+        """
+        path = self.checkpoints / name
+        number = 1
+        while path.exists():
+            number += 1
+            path = self.checkpoints / f"{Path(name).stem}-{number}{Path(name).suffix}"
+        return path
+
+    def relative(self, path: str | Path) -> str:
+        """`path` as a note stores it: relative to the run folder when inside it, so a repository
+        moved or cloned elsewhere still finds it."""
+        absolute = Path(path).resolve()
+        return absolute.relative_to(self.path.resolve()).as_posix() if absolute.is_relative_to(self.path.resolve()) else str(path)
+
+    def resolve(self, stored: str) -> Path:
+        """A path a note stored (relative to the run folder, or absolute in older notes)."""
+        return self.path / stored if not Path(stored).is_absolute() else Path(stored)
+
     def latest_checkpoint(self) -> Path | None:
         found = sorted(self.checkpoints.glob("*.pt"), key=lambda p: p.stat().st_mtime)
         return found[-1] if found else None

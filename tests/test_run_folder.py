@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from copilot.errors import CopilotError
-from copilot.run_folder import DEFAULT_RUNS_DIR, DEMO_DIR, find_run
+from copilot.run_folder import DEFAULT_RUNS_DIR, DEMO_DIR, RunFolder, find_run
 
 
 def make_run(runs: Path, run_id: str) -> Path:
@@ -35,3 +35,21 @@ def test_a_run_not_found_names_only_folders_that_exist(tmp_path: Path) -> None:
     with pytest.raises(CopilotError) as elsewhere:
         find_run("nosuch", root=tmp_path)
     assert elsewhere.value.hint == f"list runs with `ls {(tmp_path / DEMO_DIR / DEFAULT_RUNS_DIR).resolve()}`"
+
+
+def test_a_note_stores_a_checkpoint_relative_to_the_run_and_an_old_absolute_one_still_reads(tmp_path: Path) -> None:
+    run = RunFolder(tmp_path / "run").create()
+    checkpoint = run.checkpoints / "epoch0002.pt"
+    assert run.relative(checkpoint) == "checkpoints/epoch0002.pt"
+    moved = RunFolder(tmp_path / "clone" / "run")
+    assert moved.resolve("checkpoints/epoch0002.pt") == moved.path / "checkpoints" / "epoch0002.pt"
+    assert run.resolve(str(checkpoint)) == checkpoint, "notes written before kept absolute paths"
+    assert run.relative(tmp_path / "elsewhere.pt") == str(tmp_path / "elsewhere.pt")
+
+
+def test_a_checkpoint_name_already_taken_gets_a_new_one(tmp_path: Path) -> None:
+    run = RunFolder(tmp_path / "run").create()
+    assert run.unused_checkpoint("epoch0005.pt") == run.checkpoints / "epoch0005.pt"
+    (run.checkpoints / "epoch0005.pt").write_bytes(b"r2's weights")
+    (run.checkpoints / "epoch0005-2.pt").write_bytes(b"a rollback's")
+    assert run.unused_checkpoint("epoch0005.pt") == run.checkpoints / "epoch0005-3.pt"

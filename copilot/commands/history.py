@@ -241,7 +241,8 @@ def run_rollback(args: argparse.Namespace) -> int:
     console.print(f"committed {_one_line(info)}")
     results = history.round(target).results
     if results is not None and results.checkpoint:
-        console.print(f"resume training from r{target}'s checkpoint: {escape(results.checkpoint)}")
+        where = "" if Path(results.checkpoint).is_absolute() else f" (in run {history.run_id}'s folder)"  # older notes: absolute
+        console.print(f"resume training from r{target}'s checkpoint: {escape(results.checkpoint)}{where}")
     return 0
 
 

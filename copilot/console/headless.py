@@ -15,7 +15,8 @@ and training goes on; nothing is asked. The run ends when the epoch budget is sp
 the human accepts the advisor's finish (converged, or the target met):
 the report is written and the rounds are printed. SIGHUP (the SSH connection
 dropped) and SIGTERM stop the session cleanly: a checkpoint is written, the trainer
-stops, a waiting proposal stays in the advisor's checkpoint. No raw terminal mode is
+stops, a waiting proposal stays in the advisor's checkpoint, and the process ends within
+a bound whatever the terminal does (`copilot.session.shutdown`). No raw terminal mode is
 ever used, so there is nothing to restore. This module prints and reads; the session
 does the work.
 """
@@ -45,6 +46,7 @@ from copilot.errors import AdvisorError, CopilotError
 from copilot.events import ENDED_STATES, Event, HParamsApplied, ModelSwapped
 from copilot.numbers import percent
 from copilot.session.controller import AdvisorTurn, Continuing, Session, VerdictResult, resume_command
+from copilot.session.shutdown import STOPPING_SIGNALS, BoundedShutdown
 
 AutoAccept = Literal["validated", "all"]
 POLL_S = 0.2
@@ -58,17 +60,20 @@ class HangUp(Exception):
         self.signum = signum
 
 
-def _raise_hang_up(signum: int, _frame: FrameType | None) -> None:
-    raise HangUp(signum)
-
-
 @contextlib.contextmanager
-def _stopping_signals() -> Iterator[None]:
-    """SIGHUP and SIGTERM become `HangUp` in the main thread while the session runs."""
+def _stopping_signals(session: Session) -> Iterator[None]:
+    """SIGHUP and SIGTERM become `HangUp` in the main thread while the session runs, and start
+    the bounded shutdown beside it: printing to a terminal that went away may block for good."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = {signum: signal.signal(signum, _raise_hang_up) for signum in (signal.SIGHUP, signal.SIGTERM)}
+    shutdown = BoundedShutdown(session)
+
+    def hang_up(signum: int, _frame: FrameType | None) -> None:
+        shutdown.begin(signum)
+        raise HangUp(signum)
+
+    previous = {signum: signal.signal(signum, hang_up) for signum in STOPPING_SIGNALS}
     try:
         yield
     finally:
@@ -107,7 +112,7 @@ def drive(session: Session, console: Console, *, auto_accept: AutoAccept | None 
     the user can fix it, 1 when it is ours), after the report is written.
     """
     driver = _HeadlessDriver(session, console, auto_accept, answers or sys.stdin)
-    with _stopping_signals():
+    with _stopping_signals(session):
         try:
             return driver.run()
         except HangUp as hang_up:

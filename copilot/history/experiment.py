@@ -7,7 +7,8 @@ reads the model from, so every metric maps to an exact commit. Round 0 is always
 commit: the model file exactly as the user has it on disk (uncommitted edits
 included, staged on a temporary index, never the user's), so the first diff shows
 only the co-pilot's change. Every later accepted change is a round commit; results
-are JSON notes under `refs/notes/copilot`; undo parks the old tip under
+are JSON notes under `refs/notes/copilot`, made final when the branch leaves the round
+(a new round, a rollback or an undo), so that no later training rewrites them; undo parks the old tip under
 `refs/copilot/<run-id>/attic/<sha>`. All of it is read back from git, never kept in
 memory, so a restarted process (or the CLI beside the app) sees the same history.
 
@@ -557,6 +558,7 @@ class ExperimentHistory:
         entries = self._log(git)
         tip = entries[0].sha
         number = self._last_round_number(entries) + 1
+        self._make_final(git, entries[0])
         subject = subject_line(kind, number, summary)
         message = compose_message(
             subject,
@@ -595,16 +597,34 @@ class ExperimentHistory:
 
     def record_result(self, round: int, results: RoundResults | Mapping[str, object]) -> RoundResults:
         """Merge measured results into the round's note (JSON under refs/notes/copilot);
-        the commit's hash does not change. Returns the note's content now."""
+        the commit's hash does not change. Returns the note's content now.
+
+        A note marked `final` is the round's record for good: it is never rewritten.
+        """
         new = results if isinstance(results, RoundResults) else RoundResults.model_validate(dict(results))
         with self._repository.session(writing=True) as git:
             entries = self._log(git)
             entry = next((entry for entry in entries if round_number_of(entry, self.run_id) == round), None)
             if entry is None:
                 raise self._no_round(round, self._last_round_number(entries))
-            merged = (RoundResults.from_note(entry.note) or RoundResults()).merged(new)
+            noted = RoundResults.from_note(entry.note) or RoundResults()
+            if noted.final:
+                raise HistoryError(
+                    f"r{round}'s results are final: the run left that round, and its record is never rewritten",
+                    "record later training on a new round",
+                )
+            merged = noted.merged(new)
             set_note(git, entry.sha, merged.to_note())
         return merged
+
+    def _make_final(self, git: GitSession, entry: LogEntry) -> None:
+        """Mark the results of the round the branch leaves final (`record_result` never rewrites
+        them): whatever trains after a new round, a rollback or an undo is not that round's record."""
+        noted = RoundResults.from_note(entry.note) if entry.note.strip() else RoundResults()
+        # Not a round of ours, or a note edited by hand into something we cannot read: left as it is.
+        if round_number_of(entry, self.run_id) is None or noted is None or noted.final:
+            return
+        set_note(git, entry.sha, noted.merged(RoundResults(final=True)).to_note())
 
     def undo(self) -> RoundInfo:
         """Take the last round off the branch and return the round now at the tip.
@@ -640,6 +660,7 @@ class ExperimentHistory:
             ]
             if not extends_chain:
                 instructions.append(f"update {redo_ref} {tip.sha}")
+            self._make_final(git, tip)
             update_refs(git, instructions, f"copilot undo: {tip.subject}")
             sync_worktree(git, WorktreeIndex(self.worktree), parent)
         return rounds_from_log(entries[1:], self.run_id)[-1]

@@ -58,6 +58,7 @@ class RoundResults(Frozen):
     wall_time_s: float | None = None
     checkpoint: str | None = None  # the checkpoint a rollback to this round resumes from
     trial: TrialResults | None = None  # what the round's change measured in its trial, before it was accepted
+    final: bool | None = None  # the run left the round (a later round, rollback, undo or redo): never rewritten
 
     def merged(self, newer: "RoundResults") -> "RoundResults":
         """These results with every field `newer` sets replaced."""

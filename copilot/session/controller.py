@@ -23,7 +23,11 @@ From then on:
   checkpoint, and the run stays walled from then on; a rejection goes
   to the ledger through the workflow; an edit is checked again;
 - a round's measured results go into its git note at the next assessment and when
-  the run ends; `write_report` writes report.md; `stop` checkpoints and stops.
+  the run ends, with its checkpoint relative to the run folder, until the run leaves the
+  round: the history then makes the note final, and no later training rewrites it;
+- a rollback, an undo or a redo trains the round it goes to from that round's checkpoint
+  (its weights), or, when it has none, loads its files into the weights the trainer holds;
+  the `BranchMoved` line says which; `write_report` writes report.md; `stop` checkpoints and stops.
 
 `Session.reopen` continues a stopped run from its latest checkpoint, pending proposal
 included, and completes a verdict a crash cut short (the round commit's
@@ -129,6 +133,14 @@ class AdvisorTurn:
     tokens: tuple[TokenUsage, ...]
     edit_problem: str | None = None  # why the human's last edit was not taken
     epoch: int | None = None  # the epochs its evidence covers (None: unknown, from an older checkpoint)
+
+
+@dataclass(frozen=True)
+class BranchMoved:
+    """Where a rollback, undo or redo left the branch, and which weights training goes on from."""
+
+    round: RoundInfo  # the round now at the branch's tip
+    message: str  # one line for the user
 
 
 @dataclass(frozen=True)
@@ -260,10 +272,14 @@ class Session:
         self._advisor_lock = threading.Lock()
         self._trainer: TrainerProcess | None = None
         self._backlog: list[Event] = []  # events read while stopping or replacing a trainer
+        self._recorded: list[Event] = []  # what a reopened run recorded before this session (`take_recorded`)
         self._turn: AdvisorTurn | None = None
         self._turn_since_epoch: int | None = None  # the epoch training stood at when the proposal reached the gate
         self._assessing = False
         self._stopped = False
+        self._stop_lock = threading.Lock()
+        self._stop_done = threading.Event()
+        self._stopping_thread: threading.Thread | None = None
         self._unrecorded_tokens = 0  # spent on assessments that made no proposal
         self._recorded_tokens = 0
         self.trainer_state: TrainerState = "starting"
@@ -276,6 +292,8 @@ class Session:
         self.trialling: str | None = None  # while trials run: what they are, for the status line
         self.on_trials: Callable[[str], None] | None = None  # told when trials start, e.g. to print it
         self.on_withdrawn: Callable[[AdvisorTurn, str], None] | None = None  # told when a waiting proposal is withdrawn
+        # Told after a round or a round's results were written into git (from whichever thread wrote them).
+        self.on_history_changed: Callable[[], None] | None = None
         self._trial_runner: TrialRunner | None = None
         tip = history.rounds()[-1]
         self.round = tip.round
@@ -285,7 +303,10 @@ class Session:
         self._round_started_time = tip.time.timestamp()
         self._round_epoch: EpochSummary | None = None
         self._round_checkpoint: str | None = None
-        self._results_recorded_at: tuple[int, int] | None = None  # (round, epoch) last written to a note
+        # (round, epoch, checkpoint) last written to a note: the epoch's checkpoint follows its summary.
+        self._results_recorded_at: tuple[int, int, str | None] | None = None
+        # The history made the round's note final when the run left it: going back to it (undo, redo) rewrites none.
+        self._round_final = bool(tip.results and tip.results.final)
         self._refresh_recorded_tokens()
 
     # ------------------------------------------------------------------ making one
@@ -361,6 +382,7 @@ class Session:
         if epochs is not None:
             _check_more_epochs(epochs, run)
         session = cls._opened(settings, run, spec, history, roles, max_rounds)
+        session._recorded = read_metrics(run.metrics)  # before the new trainer adds to it
         session._launch(session._spec_from(run.latest_checkpoint(), epochs=epochs), ())
         session._finish_interrupted_decision()
         session._turn = session._waiting_turn()
@@ -509,6 +531,11 @@ class Session:
         self._spec = self._spec.model_copy(update={"walled": True})
         _save_spec(self.run, self._spec)
 
+    @property
+    def _paused_by_user(self) -> bool:
+        """Paused by the user's `p` (a trainer that replaces it starts paused too), not held by us or on a NaN."""
+        return self.trainer_state == "paused" and not (self._holding or self.paused_on_nonfinite)
+
     def _send_untrusted(self, commands: Sequence[Command]) -> str:
         """Give the trainer commands that run code the user did not write; says what happened.
 
@@ -525,7 +552,7 @@ class Session:
             if self.trainer_state in ("finished", "stopped") or self._trainer is None or not self._trainer.is_alive:
                 return self._send(commands)
             # Paused by the user, the walled trainer starts paused too; held or paused on NaN, it goes on with the change.
-            paused_by_user = self.trainer_state == "paused" and not (self._holding or self.paused_on_nonfinite)
+            paused_by_user = self._paused_by_user
             last_words = self._trainer.stop(REPLACE_STOP_TIMEOUT_S)
             self._keep(last_words)
             if any(isinstance(event, Finished) and event.reason == "epochs_done" for event in last_words):
@@ -596,6 +623,17 @@ class Session:
             self._last_checkpoint = event
             if event.round == self.round:
                 self._round_checkpoint = event.path
+
+    def take_recorded(self) -> list[Event]:
+        """What the run recorded before this session started its trainer (a reopened run's charts,
+        rounds and state, as `read_metrics` keeps them), handed over once: `poll_events` has the rest."""
+        recorded, self._recorded = self._recorded, []
+        return recorded
+
+    def recorded_diagnosis(self) -> tuple[Diagnosis, str] | None:
+        """The advisor's last diagnosis in the ledger and its trigger, for a screen opened on a run."""
+        entries = read_ledger(self.run)
+        return (entries[-1].diagnosis, entries[-1].trigger) if entries else None
 
     @property
     def trainer_pid(self) -> int | None:
@@ -826,12 +864,17 @@ class Session:
         latest = self.run.latest_checkpoint()
         if latest is None:
             return None, 0  # nothing trained yet: every arm starts from the model file, as the run did
+        return latest, self._step_of(latest) or 0
+
+    def _step_of(self, checkpoint: Path) -> int | None:
+        """The step `checkpoint` was written at, as its record says (None when none does: a run
+        folder moved since, whose records name the old place)."""
         known = self._last_checkpoint
-        if known is not None and known.path == str(latest):
-            return latest, known.step
+        if known is not None and known.path == str(checkpoint):
+            return known.step
         # Written after the last poll (the trainer ran on while the advisor worked): its record says where.
-        written = [event for event in read_metrics(self.run.metrics) if isinstance(event, CheckpointWritten) and event.path == str(latest)]
-        return latest, written[-1].step if written else 0
+        written = [event for event in read_metrics(self.run.metrics) if isinstance(event, CheckpointWritten) and event.path == str(checkpoint)]
+        return written[-1].step if written else None
 
     def _step_time_s(self, batch_size: int) -> float | None:
         """Seconds per step as the run measured it (its last epoch's throughput)."""
@@ -862,7 +905,7 @@ class Session:
                 metrics.writelines(event_to_json(event) + "\n" for event in carried)
             self._keep(carried)
             # In the run's own checkpoints, so a restart before the next one still continues from here.
-            kept = self.run.checkpoints / checkpoint.name
+            kept = self.run.unused_checkpoint(checkpoint.name)
             shutil.copyfile(checkpoint, kept)
             self._launch(self._spec_from(kept), ())
         return f"training continues from its trial's end ({arm.steps} trial steps kept)"
@@ -921,6 +964,7 @@ class Session:
                 self.history.record_result(info.round, {"trial": self._trial_note(report)})
         append_entry(self.run, accepted.entry.model_copy(update={"commit": info.sha}))
         self._new_round(info)
+        self._history_changed()
         winner = trial_winner(proposal)
         if winner is not None and isinstance(proposal, ArchitectureProposal):
             self._wall_from_now_on()
@@ -1016,22 +1060,27 @@ class Session:
         return {"epoch": epoch.epoch} | {name: value for name, value in measured.items() if value is not None and math.isfinite(value)}
 
     def _new_round(self, info: RoundInfo) -> None:
+        """Train `info` from now on: a new round, or one the branch went back to (its results final)."""
         self.round = info.round
         self._round_started_epoch = None  # known at the round's first epoch
         self._round_started_time = time.time()
         self._round_epoch = self._round_checkpoint = None
+        self._round_final = bool(info.results and info.results.final)
 
     def record_results(self) -> None:
-        """Write what the current round's own model measured into its git note (once per new epoch).
+        """Write what the current round's own model measured into its git note (once per new epoch
+        or checkpoint), until the run leaves the round: the history then makes the note final.
 
         Only epochs and checkpoints the trainer reports for this round count: those of the
         model before it, still arriving after the commit, are never this round's results.
+        The checkpoint is stored relative to the run folder.
         """
         epoch = self._round_epoch
         started_epoch = self._round_started_epoch
-        if epoch is None or started_epoch is None or epoch.epoch <= started_epoch:
+        if self._round_final or epoch is None or started_epoch is None or epoch.epoch <= started_epoch:
             return
-        if self._results_recorded_at == (self.round, epoch.epoch):
+        checkpoint = self.run.relative(self._round_checkpoint) if self._round_checkpoint else None
+        if self._results_recorded_at == (self.round, epoch.epoch, checkpoint):
             return
         results = {
             "val_accuracy": epoch.val_accuracy,
@@ -1040,11 +1089,16 @@ class Session:
             "epoch": epoch.epoch,
             "epochs_trained": epoch.epoch - started_epoch,
             "wall_time_s": round(time.time() - self._round_started_time, 1),
-            "checkpoint": self._round_checkpoint,
+            "checkpoint": checkpoint,
         }
         with self._history_lock:
             self.history.record_result(self.round, {key: value for key, value in results.items() if value is not None})
-        self._results_recorded_at = (self.round, epoch.epoch)
+        self._results_recorded_at = (self.round, epoch.epoch, checkpoint)
+        self._history_changed()
+
+    def _history_changed(self) -> None:
+        if self.on_history_changed is not None:
+            self.on_history_changed()
 
     def rounds(self) -> list[RoundInfo]:
         with self._history_lock:
@@ -1054,38 +1108,53 @@ class Session:
         with self._history_lock:
             return self.history.diff(a, b)
 
-    def rollback(self, k: int) -> RoundInfo:
+    def rollback(self, k: int) -> BranchMoved:
         """A new round equal to round k; training continues from round k's checkpoint when it has one."""
         self.record_results()
         with self._history_lock:
             info = self.history.rollback(k, before=self._before_metrics())
             target = self.history.round(k)
         self._new_round(info)
-        checkpoint = Path(target.results.checkpoint) if target.results and target.results.checkpoint else None
-        if checkpoint is not None and checkpoint.is_file():
-            # The checkpoint holds round k's model, weights and hyperparameters; the empty change marks the round.
-            self._replace_trainer(checkpoint, [SetHParams(changes={}, round=info.round)])
-        else:
-            self._follow_worktree(info.round)
+        self._history_changed()
+        training = self._train_from(target, info.round)
         self.withdraw(f"the model changed: rolled back to r{k} (now {info.label})")
-        return info
+        return BranchMoved(info, f"rolled back to r{k} as {info.label}; {training}")
 
-    def undo(self) -> RoundInfo:
-        """Take the last round off the branch; the trainer goes back to the files of the round before."""
+    def undo(self) -> BranchMoved:
+        """Take the last round off the branch; the trainer goes back to the round before: its checkpoint."""
         return self._move_branch(self.history.undo, "undone")
 
-    def redo(self) -> RoundInfo:
-        """Put back the round undo took off; the trainer takes its files again."""
+    def redo(self) -> BranchMoved:
+        """Put back the round undo took off; the trainer goes back to its checkpoint."""
         return self._move_branch(self.history.redo, "redone")
 
-    def _move_branch(self, operation: Callable[[], RoundInfo], done: str) -> RoundInfo:
+    def _move_branch(self, operation: Callable[[], RoundInfo], done: str) -> BranchMoved:
         self.record_results()
         with self._history_lock:
             info = operation()
         self._new_round(info)
-        self._follow_worktree(info.round)
+        self._history_changed()
+        training = self._train_from(info, info.round)
         self.withdraw(f"the model changed: {done}, the branch is at {info.label}")
-        return info
+        return BranchMoved(info, f"{done}: the branch is at {info.label}; {training}")
+
+    def _train_from(self, target: RoundInfo, round_number: int) -> str:
+        """Train `target`'s model as round `round_number`: from its checkpoint (its weights, optimizer
+        and hyperparameters) when it has one, else its files loaded into the weights the trainer
+        holds now. Says which."""
+        stored = target.results.checkpoint if target.results else None
+        checkpoint = self.run.resolve(stored) if stored else None
+        if checkpoint is None or not checkpoint.is_file():
+            self._follow_worktree(round_number)
+            return f"{target.label} has no checkpoint, so its files are loaded into the current weights"
+        step = self._step_of(checkpoint)
+        if step is not None:  # what the abandoned line trained after the checkpoint is no longer the run's
+            self._rewind_to(step)
+        paused_by_user = self._paused_by_user
+        # The empty change marks the round; the old trainer's state is abandoned, not checkpointed.
+        commands: list[Command] = [*([Pause()] if paused_by_user else []), SetHParams(changes={}, round=round_number)]
+        self._replace_trainer(checkpoint, commands, save_old=False)
+        return f"training continues from {target.label}'s checkpoint {checkpoint.name} (its weights)"
 
     def _swap_command(self, round_number: int, *, carry_weights: bool = True) -> SwapModel:
         """Load the worktree's model file, the round's code, into the trainer."""
@@ -1127,12 +1196,21 @@ class Session:
             raise
 
     def stop(self, timeout: float = 5.0) -> None:
-        """Checkpoint and stop the trainer, note the round's results; a waiting proposal stays waiting."""
-        if self._stopped:
+        """Checkpoint and stop the trainer, note the round's results; a waiting proposal stays waiting.
+
+        Called again from another thread while a stop is in progress (a signal's bounded
+        shutdown beside the app's own exit), it returns once that stop is done.
+        """
+        with self._stop_lock:
+            stopping = self._stopped
+            self._stopped = True
+        if stopping:
+            if threading.current_thread() is not self._stopping_thread:
+                self._stop_done.wait()
             return
         # Stopped from the first line: a stop that fails (a full disk) is not tried again, and
         # the advisor's database is closed whatever happened, so nothing holds the run folder.
-        self._stopped = True
+        self._stopping_thread = threading.current_thread()
         runner = self._trial_runner
         if runner is not None:
             runner.cancel()  # before the trainer lock: the assessment that runs the trials does not hold it
@@ -1143,3 +1221,4 @@ class Session:
             self.record_results()
         finally:
             self._advisor.close()
+            self._stop_done.set()

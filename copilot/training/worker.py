@@ -640,7 +640,7 @@ class _Trainer:
                 expected_initial_loss=math.log(self.data.spec.num_classes),
                 lr=float(state.optimizer.param_groups[0]["lr"]),
                 samples_per_sec=samples / training_s if training_s > 0 else 0.0,
-                duration_s=time.perf_counter() - epoch_started,
+                duration_s=time.perf_counter() - epoch_started - self.paused_s,  # training, not waiting
                 round=state.round,
                 attempt=self.reporter.attempt,
             )
@@ -847,7 +847,7 @@ class _Trainer:
             # At an epoch's end the generator already stands where the next epoch starts.
             shuffle_state=self.generator.get_state() if at_epoch_end else self.epoch_shuffle_state,
         )
-        path = self.folder.checkpoints / checkpoint_name(state.epoch, state.step, at_epoch_end=at_epoch_end)
+        path = self.folder.unused_checkpoint(checkpoint_name(state.epoch, state.step, at_epoch_end=at_epoch_end))
         save_checkpoint(checkpoint, path)
         self.reporter.emit(CheckpointWritten(path=str(path), epoch=state.epoch, step=state.step, round=state.round))
 

@@ -48,6 +48,7 @@ from copilot.config import Settings
 from copilot.errors import CopilotError
 from copilot.events import ENDED_STATES, Event, Finished, HParamsApplied, ModelSwapped, TrainerError
 from copilot.history.hparams_file import hparams_to_toml, read_hparams
+from copilot.session.shutdown import STOPPING_SIGNALS, BoundedShutdown
 from copilot.tui.screens.dialogs import ConfirmDialog, ReasonDialog, TextDialog
 from copilot.tui.screens.history import HistoryScreen
 from copilot.tui.screens.layers import LayersScreen
@@ -60,8 +61,7 @@ from copilot.tui.widgets.status import AdvisorActivity, StatusInfo
 
 if TYPE_CHECKING:
     from copilot.advisor.schemas import Diagnosis
-    from copilot.history.rounds import RoundInfo
-    from copilot.session.controller import AdvisorTurn, Continuing, Session, VerdictResult
+    from copilot.session.controller import AdvisorTurn, BranchMoved, Continuing, Session, VerdictResult
 
 POLL_TIMEOUT_S = 0.1  # how long the ingest thread waits for events; bounds how late it sees a quit
 NOTABLE_EVENTS = (TrainerError, Finished, ModelSwapped, HParamsApplied)
@@ -144,6 +144,13 @@ class ProposalWithdrawn(Message):
         super().__init__()
         self.turn = turn
         self.line = line
+
+
+class HistoryChanged(Message):
+    """The session wrote a round or a round's results into git; repeated ones coalesce in the queue."""
+
+    def can_replace(self, message: Message) -> bool:
+        return isinstance(message, HistoryChanged)
 
 
 class BackgroundDone(Message):
@@ -252,19 +259,36 @@ class CopilotApp(App[int]):
         self.set_interval(1 / self.settings.tui.refresh_hz, self.refresh_screen)
         self.session.on_trials = lambda line: self.post_message(TrialsStarted(line))
         self.session.on_withdrawn = lambda turn, line: self.post_message(ProposalWithdrawn(turn, line))
+        self.session.on_history_changed = lambda: self.post_message(HistoryChanged())
         self._ingest()
         self._build_charts()
-        self._in_background("advisor", "advisor", "looking for a pending proposal", self.session.pending, then=self._show_pending)
+        self._in_background("advisor", "advisor", "looking for a pending proposal", self._pending_or_last, then=self._show_pending)
         if self.handle_signals:
             loop = asyncio.get_running_loop()
-            # The SSH connection dropped or the system asks us to stop: checkpoint (in run_app) and leave.
-            loop.add_signal_handler(signal.SIGHUP, partial(self.exit, return_code=129))
-            loop.add_signal_handler(signal.SIGTERM, partial(self.exit, return_code=143))
+            shutdown = BoundedShutdown(self.session)
 
-    def _show_pending(self, turn: AdvisorTurn | None) -> None:
+            def stop_signal(signum: int, _frame: object) -> None:
+                # The SSH connection dropped or the system asks us to stop: the checkpoint and a
+                # bounded end start at once, in a thread of their own (the loop may be blocked on a
+                # terminal nobody reads); the app's own exit restores the terminal if it can.
+                shutdown.begin(signum)
+                loop.call_soon_threadsafe(partial(self.exit, return_code=128 + signum))
+
+            for signum in STOPPING_SIGNALS:
+                signal.signal(signum, stop_signal)
+
+    def _pending_or_last(self) -> tuple[AdvisorTurn | None, tuple[Diagnosis, str] | None]:
+        """The proposal waiting at the gate, and the ledger's last diagnosis (a reopened run's advisor pane)."""
+        return self.session.pending(), self.session.recorded_diagnosis()
+
+    def _show_pending(self, found: tuple[AdvisorTurn | None, tuple[Diagnosis, str] | None]) -> None:
+        turn, recorded = found
         if turn is not None:
             self.store.note("advisor", "info", f"a proposal from before the restart is waiting: {turn.proposal.summary}")
             self._receive_turn(turn)
+        elif recorded is not None and self.last_diagnosis is None:
+            self.last_diagnosis = recorded
+            self.touch()
 
     # ------------------------------------------------------------------ redraw
 
@@ -310,6 +334,8 @@ class CopilotApp(App[int]):
     @work(thread=True, group="ingest", exit_on_error=False, name="ingest")
     def _ingest(self) -> None:
         worker = get_current_worker()
+        # A reopened run's screen comes back as it was (charts, round markers, step and speed) before live events.
+        self.store.ingest_many(self.session.take_recorded())
         try:
             while not worker.is_cancelled:
                 try:
@@ -462,6 +488,11 @@ class CopilotApp(App[int]):
             "advisor", "advisor", f"{verdict.decision}ing the proposal", self.session.decide, verdict,
             then=self._decided, failed=lambda: self._set_advisor("waiting" if self.turn is not None else "idle"),
         )
+
+    def on_history_changed(self, _message: HistoryChanged) -> None:
+        """The rounds table in front reads git again; one behind reads it when it comes back."""
+        if isinstance(self.screen, HistoryScreen):
+            self.screen.action_reload()
 
     def on_proposal_withdrawn(self, message: ProposalWithdrawn) -> None:
         """What the proposal was made for changed: the pane clears, and the advisor is free to look again."""
@@ -693,11 +724,12 @@ class CopilotApp(App[int]):
         self.switch_mode("history")
         self.notify("Highlight the round to go back to and press b.")
 
-    def branch_moved(self, info: RoundInfo) -> None:
-        """After an undo, redo or rollback: say where the branch is, and show it if the history is in front."""
-        self.notify(f"branch now at {info.label} {info.short_sha}: {info.summary}")
-        if isinstance(self.screen, HistoryScreen):
-            self.screen.action_reload()
+    def branch_moved(self, moved: BranchMoved) -> None:
+        """After an undo, redo or rollback: say where the branch is and which weights train (the
+        history in front reloads on the session's `on_history_changed`)."""
+        line = f"{moved.message} ({moved.round.short_sha}: {moved.round.summary})"
+        self.store.note("git", "info", line)
+        self.notify(line)
 
     # ------------------------------------------------------------------ crashes
 

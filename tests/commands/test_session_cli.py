@@ -8,6 +8,7 @@ it is marked slow.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -19,6 +20,10 @@ from pathlib import Path
 import pytest
 
 from copilot.cli import main
+from copilot.config import Settings
+from copilot.events import RunStarted
+from copilot.run_folder import RunFolder
+from copilot.session.controller import Session
 from copilot.commands.session import prepare_demo_folder
 from copilot.history import ExperimentHistory
 from tests.history.repos import git
@@ -191,6 +196,55 @@ def _copilot(project: Path, *args: str) -> subprocess.Popen:
         stderr=subprocess.STDOUT,
         env={**os.environ, "COLUMNS": "200"},
     )
+
+
+def _fill(pipe_write_end: int) -> None:
+    """Fill the pipe the process prints to: what it prints next blocks, as on a terminal that went away."""
+    os.set_blocking(pipe_write_end, False)
+    with contextlib.suppress(BlockingIOError):
+        while True:
+            os.write(pipe_write_end, b"x" * 4096)
+
+
+def test_sigterm_ends_the_run_within_a_bound_whatever_the_terminal_does(in_project: Path) -> None:
+    """SIGHUP takes the same way (`copilot.session.shutdown`); the next test sends it with a terminal that reads."""
+    signum = signal.SIGTERM
+    read_end, write_end = os.pipe()
+    command = [sys.executable, "-m", "copilot", "run", "bad_cnn.py", "--headless", "--epochs", "400", "--batch-size", "16", "--run-name", "stuck"]
+    # stdin stays open and silent: the prompt waits, as a user who is away.
+    process = subprocess.Popen(command, cwd=in_project, stdin=subprocess.PIPE, stdout=write_end, stderr=write_end)
+    run = in_project / ".copilot" / "runs" / "stuck"
+    try:
+        deadline = time.monotonic() + 180
+        while not (run / "metrics.jsonl").exists() or b'"type":"steps"' not in (run / "metrics.jsonl").read_bytes():
+            assert time.monotonic() < deadline and process.poll() is None, "the run never trained"
+            os.set_blocking(read_end, False)
+            with contextlib.suppress(BlockingIOError):
+                os.read(read_end, 1 << 16)  # a terminal that reads, until now
+            time.sleep(0.1)
+        _fill(write_end)
+        process.send_signal(signum)
+        # What it prints on the way out blocks: only the bounded shutdown can end it.
+        assert process.wait(60) == 128 + signum
+    finally:
+        process.kill()
+        process.stdin.close()
+        os.close(read_end)
+        os.close(write_end)
+    assert list((run / "checkpoints").glob("*.pt")), "the checkpoint comes first"
+
+    settings = Settings(runs_dir=in_project / ".copilot" / "runs")
+    resumed = Session.reopen(settings, RunFolder(run))
+    try:
+        events: list = []
+        deadline = time.monotonic() + 180
+        while not any(isinstance(e, RunStarted) for e in events):
+            assert time.monotonic() < deadline, "the run did not resume"
+            events += resumed.poll_events(0.2)
+        started = next(e for e in events if isinstance(e, RunStarted))
+        assert started.resumed_from_epoch is not None, "the trainer starts again from the checkpoint"
+    finally:
+        resumed.stop()
 
 
 def test_sighup_at_the_prompt_then_resume_with_the_proposal_waiting(in_project: Path) -> None:

@@ -87,7 +87,8 @@ def test_fifty_rounds_then_log_diff_rollback_undo_redo(repo: Path) -> None:
     assert read_hparams(history.hparams_path_in_worktree().read_text())["lr"] == 0.01
     assert git(history.worktree, "status", "--porcelain") == ""
 
-    assert history.undo() == history.rounds()[-1] == rounds[-1], "undo returns the round now at the tip"
+    assert history.undo() == history.rounds()[-1], "undo returns the round now at the tip"
+    assert history.rounds()[-1].sha == rounds[-1].sha
     assert git(repo, "rev-parse", history.branch).strip() == rounds[-1].sha
     assert git(repo, "rev-parse", f"refs/copilot/{RUN}/attic/{rolled.sha}").strip() == rolled.sha
     assert history.model_path_in_worktree().read_text() == model_code(49)
@@ -112,7 +113,9 @@ def test_undo_twice_then_redo_twice_restores_the_line(history: ExperimentHistory
     assert history.redo().round == 7
     assert history.redo().round == 8
     assert [info.sha for info in history.rounds()] == [info.sha for info in rounds]
-    assert history.rounds()[-1].results == rounds[-1].results, "the note travels with the commit"
+    redone = history.rounds()[-1].results
+    assert redone is not None and redone.final, "undo left the round: its results are final"
+    assert redone.model_copy(update={"final": None}) == rounds[-1].results, "the note travels with the commit"
     assert git(history.worktree, "status", "--porcelain") == ""
 
 
@@ -125,7 +128,7 @@ def test_new_round_after_undo_ends_the_redo_chain_but_loses_nothing(history: Exp
         history.redo()
     assert git(repo, "rev-parse", f"refs/copilot/{RUN}/attic/{undone.sha}").strip() == undone.sha
     history.undo()
-    assert history.redo() == replacement, "undoing the new round makes it the one to redo"
+    assert history.redo().sha == replacement.sha, "undoing the new round makes it the one to redo"
 
 
 def test_undo_works_across_restarts(history: ExperimentHistory, repo: Path) -> None:
@@ -152,7 +155,7 @@ def test_trailers_and_notes_parse_back_with_git_itself(history: ExperimentHistor
     ]
     assert "Findings:\n- validation accuracy flat for 5 epochs\n\nRationale:\nMore capacity." in message
     note = json.loads(git(repo, "notes", "--ref=copilot", "show", r5.sha))
-    assert note == {"val_accuracy": 0.16, "epochs_trained": 2}
+    assert note == {"val_accuracy": 0.16, "epochs_trained": 2, "final": True}, "r6 was committed on it: r5 is final"
 
 
 def test_git_log_with_copilot_notes_shows_the_metrics(history: ExperimentHistory, repo: Path) -> None:
@@ -311,3 +314,19 @@ def test_no_git_processes_outlive_a_session(history: ExperimentHistory, repo: Pa
     history.undo()
     history.redo()
     assert _git_children() == [], "no `git cat-file` (or any git) child process is left running"
+
+
+def test_a_round_the_branch_left_keeps_its_results_for_good(history: ExperimentHistory) -> None:
+    """A new round, a rollback or an undo leaves the tip: its note is final, and never rewritten."""
+    history.record_result(8, {"val_accuracy": 0.5, "checkpoint": "checkpoints/epoch0008.pt"})
+    history.undo()
+    left = history.rounds()[-1]
+    assert left.round == 7 and left.results is not None and left.results.final, "r7 was left when r8 was committed"
+    with pytest.raises(HistoryError, match="r7's results are final"):
+        history.record_result(7, {"val_accuracy": 0.01})
+    redone = history.redo().results
+    assert redone is not None and (redone.val_accuracy, redone.checkpoint, redone.final) == (0.5, "checkpoints/epoch0008.pt", True)
+    with pytest.raises(HistoryError, match="r8's results are final"):
+        history.record_result(8, {"val_accuracy": 0.01})
+    rolled = history.rollback(2)
+    assert history.record_result(rolled.round, {"val_accuracy": 0.3}).val_accuracy == 0.3, "the new tip's note is open"

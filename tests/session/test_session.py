@@ -7,6 +7,7 @@ sandbox check is: without the pause the budget could run out before a swap lands
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ import pytest
 from copilot.advisor.ledger import read_ledger
 from copilot.advisor.schemas import ArchitectureProposal, HParamChange, HParamProposal, Verdict
 from copilot.events import (
+    CheckpointWritten,
     EpochSummary,
     Event,
     Finished,
@@ -27,6 +29,7 @@ from copilot.events import (
 from copilot.errors import AdvisorError, ConfigError
 from copilot.history.messages import summary_of
 from copilot.session.controller import AdvisorTurn, Session
+from copilot.training.checkpoints import load_checkpoint
 from tests.history.repos import git
 from tests.session.conftest import CountingAdvisor, run_until, tiny_settings, until_due
 
@@ -225,33 +228,44 @@ def test_stop_never_leaves_a_trainer_behind(project: Path) -> None:
     session.stop()  # twice is fine
 
 
+def _accept_the_first_round(session: Session) -> None:
+    """The advisor's first proposal accepted as r1, its model swapped in, and training going on."""
+    until_due(session)
+    session.assess("schedule")
+    assert session.decide(Verdict(decision="accept")).round.round == 1
+    run_until(session, lambda seen: first(seen, ModelSwapped) is not None)
+    session.resume_training()
+
+
 def test_undo_redo_and_rollback_move_the_trainer_with_the_branch(project: Path) -> None:
     original = (project / "bad_cnn.py").read_text()
-    session = Session.start(tiny_settings(project), str(project / "bad_cnn.py"), run_name="moves")
+    session = Session.start(_longer(tiny_settings(project)), str(project / "bad_cnn.py"), run_name="moves")
     try:
-        until_due(session)
-        session.assess("schedule")
-        session.decide(Verdict(decision="accept"))
-        run_until(session, lambda seen: first(seen, ModelSwapped) is not None)
+        _accept_the_first_round(session)
+        run_until(session, _checkpoint_written(1, 1))  # r1 has weights of its own to go back to
         worktree_model = session.history.model_path_in_worktree()
 
-        def swapped_to(round_number: int) -> ModelSwapped:
-            events = run_until(session, lambda seen: any(isinstance(e, ModelSwapped) and e.round == round_number for e in seen))
-            return next(e for e in events if isinstance(e, ModelSwapped))
+        def restarted_as(round_number: int) -> RunStarted:
+            """The trainer started again from a checkpoint, marked as round `round_number`."""
+            marked = lambda seen: any(isinstance(e, HParamsApplied) and e.round == round_number for e in seen)  # noqa: E731
+            return [e for e in run_until(session, marked) if isinstance(e, RunStarted)][-1]
 
-        assert session.undo().round == 0 and session.round == 0
+        # Undo and redo go back to the round's checkpoint (its weights), not its code in today's weights.
+        undone = session.undo()
+        assert undone.round.round == 0 and session.round == 0 and "from r0's checkpoint" in undone.message
         assert worktree_model.read_text() == original
-        assert not swapped_to(0).model.has_normalization
+        back = restarted_as(0)
+        assert back.resumed_from_epoch == 2 and not back.model.has_normalization
 
-        assert session.redo().round == 1
-        assert swapped_to(1).model.has_residual
+        redone = session.redo()
+        assert redone.round.round == 1 and "from r1's checkpoint" in redone.message
+        assert restarted_as(1).model.has_residual
 
-        rolled = session.rollback(0)
+        rolled = session.rollback(0).round
         assert (rolled.round, rolled.kind, rolled.rollback_to) == (2, "rollback", 0)
         assert worktree_model.read_text() == original
         # Round 0's checkpoint (taken when r1 was accepted) is where training continues.
-        marked = lambda seen: any(isinstance(e, HParamsApplied) and e.round == 2 for e in seen)  # noqa: E731
-        restarted = first(run_until(session, marked), RunStarted)
+        restarted = restarted_as(2)
         assert restarted.resumed_from_epoch == 2 and not restarted.model.has_normalization
     finally:
         session.stop()
@@ -342,11 +356,7 @@ def test_a_rollback_withdraws_the_waiting_proposal_and_names_the_rollback(projec
     settings = _longer(tiny_settings(project))
     session = Session.start(settings, str(project / "bad_cnn.py"), run_name="rolled")
     try:
-        until_due(session)
-        session.assess("schedule")
-        assert session.decide(Verdict(decision="accept")).round.round == 1
-        run_until(session, lambda seen: first(seen, ModelSwapped) is not None)
-        session.resume_training()
+        _accept_the_first_round(session)
         run_until(session, lambda seen: any(isinstance(e, EpochSummary) and e.round == 1 and (e.val_accuracy or 0) >= 0.05 for e in seen))
     finally:
         session.stop()
@@ -359,7 +369,7 @@ def test_a_rollback_withdraws_the_waiting_proposal_and_names_the_rollback(projec
         turn = session.assess("demand")
         assert isinstance(turn, AdvisorTurn) and turn.proposal.kind == "finish"
 
-        info = session.rollback(0)
+        info = session.rollback(0).round
         assert session.pending() is None
         reason = f"the model changed: rolled back to r0 (now {info.label})"
         assert withdrawn == [f"proposal withdrawn: {reason} (it was: {turn.proposal.summary})"]
@@ -373,5 +383,58 @@ def test_a_rollback_withdraws_the_waiting_proposal_and_names_the_rollback(projec
             session.assess("demand")
         except AdvisorError as error:
             assert "still waiting" not in error.message
+    finally:
+        session.stop()
+
+
+def _checkpoint_written(round_number: int, epochs: int):
+    """Done once round `round_number` has checkpointed at the end of `epochs` of its own epochs."""
+
+    def done(events: list[Event]) -> bool:
+        ends = [e.epoch for e in events if isinstance(e, CheckpointWritten) and e.round == round_number and e.path.endswith(".pt")]
+        return len(set(ends)) >= epochs
+
+    return done
+
+
+def test_rollback_then_undo_never_rewrites_a_rounds_note_or_checkpoint_and_undo_restores_its_weights(project: Path) -> None:
+    session = Session.start(_longer(tiny_settings(project)), str(project / "bad_cnn.py"), run_name="record")
+    try:
+        _accept_the_first_round(session)
+        run_until(session, _checkpoint_written(1, 2))
+        session.pause()
+        run_until(session, lambda _seen: session.trainer_state == "paused")
+        session.record_results()
+        noted = session.history.round(1).results
+        assert noted is not None and noted.checkpoint is not None and noted.epoch is not None
+        assert not Path(noted.checkpoint).is_absolute(), "notes store paths relative to the run folder"
+        r1_checkpoint = session.run.path / noted.checkpoint
+        r1_bytes = hashlib.sha256(r1_checkpoint.read_bytes()).hexdigest()
+
+        rolled = session.rollback(0)
+        assert rolled.round.round == 2 and "checkpoint" in rolled.message
+        session.resume_training()
+        # Round 0's line trains past the epoch r1's checkpoint was written at: the same names again.
+        run_until(session, lambda seen: any(isinstance(e, EpochSummary) and e.round == 2 and e.epoch > noted.epoch + 1 for e in seen))
+
+        moved = session.undo()
+        assert moved.round.round == 1 and session.round == 1
+        assert moved.message == f"undone: the branch is at r1; training continues from r1's checkpoint {r1_checkpoint.name} (its weights)"
+        saved = load_checkpoint(r1_checkpoint)
+        events = run_until(session, lambda seen: any(isinstance(e, EpochSummary) and e.round == 1 for e in seen))
+        restarted = [index for index, e in enumerate(events) if isinstance(e, RunStarted)][-1]
+        assert events[restarted].resumed_from_epoch == saved.epoch
+        first_steps = next(e for e in events[restarted:] if isinstance(e, StepBatch))
+        assert first_steps.records[0].step == saved.step + 1, "training goes on from r1's checkpoint, not the weights before the undo"
+        session.pause()
+        run_until(session, lambda _seen: session.trainer_state == "paused")
+        session.record_results()
+
+        kept = session.history.round(1).results
+        assert kept is not None and kept.final
+        assert kept.model_copy(update={"final": None}) == noted, "r1's measured result is never rewritten"
+        assert hashlib.sha256(r1_checkpoint.read_bytes()).hexdigest() == r1_bytes, "nor is its checkpoint"
+        names = sorted(path.name for path in session.run.checkpoints.glob("*.pt"))
+        assert len(names) == len(set(names)) and any("-2" in name for name in names), names
     finally:
         session.stop()

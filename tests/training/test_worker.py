@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -320,3 +321,29 @@ def test_a_nanogpt_style_model_trains_unchanged_on_the_text_set(tmp_path: Path) 
     records = [record for batch in of_type(events, StepBatch) for record in batch.records]
     assert records and all(record.per_module_grad_norm for record in records)
     assert "outputs (logits, loss) tuple, targets passed to forward" in (tmp_path / "run" / "events.log").read_text()
+
+
+def test_an_epochs_duration_counts_training_not_the_time_it_stood_paused(tmp_path: Path, tiny_cnn: Path) -> None:
+    """The report's "of training" and events.log's epoch times add these up: a proposal that waited
+    minutes must not count. The pause here is the input (held for `held_s` in the trainer's own thread,
+    where the paused event is handled), and the figure is compared with this same run's clock."""
+    held_s = 0.5
+    clock: dict[str, float] = {}
+
+    def react(event: Event, commands) -> None:  # type: ignore[no-untyped-def]
+        if isinstance(event, RunStarted):
+            clock["started"] = time.perf_counter()
+        elif first_step(event) and "pause_sent" not in clock:
+            clock["pause_sent"] = time.perf_counter()
+            commands.put(Pause())
+        elif paused(event):
+            threading.Event().wait(held_s)  # the human deciding: the trainer thread waits, paused
+            commands.put(Resume())
+        elif isinstance(event, EpochSummary) and "epoch" not in clock:
+            clock["epoch"] = time.perf_counter()
+
+    events = run_to_end(tiny_spec(tmp_path / "run", tiny_cnn, hparams={"epochs": 1}), react=react)
+    [epoch] = of_type(events, EpochSummary)
+    wall_s = clock["epoch"] - clock["started"]
+    assert wall_s > held_s
+    assert epoch.duration_s <= wall_s - 0.8 * held_s, (epoch.duration_s, wall_s)

@@ -16,6 +16,7 @@ import difflib
 import math
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -52,7 +53,7 @@ from copilot.events import (
 )
 from copilot.history.rounds import MetricChange, RoundDiff, RoundInfo
 from copilot.session.controller import AdvisorTurn as Turn
-from copilot.session.controller import VerdictResult
+from copilot.session.controller import BranchMoved, VerdictResult
 
 RUN_ID = "20261120-093000-bad-cnn-3f2a"
 START_TIME = 1_795_000_000.0  # fixed, so log times in snapshots never move
@@ -301,6 +302,17 @@ class SyntheticSession:
         self._undone: list[RoundInfo] = []
         self.poll_threads: set[str] = set()
         self.stopped = threading.Event()
+        self.on_history_changed: Callable[[], None] | None = None  # the app's, as a real session's
+
+    def record_result(self, round_number: int, after: dict[str, float]) -> None:
+        """A round's results written into the record, as a real session's assessment does (from its thread)."""
+        with self._lock:
+            self.rounds_list = [info.model_copy(update={"after": after}) if info.round == round_number else info for info in self.rounds_list]
+        self._history_changed()
+
+    def _history_changed(self) -> None:
+        if self.on_history_changed is not None:
+            self.on_history_changed()
 
     def _record(self, *call: object) -> None:
         with self._lock:
@@ -357,6 +369,12 @@ class SyntheticSession:
         self._record("pending")
         return self.waiting
 
+    def take_recorded(self) -> list[Event]:
+        return []  # a fresh run: the seeded events arrive live
+
+    def recorded_diagnosis(self) -> tuple[Diagnosis, str] | None:
+        return None
+
     def decide(self, verdict: Verdict) -> VerdictResult:
         self._record("decide", verdict)
         turn = self.waiting
@@ -394,21 +412,24 @@ class SyntheticSession:
             metrics=(metric_change("val_accuracy", first.val_accuracy_after, second.val_accuracy_after),),
         )
 
-    def rollback(self, k: int) -> RoundInfo:
+    def rollback(self, k: int) -> BranchMoved:
         self._record("rollback", k)
         info = round_info(len(self.rounds_list), "rollback", f"back to r{k}", "77aa88bb", None, None)
         self.rounds_list.append(info)
-        return info
+        self._history_changed()
+        return BranchMoved(info, f"rolled back to r{k} as {info.label}; training continues from r{k}'s checkpoint")
 
-    def undo(self) -> RoundInfo:
+    def undo(self) -> BranchMoved:
         self._record("undo")
         self._undone.append(self.rounds_list.pop())
-        return self.rounds_list[-1]
+        self._history_changed()
+        return BranchMoved(self.rounds_list[-1], f"undone: the branch is at {self.rounds_list[-1].label}")
 
-    def redo(self) -> RoundInfo:
+    def redo(self) -> BranchMoved:
         self._record("redo")
         self.rounds_list.append(self._undone.pop())
-        return self.rounds_list[-1]
+        self._history_changed()
+        return BranchMoved(self.rounds_list[-1], f"redone: the branch is at {self.rounds_list[-1].label}")
 
     def write_report(self) -> Path:
         self._record("write_report")

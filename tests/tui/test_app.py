@@ -8,6 +8,7 @@ workers, dialogs and the editor round-trip are all real.
 from __future__ import annotations
 
 import io
+import re
 import stat
 import sys
 import threading
@@ -331,10 +332,15 @@ async def test_p_pauses_and_resumes_the_trainer() -> None:
     app = make_app(session)
     async with app.run_test(size=SIZE) as pilot:
         await until(pilot, lambda: app.store.view().state == "running")
+        await until(pilot, lambda: "samples/s" in shown_text(app, "#status"))
         await pilot.press("p")
         await until(pilot, lambda: app.store.view().state == "paused")
+        # Paused, the header says so instead of the rate it had before it stopped.
+        await until(pilot, lambda: re.search(r"step [\d,]+  paused", shown_text(app, "#status")) is not None)
+        assert "samples/s" not in shown_text(app, "#status")
         await pilot.press("p")
         await until(pilot, lambda: app.store.view().state == "running")
+        await until(pilot, lambda: "samples/s" in shown_text(app, "#status"))
         assert [name for name in session.names() if name in ("pause", "resume_training")] == ["pause", "resume_training"]
 
 
@@ -400,13 +406,19 @@ async def test_enter_in_the_log_pane_opens_the_newest_lines_full_text() -> None:
         assert newest.message in shown_text(app, ".dialog-body Static")
 
 
+async def rounds_table(pilot: Pilot) -> DataTable:
+    """h pressed, and the history screen's table once it shows the rounds."""
+    app = pilot.app
+    await pilot.press("h")
+    await until(pilot, lambda: isinstance(app.screen, HistoryScreen) and app.screen.rounds)
+    return app.screen.query_one("#rounds", DataTable)
+
+
 async def test_h_shows_rounds_and_two_marks_show_their_diff() -> None:
     session = SyntheticSession(events=seeded_run_events())
     app = make_app(session)
     async with app.run_test(size=SIZE) as pilot:
-        await pilot.press("h")
-        await until(pilot, lambda: isinstance(app.screen, HistoryScreen) and app.screen.rounds)
-        table = app.screen.query_one("#rounds", DataTable)
+        table = await rounds_table(pilot)
         assert table.row_count == 3
         assert "10.1% → 91.2%" in str(table.get_row_at(1)[3])
         await pilot.press("enter")  # Enter on the first round, where the cursor starts: the round itself
@@ -425,6 +437,20 @@ async def test_h_shows_rounds_and_two_marks_show_their_diff() -> None:
         await pilot.press("n")
         await pilot.press("escape")
         assert isinstance(app.screen, RunScreen)
+
+
+async def test_the_rounds_table_follows_results_written_while_it_is_open() -> None:
+    session = SyntheticSession(events=seeded_run_events())
+    app = make_app(session)
+    async with app.run_test(size=SIZE) as pilot:
+        table = await rounds_table(pilot)
+        before = str(table.get_row_at(2)[3])
+        # The session notes r2's results from its own thread, as an assessment does.
+        writer = threading.Thread(target=session.record_result, args=(2, {"val_accuracy": 0.529}))
+        writer.start()
+        writer.join()
+        await until(pilot, lambda: str(table.get_row_at(2)[3]).endswith("→ 52.9%"))
+        assert str(table.get_row_at(2)[3]) != before
 
 
 async def test_rollback_asks_first_then_undo_and_redo_move_the_branch() -> None:
@@ -448,6 +474,8 @@ async def test_rollback_asks_first_then_undo_and_redo_move_the_branch() -> None:
         await pilot.press("U")
         await until(pilot, lambda: len(app.screen.rounds) == 4)
         assert [name for name in session.names() if name in ("rollback", "undo", "redo")] == ["rollback", "undo", "redo"]
+        logged = [entry.message for entry in app.store.view().log_tail]
+        assert any(line.startswith("rolled back to r1 as r3; training continues from r1's checkpoint") for line in logged)
 
 
 async def test_l_shows_every_module_with_anomalies_and_sorts_by_column() -> None:
@@ -614,10 +642,10 @@ async def test_the_command_palette_has_every_action_once_on_every_screen() -> No
         await until(pilot, lambda: any(note.message.startswith("Report: ") for note in app._notifications))
         assert "write_report" in session.names()
         await palette_run(pilot, "Undo")
-        await until(pilot, lambda: any(note.message.startswith("branch now at r1") for note in app._notifications))
+        await until(pilot, lambda: any(note.message.startswith("undone: the branch is at r1") for note in app._notifications))
         assert "undo" in session.names() and isinstance(app.screen, RunScreen)
         await palette_run(pilot, "Redo")
-        await until(pilot, lambda: any(note.message.startswith("branch now at r2") for note in app._notifications))
+        await until(pilot, lambda: any(note.message.startswith("redone: the branch is at r2") for note in app._notifications))
         await palette_run(pilot, "Roll back")
         await until(pilot, lambda: isinstance(app.screen, HistoryScreen))
 

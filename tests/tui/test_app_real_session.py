@@ -7,26 +7,31 @@ history and layers, quit. Slow (real trainer processes), so marked `slow`.
 
 from __future__ import annotations
 
+import io
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from textual.pilot import Pilot
-from textual.widgets import DataTable
+from rich.console import Console
+from textual.widgets import DataTable, Static
 
 from copilot.advisor.ledger import read_ledger
-from copilot.advisor.schemas import ArchitectureProposal
+from copilot.advisor.schemas import ArchitectureProposal, Verdict
 from copilot.config import Settings
+from copilot.events import EpochSummary, ModelSwapped
+from copilot.metrics_file import read_metrics
 from copilot.session.controller import Session
 from copilot.tui.app import CopilotApp
 from copilot.tui.screens.dialogs import ConfirmDialog
 from copilot.tui.screens.history import HistoryScreen
 from copilot.tui.screens.layers import LayersScreen
 from copilot.tui.screens.run import RunScreen
+from copilot.tui.widgets.diagnosis import DiagnosisPane
 from copilot.tui.widgets.log import LogPane
 from tests.history.repos import git
-from tests.session.conftest import git_home, project  # noqa: F401  (fixtures: a HOME of its own, a git project)
+from tests.session.conftest import git_home, project, run_until, until_due  # noqa: F401  (fixtures: a HOME of its own, a git project)
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -57,6 +62,13 @@ async def until(pilot: Pilot, condition: Callable[[], bool], timeout: float = WA
             tail = [entry.message for entry in app.store.view().log_tail[-6:]]
             raise AssertionError(f"condition not met in {timeout:.0f} s; log: {tail}")
         await pilot.pause(0.1)
+
+
+def diagnosis_text(app: CopilotApp) -> str:
+    """The advisor pane as plain text."""
+    console = Console(width=200, file=io.StringIO(), record=True)
+    console.print(app.screen.query_one(DiagnosisPane).query_one(Static).content)
+    return console.export_text()
 
 
 async def quit_app(pilot: Pilot, app: CopilotApp) -> None:
@@ -159,3 +171,38 @@ async def test_a_proposal_training_went_on_past_is_withdrawn_from_the_pane_and_t
             await quit_app(pilot, app)
     finally:
         session.stop()
+
+
+async def test_a_reopened_run_brings_back_its_charts_round_markers_header_and_last_diagnosis(project: Path) -> None:
+    settings = tiny_settings(project)
+    session = Session.start(settings, str(project / "bad_cnn.py"), run_name="back")
+    try:
+        until_due(session)
+        session.assess("schedule")
+        session.decide(Verdict(decision="accept"))
+        run_until(session, lambda seen: any(isinstance(e, ModelSwapped) for e in seen))
+        session.resume_training()
+        run_until(session, lambda seen: any(isinstance(e, EpochSummary) and e.round == 1 for e in seen))
+    finally:
+        session.stop()
+    recorded_epochs = sorted({e.epoch for e in read_metrics(session.run.metrics) if isinstance(e, EpochSummary)})
+    last_diagnosis = read_ledger(session.run)[-1].diagnosis
+    assert len(recorded_epochs) >= 3
+
+    # The reopened advisor does not look again soon: what the pane shows is the ledger's.
+    quiet = settings.model_copy(update={"advisor": settings.advisor.model_copy(update={"assess_every": 1000, "plateau_window": 1000})})
+    reopened = Session.reopen(quiet, session.run)
+    app = CopilotApp(reopened, quiet)
+    try:
+        async with app.run_test(size=(120, 40)) as pilot:
+            await until(pilot, lambda: app.last_diagnosis is not None and bool(app.store.view().epochs))
+            view = app.store.view()
+            assert [point.epoch for point in view.epochs][: len(recorded_epochs)] == recorded_epochs, "the charts come back"
+            assert any(number == 1 for number, _ in view.round_steps), "and the round markers"
+            assert view.step > 0 and view.samples_per_sec is not None and view.model_name, "and the header's step and speed"
+            assert app.last_diagnosis[0] == last_diagnosis
+            await until(pilot, lambda: last_diagnosis.summary[:30] in diagnosis_text(app), 30)
+            assert "No diagnosis yet" not in diagnosis_text(app)
+            await quit_app(pilot, app)
+    finally:
+        reopened.stop()

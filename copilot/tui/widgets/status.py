@@ -55,7 +55,10 @@ class StatusInfo:
 def status_text(info: StatusInfo) -> Text:
     symbol, style = TRAINER_STATE_STYLES.get(info.trainer_state, ("●", ""))
     epochs = f"{info.epoch}/{info.epochs_total}" if info.epochs_total else str(info.epoch)
-    speed = f"{info.samples_per_sec:,.0f} samples/s" if info.samples_per_sec is not None else "– samples/s"
+    if info.trainer_state == "paused":
+        speed = "paused"  # not the rate it had before it stopped
+    else:
+        speed = f"{info.samples_per_sec:,.0f} samples/s" if info.samples_per_sec is not None else "– samples/s"
     line = Text(no_wrap=True, overflow="ellipsis")
     line.append(f"{symbol} {info.trainer_state}", style)
     line.append(f"  epoch {epochs}  step {info.step:,}  {speed}", "bold")
