@@ -336,6 +336,8 @@ class ModelSwapped(Message):
     total: int  # parameters and buffers in the new model
     step: int
     round: int | None = None
+    # Under several ranks, each rank's sum of its new weights, in rank order: equal, or the swap failed.
+    weight_checksums: tuple[float, ...] = ()
 
 
 class StateChanged(Message):
