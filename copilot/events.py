@@ -327,6 +327,8 @@ class HParamsApplied(Message):
     hparams: HParams
     step: int
     round: int | None = None
+    # Under several ranks, the step each rank applied the change at, in rank order: all the same.
+    steps_per_rank: tuple[int, ...] = ()
 
 
 class ModelSwapped(Message):

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import os
 import queue
+import threading
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -34,6 +35,10 @@ from torch import Tensor, nn
 
 from copilot.errors import ConfigError
 from copilot.events import Command, event_to_json, parse_command
+
+# How long a rank whose collective failed waits for the agent to end it before reporting its own error;
+# the agent looks at its ranks every 0.1 s (torchrun's --monitor-interval).
+PEER_FAILURE_GRACE_S = 10.0
 
 
 def _initialised() -> bool:
@@ -86,6 +91,12 @@ def start_process_group(requested: Literal["auto", "cpu", "cuda"]) -> None:
 def end_process_group() -> None:
     if _initialised():
         dist.destroy_process_group()
+
+
+def wait_for_the_agent() -> None:
+    """Give the elastic agent time to end this rank (SIGTERM) after another rank failed, so the
+    failure it reports is the first one, not this rank's lost collective."""
+    threading.Event().wait(PEER_FAILURE_GRACE_S)
 
 
 def rank_batch_size(global_batch_size: int, ranks: int) -> int:
@@ -144,9 +155,17 @@ class RankGroup:
         local = torch.zeros((), dtype=torch.float64, device=next(model.parameters()).device)
         for tensor in (*model.parameters(), *model.buffers()):
             local += tensor.detach().double().sum()
+        return tuple(float(value) for value in self._gathered(local))
+
+    def steps(self, step: int, device: torch.device) -> tuple[int, ...]:
+        """Every rank's step counter, in rank order: the evidence that a command landed at the same step."""
+        return tuple(int(value) for value in self._gathered(torch.tensor(step, dtype=torch.int64, device=device)))
+
+    def _gathered(self, local: Tensor) -> list[Tensor]:
+        """One value from each rank; rare (once per command), never on the step path."""
         gathered = [torch.zeros_like(local) for _ in range(self.world_size)]
         dist.all_gather(gathered, local)
-        return tuple(float(value) for value in gathered)
+        return gathered
 
 
 SINGLE_PROCESS = RankGroup()
@@ -187,8 +206,8 @@ class CommandsInStep:
         if self._group.is_main:
             received.extend(event_to_json(command) for command in self._own)
             self._own.clear()
-            try:
-                received.append(event_to_json(self._commands.get(timeout=timeout)))
+            try:  # with commands of its own to share, rank 0 does not wait for the app's
+                received.append(event_to_json(self._commands.get(timeout=0.0 if received else timeout)))
                 while True:
                     received.append(event_to_json(self._commands.get_nowait()))
             except queue.Empty:

@@ -419,6 +419,10 @@ class _Trainer:
         except Exception as exc:
             if not self.group.is_main:
                 raise  # the elastic agent ends every rank and names this one; rank 0 reports its own errors
+            if self.group.world_size > 1 and not isinstance(exc, CopilotError):
+                # Most likely another rank died and this one only lost it in a collective: the
+                # agent ends this rank and names the one that failed. Ours is reported if it does not.
+                distributed.wait_for_the_agent()
             state = self.state
             if is_disk_full(exc):
                 exc = DiskFullError(self.folder.path, f"copilot resume {self.folder.run_id}")
@@ -790,7 +794,8 @@ class _Trainer:
             return
         if command.round is not None:
             state.round = command.round
-        self.reporter.emit(HParamsApplied(hparams=hparams, step=state.step, round=command.round))
+        steps = self.group.steps(state.step, self.device) if self.group.world_size > 1 else ()
+        self.reporter.emit(HParamsApplied(hparams=hparams, step=state.step, round=command.round, steps_per_rank=steps))
         if hparams.batch_size != previous_batch_size:
             self.reporter.log(f"batch size {hparams.batch_size} applies from the next epoch")
 
