@@ -26,6 +26,7 @@ from copilot.errors import ConfigError, CopilotError
 from copilot.events import Finished, Stop, TrainerError
 from copilot.run_folder import RunFolder, find_run, new_run_id
 from copilot.training.launcher import TrainerProcess, TrainerSpec, ensure_model_file, split_model_spec
+from copilot.training.ranks import second_node_command
 
 RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 POLL_S = 0.2
@@ -228,6 +229,8 @@ def _resumed_spec(args: argparse.Namespace) -> TrainerSpec:
 def run_headless(spec: TrainerSpec, console: Console) -> int:
     """Run the trainer to the end, showing progress; raise `CopilotError` when it failed."""
     console.print(f"run [bold]{escape(spec.run_folder.name)}[/] in {escape(str(spec.run_folder))}")
+    if spec.train.launch.nnodes != "1":
+        console.print(f"start each other node with: {escape(second_node_command(spec.train.launch, RunFolder(spec.run_folder)))}")
     view = TrainingProgress(console)
     trainer = TrainerProcess(spec)
     trainer.start()

@@ -84,6 +84,11 @@ def start_process_group(requested: Literal["auto", "cpu", "cuda"]) -> None:
     """
     device = pick_device(requested)
     if device.type == "cuda":
+        if device.index >= torch.cuda.device_count():
+            raise ConfigError(
+                f"rank {os.environ.get('RANK', '?')} wants GPU {device.index}, but this machine has {torch.cuda.device_count()}",
+                "give --nproc-per-node at most the number of GPUs (or auto); NCCL takes one GPU per rank",
+            )
         torch.cuda.set_device(device)
     dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo", device_id=device if device.type == "cuda" else None)
 

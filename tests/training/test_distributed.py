@@ -25,9 +25,12 @@ from copilot.events import (
     Event,
     Finished,
     HParamsApplied,
+    LogLine,
     ModelSwapped,
+    Pause,
     RunStarted,
     SetHParams,
+    StateChanged,
     StepBatch,
     SwapModel,
     TrainerError,
@@ -155,6 +158,24 @@ def test_a_killed_rank_ends_the_job_in_one_line_and_the_run_resumes_on_any_numbe
     events = run_ranks(resumed)
     started = of_type(events, RunStarted)[0]
     assert started.world_size == 1 and started.resumed_from_epoch == load_checkpoint(checkpoint).epoch
+    assert of_type(events, Finished)[0].reason == "epochs_done" and not of_type(events, TrainerError)
+
+
+def test_with_max_restarts_the_agent_restarts_every_rank_from_the_last_checkpoint(tmp_path: Path, tiny_cnn: Path) -> None:
+    spec = two_ranks(tiny_spec(tmp_path / "run", tiny_cnn, log_every=4, hparams={"epochs": 3}), max_restarts=1)
+    trainer = TrainerProcess(spec)
+    trainer.start()
+    try:
+        collect_until(trainer, lambda event: isinstance(event, CheckpointWritten))
+        trainer.send(Pause())  # held still, so the kill lands before the run could end
+        collect_until(trainer, lambda event: isinstance(event, StateChanged) and event.state == "paused")
+        assert trainer.pid is not None
+        os.kill(rank_pids(trainer.pid)[1], signal.SIGKILL)
+        events = collect_until(trainer, finished)
+    finally:
+        trainer.stop(timeout=60)
+    restarted = [event for event in of_type(events, LogLine) if "restarted every rank (restart 1)" in event.message]
+    assert restarted and of_type(events, RunStarted)[0].resumed_from_epoch == 1
     assert of_type(events, Finished)[0].reason == "epochs_done" and not of_type(events, TrainerError)
 
 
