@@ -90,7 +90,18 @@ def start_process_group(requested: Literal["auto", "cpu", "cuda"]) -> None:
                 "give --nproc-per-node at most the number of GPUs (or auto); NCCL takes one GPU per rank",
             )
         torch.cuda.set_device(device)
-    dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo", device_id=device if device.type == "cuda" else None)
+    store, this_rank, ranks = next(dist.rendezvous("env://"))
+    # torchrun's agent keeps one store across the restarts it makes, and the keys a killed attempt's
+    # ranks wrote there (their addresses) outlive them: a slow rank's peer would read a dead address.
+    # Each attempt gets keys of its own.
+    attempt = dist.PrefixStore(f"copilot/attempt-{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}", store)
+    dist.init_process_group(
+        backend="nccl" if device.type == "cuda" else "gloo",
+        store=attempt,
+        rank=this_rank,
+        world_size=ranks,
+        device_id=device if device.type == "cuda" else None,
+    )
 
 
 def end_process_group() -> None:

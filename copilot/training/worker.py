@@ -502,6 +502,11 @@ class _Trainer:
                 ignored_hooks=loaded.ignored_hooks,
             )
         )
+        if self.group.world_size > 1:  # what each figure is
+            self.reporter.log(
+                f"{self.group.world_size} ranks (DDP): loss, accuracy, gradient norms, update ratios and samples/s "
+                "are global; activation statistics are rank 0's sample"
+            )
         if checkpoint is not None:
             self.reporter.log(f"resumed from {self.spec.resume_from} at epoch {checkpoint.epoch}, step {checkpoint.step}")
         self.reporter.emit(StateChanged(state="running"))
@@ -658,7 +663,8 @@ class _Trainer:
                 initial_loss=state.initial_loss,
                 expected_initial_loss=math.log(self.data.spec.num_classes),
                 lr=float(state.optimizer.param_groups[0]["lr"]),
-                samples_per_sec=samples / training_s if training_s > 0 else 0.0,
+                # Every rank trains as many samples as this one: the whole job's throughput.
+                samples_per_sec=samples * self.group.world_size / training_s if training_s > 0 else 0.0,
                 duration_s=time.perf_counter() - epoch_started,
                 round=state.round,
                 attempt=self.reporter.attempt,

@@ -107,6 +107,7 @@ def test_two_ranks_measure_the_gradient_norms_one_process_measures_on_the_same_g
         assert record.per_module_grad_norm.keys() == alone[step].per_module_grad_norm.keys()
         for name, norm in record.per_module_grad_norm.items():
             assert norm == pytest.approx(alone[step].per_module_grad_norm[name], rel=1e-4), (step, name)
+    assert any("are global; activation statistics are rank 0's" in line.message for line in of_type(ranked, LogLine))
     assert not of_type(ranked, TrainerError) and of_type(ranked, Finished)[0].reason == "epochs_done"
 
 
