@@ -424,17 +424,19 @@ class TrainerProcess:
         if self._finished or self._death_reported:
             return []
         self._death_reported = True
+        now, before = oom_kills(), self._oom_kills_at_start
+        out_of_memory = now is not None and before is not None and now > before
+        # Several ranks: the agent's account names the rank that failed first, and how.
         failed_rank = ranks.read_failure(RunFolder(self.spec.run_folder)) if self._app_socket is not None else None
-        if failed_rank is not None:
-            return [failed_rank]
         code = self.exitcode
-        if code is not None and code < 0:
+        if failed_rank is not None:
+            message = failed_rank.message
+        elif code is not None and code < 0:
             name = signal.Signals(-code).name if -code in signal.valid_signals() else f"signal {-code}"
             message = f"the trainer process was killed by {name} (exit code {code})"
         else:
             message = f"the trainer process exited with code {code} without finishing"
-        now, before = oom_kills(), self._oom_kills_at_start
-        if now is not None and before is not None and now > before:
+        if out_of_memory:
             return [
                 TrainerError(
                     kind="oom",
@@ -442,6 +444,8 @@ class TrainerProcess:
                     hint="lower the batch size (--batch-size) or the model size",
                 )
             ]
+        if failed_rank is not None:
+            return [failed_rank]
         hint = "nothing says it ran out of memory; continue the run from its last checkpoint with `copilot resume`"
         return [TrainerError(kind="killed", message=message, hint=hint, user_error=False)]
 

@@ -162,6 +162,36 @@ def test_a_killed_rank_ends_the_job_in_one_line_and_the_run_resumes_on_any_numbe
     assert of_type(events, Finished)[0].reason == "epochs_done" and not of_type(events, TrainerError)
 
 
+# Rank 1 alone fails a few steps in; rank 0 only loses it in the next collective.
+FAILS_ON_RANK_1 = PLAIN_CNN + """
+
+import os
+
+
+class FailsOnRank1(PlainCNN):
+    calls = 0
+
+    def forward(self, x):
+        FailsOnRank1.calls += 1
+        if os.environ["RANK"] == "1" and FailsOnRank1.calls > 6:
+            raise ValueError("rank one gave up")
+        return super().forward(x)
+"""
+
+
+def test_an_exception_on_one_rank_is_named_with_its_rank_not_as_the_lost_collective_it_causes(tmp_path: Path, write_model) -> None:
+    model = write_model("fails.py", FAILS_ON_RANK_1)
+    trainer = TrainerProcess(two_ranks(tiny_spec(tmp_path / "run", f"{model}:FailsOnRank1", hparams={"epochs": 1000})))
+    trainer.start()
+    try:
+        events = collect_until(trainer, lambda event: isinstance(event, TrainerError))
+    finally:
+        ending = trainer.stop(timeout=60)
+    errors = of_type(events + ending, TrainerError)
+    assert len(errors) == 1 and not of_type(events + ending, Finished)
+    assert errors[0].message == "rank 1 failed (ValueError: rank one gave up); the elastic agent ended every rank"
+
+
 def test_with_max_restarts_the_agent_restarts_every_rank_from_the_last_checkpoint(tmp_path: Path, tiny_cnn: Path) -> None:
     spec = two_ranks(tiny_spec(tmp_path / "run", tiny_cnn, log_every=4, hparams={"epochs": 3}), max_restarts=1)
     trainer = TrainerProcess(spec)
