@@ -99,7 +99,8 @@ class LaunchSettings(Section):
 
 class TrainSettings(Section):
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    launch: LaunchSettings = Field(default_factory=LaunchSettings)
+    # Left out of session.json while it is the default: a single process's session reads as it always did.
+    launch: LaunchSettings = Field(default_factory=LaunchSettings, exclude_if=lambda launch: launch == LaunchSettings())
     hparams: dict[str, float | int | str | None] = Field(default_factory=dict)  # override HPARAMS
     log_every: int = Field(10, ge=1)  # steps between logged steps (all instruments)
     activation_every: int = Field(50, ge=1)  # steps between dead/saturated-unit samples
