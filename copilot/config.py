@@ -69,8 +69,38 @@ class DataSettings(Section):
     seed: int = 0
 
 
+class LaunchSettings(Section):
+    """How many trainer processes on how many machines: torchrun's own options, with torchrun's meaning.
+
+    One process on one machine (the default) is the plain trainer; anything more starts the
+    ranks through torch.distributed's elastic agent (`copilot/training/ranks.py`).
+    """
+
+    # Ranks on this machine; "auto": every visible GPU, one process on a machine with none.
+    nproc_per_node: int | Literal["auto"] = Field(1, union_mode="left_to_right")
+    nnodes: str = "1"  # "N" or "MIN:MAX", as torchrun takes it
+    node_rank: int = Field(0, ge=0)
+    rdzv_backend: str = "static"
+    rdzv_endpoint: str = ""  # HOST:PORT every node reaches
+    max_restarts: int = Field(0, ge=0)  # the elastic agent restarts every rank from the last checkpoint
+
+    @field_validator("nproc_per_node")
+    @classmethod
+    def _at_least_one(cls, value: int | str) -> int | str:
+        if isinstance(value, int) and value < 1:
+            raise ValueError("nproc_per_node must be at least 1 or 'auto'")
+        return value
+
+    @property
+    def single_process(self) -> bool:
+        """One process on one machine: the plain trainer, without torchrun."""
+        return self.nproc_per_node == 1 and self.nnodes == "1"
+
+
 class TrainSettings(Section):
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    # Left out of session.json while it is the default: a single process's session reads as it always did.
+    launch: LaunchSettings = Field(default_factory=LaunchSettings, exclude_if=lambda launch: launch == LaunchSettings())
     hparams: dict[str, float | int | str | None] = Field(default_factory=dict)  # override HPARAMS
     log_every: int = Field(10, ge=1)  # steps between logged steps (all instruments)
     activation_every: int = Field(50, ge=1)  # steps between dead/saturated-unit samples

@@ -322,11 +322,18 @@ class TrialOutputs(Message):
     path: str
 
 
+def _empty(value: tuple[object, ...]) -> bool:
+    return not value
+
+
 class HParamsApplied(Message):
     type: Literal["hparams_applied"] = "hparams_applied"
     hparams: HParams
     step: int
     round: int | None = None
+    # Under several ranks, the step each rank applied the change at, in rank order: all the same.
+    # Left out of the JSON when empty, so a single process writes what it always wrote.
+    steps_per_rank: tuple[int, ...] = Field(default=(), exclude_if=_empty)
 
 
 class ModelSwapped(Message):
@@ -336,6 +343,8 @@ class ModelSwapped(Message):
     total: int  # parameters and buffers in the new model
     step: int
     round: int | None = None
+    # Under several ranks, each rank's sum of its new weights, in rank order: equal, or the swap failed.
+    weight_checksums: tuple[float, ...] = Field(default=(), exclude_if=_empty)
 
 
 class StateChanged(Message):

@@ -78,6 +78,21 @@ class RunFolder:
         """A walled trainer's stdout and stderr, capped (never the terminal)."""
         return self.trainer / "output.log"
 
+    @property
+    def rank_start(self) -> Path:
+        """Under torch.distributed: what every rank reads first (the spec, how rank 0 reaches the app)."""
+        return self.trainer / "rank_start.json"
+
+    @property
+    def rank_failure(self) -> Path:
+        """Under torch.distributed: the elastic agent's one-line account of the rank that failed."""
+        return self.trainer / "rank_failure.json"
+
+    @property
+    def ranks_logs(self) -> Path:
+        """Under torch.distributed: the agent's log and each rank's stdout and stderr."""
+        return self.trainer / "ranks"
+
     def trainer_writes(self) -> tuple[Path, ...]:
         """Every path a trainer writes: what the walls let it write, and nothing else of the run folder."""
         return (self.metrics, self.events_log, self.checkpoints, self.models, self.trainer, self.outputs)

@@ -26,6 +26,7 @@ from copilot.errors import ConfigError, CopilotError
 from copilot.events import Finished, Stop, TrainerError
 from copilot.run_folder import RunFolder, find_run, new_run_id
 from copilot.training.launcher import TrainerProcess, TrainerSpec, ensure_model_file, split_model_spec
+from copilot.training.ranks import second_node_command
 
 RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 POLL_S = 0.2
@@ -49,7 +50,7 @@ def add_training_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset", help="shapes (default), text, cifar10, imagefolder or custom")
     parser.add_argument("--data-dir", type=Path, help="folder of cifar10 batches or of images")
     parser.add_argument("--epochs", type=int)
-    parser.add_argument("--batch-size", type=int)
+    parser.add_argument("--batch-size", type=int, help="samples per step in all (global: split evenly across the ranks)")
     parser.add_argument("--lr", type=float, help="learning rate")
     parser.add_argument("--optimizer", help="SGD, Adam, AdamW or RMSprop")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"])
@@ -62,6 +63,35 @@ def add_training_options(parser: argparse.ArgumentParser) -> None:
         help="constructor argument of the model; repeat for several",
     )
     parser.add_argument("--log-every", type=int, help="steps between measured steps")
+    add_launch_options(parser)
+
+
+def add_launch_options(parser: argparse.ArgumentParser) -> None:
+    """torchrun's own options, with torchrun's meaning; any of them starts the ranks through its elastic agent."""
+    group = parser.add_argument_group("several processes (torch.distributed)")
+    group.add_argument(
+        "--nproc-per-node",
+        metavar="N|auto",
+        help="ranks on this machine; auto: every visible GPU, one process on a machine without one. "
+        "The batch size stays global (split across the ranks) and the learning rate keeps its meaning",
+    )
+    group.add_argument("--nnodes", metavar="N|MIN:MAX", help="machines in the job (torchrun's --nnodes)")
+    group.add_argument("--node-rank", type=int, help="this machine's place among them; the app's machine is 0")
+    group.add_argument("--rdzv-backend", help="static (default) or c10d")
+    group.add_argument("--rdzv-endpoint", metavar="HOST:PORT", help="where the machines meet")
+    group.add_argument("--max-restarts", type=int, help="restarts of every rank from the last checkpoint before the job fails")
+
+
+def _launch_flags(args: argparse.Namespace) -> dict[str, Any]:
+    given = {
+        "nproc_per_node": args.nproc_per_node,
+        "nnodes": args.nnodes,
+        "node_rank": args.node_rank,
+        "rdzv_backend": args.rdzv_backend,
+        "rdzv_endpoint": args.rdzv_endpoint,
+        "max_restarts": args.max_restarts,
+    }
+    return {key: value for key, value in given.items() if value is not None}
 
 
 def run_train_command(args: argparse.Namespace) -> int:
@@ -88,7 +118,12 @@ def training_overrides(args: argparse.Namespace) -> dict[str, Any]:
     """The flags of `add_training_options` that were given, nested like copilot.toml, for `load_settings`."""
     sections: dict[str, dict[str, Any]] = {
         "data": {"dataset": args.dataset, "data_dir": args.data_dir},
-        "train": {"device": args.device, "log_every": args.log_every, "hparams": _hparam_flags(args) or None},
+        "train": {
+            "device": args.device,
+            "log_every": args.log_every,
+            "hparams": _hparam_flags(args) or None,
+            "launch": _launch_flags(args) or None,
+        },
         "model": {"args": _parse_model_args(args.model_arg) or None},
     }
     return {
@@ -177,6 +212,8 @@ def _resumed_spec(args: argparse.Namespace) -> TrainerSpec:
         train_changes["device"] = args.device
     if args.log_every:
         train_changes["log_every"] = args.log_every
+    if launch := _launch_flags(args):  # every rank restarts, on as many as asked now
+        train_changes["launch"] = {**session.train.launch.model_dump(), **launch}
     return session.model_copy(
         update={
             "run_folder": folder.path,
@@ -192,6 +229,8 @@ def _resumed_spec(args: argparse.Namespace) -> TrainerSpec:
 def run_headless(spec: TrainerSpec, console: Console) -> int:
     """Run the trainer to the end, showing progress; raise `CopilotError` when it failed."""
     console.print(f"run [bold]{escape(spec.run_folder.name)}[/] in {escape(str(spec.run_folder))}")
+    if spec.train.launch.nnodes != "1":
+        console.print(f"start each other node with: {escape(second_node_command(spec.train.launch, RunFolder(spec.run_folder)))}")
     view = TrainingProgress(console)
     trainer = TrainerProcess(spec)
     trainer.start()

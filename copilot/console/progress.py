@@ -81,8 +81,8 @@ class TrainingProgress:
         for hook in event.ignored_hooks:
             self.console.print(f"{hook}() is ignored: the optimizer comes from HPARAMS and the flags", style="yellow")
         self.epochs = hparams.epochs
-        per_rank = event.data.train_size // max(event.world_size, 1)
-        self.steps_per_epoch = max(1, math.ceil(per_rank / hparams.batch_size))
+        ranks = max(event.world_size, 1)  # the batch size is global: each rank takes its share of it
+        self.steps_per_epoch = max(1, math.ceil((event.data.train_size // ranks) / max(1, hparams.batch_size // ranks)))
         self.epoch_start_step = 0
 
     def _steps(self, records: tuple[StepRecord, ...]) -> None:

@@ -75,7 +75,7 @@ from copilot.advisor.trials.budget import remaining_steps, steps_per_epoch, tria
 from copilot.advisor.trials.describe import arm_lines, measured_line, start_lines
 from copilot.advisor.trials.runner import INCUMBENT, Arm, TrialRunner
 from copilot.advisor.workflow import Accepted, AdvisorSession, Continued, Failed, FinishReported, Rejected
-from copilot.config import Settings
+from copilot.config import LaunchSettings, Settings
 from copilot.errors import AdvisorError, ConfigError, CopilotError, DiskFullError, is_disk_full
 from copilot.events import (
     CheckpointNow,
@@ -526,10 +526,15 @@ class Session:
         if self._trainer is not None:
             self._keep(self._trainer.poll(0.0))
 
-    def _wall_from_now_on(self) -> None:
-        """Every trainer this run starts from now on is walled, `copilot resume` included."""
-        self._spec = self._spec.model_copy(update={"walled": True})
+    def _wall_from_now_on(self) -> bool:
+        """Every trainer this run starts from now on is walled, `copilot resume` included; in one
+        process, since ranks cannot be walled yet (`copilot/training/ranks.py`). True when that
+        ended training on several ranks."""
+        was_ranked = not self._spec.train.launch.single_process
+        train = self._spec.train.model_copy(update={"launch": LaunchSettings()}) if was_ranked else self._spec.train
+        self._spec = self._spec.model_copy(update={"walled": True, "train": train})
         _save_spec(self.run, self._spec)
+        return was_ranked
 
     @property
     def _paused_by_user(self) -> bool:
@@ -546,7 +551,7 @@ class Session:
         with self._trainer_lock:
             if self._spec.walled:
                 return self._send(commands)
-            self._wall_from_now_on()
+            one_process = " in one process (ranks cannot be walled yet)" if self._wall_from_now_on() else ""
             self._catch_up()
             # Ended (seen or not yet) or dead: `_send` knows what to do, and starts any new trainer walled.
             if self.trainer_state in ("finished", "stopped") or self._trainer is None or not self._trainer.is_alive:
@@ -559,7 +564,7 @@ class Session:
                 return self._ended_message()  # it spent its budget while being stopped: nothing to continue
             first: list[Command] = [Pause()] if paused_by_user else []
             self._launch(self._spec_from(self.run.latest_checkpoint()), [*first, *commands])
-            return "a new trainer starts with it behind the walls, from the latest checkpoint"
+            return f"a new trainer starts with it behind the walls{one_process}, from the latest checkpoint"
 
     def poll_events(self, timeout: float) -> list[Event]:
         """Events from the trainer, waiting at most `timeout` s for the first; call from one thread only."""

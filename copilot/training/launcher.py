@@ -20,6 +20,11 @@ only from the interpreter, the model's folder without its hidden entries, the da
 what torch needs; its stdout and stderr go to `trainer/output.log`, capped. A trainer is
 walled from its start or never: walls cannot be closed around a running process.
 
+Several processes (`train.launch`: `--nproc-per-node`, `--nnodes`, ...): the trainer is
+torch.distributed's elastic agent instead, started the same way with the same
+environment; rank 0 reaches the parent over the socket `ranks.AppSocket` listens on, and
+the parent reports the agent's account of a failed rank (`ranks.py` says how and why).
+
 It must not import torch (the app imports this module and starts quickly) and holds no
 training logic: everything that trains lives in `worker.py`, inside the child.
 """
@@ -44,6 +49,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 import copilot
 from copilot import walls
+from copilot.training import ranks
 from copilot.config import DataSettings, ModelArg, SandboxSettings, TrainSettings
 from copilot.errors import ModelLoadError
 from copilot.events import (
@@ -210,7 +216,7 @@ def trainer_main(connection_fd: int) -> None:
     connection = Connection(connection_fd)
     start = json.loads(connection.recv_bytes())
     spec = TrainerSpec.model_validate_json(start["spec"])
-    events = _EventsToParent(connection)
+    events = EventsToParent(connection)
     try:
         if start["walls"] is not None:
             try:
@@ -223,12 +229,12 @@ def trainer_main(connection_fd: int) -> None:
             events.put(LogLine(level=level, message=applied.describe(), time=time.time()))
         from copilot.training.worker import run_trainer
 
-        run_trainer(spec, _CommandsFromParent(connection), events)
+        run_trainer(spec, CommandsFromParent(connection), events)
     finally:
         events.close()
 
 
-class _CommandsFromParent:
+class CommandsFromParent:
     """The worker's command queue, read from the connection (`get(timeout=)`, `get_nowait()`)."""
 
     def __init__(self, connection: Connection) -> None:
@@ -246,7 +252,7 @@ class _CommandsFromParent:
         return self.get(0.0)
 
 
-class _EventsToParent:
+class EventsToParent:
     """The worker's event queue: `put` never blocks training; a feeder thread writes, as multiprocessing's queues do.
 
     The thread starts at the first `put`, after the walls are up, so it is walled too.
@@ -289,10 +295,15 @@ class TrainerProcess:
         self._finished = False  # a Finished event arrived
         self._death_reported = False
         self._oom_kills_at_start: int | None = None
+        self._app_socket: ranks.AppSocket | None = None  # several ranks: where rank 0 connects
+        self._unsent: list[Command] = []  # commands given before rank 0 connected
 
     def start(self) -> None:
         self._oom_kills_at_start = oom_kills()
         spec = self.spec
+        if not spec.train.launch.single_process:
+            self._start_ranks()
+            return
         folder = RunFolder(spec.run_folder).create(for_trainer=spec.walled)
         if spec.trial is not None:  # before the walls, which let it write there but create nothing new
             folder.outputs.mkdir(exist_ok=True)
@@ -317,15 +328,61 @@ class TrainerProcess:
         plan = wall_plan(spec).to_json() if spec.walled else None
         self._connection.send_bytes(json.dumps({"spec": spec.model_dump_json(), "walls": plan}).encode())
 
+    def _start_ranks(self) -> None:
+        """The elastic agent as the trainer, in a session of its own: Ctrl-C in the terminal must not
+        reach the agent (it would end every rank before the app could ask for a checkpoint)."""
+        spec = self.spec
+        ranks.refuse_walls(spec.walled)
+        folder = RunFolder(spec.run_folder).create()
+        folder.ranks_logs.mkdir(parents=True, exist_ok=True)
+        folder.rank_failure.unlink(missing_ok=True)
+        self._app_socket = ranks.AppSocket()
+        start = self._app_socket.start_file(spec.model_dump_json())
+        # It holds the key to the app's socket: readable by the user alone.
+        descriptor = os.open(folder.rank_start, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with open(descriptor, "w", encoding="utf-8") as file:
+            file.write(start.model_dump_json())
+        self._app_socket.accept_each(self._rank0_connected)
+        environment = trainer_environment(spec)
+        environment["PYTHONSAFEPATH"] = "1"  # torchrun starts the ranks with -m: keep the working folder off sys.path, as -P does
+        with open(folder.ranks_logs / "agent.log", "ab") as log:
+            self._process = subprocess.Popen(
+                [sys.executable, "-P", "-c", ranks.AGENT_CODE, str(folder.rank_failure), *ranks.agent_arguments(spec.train.launch, folder)],
+                env=environment,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+
+    def _rank0_connected(self, connection: Connection) -> None:
+        """Rank 0 (again, after a restart by the agent) is there: talk to it from now on."""
+        with self._send_lock:
+            previous, self._connection = self._connection, connection
+            if previous is not None:
+                previous.close()
+            unsent, self._unsent = self._unsent, []
+            for command in unsent:
+                self._send_now(connection, command)
+
     def send(self, command: Command) -> None:
         """Queue a command for the trainer; it reads commands between steps."""
+        if self.is_alive and self._connection is None and self._app_socket is not None:
+            with self._send_lock:
+                if self._connection is None:
+                    self._unsent.append(command)
+                    return
         if not self.is_alive or self._connection is None:
             return
         with self._send_lock:
-            try:
-                self._connection.send_bytes(event_to_json(command).encode())
-            except OSError:
-                pass  # it died meanwhile; poll reports how
+            self._send_now(self._connection, command)
+
+    @staticmethod
+    def _send_now(connection: Connection, command: Command) -> None:
+        try:
+            connection.send_bytes(event_to_json(command).encode())
+        except OSError:
+            pass  # it died meanwhile; poll reports how
 
     def poll(self, timeout: float = 0.0) -> list[Event]:
         """Events that arrived, waiting at most `timeout` seconds for the first one."""
@@ -367,14 +424,19 @@ class TrainerProcess:
         if self._finished or self._death_reported:
             return []
         self._death_reported = True
+        now, before = oom_kills(), self._oom_kills_at_start
+        out_of_memory = now is not None and before is not None and now > before
+        # Several ranks: the agent's account names the rank that failed first, and how.
+        failed_rank = ranks.read_failure(RunFolder(self.spec.run_folder)) if self._app_socket is not None else None
         code = self.exitcode
-        if code is not None and code < 0:
+        if failed_rank is not None:
+            message = failed_rank.message
+        elif code is not None and code < 0:
             name = signal.Signals(-code).name if -code in signal.valid_signals() else f"signal {-code}"
             message = f"the trainer process was killed by {name} (exit code {code})"
         else:
             message = f"the trainer process exited with code {code} without finishing"
-        now, before = oom_kills(), self._oom_kills_at_start
-        if now is not None and before is not None and now > before:
+        if out_of_memory:
             return [
                 TrainerError(
                     kind="oom",
@@ -382,6 +444,8 @@ class TrainerProcess:
                     hint="lower the batch size (--batch-size) or the model size",
                 )
             ]
+        if failed_rank is not None:
+            return [failed_rank]
         hint = "nothing says it ran out of memory; continue the run from its last checkpoint with `copilot resume`"
         return [TrainerError(kind="killed", message=message, hint=hint, user_error=False)]
 
@@ -412,11 +476,16 @@ class TrainerProcess:
         events.extend(self.poll())
         if self._connection is not None:
             self._connection.close()
+        if self._app_socket is not None:
+            self._app_socket.close()
         return events
 
     def kill(self) -> None:
-        """SIGKILL the trainer at once; `poll` then reports it as killed."""
+        """SIGKILL the trainer at once (the agent with every rank); `poll` then reports it as killed."""
         if self._process is not None:
+            if self._app_socket is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self._process.pid, signal.SIGKILL)
             self._process.kill()
             try:
                 self._process.wait(5.0)

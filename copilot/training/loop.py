@@ -7,6 +7,12 @@ correct predictions to on-device sums; a logged step measures everything on the 
 and copies it to the host in a single transfer. Gradients are measured before clipping,
 so clipping never hides an explosion.
 
+Under several ranks (`state.group`), every figure it reports is global: a logged step's
+loss and accuracy are summed across ranks in one small collective, gradient norms are
+measured after DDP's all-reduce (on rank 0 alone, which is the only one that reports),
+and the epoch's and the validation's sums are reduced once each. Samples per second is
+the whole group's.
+
 It does no I/O, no printing and no event sending: the worker turns `StepResult`s into
 events. It never decides when to log; the caller passes `log` and `sample_activations`.
 """
@@ -26,6 +32,7 @@ from torch.optim.lr_scheduler import LRScheduler
 
 from copilot.errors import DataError
 from copilot.events import ActivationStats, HParams, NonFinite, StepRecord, Task
+from copilot.training.distributed import SINGLE_PROCESS, RankGroup
 from copilot.training.hparams import advance_schedule
 from copilot.training.instruments import ActivationSample, Instruments, WeightSnapshot, fetch_together
 from copilot.training.model_outputs import OutputContract, UnreadableOutputs, read_outputs
@@ -50,6 +57,7 @@ class TrainState:
     step: int = 0  # optimizer steps taken (global)
     initial_loss: float | None = None
     round: int = 0
+    group: RankGroup = SINGLE_PROCESS  # the ranks training together; `model` is DDP-wrapped when there are several
     # Running sums of the epoch in progress, kept on the device so a step never waits for the host.
     _epoch_loss_sum: Tensor | None = field(default=None, init=False, repr=False)
     _epoch_correct: Tensor | None = field(default=None, init=False, repr=False)
@@ -108,6 +116,9 @@ def train_step(state: TrainState, inputs: Tensor, targets: Tensor, *, log: bool,
     loss = state.loss_fn(outputs, targets)
     loss.backward()
     counted = _add_to_epoch_sums(state, loss, outputs, targets, batch_size=len(inputs))
+    if log and state.group.world_size > 1:
+        loss, counted = _summed_across_ranks(state.group, loss, counted, len(inputs))
+        log = state.group.is_main  # the other ranks took part in the sum; only rank 0 measures and reports
     if state.initial_loss is None and state.step == 0:
         state.initial_loss = loss.item()
     lr = float(state.optimizer.param_groups[0]["lr"])
@@ -137,8 +148,10 @@ def finish_epoch(state: TrainState) -> tuple[float, float | None]:
         # Samples were counted, so _add_to_epoch_sums created all three sums on the device.
         loss_total, correct_total, predicted_total = state._epoch_loss_sum, state._epoch_correct, state._epoch_predictions
         assert loss_total is not None and correct_total is not None and predicted_total is not None
-        loss_sum, correct, predicted = fetch_together(loss_total, correct_total, predicted_total)
-        loss = loss_sum[0] / state._epoch_samples
+        samples = torch.tensor(float(state._epoch_samples), dtype=torch.float64, device=loss_total.device)
+        summed = state.group.sum_across(torch.stack((loss_total, correct_total.double(), predicted_total.double(), samples)))
+        loss_sum, correct, predicted, samples_total = fetch_together(*summed)
+        loss = loss_sum[0] / samples_total[0]
         defined = state._epoch_accuracy_defined and predicted[0] > 0
         accuracy = correct[0] / predicted[0] if defined else None
     state._epoch_loss_sum = state._epoch_correct = state._epoch_predictions = None
@@ -174,9 +187,12 @@ def evaluate(state: TrainState, batches: Iterable[tuple[Tensor, Tensor]]) -> tup
         state.restart_throughput_clock()
     if samples == 0:
         raise DataError("the validation set gave no batches", "use a larger validation set or a smaller batch size")
-    loss_total, (correct_total, predictions) = fetch_together(loss_sum, counted_sum)
-    accuracy = correct_total / predictions if accuracy_defined and predictions else None
-    return loss_total[0] / samples, accuracy
+    sample_count = torch.tensor(float(samples), dtype=torch.float64, device=state.device)
+    # Every rank's shard, summed: never rank 0's shard alone.
+    summed = state.group.sum_across(torch.cat((loss_sum.reshape(1), counted_sum.double(), sample_count.reshape(1))))
+    loss_total, correct_total, predictions, samples_total = fetch_together(*summed)
+    accuracy = correct_total[0] / predictions[0] if accuracy_defined and predictions[0] else None
+    return loss_total[0] / samples_total[0], accuracy
 
 
 def predict(state: TrainState, batches: Iterable[tuple[Tensor, Tensor]], samples: int) -> Tensor:
@@ -248,6 +264,14 @@ def _add_to_epoch_sums(state: TrainState, loss: Tensor, outputs: object, targets
     return counted
 
 
+def _summed_across_ranks(group: RankGroup, loss: Tensor, counted: Tensor | None, batch_size: int) -> tuple[Tensor, Tensor | None]:
+    """A logged step's loss (mean per sample) and [correct, predicted] over every rank's batch, in one all-reduce."""
+    correct_and_predicted = counted.double() if counted is not None else torch.zeros(2, dtype=torch.float64, device=loss.device)
+    samples = torch.full((1,), float(batch_size), dtype=torch.float64, device=loss.device)
+    summed = group.sum_across(torch.cat(((loss.detach().double() * batch_size).reshape(1), correct_and_predicted, samples)))
+    return (summed[0] / summed[3]).to(loss.dtype), (summed[1:3].long() if counted is not None else None)
+
+
 def _clip_gradients(state: TrainState, total_norm: Tensor | None) -> None:
     """Clip to `hparams.grad_clip`, after measuring; reuses the measured norm on logged steps."""
     max_norm = state.hparams.grad_clip
@@ -281,7 +305,8 @@ def _measured_step(
     (loss_value,), (correct_count, predicted_count), (total_norm,), module_norms, weight_values = fetched[:5]
     now = time.perf_counter()
     elapsed = now - (state._interval_started or now)
-    samples_per_sec = state._interval_samples / elapsed if elapsed > 0 else 0.0
+    # Every rank takes as many samples per step as rank 0: the group's throughput.
+    samples_per_sec = state._interval_samples * state.group.world_size / elapsed if elapsed > 0 else 0.0
     state._interval_started, state._interval_samples = now, 0
 
     names = instruments.module_names

@@ -14,6 +14,13 @@ Whatever goes wrong ends as one `TrainerError` (kind, one-line message, hint, tr
 followed by `Finished`; a non-finite loss and a swapped model that fails are reported
 without ending the run. Only rank 0 reports and writes the run folder.
 
+Under several ranks (started by `ranks.py`) every rank runs this same trainer on its
+shard, with `HParams.batch_size` split evenly across them and the model wrapped in DDP.
+Commands are read only at logging intervals (and while paused), through
+`distributed.CommandsInStep`, so each lands at the same step on every rank; a swap
+rebuilds and re-wraps the model on every rank and checks that their weights agree. A
+rank other than 0 that fails re-raises, so the elastic agent ends the job and names it.
+
 A spec with a `TrialPlan` makes the trainer a trial: the plan's changes are applied
 before the first step (a change that fails is the trial's failure, never a quiet fall
 back to the old model), the outputs on the fixed validation samples are written at the
@@ -384,7 +391,8 @@ class _Trainer:
         self.settings = spec.train
         self.commands = commands
         self.folder = RunFolder(Path(spec.run_folder))
-        self.reporter = _Reporter(events, self.folder, spec.train.max_messages_per_sec, enabled=distributed.is_main())
+        self.group = distributed.RankGroup.current()
+        self.reporter = _Reporter(events, self.folder, spec.train.max_messages_per_sec, enabled=self.group.is_main)
         self.paused = False
         self.stop_request: Stop | None = None
         self.user_files: set[str] = set()
@@ -409,6 +417,12 @@ class _Trainer:
             self._start()
             reason = self._train()
         except Exception as exc:
+            if not self.group.is_main:
+                raise  # the elastic agent ends every rank and names this one; rank 0 reports its own errors
+            if self.group.world_size > 1 and not isinstance(exc, CopilotError):
+                # Most likely another rank died and this one only lost it in a collective: the
+                # agent ends this rank and names the one that failed. Ours is reported if it does not.
+                distributed.wait_for_the_agent()
             state = self.state
             if is_disk_full(exc):
                 exc = DiskFullError(self.folder.path, f"copilot resume {self.folder.run_id}")
@@ -455,7 +469,7 @@ class _Trainer:
         _seed_everything(self.settings.seed)
         self.generator.manual_seed(self.settings.seed)
         self.device = distributed.pick_device(self.settings.device)
-        self.data = load_data(self.spec.data, self.device, rank=distributed.rank(), world_size=distributed.world_size())
+        self.data = load_data(self.spec.data, self.device, rank=self.group.rank, world_size=self.group.world_size)
         if self.settings.watchdog_s is not None:
             self.watchdog = Watchdog(self.settings.watchdog_s, self.reporter.log_file, self.user_files, self._stuck)
             self.watchdog.start()
@@ -467,12 +481,13 @@ class _Trainer:
             loaded, contract = self._load_checked(str(source), name, args)
             self.origin = self._keep_copy(str(source), name, args, round_number=0)
             hparams = resolve_hparams(loaded.file_hparams, self.settings.hparams)
+            distributed.rank_batch_size(hparams.batch_size, self.group.world_size)  # before any step: fail at once
             self.state = self._new_state(loaded.model, hparams, contract)
         else:
             self.origin = checkpoint.model
             loaded, contract = self._load_checked(checkpoint.model.path, checkpoint.model.name, checkpoint.model.args)
             self.state = self._resumed_state(loaded.model, contract, checkpoint)
-        self.summary = summarize_model(self.state.model, self.origin.source, self.probe_inputs)
+        self.summary = summarize_model(distributed.unwrapped(self.state.model), self.origin.source, self.probe_inputs)
         self.reporter.emit(
             RunStarted(
                 run_id=self.folder.run_id,
@@ -487,6 +502,11 @@ class _Trainer:
                 ignored_hooks=loaded.ignored_hooks,
             )
         )
+        if self.group.world_size > 1:  # what each figure is
+            self.reporter.log(
+                f"{self.group.world_size} ranks (DDP): loss, accuracy, gradient norms, update ratios and samples/s "
+                "are global; activation statistics are rank 0's sample"
+            )
         if checkpoint is not None:
             self.reporter.log(f"resumed from {self.spec.resume_from} at epoch {checkpoint.epoch}, step {checkpoint.step}")
         self.reporter.emit(StateChanged(state="running"))
@@ -506,7 +526,7 @@ class _Trainer:
     def _new_state(self, model: nn.Module, hparams: HParams, contract: OutputContract, *, step: int = 0) -> TrainState:
         optimizer = build_optimizer(model.parameters(), hparams)
         return TrainState(
-            model=model,
+            model=distributed.wrap_model(model, self.device),
             loss_fn=make_loss_fn(model, self.data.spec.task, contract),
             contract=contract,
             optimizer=optimizer,
@@ -518,6 +538,7 @@ class _Trainer:
             task=self.data.spec.task,
             device=self.device,
             step=step,
+            group=self.group,
         )
 
     def _resumed_state(self, model: nn.Module, contract: OutputContract, checkpoint: Checkpoint) -> TrainState:
@@ -560,13 +581,16 @@ class _Trainer:
         """Copy a model file that loaded into the run folder as `r<round>_<file>.py`: the record of
         what was trained, and what a resumed run loads, whatever happens to the source later."""
         copy = self.folder.models / f"r{round_number}_{Path(source).name}"
-        if distributed.is_main():
+        if self.group.is_main:
             self.folder.models.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(source, copy)
         return ModelOrigin(source=source, path=str(copy), name=name, args=args)
 
     def _steps_per_epoch(self, batch_size: int) -> int:
-        return batches_per_epoch(self.data.train, batch_size, distributed.world_size())
+        return batches_per_epoch(self.data.train, self._rank_batch_size(batch_size), self.group.world_size)
+
+    def _rank_batch_size(self, batch_size: int) -> int:
+        return distributed.rank_batch_size(batch_size, self.group.world_size)
 
     @staticmethod
     def _planned_batch_size(changes: Mapping[str, Any], state: TrainState) -> int:
@@ -608,12 +632,12 @@ class _Trainer:
         samples = 0
         batches = iterate_batches(
             self.data.train,
-            state.hparams.batch_size,  # a batch size changed mid-epoch applies from the next epoch
+            self._rank_batch_size(state.hparams.batch_size),  # a batch size changed mid-epoch applies from the next epoch
             shuffle=True,
             generator=self.generator,
             device=self.device,
-            rank=distributed.rank(),
-            world_size=distributed.world_size(),
+            rank=self.group.rank,
+            world_size=self.group.world_size,
         )
         for inputs, targets in batches:
             if self.batches_done < skip:
@@ -639,7 +663,8 @@ class _Trainer:
                 initial_loss=state.initial_loss,
                 expected_initial_loss=math.log(self.data.spec.num_classes),
                 lr=float(state.optimizer.param_groups[0]["lr"]),
-                samples_per_sec=samples / training_s if training_s > 0 else 0.0,
+                # Every rank trains as many samples as this one: the whole job's throughput.
+                samples_per_sec=samples * self.group.world_size / training_s if training_s > 0 else 0.0,
                 duration_s=time.perf_counter() - epoch_started - self.paused_s,  # training, not waiting
                 round=state.round,
                 attempt=self.reporter.attempt,
@@ -653,12 +678,12 @@ class _Trainer:
     def _validation_batches(self, state: TrainState) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         batches = iterate_batches(
             self.data.val,
-            state.hparams.batch_size,
+            self._rank_batch_size(state.hparams.batch_size),
             shuffle=False,
             generator=None,
             device=self.device,
-            rank=distributed.rank(),
-            world_size=distributed.world_size(),
+            rank=self.group.rank,
+            world_size=self.group.world_size,
         )
         for number, batch in enumerate(batches, start=1):
             self._watch(f"validation batch {number}")
@@ -702,6 +727,10 @@ class _Trainer:
         if self.trial is not None:  # a diverged trial has its answer; nobody will resume it
             self.stop_request = Stop(checkpoint=False)
             raise _StopRequested
+        if self.group.world_size > 1:  # the ranks pause together: at the next agreement on commands
+            if self.group.is_main:
+                self.commands.add(Pause())
+            return
         self._set_paused(True)
 
     # ----------------------------------------------------------------- commands
@@ -710,6 +739,8 @@ class _Trainer:
         """Apply every waiting command; while paused, wait for more. Raises `_StopRequested`."""
         if self.trial is not None and state.step - self.trial_forked_at >= self.trial.steps:
             raise _TrialBudgetSpent
+        if self.group.world_size > 1 and state.step % self.settings.log_every != 0 and not self.paused:
+            return  # the ranks agree on commands at logging intervals, not with a collective every step
         paused_since = time.perf_counter() if self.paused else None
         if state.step % self.settings.log_every == 0 and not _parent_alive():
             self.stop_request = Stop()
@@ -760,6 +791,7 @@ class _Trainer:
     def _set_hparams(self, command: SetHParams, state: TrainState) -> None:
         previous_batch_size = state.hparams.batch_size
         try:
+            self._rank_batch_size(self._planned_batch_size(command.changes, state))
             hparams = apply_hparam_changes(
                 state, command.changes, steps_per_epoch=self._steps_per_epoch(self._planned_batch_size(command.changes, state))
             )
@@ -768,7 +800,8 @@ class _Trainer:
             return
         if command.round is not None:
             state.round = command.round
-        self.reporter.emit(HParamsApplied(hparams=hparams, step=state.step, round=command.round))
+        steps = self.group.steps(state.step, self.device) if self.group.world_size > 1 else ()
+        self.reporter.emit(HParamsApplied(hparams=hparams, step=state.step, round=command.round, steps_per_rank=steps))
         if hparams.batch_size != previous_batch_size:
             self.reporter.log(f"batch size {hparams.batch_size} applies from the next epoch")
 
@@ -789,7 +822,7 @@ class _Trainer:
             return
         origin = self._keep_copy(command.model_path, command.model_name, args, round_number)
         if command.carry_weights:
-            transferred, total = transfer_weights(state.model, loaded.model)
+            transferred, total = transfer_weights(distributed.unwrapped(state.model), loaded.model)
         else:  # the change is the initialisation: the new model keeps its own
             transferred, total = 0, len(list(loaded.model.parameters())) + len(list(loaded.model.buffers()))
         self.swap_backup = _ActiveModel.of(state, self.origin, self.summary)
@@ -797,7 +830,14 @@ class _Trainer:
         fresh.round = round_number
         summary = summarize_model(loaded.model, origin.source, self.probe_inputs)
         self._install(state, _ActiveModel.of(fresh, origin, summary))
-        self.reporter.emit(ModelSwapped(model=summary, transferred=transferred, total=total, step=state.step, round=command.round))
+        checksums = self.group.weight_checksums(loaded.model) if self.group.world_size > 1 else ()
+        if len(set(checksums)) > 1:
+            raise CopilotError(f"the ranks' weights differ after the swap: checksums {checksums}", "this is a bug in copilot")
+        self.reporter.emit(
+            ModelSwapped(
+                model=summary, transferred=transferred, total=total, step=state.step, round=command.round, weight_checksums=checksums
+            )
+        )
 
     def _install(self, state: TrainState, active: _ActiveModel) -> None:
         state.model, state.loss_fn, state.optimizer = active.model, active.loss_fn, active.optimizer
@@ -827,14 +867,14 @@ class _Trainer:
 
     def _checkpoint(self, *, at_epoch_end: bool) -> None:
         state = self.state
-        if state is None or not distributed.is_main():
+        if state is None or not self.group.is_main:
             return
         # The record reaches disk before the checkpoint does: a trainer resumed from it never
         # lacks the steps before it (a kill loses what is still in our buffers, not the OS's).
         self.reporter.sync_files()
         self._watch("checkpoint")
         checkpoint = Checkpoint(
-            model_state=state.model.state_dict(),
+            model_state=distributed.unwrapped(state.model).state_dict(),  # loads under any number of ranks
             optimizer_state=state.optimizer.state_dict(),
             hparams=state.hparams,
             epoch=state.epoch,

@@ -136,3 +136,19 @@ def test_a_nanogpt_style_file_trains_with_config_arguments_and_the_header_says_h
     assert "outputs: (logits, loss) tuple, targets passed to forward" in out
     assert "configure_optimizers() is ignored: the optimizer comes from HPARAMS and the flags" in out
     assert "epoch 1, loss " in out
+
+
+def test_two_ranks_from_the_command_line_and_a_resume_on_one(project: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["train", "tiny_cnn.py", "--device", "cpu", "--epochs", "1", "--nproc-per-node", "2", "--run-name", "two"]) == 0
+    run = project / ".copilot" / "runs" / "two"
+    assert TrainerSpec.model_validate_json((run / "session.json").read_text()).train.launch.nproc_per_node == 2
+    assert main(["train", "--resume", "two", "--epochs", "2", "--nproc-per-node", "1"]) == 0  # checkpoints load on any number
+    events = metrics(run)
+    assert [(e.world_size, e.resumed_from_epoch) for e in events if isinstance(e, RunStarted)] == [(2, None), (1, 1)]
+    assert [e.epoch for e in events if isinstance(e, EpochSummary)] == [1, 2]
+
+
+def test_a_rank_count_below_one_is_a_setting_error(project: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["train", "tiny_cnn.py", "--nproc-per-node", "0"]) == 2
+    err = capsys.readouterr().err
+    assert "error: setting 'train.launch.nproc_per_node" in err and "hint:" in err and "Traceback" not in err

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import queue
 import textwrap
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -17,7 +18,7 @@ import torch
 
 from copilot.config import DataSettings, TrainSettings
 from copilot.events import Command, Event, StepBatch
-from copilot.training.launcher import TrainerSpec
+from copilot.training.launcher import TrainerProcess, TrainerSpec
 from copilot.training.worker import run_trainer
 
 # A small CNN for the shapes set: conv -> relu -> global mean -> dropout -> linear.
@@ -147,6 +148,18 @@ def once(condition: Callable[[Event], bool], *commands: Command) -> Callable[[Ev
 
 def step_losses(events: list[Event]) -> dict[int, float]:
     return {record.step: record.loss for event in events if isinstance(event, StepBatch) for record in event.records}
+
+
+def collect_until(trainer: TrainerProcess, wanted, timeout: float = 120.0) -> list[Event]:  # type: ignore[no-untyped-def]
+    """Poll the trainer until an event is `wanted`; return everything read. The timeout only
+    bounds a hung test: the wait ends on the event."""
+    seen: list[Event] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        seen.extend(trainer.poll(timeout=0.2))
+        if any(wanted(event) for event in seen):
+            return seen
+    raise AssertionError(f"not seen within {timeout} s: {[e.type for e in seen]}")
 
 
 def of_type(events: list[Event], kind: type) -> list:

@@ -41,7 +41,7 @@ from copilot.events import (
 from copilot.config import DataSettings, TrainSettings
 from copilot.training.checkpoints import load_checkpoint
 from copilot.training.launcher import TrainerProcess, TrainerSpec
-from tests.training.conftest import CONVENTIONS, TINY_CNN, TINY_CNN_WIDER_HEAD, of_type, once, run_to_end, tiny_spec
+from tests.training.conftest import CONVENTIONS, TINY_CNN, TINY_CNN_WIDER_HEAD, collect_until, of_type, once, run_to_end, tiny_spec
 
 
 def first_step(event: Event) -> bool:
@@ -248,17 +248,6 @@ def test_a_swapped_model_failing_its_first_step_goes_back_to_the_old_one(tmp_pat
 
 
 # --------------------------------------------------------------------------- the spawned process
-
-
-def collect_until(trainer: TrainerProcess, wanted, timeout: float = 120.0) -> list[Event]:  # type: ignore[no-untyped-def]
-    """Poll the trainer until an event is `wanted`; return everything read."""
-    seen: list[Event] = []
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        seen.extend(trainer.poll(timeout=0.2))
-        if any(wanted(event) for event in seen):
-            return seen
-    raise AssertionError(f"not seen within {timeout} s: {[e.type for e in seen]}")
 
 
 def test_launcher_does_not_import_torch() -> None:

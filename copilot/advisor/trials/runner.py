@@ -28,7 +28,7 @@ from copilot.advisor.schemas import ArmResult, TrialPoint, TrialReport
 from copilot.advisor.trials.budget import TrialBudget
 from copilot.advisor.trials.ranking import Noise, Ranking, needs_second_seed, noise_of, rank
 from copilot.advisor.trials.scoring import score_outputs, validation_targets
-from copilot.config import TrialSettings
+from copilot.config import LaunchSettings, TrialSettings
 from copilot.errors import CopilotError
 from copilot.events import CheckpointWritten, Finished, SetHParams, SwapModel, Task, TrainerError, TrialOutputs
 from copilot.run_folder import RunFolder
@@ -169,6 +169,9 @@ class TrialRunner:
         )
         # Resumed, the checkpoint holds the run's hyperparameters: the start's overrides must not apply again.
         train = self._base.train if resume_from is None else self._base.train.model_copy(update={"hparams": {}})
+        # A trial is one walled process whatever the run's ranks: the batch size is global, so it
+        # trains on the same batches; walls cannot hold ranks yet (`copilot/training/ranks.py`).
+        train = train.model_copy(update={"launch": LaunchSettings()})
         spec = self._base.model_copy(
             # Every arm behind the walls: a candidate runs code the user did not write, and the
             # unchanged run beside it pays the same costs, so the comparison stays paired.
