@@ -18,7 +18,7 @@ from rich.console import Console
 from textual.widgets import DataTable, Static
 
 from copilot.advisor.ledger import read_ledger
-from copilot.advisor.schemas import ArchitectureProposal, Verdict
+from copilot.advisor.schemas import ArchitectureProposal, HParamProposal, Verdict
 from copilot.config import Settings
 from copilot.events import EpochSummary, ModelSwapped
 from copilot.metrics_file import read_metrics
@@ -96,7 +96,10 @@ async def test_watch_pause_accept_history_layers_quit(project: Path) -> None:
             # The schedule trigger fires after two epochs; the app asks the advisor by itself.
             await until(pilot, lambda: app.advisor_state == "waiting")
             proposal = app.turn.proposal
-            assert isinstance(proposal, ArchitectureProposal) and proposal.sandbox.ok
+            # The trainer runs on while the app notices the schedule, so how far it got (and with it
+            # what the rules propose first for this sigmoid CNN) depends on the machine's load.
+            assert isinstance(proposal, (ArchitectureProposal, HParamProposal)), proposal
+            assert not isinstance(proposal, ArchitectureProposal) or proposal.sandbox.ok
             assert app.last_diagnosis[0].findings
 
             await pilot.press("a")
@@ -104,7 +107,7 @@ async def test_watch_pause_accept_history_layers_quit(project: Path) -> None:
             await until(pilot, lambda: session.round == 1 and (app.turn is None or app.turn.proposal != proposal))
             assert session.round == 1
             subject = git(project, "log", "-1", "--format=%s", session.history.branch).strip()
-            assert subject.startswith("arch(r1): ")
+            assert subject.startswith("arch(r1): " if isinstance(proposal, ArchitectureProposal) else "hparams(r1): ")
             assert git(project, "rev-parse", "HEAD") == user_head
             # The trainer reports the new model; the charts mark where round 1 starts.
             await until(pilot, lambda: any(number == 1 for number, _ in app.store.view().round_steps))
