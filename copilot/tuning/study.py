@@ -70,6 +70,14 @@ class TunePlan(Frozen):
     fork_step: int
     current: HParams  # the run's hyperparameters at the fork: trial 0
     advisor: HParams | None = None  # the advisor's guess: trial 1
+    # The epoch budget every trial trains under: the run's, or more when the run's ends before a
+    # trial would (a run that ended is tuned too; its trainer stops at its budget).
+    epochs: int
+
+    @property
+    def start(self) -> HParams:
+        """The run's hyperparameters under the trials' epoch budget: what every trial's values are told against."""
+        return self.current.model_copy(update={"epochs": self.epochs})
 
     def steps_for(self, batch_size: int) -> int:
         """Optimizer steps that train `samples` samples at `batch_size`; never fewer than the evaluations."""
@@ -128,12 +136,14 @@ def new_plan(
         samples = max(1, round(request.budget_epochs * train_size))
     else:
         samples = (request.trial_steps or settings.min_steps) * current.batch_size
+    # Samples the run has seen at the fork, counted at its batch size now (a guess when it changed), plus one trial.
+    epochs = max(current.epochs, math.ceil((fork_step * current.batch_size + samples) / train_size) + 1)
     base = default_space(current, train_size)
     space = load_space(request.space_file, base) if request.space_file is not None else base
     return TunePlan(
         trials=request.trials, samples=samples, evaluations=settings.evaluations, sampler=request.sampler, seed=seed,
         space=space,
-        fork=str(fork) if fork is not None else None, fork_step=fork_step, current=current, advisor=advisor,
+        fork=str(fork) if fork is not None else None, fork_step=fork_step, current=current, advisor=advisor, epochs=epochs,
     )  # fmt: skip
 
 
@@ -268,7 +278,7 @@ class Tuner:
             trial.report(point.val_loss, next(evaluations))
             return not trial.should_prune()
 
-        arm = self._runner.run_arm(Arm(name, describe(hparams, self._plan.current), hparam_changes=changes), budget, keep_going)
+        arm = self._runner.run_arm(Arm(name, describe(hparams, self._plan.start), hparam_changes=changes), budget, keep_going)
         if arm.status == "cancelled":
             study.tell(trial, state=TrialState.FAIL)
             return None
@@ -309,7 +319,7 @@ class Tuner:
         tuned = next(trial for trial in trials if trial.number == best)
         change = HParamChange(**{key: value for key, value in tuned.hparams.model_dump().items() if getattr(self._plan.current, key) != value})
         proposal = HParamProposal(
-            summary=f"tuned ({self._plan.sampler}, trial {best}): {describe(tuned.hparams, self._plan.current)}",
+            summary=f"tuned ({self._plan.sampler}, trial {best}): {describe(tuned.hparams, self._plan.start)}",
             rationale=(
                 f"Best of {len(trials)} trials of an Optuna study ({self._plan.sampler}), each trained {self._plan.samples} samples "
                 f"from the same checkpoint in the same data order; the current values were trial 0"
@@ -343,10 +353,10 @@ def _trained(role: Role, values: dict[str, float | int | str | None], plan: Tune
     """What a trial trains with: the enqueued points exactly as they are (the study records them at their
     nearest point of the space, which may only approach them), a sampled one the sampler's values."""
     if role == "current":
-        return plan.current
+        return plan.start
     if role == "advisor" and plan.advisor is not None:
-        return plan.advisor
-    return HParams.model_validate({**plan.current.model_dump(), **values})
+        return plan.advisor.model_copy(update={"epochs": max(plan.advisor.epochs, plan.epochs)})
+    return HParams.model_validate({**plan.start.model_dump(), **values})
 
 
 def _best_number(study: optuna.Study) -> int | None:

@@ -19,7 +19,7 @@ def trial_row(trial: TunedTrial, plan: TunePlan) -> tuple[str, ...]:
     loss = measured_text(trial.val_loss) if trial.val_loss is not None else "-"
     accuracy = f"{100 * trial.val_accuracy:.1f}%" if trial.val_accuracy is not None else "-"
     state = trial.state if trial.state != "failed" or not trial.message else f"failed: {trial.message}"
-    values = describe(trial.hparams, plan.current)
+    values = describe(trial.hparams, plan.start)
     return (f"t{trial.number}", ROLE_LABELS[trial.role] or plan.sampler, state, loss, accuracy, f"{trial.wall_time_s:.1f} s", values)
 
 
@@ -61,7 +61,7 @@ def tune_note(result: TuneResult) -> dict[str, object]:
         "best_val_loss": best.val_loss,
         "current_val_loss": current.val_loss if current is not None else None,
         "advisor_val_loss": advisor.val_loss if advisor is not None else None,
-        "changes": describe(best.hparams, result.plan.current),
+        "changes": describe(best.hparams, result.plan.start),
         "wall_time_s": result.wall_time_s,
         "table": table_lines(result),
     }

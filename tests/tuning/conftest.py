@@ -10,7 +10,7 @@ import pytest
 from tests.history.repos import git
 from tests.session.conftest import git_home, project  # noqa: F401  (fixtures)
 
-# A sound small CNN (pooling, ReLU, a small head) under SGD at lr 1e-4: it barely moves in a few steps.
+# A sound small CNN (conv-BN-ReLU, pooling; the benchmarks' healthy one) under SGD at lr 1e-4: it barely moves.
 SLOW_MODEL = '''
 import torch
 from torch import nn
@@ -21,8 +21,11 @@ HPARAMS = {"optimizer": "SGD", "lr": 0.0001, "batch_size": 16, "epochs": 40}
 class SlowNet(nn.Module):
     def __init__(self):
         super().__init__()
-        self.features = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(4))
-        self.head = nn.Linear(8 * 16, 10)
+        self.features = nn.Sequential(
+            nn.Conv2d(3, 16, 3, padding=1, bias=False), nn.BatchNorm2d(16), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(16, 32, 3, padding=1, bias=False), nn.BatchNorm2d(32), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+        )
+        self.head = nn.Linear(32, 10)
 
     def forward(self, x):
         return self.head(self.features(x).flatten(1))

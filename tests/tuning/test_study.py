@@ -67,7 +67,7 @@ def test_the_current_values_and_the_advisors_guess_come_first_and_hopeless_trial
 
     assert seen == [0, 1, 2, 3]
     assert [(trial.number, trial.role) for trial in result.trials] == [(0, "current"), (1, "advisor"), (2, "sampler"), (3, "sampler")]
-    assert result.trials[0].hparams == result.plan.current and result.plan.advisor is not None
+    assert result.trials[0].hparams == result.plan.current == result.plan.start and result.plan.advisor is not None
     assert result.trials[1].hparams == result.plan.advisor != result.plan.current
     frozen = study.trials
     assert [frozen[n].user_attrs[ROLE_ATTR] for n in (0, 1)] == ["current", "advisor"]
