@@ -100,7 +100,7 @@ def plan_for(spec: TrainerSpec, data: DataSettings, settings: TrialSettings, tri
     assert spec.resume_from is not None
     fork = load_checkpoint(spec.resume_from)
     return new_plan(
-        TuneRequest(trials=trials, budget_epochs=TRIAL_EPOCHS), current=fork.hparams, advisor=None, fork=spec.resume_from,
+        TuneRequest(trials=trials, sampler="tpe", budget_epochs=TRIAL_EPOCHS), current=fork.hparams, advisor=None, fork=spec.resume_from,
         fork_step=fork.step, train_size=data.train_size or 0, seed=seed, settings=settings,
     )  # fmt: skip
 

@@ -34,7 +34,7 @@ from copilot.advisor.schemas import ArmResult, HParamChange, HParamProposal, Tri
 from copilot.advisor.trials.budget import TrialBudget, evaluation_points
 from copilot.advisor.trials.ranking import noise_of, rank
 from copilot.advisor.trials.runner import INCUMBENT, Arm, TrialRunner
-from copilot.config import TrialSettings
+from copilot.config import SamplerName, TrialSettings
 from copilot.events import HParams, hparam_differences
 from copilot.run_folder import RunFolder
 from copilot.tuning.space import Choices, SearchSpace, default_space, load_space
@@ -42,7 +42,6 @@ from copilot.tuning.space import Choices, SearchSpace, default_space, load_space
 if TYPE_CHECKING:
     import optuna
 
-SamplerName = Literal["tpe", "cmaes", "random"]
 Role = Literal["current", "advisor", "sampler"]
 PLAN_ATTR = "copilot_plan"  # the study's user attribute holding its `TunePlan`
 ROLE_ATTR = "copilot_role"  # a trial's: who put it there
@@ -118,12 +117,12 @@ class TuneResult(Frozen):
 
 
 class TuneRequest(Frozen):
-    """What the user asked for (`copilot tune` flags); a new study turns it into its `TunePlan`."""
+    """What the user asked for (`copilot tune` flags over the `[tune]` settings); a new study turns it into its `TunePlan`."""
 
-    trials: int = Field(12, ge=1)
+    trials: int = Field(ge=1)
+    sampler: SamplerName
     trial_steps: int | None = Field(None, ge=1)  # at the run's batch size; the budget is the samples they train
     budget_epochs: float | None = Field(None, gt=0)  # passes over the training set
-    sampler: SamplerName = "tpe"
     space_file: Path | None = None
 
 

@@ -58,7 +58,8 @@ def test_the_current_values_and_the_advisors_guess_come_first_and_hopeless_trial
     seen: list[int] = []
     try:
         result = session.tune(
-            TuneRequest(trials=4, trial_steps=6, space_file=slow_project / "hopeless.toml"), on_trial=lambda trial, _plan: seen.append(trial.number)
+            TuneRequest(trials=4, sampler="tpe", trial_steps=6, space_file=slow_project / "hopeless.toml"),
+            on_trial=lambda trial, _plan: seen.append(trial.number),
         )
         run_until(session, lambda _seen: session.trainer_state == "paused")  # held for the verdict
         study = study_of(session)
