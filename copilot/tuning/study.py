@@ -316,7 +316,10 @@ class Tuner:
             winner=ranking.winner, wall_time_s=round(wall_time_s, 2), trial_steps=sum(arm.steps for arm in arms.values()),
         )  # fmt: skip
         tuned = next(trial for trial in trials if trial.number == best)
-        change = HParamChange(**{key: value for key, value in tuned.hparams.model_dump().items() if getattr(self._plan.current, key) != value})
+        differences = {key: value for key, value in tuned.hparams.model_dump().items() if getattr(self._plan.current, key) != value}
+        if not differences:  # a space narrowed to the current values
+            return TuneResult(proposal=None, reason=f"the best trial, t{best}, has the current values", **common)
+        change = HParamChange(**differences)
         proposal = HParamProposal(
             summary=f"tuned ({self._plan.sampler}, trial {best}): {describe(tuned.hparams, self._plan.start)}",
             rationale=(
