@@ -13,13 +13,19 @@ epochs' worth)
 - tpe and random: `copilot tune`'s study (trial 0 the current values, no advisor guess
   enqueued, the median pruner on), with Optuna's TPE or random sampler.
 
+TPE's first ten trials are its random start-up, drawn from the same seed as the random
+search's: at 11 trials the two differ only in the last one (measured: identical picks),
+so TPE's own model needs more trials than --quick gives.
+
 Each search's pick is its best trial by validation loss; its end checkpoint is then scored
 on a test split no trial saw (the shapes set drawn with another seed). Printed: per model
 the mean and spread of test accuracy over the seeds, the wall time of each search, the
 pick's accuracy against the advisor's (a ratio measured in this run); last line one JSON
 object of every figure. Whichever wins is reported as it is.
 
-    python benchmarks/tune_vs_advisor.py --quick    # 3 models, 3 seeds, 11 trials, small data
+    python benchmarks/tune_vs_advisor.py --quick    # 3 models, 3 seeds, 11 trials, small data (about 30 min a
+                                                    # model and seed on a loaded 2-core machine)
+    python benchmarks/tune_vs_advisor.py --quick --seeds 1 --trials 4   # a smoke run
     python benchmarks/tune_vs_advisor.py            # 3 models, 5 seeds, 20 trials, more data
 """
 
