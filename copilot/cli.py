@@ -28,6 +28,7 @@ COMMAND_MODULES = (
     "copilot.commands.diagnose",
     "copilot.commands.history",
     "copilot.commands.session",
+    "copilot.commands.tune",
 )
 
 

@@ -195,6 +195,16 @@ class TrialSettings(Section):
     arm_timeout_s: float = Field(1800.0, gt=0)  # one arm that takes longer is killed and counts as failed
 
 
+SamplerName = Literal["tpe", "cmaes", "random"]
+
+
+class TuneSettings(Section):
+    """`copilot tune` and the app's tune key: how many trials, which Optuna sampler (flags override both)."""
+
+    trials: int = Field(12, ge=1)  # more than TPE's ten random start-up trials
+    sampler: SamplerName = "tpe"
+
+
 class TuiSettings(Section):
     refresh_hz: float = Field(2.0, gt=0, le=30)
 
@@ -214,6 +224,7 @@ class Settings(BaseSettings):
     advisor: AdvisorSettings = Field(default_factory=AdvisorSettings)
     sandbox: SandboxSettings = Field(default_factory=SandboxSettings)
     trials: TrialSettings = Field(default_factory=TrialSettings)
+    tune: TuneSettings = Field(default_factory=TuneSettings)
     tui: TuiSettings = Field(default_factory=TuiSettings)
 
     @classmethod

@@ -2,7 +2,7 @@
 
 The trainer writes `metrics.jsonl` (append-only), `events.log`, `checkpoints/`, the
 model files as trained and its own `trainer/` folder (home, scratch, output), nothing
-else (`trainer_writes`, which the walls enforce); the advisor writes `ledger.jsonl` and its SQLite checkpoint;
+else (`trainer_writes`, which the walls enforce); the advisor writes `ledger.jsonl` and its SQLite checkpoint; `copilot tune` its Optuna studies;
 the report goes to `report.md`. Every part that reads or writes a run finds its files
 here, so no path is spelled twice. It must not import torch.
 """
@@ -114,6 +114,11 @@ class RunFolder:
     @property
     def advisor_db(self) -> Path:
         return self.path / "advisor.sqlite"
+
+    @property
+    def tune_db(self) -> Path:
+        """The Optuna studies of `copilot tune` (Optuna's own SQLite schema: optuna-dashboard opens it as it is)."""
+        return self.path / "tune.sqlite"
 
     @property
     def report(self) -> Path:

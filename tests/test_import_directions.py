@@ -103,7 +103,11 @@ RULES = {
         "copilot.session",
         lambda _, name: _is_within(name, "copilot.commands") or _is_within(name, "copilot.console"),
     ),
-    "console_never_imports_the_command_line": Rule(
+    "tuning_never_imports_the_session_the_console_or_the_app": Rule(
+        "copilot.tuning",
+        lambda _, name: any(_is_within(name, package) for package in ("copilot.session", "copilot.console", "copilot.commands", "copilot.tui")),
+    ),
+        "console_never_imports_the_command_line": Rule(
         "copilot.console",
         lambda module, name: _is_within(name, "copilot.commands"),
     ),

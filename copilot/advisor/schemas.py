@@ -159,7 +159,7 @@ class ArmResult(Schema):
 
     arm: str  # "incumbent", "incumbent-seed2", "c1", ...
     summary: str  # the change in a few words ("unchanged" for the incumbent)
-    status: Literal["measured", "failed", "diverged", "cancelled"]
+    status: Literal["measured", "failed", "diverged", "cancelled", "pruned"]  # pruned: stopped early by a tune's pruner
     outcome: Literal["incumbent", "winner", "no gain", "failed"] = "no gain"
     points: list[TrialPoint] = Field(default_factory=list)
     steps: int = 0  # trial steps trained, an extension included

@@ -474,7 +474,7 @@ class ExperimentHistory:
     def commit_round(
         self,
         *,
-        kind: Literal["arch", "hparams"],
+        kind: Literal["arch", "hparams", "tune"],
         summary: str,
         findings: Sequence[str],
         rationale: str,
@@ -489,16 +489,16 @@ class ExperimentHistory:
         """Commit an accepted change as the next round and bring the worktree to it.
 
         `model_code` is the whole new model file (required for "arch"); `hparams` the
-        run's complete hyperparameters (required for "hparams"); either round may
+        run's complete hyperparameters (required for "hparams" and "tune"); either round may
         carry both. `before` is what was measured when the change was proposed;
         `proposal_id` (the ledger's) becomes the `Copilot-Proposal` trailer, `edited_by`
         (who changed what in the proposal, e.g. `user (lr 0.001 -> 0.0015)`) `Copilot-Edited-By`.
         """
-        if kind not in ("arch", "hparams"):
-            raise ValueError(f"kind must be 'arch' or 'hparams', not {kind!r}")
+        if kind not in ("arch", "hparams", "tune"):
+            raise ValueError(f"kind must be 'arch', 'hparams' or 'tune', not {kind!r}")
         if verdict not in ("accepted", "edited"):
             raise ValueError(f"verdict must be 'accepted' or 'edited', not {verdict!r}; rejected changes are not commits")
-        if (kind == "arch" and model_code is None) or (kind == "hparams" and hparams is None):
+        if (kind == "arch" and model_code is None) or (kind in ("hparams", "tune") and hparams is None):
             raise ValueError(f"a {kind} round needs {'model_code' if kind == 'arch' else 'hparams'}")
         trailers = [
             ("Copilot-Advisor", advisor),

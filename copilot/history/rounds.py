@@ -13,14 +13,15 @@ import json
 import math
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Literal
+from typing import Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from copilot.history.messages import RENAMED_METRICS, copilot_trailers, parse_metrics, parse_round_label, parse_trailers, summary_of
 
-RoundKind = Literal["baseline", "arch", "hparams", "rollback"]
-ROUND_KINDS: tuple[str, ...] = ("baseline", "arch", "hparams", "rollback")
+# "tune": hyperparameters an Optuna study chose (`copilot tune`), committed like "hparams" with the study in the note.
+RoundKind = Literal["baseline", "arch", "hparams", "tune", "rollback"]
+ROUND_KINDS: tuple[str, ...] = get_args(RoundKind)
 Verdict = Literal["accepted", "edited"]
 Metrics = dict[str, float | int]
 
@@ -47,6 +48,23 @@ class TrialResults(Frozen):
     tried: list[str] = Field(default_factory=list)  # every arm, one line each
 
 
+class TuneResults(Frozen):
+    """A tune round's study in its note: where it is stored, what it tried, and the best against the current values."""
+
+    study: str  # the study's name in the run's tune.sqlite
+    sampler: str
+    trials: int  # every trial the study finished, pruned and failed ones included
+    pruned: int
+    samples_per_trial: int  # the budget each trial trained, counted in training samples
+    best_trial: int
+    best_val_loss: float
+    current_val_loss: float | None = None  # trial 0: the run's own hyperparameters
+    advisor_val_loss: float | None = None  # trial 1 when the advisor had a guess
+    changes: str  # `lr 0.5 -> 0.02, optimizer SGD -> Adam`: the best trial against the current values
+    wall_time_s: float
+    table: list[str] = Field(default_factory=list)  # every trial, one line each
+
+
 class RoundResults(Frozen):
     """What a round achieved, measured after it (the JSON note on its commit)."""
 
@@ -59,6 +77,7 @@ class RoundResults(Frozen):
     checkpoint: str | None = None  # the checkpoint a rollback to this round resumes from
     trial: TrialResults | None = None  # what the round's change measured in its trial, before it was accepted
     final: bool | None = None  # the run left the round (a later round, rollback, undo or redo): never rewritten
+    tune: TuneResults | None = None  # a tune round: the study that chose it
 
     def merged(self, newer: "RoundResults") -> "RoundResults":
         """These results with every field `newer` sets replaced."""

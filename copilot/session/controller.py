@@ -64,6 +64,7 @@ from copilot.advisor.schemas import (
     ArmResult,
     Diagnosis,
     HParamProposal,
+    LedgerEntry,
     Proposal,
     StartPoint,
     TokenUsage,
@@ -109,6 +110,8 @@ from copilot.metrics_file import applied_rounds, next_attempt, read_metrics
 from copilot.run_folder import DEFAULT_RUNS_DIR, RunFolder, new_run_id
 from copilot.session.triggers import AssessmentTriggers
 from copilot.training.launcher import TrainerProcess, TrainerSpec, ensure_model_file, split_model_spec
+from copilot.tuning.study import TunedTrial, TunePlan, Tuner, TuneRequest, TuneResult, new_plan, saved_plan, study_name
+from copilot.tuning.summary import table_lines, tune_note, verdict_line
 
 # How a turn found waiting after a restart is labelled: its original trigger is not recorded.
 RESTORED_TRIGGER = "restored"
@@ -255,6 +258,7 @@ class Session:
         advisor: AdvisorSession,
         advisor_name: str,
         max_rounds: int | None,
+        roles: AdvisorRoles,
     ) -> None:
         self.settings = settings
         self.run = run
@@ -295,6 +299,8 @@ class Session:
         # Told after a round or a round's results were written into git (from whichever thread wrote them).
         self.on_history_changed: Callable[[], None] | None = None
         self._trial_runner: TrialRunner | None = None
+        self._tuner: Tuner | None = None
+        self._roles = roles  # the advisor's roles, asked directly for a tune's guess
         tip = history.rounds()[-1]
         self.round = tip.round
         # Where the current round began (the epoch before its first), and what its own model
@@ -417,6 +423,7 @@ class Session:
             advisor=advisor,
             advisor_name=roles.name,
             max_rounds=max_rounds,
+            roles=roles,
         )
         return session
 
@@ -844,6 +851,107 @@ class Session:
             self._trial_runner = None
             self.trialling = None
 
+    # ------------------------------------------------------------------ tuning
+
+    def tune(self, request: TuneRequest, on_trial: Callable[[TunedTrial, TunePlan], None] | None = None) -> TuneResult:
+        """Hold the trainer at a fork and run the next round's Optuna study from it (blocking: every trial).
+
+        A study of this round that was stopped resumes with the plan it was started with
+        (its fork, budget and space); the advisor is not asked again then. The trainer stays
+        held until `decide_tune`.
+        """
+        self._require_open()
+        with self._advisor_lock, self._full_disk_is_the_users():
+            self._assessing = True  # no assessment while the study holds the trainer
+            try:
+                name = study_name(self.round + 1)
+                fork, fork_step = self._fork_point()
+                snapshot = build_snapshot(self.run, previous=read_ledger(self.run), trigger="tune", round=self.round)
+                plan = saved_plan(self.run, name)
+                if plan is None:
+                    plan = new_plan(
+                        request, current=snapshot.hparams, advisor=self._advisor_guess(snapshot), fork=fork, fork_step=fork_step,
+                        train_size=snapshot.data.train_size, seed=self.settings.train.seed, settings=self.settings.trials,
+                    )  # fmt: skip
+                elif plan.fork is not None and not Path(plan.fork).is_file():
+                    raise ConfigError(
+                        f"the stopped study {name} forks from {plan.fork}, which is gone",
+                        f"delete the study (or {self.run.tune_db}) to start it over",
+                    )
+                else:
+                    plan = plan.model_copy(update={"trials": request.trials})
+                runner = TrialRunner(
+                    self._spec, Path(plan.fork) if plan.fork else None, self.run.trials / name, self.settings.trials,
+                    task=snapshot.data.task, val_samples=min(self.settings.trials.val_samples, snapshot.data.val_size),
+                    round_number=self.round + 1,
+                )  # fmt: skip
+                self._tuner = Tuner(self.run, name, plan, runner, self.settings.trials)
+                self.trialling = f"tuning: {plan.trials} trials of {plan.samples} samples each ({plan.sampler})"
+                if self.on_trials is not None:
+                    self.on_trials(self.trialling)
+                return self._tuner.run(on_trial)
+            finally:
+                self._tuner = None
+                self.trialling = None
+                self._assessing = False
+
+    def _advisor_guess(self, snapshot: TrainingSnapshot) -> HParams | None:
+        """The advisor's hyperparameters for the study's second trial: the proposal waiting at the gate,
+        else what its roles propose now (the rules, or the LLM: its tokens are counted)."""
+        waiting = self._turn.proposal if self._turn is not None else None
+        if isinstance(waiting, HParamProposal):
+            return waiting.after
+        try:
+            diagnosis = self._roles.assess(snapshot)
+            answer = self._roles.propose_hparams(snapshot, diagnosis.value, None)
+        except AdvisorError:
+            return None
+        self._unrecorded_tokens += _tokens([*diagnosis.usage, *answer.usage])
+        guess = answer.value.change.apply_to(snapshot.hparams)
+        return guess if guess != snapshot.hparams else None
+
+    def decide_tune(self, result: TuneResult, accept: bool) -> VerdictResult:
+        """Commit the study's best trial as a `tune` round (or reject it); the held trainer goes on either way."""
+        self._require_open()
+        proposal = result.proposal
+        if proposal is None:
+            self._release()
+            return VerdictResult(False, None, f"nothing to commit: {result.reason}; training goes on unchanged", None)
+        if accept:
+            self.withdraw("the hyperparameters changed: a tune was accepted")
+        with self._advisor_lock, self._full_disk_is_the_users():
+            entry = LedgerEntry(
+                time=time.time(), run_id=self.run_id, round=self.round, epoch=self.last_epoch.epoch if self.last_epoch else 0,
+                trigger="tune", diagnosis=Diagnosis(health="warning", route="hyperparameters", summary=verdict_line(result)),
+                proposal=proposal, verdict=Verdict(decision="accept" if accept else "reject"),
+            )  # fmt: skip
+            append_entry(self.run, entry)  # durable before anything acts on it
+            self._refresh_recorded_tokens()
+            if not accept:
+                self._release()
+                return VerdictResult(False, None, f"rejected: {proposal.summary}; training goes on unchanged", None)
+            self.record_results()
+            report = proposal.trials
+            rationale = f"{proposal.rationale}\n\n{measured_line(report)}" + "".join(f"\n- {line}" for line in table_lines(result))
+            with self._history_lock:
+                info = self.history.commit_round(
+                    kind="tune", summary=proposal.summary, findings=[], rationale=rationale, model_code=None,
+                    hparams=proposal.after.model_dump(), advisor=f"optuna:{result.plan.sampler}", before=self._before_metrics(),
+                    verdict="accepted", proposal_id=proposal_id(entry),
+                )  # fmt: skip
+                note: dict[str, object] = {"tune": tune_note(result)}
+                if report is not None and report.winner is not None:
+                    note["trial"] = self._trial_note(report)
+                self.history.record_result(info.round, note)
+            append_entry(self.run, entry.model_copy(update={"commit": info.sha}))
+            self._new_round(info)
+            winner = trial_winner(proposal)
+            if winner is not None:
+                applied = self._continue_from_trial(winner)
+            else:
+                applied = self._send([SetHParams(changes=proposal.change.changes(), round=info.round)])
+            return VerdictResult(True, info, f"{info.label} committed as {info.short_sha}: {info.summary}; {applied}", None)
+
     def _fork_point(self) -> tuple[Path | None, int]:
         """Pause the trainer and have it checkpoint where it stands; a stopped, crashed or non-finite
         one forks from its last checkpoint (or, with none, from the model file).
@@ -1216,9 +1324,11 @@ class Session:
         # Stopped from the first line: a stop that fails (a full disk) is not tried again, and
         # the advisor's database is closed whatever happened, so nothing holds the run folder.
         self._stopping_thread = threading.current_thread()
-        runner = self._trial_runner
+        runner, tuner = self._trial_runner, self._tuner
         if runner is not None:
             runner.cancel()  # before the trainer lock: the assessment that runs the trials does not hold it
+        if tuner is not None:
+            tuner.stop()
         try:
             with self._trainer_lock:
                 if self._trainer is not None:

@@ -58,10 +58,13 @@ from copilot.tui.store import LogPaneEntry, LogSource, MetricsStore, StoreView
 from copilot.tui.widgets.charts import ChartBuilder
 from copilot.tui.widgets.proposal import sandbox_details
 from copilot.tui.widgets.status import AdvisorActivity, StatusInfo
+from copilot.tuning.study import TuneRequest
+from copilot.tuning.summary import table_lines, trial_line, verdict_line
 
 if TYPE_CHECKING:
     from copilot.advisor.schemas import Diagnosis
     from copilot.session.controller import AdvisorTurn, BranchMoved, Continuing, Session, VerdictResult
+    from copilot.tuning.study import TunedTrial, TunePlan, TuneResult
 
 POLL_TIMEOUT_S = 0.1  # how long the ingest thread waits for events; bounds how late it sees a quit
 NOTABLE_EVENTS = (TrainerError, Finished, ModelSwapped, HParamsApplied)
@@ -84,6 +87,7 @@ ACTION_HELP = {
     "maximize_pane": "Zoom the focused pane to the whole screen, or back",
     "pause": "Pause or resume training",
     "ask": "Ask the advisor to assess the run now",
+    "tune": "An Optuna study of the hyperparameters from the current checkpoint, the advisor's guess among its trials",
     "history": "Rounds from git: diffs, rollback, undo, redo",
     "layers": "Every module's gradient norm, update ratio and dead or saturated units",
     "show_run": "Back to the run screen",
@@ -217,6 +221,7 @@ class CopilotApp(App[int]):
     BINDINGS = [
         Binding("p", "pause", "Pause"),
         Binding("question_mark", "ask", "Ask"),
+        Binding("t", "tune", "Tune hyperparameters", show=False),  # the footer is full; the palette lists it
         Binding("h", "history", "History"),
         Binding("l", "layers", "Layers"),
         Binding("q", "quit", "Quit"),
@@ -630,6 +635,45 @@ class CopilotApp(App[int]):
             self.notify("A proposal is waiting for you: a accept · r reject · e edit.", severity="warning")
         else:
             self.notify("The advisor is busy; it will show what it finds.", severity="warning")
+
+    def action_tune(self) -> None:
+        """The round's Optuna study in the background (the trainer held, as for trials), then its best trial to decide on."""
+        if self.advisor_state != "idle":
+            self.notify("The advisor is busy or a proposal waits: decide on it first.", severity="warning")
+            return
+        self._set_advisor("thinking", "tune")
+        self.store.note("advisor", "info", "tuning the hyperparameters (an Optuna study; the trials are in the log as they end)")
+
+        def finished(trial: TunedTrial, plan: TunePlan) -> None:
+            self.store.note("advisor", "info", f"tune: {trial_line(trial, plan)}")
+
+        self._in_background(
+            "advisor", "advisor", "the tune", self.session.tune, TuneRequest(trials=self.settings.tune.trials, sampler=self.settings.tune.sampler), finished,
+            then=self._decide_tune, failed=lambda: self._set_advisor("idle"),
+        )  # fmt: skip
+
+    def _decide_tune(self, result: TuneResult) -> None:
+        if result.proposal is None:
+            self._set_advisor("applying")
+            self._in_background("advisor", "advisor", "the tune's verdict", self.session.decide_tune, result, False, then=self._tune_decided)
+            return
+        self._set_advisor("waiting", "tune")
+        detail = "\n".join([verdict_line(result), "", *table_lines(result)])
+
+        def answered(accept: bool | None) -> None:
+            self._set_advisor("applying")
+            self._in_background(
+                "advisor", "advisor", "the tune's verdict", self.session.decide_tune, result, bool(accept), then=self._tune_decided,
+                failed=lambda: self._set_advisor("idle"),
+            )  # fmt: skip
+
+        self.push_screen(ConfirmDialog(f"Commit the tuned values? {result.proposal.summary}", detail, confirm="Commit"), answered)
+
+    def _tune_decided(self, decision: VerdictResult) -> None:
+        self.store.note("advisor", "info", decision.message)
+        self.notify(decision.message, timeout=8)
+        self._set_advisor("idle")
+        self.touch()
 
     def action_history(self) -> None:
         self.switch_mode("run" if self.current_mode == "history" else "history")

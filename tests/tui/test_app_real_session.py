@@ -209,3 +209,30 @@ async def test_a_reopened_run_brings_back_its_charts_round_markers_header_and_la
             await quit_app(pilot, app)
     finally:
         reopened.stop()
+
+
+async def test_the_tune_key_runs_the_study_beside_the_run_and_training_goes_on_after_it(project: Path) -> None:
+    """One trial only (the current values): nothing can beat them, so the app says so and lets the trainer go on."""
+    settings = tiny_settings(project).model_copy(
+        update={"advisor": Settings().advisor.model_copy(update={"assess_every": 1000}),  # no assessment of its own meanwhile
+                "trials": Settings().trials.model_copy(update={"min_steps": 6, "evaluations": 3}),
+                "tune": Settings().tune.model_copy(update={"trials": 1})}
+    )  # fmt: skip
+    session = Session.start(settings, str(project / "bad_cnn.py"), run_name="tuned")
+    app = CopilotApp(session, settings)
+    try:
+        async with app.run_test(size=(120, 40)) as pilot:
+            await until(pilot, lambda: app.store.view().step > 0)
+            assert "Tune hyperparameters (t)" in [command.title for command in app.get_system_commands(app.screen)]
+            await pilot.press("t")
+            await until(pilot, lambda: app.advisor_state == "thinking")
+            await until(pilot, lambda: any(note.message.startswith("nothing to commit") for note in app._notifications))
+            messages = [entry.message for entry in app.store.view().log_tail]
+            assert any(message.startswith("tune: t0 current values: complete, val loss ") for message in messages)
+            assert app.advisor_state == "idle" and session.rounds()[-1].round == 0
+            step = app.store.view().step
+            await until(pilot, lambda: app.store.state == "running" and app.store.view().step > step)  # released
+            await quit_app(pilot, app)
+    finally:
+        session.stop()
+    assert session.run.tune_db.is_file()

@@ -44,5 +44,9 @@ def trial_budget(remaining: int, settings: TrialSettings, step_time_s: float | N
         return None
     wanted = round(remaining * settings.budget_fraction)
     steps = min(remaining, max(settings.min_steps, min(settings.max_steps, wanted)))
-    points = sorted({max(1, round(steps * k / settings.evaluations)) for k in range(1, settings.evaluations + 1)})
-    return TrialBudget(steps=steps, evaluate_at=tuple(points), step_time_s=step_time_s)
+    return TrialBudget(steps=steps, evaluate_at=evaluation_points(steps, settings.evaluations), step_time_s=step_time_s)
+
+
+def evaluation_points(steps: int, evaluations: int) -> tuple[int, ...]:
+    """`evaluations` trial steps spread evenly up to `steps` (fewer when `steps` is smaller), the last one `steps`."""
+    return tuple(sorted({max(1, round(steps * k / evaluations)) for k in range(1, evaluations + 1)}))

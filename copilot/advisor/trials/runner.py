@@ -19,7 +19,7 @@ from __future__ import annotations
 import shutil
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -53,14 +53,20 @@ class Arm:
     carry_weights: bool = True  # False: the new model trains from its own initialisation (see SwapModel)
 
 
+# Told each point of an arm as it is scored; False stops the arm there (a tune's pruner).
+KeepGoing = Callable[[TrialPoint], bool]
+
+
 @dataclass
 class _Collected:
-    """What one trial process left: outputs by trial step, its last checkpoint, its error."""
+    """What one trial process left: its points as scored on arrival, its last checkpoint, its error."""
 
-    outputs: list[TrialOutputs] = field(default_factory=list)
+    points: list[TrialPoint] = field(default_factory=list)
+    scoring_problem: str | None = None  # outputs that could not be scored
     checkpoint: str | None = None
     error: TrainerError | None = None
     cancelled: bool = False
+    pruned: bool = False
     wall_time_s: float = 0.0
 
 
@@ -154,8 +160,20 @@ class TrialRunner:
             commands.append(SetHParams(changes=dict(arm.hparam_changes), round=self._round))
         return model_spec, tuple(commands)
 
+    def run_arm(self, arm: Arm, budget: TrialBudget, keep_going: KeepGoing) -> ArmResult:
+        """One arm from the fork, told to `keep_going` at each scored point (a tune's trial): no
+        incumbent beside it, no ranking; its end checkpoint stays for the caller to keep or delete."""
+        return self._run_arm(arm, budget, self._fork, keep_going=keep_going)
+
     def _run_arm(
-        self, arm: Arm, budget: TrialBudget, resume_from: Path | None, *, reseed: bool = False, folder_name: str | None = None
+        self,
+        arm: Arm,
+        budget: TrialBudget,
+        resume_from: Path | None,
+        *,
+        reseed: bool = False,
+        folder_name: str | None = None,
+        keep_going: KeepGoing | None = None,
     ) -> ArmResult:
         folder = self._folder / (folder_name or arm.name)
         model_spec, changes = self._arm_spec(arm, folder, resume_from)
@@ -177,10 +195,10 @@ class TrialRunner:
             # unchanged run beside it pays the same costs, so the comparison stays paired.
             update={"run_folder": folder, "model_spec": model_spec, "resume_from": resume_from, "train": train, "trial": plan, "walled": True}
         )
-        collected = self._collect(spec)
+        collected = self._collect(spec, keep_going)
         return self._scored(arm.name, arm.summary, collected, folder)
 
-    def _collect(self, spec: TrainerSpec) -> _Collected:
+    def _collect(self, spec: TrainerSpec, keep_going: KeepGoing | None) -> _Collected:
         collected = _Collected()
         if self._cancelled.is_set():
             collected.cancelled = True
@@ -204,7 +222,11 @@ class TrialRunner:
                     break
                 for event in trainer.poll(timeout=POLL_S):
                     if isinstance(event, TrialOutputs):
-                        collected.outputs.append(event)
+                        point = self._score(event, collected)
+                        if point is not None and keep_going is not None and not keep_going(point):
+                            collected.pruned = finished = True
+                            trainer.kill()
+                            break
                     elif isinstance(event, CheckpointWritten):
                         collected.checkpoint = event.path
                     elif isinstance(event, TrainerError) and collected.error is None:
@@ -218,6 +240,19 @@ class TrialRunner:
         collected.wall_time_s = time.monotonic() - started
         return collected
 
+    def _score(self, outputs: TrialOutputs, collected: _Collected) -> TrialPoint | None:
+        """Score outputs as they arrive (a pruner decides on them while the arm trains); None once scoring failed."""
+        if collected.scoring_problem is not None:
+            return None
+        try:
+            score = score_outputs(Path(outputs.path), self._validation_targets(), self._task)
+        except CopilotError as exc:
+            collected.scoring_problem = exc.message
+            return None
+        point = TrialPoint(trial_step=outputs.trial_step, val_loss=score.val_loss, val_accuracy=score.val_accuracy)
+        collected.points.append(point)
+        return point
+
     def _scored(self, name: str, summary: str, collected: _Collected, folder: Path) -> ArmResult:
         common: dict[str, Any] = {
             "arm": name, "summary": summary, "wall_time_s": round(collected.wall_time_s, 2),
@@ -228,13 +263,12 @@ class TrialRunner:
         if collected.error is not None:
             status = "diverged" if collected.error.kind == "nonfinite" else "failed"
             return ArmResult(status=status, outcome="failed", message=collected.error.message, **common)
-        points: list[TrialPoint] = []
-        try:
-            for outputs in collected.outputs:
-                score = score_outputs(Path(outputs.path), self._validation_targets(), self._task)
-                points.append(TrialPoint(trial_step=outputs.trial_step, val_loss=score.val_loss, val_accuracy=score.val_accuracy))
-        except CopilotError as exc:
-            return ArmResult(status="failed", outcome="failed", message=exc.message, **common)
+        points = collected.points
+        if collected.scoring_problem is not None:
+            return ArmResult(status="failed", outcome="failed", message=collected.scoring_problem, **common)
+        if collected.pruned:
+            steps = points[-1].trial_step
+            return ArmResult(status="pruned", outcome="failed", message=f"pruned at trial step {steps}", points=points, steps=steps, **common)
         if not points:
             return ArmResult(status="failed", outcome="failed", message="the trial wrote no outputs", **common)
         if any(point.val_loss != point.val_loss or point.val_loss == float("inf") for point in points):

@@ -26,7 +26,7 @@ from copilot.tui.screens.live import LiveScreen
 from copilot.tui.widgets.status import StatusBar
 
 PICK_HINT = "Space marks two rounds to compare · Enter compares a round with the one before · b rolls back · u undo · U redo"
-KIND_STYLES = {"baseline": "dim", "arch": "magenta", "hparams": "cyan", "rollback": "yellow"}
+KIND_STYLES = {"baseline": "dim", "arch": "magenta", "hparams": "cyan", "tune": "blue", "rollback": "yellow"}
 
 
 def accuracy_change(info: RoundInfo) -> Text:
