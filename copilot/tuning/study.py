@@ -30,12 +30,13 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from copilot.advisor.schemas import ArmResult, HParamChange, HParamProposal, TrialPoint, TrialReport, measured_text
+from copilot.advisor.schemas import ArmResult, HParamChange, HParamProposal, TrialPoint, TrialReport
 from copilot.advisor.trials.budget import TrialBudget, evaluation_points
 from copilot.advisor.trials.ranking import noise_of, rank
 from copilot.advisor.trials.runner import INCUMBENT, Arm, TrialRunner
 from copilot.config import SamplerName, TrialSettings
 from copilot.events import HParams, hparam_differences
+from copilot.numbers import significant
 from copilot.run_folder import RunFolder
 from copilot.tuning.space import Choices, SearchSpace, default_space, load_space
 
@@ -348,7 +349,7 @@ def suggest(trial: optuna.Trial, space: SearchSpace) -> dict[str, float | int | 
 
 def describe(hparams: HParams, current: HParams) -> str:
     """`lr 0.5 -> 0.02, optimizer SGD -> Adam`, or `unchanged`."""
-    return hparam_differences(current, hparams, measured_text) or "unchanged"
+    return hparam_differences(current, hparams, significant) or "unchanged"
 
 
 def _trained(role: Role, values: dict[str, float | int | str | None], plan: TunePlan) -> HParams:

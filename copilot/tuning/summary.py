@@ -7,7 +7,7 @@ value beside it), built only when asked for; plotext is imported then. No I/O.
 
 from __future__ import annotations
 
-from copilot.advisor.schemas import measured_text
+from copilot.numbers import percent, significant
 from copilot.tuning.study import TunedTrial, TunePlan, TuneResult, describe
 
 ROLE_LABELS = {"current": "current values", "advisor": "advisor's guess", "sampler": ""}
@@ -16,8 +16,8 @@ TRIAL_COLUMNS = ("trial", "who", "state", "val loss", "val acc", "time", "values
 
 def trial_row(trial: TunedTrial, plan: TunePlan) -> tuple[str, ...]:
     """One trial as the table's columns (`TRIAL_COLUMNS`)."""
-    loss = measured_text(trial.val_loss) if trial.val_loss is not None else "-"
-    accuracy = f"{100 * trial.val_accuracy:.1f}%" if trial.val_accuracy is not None else "-"
+    loss = significant(trial.val_loss) if trial.val_loss is not None else "-"
+    accuracy = percent(trial.val_accuracy, missing="-")
     state = trial.state if trial.state != "failed" or not trial.message else f"failed: {trial.message}"
     values = describe(trial.hparams, plan.start)
     return (f"t{trial.number}", ROLE_LABELS[trial.role] or plan.sampler, state, loss, accuracy, f"{trial.wall_time_s:.1f} s", values)
@@ -42,8 +42,8 @@ def verdict_line(result: TuneResult) -> str:
     best, current = result.best, result.of_role("current")
     if best is None:
         return f"no trial finished: {result.reason}"
-    base = f" vs current {measured_text(current.val_loss)}" if current is not None and current.val_loss is not None else ""
-    return f"best: t{best.number} val loss {measured_text(best.val_loss)}{base}; {result.reason}"
+    base = f" vs current {significant(current.val_loss)}" if current is not None and current.val_loss is not None else ""
+    return f"best: t{best.number} val loss {significant(best.val_loss)}{base}; {result.reason}"
 
 
 def tune_note(result: TuneResult) -> dict[str, object]:

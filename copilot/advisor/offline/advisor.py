@@ -17,6 +17,7 @@ from copilot.advisor.offline.codegen import architect
 from copilot.advisor.roles import RoleReply
 from copilot.advisor.schemas import ArchitectureAnswer, Diagnosis, HParamAnswer, SandboxReport
 from copilot.advisor.snapshot import TrainingSnapshot
+from copilot.numbers import percent
 
 
 def _facts(snapshot: TrainingSnapshot) -> architect.ModelFacts:
@@ -72,10 +73,6 @@ def _cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
-def _percent(value: float | None) -> str:
-    return "-" if value is None else f"{value:.1%}"
-
-
 def render_report(snapshot: TrainingSnapshot, diagnosis: Diagnosis) -> str:
     """A markdown summary of the run: outcome, findings with evidence, rounds, and the metric history."""
     data = snapshot.data
@@ -107,8 +104,8 @@ def render_report(snapshot: TrainingSnapshot, diagnosis: Diagnosis) -> str:
         lines += ["| epoch | round | train loss | train acc | val loss | val acc |", "| --- | --- | --- | --- | --- | --- |"]
         for row in snapshot.recent_epochs:
             lines.append(
-                f"| {row.epoch} | {row.round} | {_value(row.train_loss)} | {_percent(row.train_accuracy)} | "
-                f"{_value(row.val_loss)} | {_percent(row.val_accuracy)} |"
+                f"| {row.epoch} | {row.round} | {_value(row.train_loss)} | {percent(row.train_accuracy, missing='-')} | "
+                f"{_value(row.val_loss)} | {percent(row.val_accuracy, missing='-')} |"
             )
         lines.append("")
 
