@@ -250,27 +250,36 @@ def _closing_report(entries: Sequence[LedgerEntry]) -> list[str]:
 
 
 def _tokens(entries: Sequence[LedgerEntry]) -> list[str]:
-    totals: dict[tuple[str, str], list[int]] = {}
+    """Calls, tokens and time per provider, model and role; a server's counts where it sent
+    them, copilot's own count (marked) where it did not."""
+    totals: dict[tuple[str, str, str], list[TokenUsage]] = {}
     for usage in (usage for entry in entries for usage in entry.tokens):
-        counts = totals.setdefault((usage.provider, usage.model), [0, 0, 0])
-        counts[0] += 1
-        counts[1] += usage.input_tokens
-        counts[2] += usage.output_tokens
+        totals.setdefault((usage.provider, usage.model, usage.role), []).append(usage)
     lines = ["## Tokens and cost (estimate)", ""]
     if not totals:
         return lines + ["No advisor calls were recorded."]
     rows = []
     total_cost = 0.0
-    for (provider, model), (calls, tokens_in, tokens_out) in sorted(totals.items()):
+    for (provider, model, role), usages in sorted(totals.items()):
+        tokens_in = sum(usage.input_tokens for usage in usages)
+        tokens_out = sum(usage.output_tokens for usage in usages)
+        counted = "~" if any(usage.estimated for usage in usages) else ""
+        seconds = sum(usage.latency_s for usage in usages)
         cost = estimated_cost(TokenUsage(provider=provider, model=model, role="assessor", input_tokens=tokens_in, output_tokens=tokens_out))
         total_cost += cost or 0.0
         shown = "not in the price table" if cost is None else f"${cost:.4f}"
-        rows.append((provider, model, str(calls), f"{tokens_in:,}", f"{tokens_out:,}", shown))
-    lines += _table(("provider", "model", "calls", "input tokens", "output tokens", "estimated cost"), rows)
+        rows.append((provider, model, role, str(len(usages)), f"{counted}{tokens_in:,}", f"{counted}{tokens_out:,}",
+                     f"{seconds:.1f} s ({seconds / len(usages):.1f} s a call)", shown))  # fmt: skip
+    lines += _table(("provider", "model", "role", "calls", "input tokens", "output tokens", "time", "estimated cost"), rows)
+    counted_note = (
+        " Counts marked ~ were made by copilot (about four characters a token): the server sent none."
+        if any(usage.estimated for usages in totals.values() for usage in usages)
+        else ""
+    )
     return lines + [
         "",
         f"Estimated total: ${total_cost:.4f}. This is an ESTIMATE from list prices in `copilot/report.py` "
-        "(US dollars per million tokens); your provider's bill is the real figure.",
+        f"(US dollars per million tokens); your provider's bill is the real figure.{counted_note}",
     ]
 
 

@@ -35,8 +35,9 @@ def decided_run(tmp_path_factory: pytest.TempPathFactory) -> RunFolder:
         advisor.assess(build_snapshot(run, previous=read_ledger(run), trigger="demand"))
         advisor.decide(Verdict(decision="accept"))
     accepted = read_ledger(run)[-1]
-    usage = TokenUsage(provider="bedrock", model=SONNET, role="coder", input_tokens=12_000, output_tokens=3_000)
-    append_entry(run, accepted.model_copy(update={"tokens": [*accepted.tokens, usage]}))
+    usage = TokenUsage(provider="bedrock", model=SONNET, role="coder", input_tokens=12_000, output_tokens=3_000, latency_s=4.5)
+    uncounted = TokenUsage(provider="openai", model="smollm2", role="assessor", input_tokens=900, output_tokens=60, latency_s=3.0, estimated=True)
+    append_entry(run, accepted.model_copy(update={"tokens": [*accepted.tokens, usage, uncounted, uncounted]}))
     return run
 
 
@@ -58,11 +59,14 @@ def test_the_report_holds_the_summary_and_every_decision(decided_run: RunFolder)
         assert "```diff" in report and "+++ b/bad_cnn.py" in report
 
 
-def test_tokens_and_an_estimated_cost_per_provider(decided_run: RunFolder) -> None:
+def test_tokens_time_and_an_estimated_cost_per_provider_and_role(decided_run: RunFolder) -> None:
     report = write_report(decided_run).read_text(encoding="utf-8")
     section = report.split("## Tokens and cost (estimate)")[1].split("\n## ")[0]
     # 12,000 in and 3,000 out at $3 / $15 per million tokens.
-    assert f"| bedrock | {SONNET} | 1 | 12,000 | 3,000 | $0.0810 |" in section
+    assert f"| bedrock | {SONNET} | coder | 1 | 12,000 | 3,000 | 4.5 s (4.5 s a call) | $0.0810 |" in section
+    # A server that sent no usage: copilot's own count, marked as such.
+    assert "| openai | smollm2 | assessor | 2 | ~1,800 | ~120 | 6.0 s (3.0 s a call) | not in the price table |" in section
+    assert "Counts marked ~ were made by copilot" in section
     assert "Estimated total: $0.0810" in section and "ESTIMATE" in section
 
 

@@ -42,8 +42,13 @@ class PerRoleAdvisor:
     def __init__(self, by_role: Mapping[Role, AdvisorRoles], offline: AdvisorRoles) -> None:
         self.by_role = dict(by_role)
         self.offline = offline
+
+    @property
+    def name(self) -> str:
+        """One name when every role asks the same advisor, else each role's; read anew, since
+        a provider's label can change at its first call."""
         names = {roles.name for roles in self.by_role.values()}
-        self.name = names.pop() if len(names) == 1 else ", ".join(f"{role}={roles.name}" for role, roles in self.by_role.items())
+        return names.pop() if len(names) == 1 else ", ".join(f"{role}={roles.name}" for role, roles in self.by_role.items())
 
     def _ask(self, role: Role, call: Callable[[AdvisorRoles], RoleReply[ValueT]]) -> RoleReply[ValueT]:
         chosen = self.by_role[role]

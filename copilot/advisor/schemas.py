@@ -293,6 +293,8 @@ class TokenUsage(Schema):
     input_tokens: int = 0
     output_tokens: int = 0
     latency_s: float = 0.0  # wall time of the call's requests, corrections included
+    # The server sent no `usage`: copilot counted the tokens itself, at about four characters each.
+    estimated: bool = False
 
 
 class LedgerEntry(Schema):

@@ -59,7 +59,10 @@ def run_diagnose_command(args: argparse.Namespace) -> int:
         f"Run [bold]{escape(run.run_id)}[/]: epoch {snapshot.epoch}, step {snapshot.step}, "
         f"{escape(snapshot.class_name)} in {escape(snapshot.model_file_name)}; advisor: {escape(advisor.name)}"
     )
+    asked_as = advisor.name
     outcome = AdvisorSession.in_memory(advisor, settings).assess(snapshot)
+    if advisor.name != asked_as:  # an LLM server settled how it gives structured answers
+        console.print(f"[dim]advisor: {escape(advisor.name)}[/]")
     print_assessment(console, outcome)
     console.print("[dim]Nothing was applied.[/]")
     return 0

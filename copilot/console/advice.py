@@ -109,4 +109,6 @@ def print_tokens(console: Console, tokens: list[TokenUsage]) -> None:
     if spent:
         total_in = sum(usage.input_tokens for usage in spent)
         total_out = sum(usage.output_tokens for usage in spent)
-        console.print(f"[dim]tokens: {total_in:,} in, {total_out:,} out over {len(spent)} call(s)[/]")
+        counted = " (about: the server sent no usage, copilot counted them)" if any(usage.estimated for usage in spent) else ""
+        latency = sum(usage.latency_s for usage in spent)
+        console.print(f"[dim]tokens: {total_in:,} in, {total_out:,} out over {len(spent)} call(s){counted}, {latency:.1f} s[/]")

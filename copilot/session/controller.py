@@ -256,7 +256,6 @@ class Session:
         spec: TrainerSpec,
         history: ExperimentHistory,
         advisor: AdvisorSession,
-        advisor_name: str,
         max_rounds: int | None,
         roles: AdvisorRoles,
     ) -> None:
@@ -264,7 +263,6 @@ class Session:
         self.run = run
         self.run_id = run.run_id
         self.history = history
-        self.advisor_name = advisor_name
         self.max_rounds = max_rounds
         self._spec = spec
         self._model_path, self._class_name = split_model_spec(spec.model_spec)
@@ -421,7 +419,6 @@ class Session:
             spec=spec,
             history=history,
             advisor=advisor,
-            advisor_name=roles.name,
             max_rounds=max_rounds,
             roles=roles,
         )
@@ -542,6 +539,12 @@ class Session:
         self._spec = self._spec.model_copy(update={"walled": True, "train": train})
         _save_spec(self.run, self._spec)
         return was_ranked
+
+    @property
+    def advisor_name(self) -> str:
+        """Who advises, as the header and the commits say it; read anew, since an LLM server
+        that negotiates its structured output settles on a way at its first call."""
+        return self._roles.name
 
     @property
     def _paused_by_user(self) -> bool:

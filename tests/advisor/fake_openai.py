@@ -34,9 +34,10 @@ class FakeOpenAI(ScriptedJSONServer):
         return f"{self.base_url}/v1"
 
     def queue_json(
-        self, answer: dict[str, Any] | str, *, prompt_tokens: int = 100, completion_tokens: int = 20, delay_s: float = 0.0
+        self, answer: dict[str, Any] | str, *, prompt_tokens: int | None = 100, completion_tokens: int = 20, delay_s: float = 0.0
     ) -> None:
-        """A reply whose message content is the answer (a dict is sent as its JSON text)."""
+        """A reply whose message content is the answer (a dict is sent as its JSON text);
+        `prompt_tokens=None` sends no `usage`, as some servers do."""
         content = answer if isinstance(answer, str) else json.dumps(answer)
         self.queue(self._completion({"role": "assistant", "content": content}, "stop", prompt_tokens, completion_tokens, delay_s))
 
@@ -52,7 +53,7 @@ class FakeOpenAI(ScriptedJSONServer):
 
     @staticmethod
     def _completion(
-        message: dict[str, Any], finish_reason: str, prompt_tokens: int, completion_tokens: int, delay_s: float
+        message: dict[str, Any], finish_reason: str, prompt_tokens: int | None, completion_tokens: int, delay_s: float
     ) -> ScriptedReply:
         body = {
             "id": "chatcmpl-fake",
@@ -60,12 +61,13 @@ class FakeOpenAI(ScriptedJSONServer):
             "created": 0,
             "model": "fake",
             "choices": [{"index": 0, "message": message, "finish_reason": finish_reason}],
-            "usage": {
+        }
+        if prompt_tokens is not None:
+            body["usage"] = {
                 "prompt_tokens": prompt_tokens,
                 "completion_tokens": completion_tokens,
                 "total_tokens": prompt_tokens + completion_tokens,
-            },
-        }
+            }
         return ScriptedReply(200, body, delay_s=delay_s)
 
 

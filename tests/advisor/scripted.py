@@ -244,6 +244,7 @@ class ScriptedProvider:
     JSON input), a string (for `text`) or an exception to raise. `requests` records each call."""
 
     name = "scripted"
+    label = "scripted"
 
     def __init__(self, replies: Iterable[object]) -> None:
         self.replies = deque(replies)

@@ -98,6 +98,20 @@ def test_a_good_json_reply_gives_the_validated_answer_and_its_usage(server: Fake
     assert "tools" not in request.body
 
 
+def test_a_reply_without_usage_is_counted_by_copilot_and_marked(server: FakeOpenAI, make_openai: MakeProvider) -> None:
+    server.queue_json(GOOD_ANSWER, prompt_tokens=None)
+
+    reply = make_openai().structured(
+        role="assessor", model=MODEL, system="You tune training runs.", prompt="Gradients explode at lr 0.1." * 40,
+        schema=HParamAnswer, tool_name=TOOL, tool_description="Propose one hyperparameter change.",
+    )
+
+    usage = reply.usage
+    assert usage.estimated
+    # The request carries the 1,160-character prompt and the schema; the reply is the answer's JSON.
+    assert usage.input_tokens > 1_160 // 4 and 0 < usage.output_tokens < usage.input_tokens
+
+
 def test_the_api_key_comes_from_the_variable_the_settings_name(
     server: FakeOpenAI, make_openai: MakeProvider, monkeypatch: pytest.MonkeyPatch
 ) -> None:

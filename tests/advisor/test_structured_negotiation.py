@@ -66,6 +66,7 @@ def test_each_server_family_is_asked_in_the_first_mode_it_accepts_and_that_mode_
     serve, profile: ServerProfile, modes_tried: list[str], kept: str
 ) -> None:
     server, provider = serve(profile)
+    assert provider.label == "openai · structured output: auto, settled at the first call"
 
     first = ask(provider)
     second = ask(provider)
@@ -73,6 +74,7 @@ def test_each_server_family_is_asked_in_the_first_mode_it_accepts_and_that_mode_
     assert first.value == second.value == HParamAnswer.model_validate(ANSWER)
     assert [structured_mode_of(request.body) for request in server.requests] == [*modes_tried, kept]
     assert provider.structured_mode == kept
+    assert provider.label == f"openai · structured output: {kept}", "the header says the way it settled on"
     if len(modes_tried) > 1:
         [notice] = first.notices
         assert notice.endswith(f"copilot asks with {kept} for the rest of this run")
@@ -115,6 +117,7 @@ def test_a_named_mode_is_used_as_it_is_and_its_refusal_names_the_setting(serve) 
 
 def test_a_named_mode_skips_the_negotiation(serve) -> None:
     server, provider = serve(LLAMA_CPP, structured="json_object")
+    assert provider.label == "openai · structured output: json_object"
 
     assert ask(provider).value == HParamAnswer.model_validate(ANSWER)
     [request] = server.requests

@@ -135,7 +135,12 @@ class LLMRoles:
     def __init__(self, provider: LLMProvider, settings: Settings) -> None:
         self.provider = provider
         self.settings = settings
-        self.name = provider.name  # the model differs by role: settings.role(...) names it
+
+    @property
+    def name(self) -> str:
+        """The provider's label, read anew: a negotiating server settles at its first call.
+        The model differs by role: settings.role(...) names it."""
+        return self.provider.label
 
     def _model(self, role: Role) -> str:
         model = self.settings.role(role).model

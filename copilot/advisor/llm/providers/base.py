@@ -54,11 +54,13 @@ class UsageTally:
     role: Role
     input_tokens: int = 0
     output_tokens: int = 0
+    estimated: bool = False
     started: float = field(default_factory=time.monotonic)
 
-    def add(self, input_tokens: int, output_tokens: int) -> None:
+    def add(self, input_tokens: int, output_tokens: int, *, estimated: bool = False) -> None:
         self.input_tokens += input_tokens
         self.output_tokens += output_tokens
+        self.estimated = self.estimated or estimated
 
     def usage(self) -> TokenUsage:
         return TokenUsage(
@@ -68,6 +70,7 @@ class UsageTally:
             input_tokens=self.input_tokens,
             output_tokens=self.output_tokens,
             latency_s=round(time.monotonic() - self.started, 3),
+            estimated=self.estimated,
         )
 
 
@@ -75,6 +78,9 @@ class LLMProvider(Protocol):
     """Bedrock, an OpenAI-compatible server, or a scripted provider in tests."""
 
     name: str  # "bedrock", "openai"
+    # What the run header calls it: the name, and for a server that negotiates how it is
+    # asked for structured answers, the way it settled on (it may change at the first call).
+    label: str
 
     def structured(
         self,

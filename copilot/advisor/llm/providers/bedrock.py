@@ -72,6 +72,7 @@ class BedrockProvider:
     """`LLMProvider` over Bedrock Converse; one thread-safe boto3 client per provider."""
 
     name = "bedrock"
+    label = "bedrock"  # Converse always answers through its forced tool: nothing to negotiate
 
     def __init__(self, settings: BedrockSettings, *, endpoint_url: str | None = None) -> None:
         """`endpoint_url` only when given explicitly: left out, botocore honours

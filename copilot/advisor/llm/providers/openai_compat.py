@@ -54,6 +54,7 @@ RETRIED_STATUSES = frozenset({429, 500, 502, 503, 504})
 # Words by which a server's refusal names the structured-output feature it lacks; a 500
 # that names one is the server's way of refusing (llama.cpp), not an overload.
 STRUCTURED_FEATURE_WORDS = ("response_format", "json_schema", "json_object", "tool_choice", "tools", "function", "grammar")
+CHARACTERS_PER_TOKEN = 4
 StructuredMode = Literal["json_schema", "tools", "json_object", "prompt"]
 NEGOTIATION_ORDER: tuple[StructuredMode, ...] = ("json_schema", "tools", "json_object", "prompt")
 
@@ -79,6 +80,7 @@ class OpenAICompatProvider:
         self._base_url = settings.base_url.rstrip("/")
         self._negotiating = settings.structured == "auto"
         self.structured_mode: StructuredMode = NEGOTIATION_ORDER[0] if self._negotiating else settings.structured
+        self._settled = not self._negotiating  # auto settles on the first mode the server answers in
         api_key = os.environ.get(settings.api_key_env)
         self._client = httpx.Client(
             base_url=self._base_url + "/",
@@ -87,6 +89,11 @@ class OpenAICompatProvider:
             # Connection failures are retried by the transport; 429 and 5xx by `_post`.
             transport=httpx.HTTPTransport(retries=settings.max_retries),
         )
+
+    @property
+    def label(self) -> str:
+        mode = self.structured_mode if self._settled else "auto, settled at the first call"
+        return f"{self.name} · structured output: {mode}"
 
     def close(self) -> None:
         self._client.close()
@@ -130,6 +137,7 @@ class OpenAICompatProvider:
                     refusals.append((self.structured_mode, rejection.detail))
                     self.structured_mode = NEGOTIATION_ORDER[NEGOTIATION_ORDER.index(self.structured_mode) + 1]
             replies.append(reply)
+            self._settled = True
             return _payload(reply, tool_name)
 
         value = ask_with_one_correction(schema, tool_name, ask, service=f"the model {model} at {self._base_url}")
@@ -156,11 +164,16 @@ class OpenAICompatProvider:
         self, model: str, messages: list[dict[str, Any]], fields: dict[str, Any], tally: UsageTally
     ) -> dict[str, Any]:
         """The reply's message; its token usage goes to the tally."""
-        body = self._post({"model": model, "messages": messages, **fields}, model)
-        usage = body.get("usage") or {}
-        tally.add(usage.get("prompt_tokens", 0), usage.get("completion_tokens", 0))
+        request = {"model": model, "messages": messages, **fields}
+        body = self._post(request, model)
         choices = body.get("choices") or [{}]
-        return choices[0].get("message") or {}
+        message = choices[0].get("message") or {}
+        usage = body.get("usage") or {}
+        if "prompt_tokens" in usage:
+            tally.add(usage["prompt_tokens"], usage.get("completion_tokens", 0))
+        else:  # some servers (and older Ollama) send no usage: count it, and say it was counted
+            tally.add(_counted_tokens(request), _counted_tokens(message), estimated=True)
+        return message
 
     def _post(self, payload: dict[str, Any], model: str) -> dict[str, Any]:
         url = f"{self._base_url}/chat/completions"
@@ -309,6 +322,12 @@ def _correction_turns(reply: dict[str, Any], problem: str, tool_name: str) -> li
         {**assistant, "tool_calls": calls},
         *({"role": "tool", "tool_call_id": call.get("id", ""), "content": correction} for call in calls),
     ]
+
+
+def _counted_tokens(part: dict[str, Any]) -> int:
+    """About how many tokens a request or reply holds, at four characters a token (the usual
+    rule of thumb for English and code in BPE vocabularies); for a server that reports none."""
+    return max(1, round(len(json.dumps(part, separators=(",", ":"))) / CHARACTERS_PER_TOKEN))
 
 
 def _backoff_s(response: httpx.Response, retry: int) -> float:
