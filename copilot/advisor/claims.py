@@ -3,8 +3,8 @@
 A small model answers in schema-shaped JSON that can say nothing true ("healthy" at 10%
 accuracy on 10 classes, "exploding gradients" with every norm small, a value no metric
 ever took). `contradictions` lists, one line each, where the diagnosis disagrees with the
-snapshot; `checked_diagnosis` marks it so, keeps it off the finish route, and puts the
-offline rules' own findings beside it so the human sees what was measured.
+snapshot; `checked_diagnosis` marks it so, keeps it off the finish and continue routes,
+and puts the offline rules' own findings beside it so the human sees what was measured.
 
 It reads only the snapshot and the rules' thresholds; it calls no provider and changes
 no finding the LLM gave (a contradicted claim is shown as such, not silently dropped).
@@ -43,12 +43,12 @@ ACCURACY_METRICS = {"val_accuracy", "train_accuracy"}
 def checked_diagnosis(diagnosis: Diagnosis, snapshot: TrainingSnapshot) -> Diagnosis:
     """The LLM's diagnosis with its contradictions marked and the rules' findings beside it.
 
-    A contradicted diagnosis never routes to finish: the rules' route stands instead.
+    A contradicted diagnosis never routes to finish, nor on unchanged: the rules' route stands instead.
     """
     measured = rules.assess(snapshot)
     problems = contradictions(diagnosis, snapshot, measured)
     update: dict[str, object] = {"measured_findings": list(measured.findings), "contradictions": problems}
-    if problems and diagnosis.route == "finish":
+    if problems and diagnosis.route in ("finish", "continue"):
         update["route"] = measured.route
     return diagnosis.model_copy(update=update)
 
@@ -70,6 +70,8 @@ def contradictions(diagnosis: Diagnosis, snapshot: TrainingSnapshot, measured: D
         problems.append(f"says gradients vanish, but the smallest module median norm measured is {smallest:.3g}")
     if diagnosis.route == "finish" and measured.route != "finish":
         problems.append(f"routes to finish, but the measurements call for {measured.route}")
+    if diagnosis.route == "continue" and measured.route in ("hyperparameters", "architecture"):
+        problems.append(f"routes to continue unchanged, but the measurements call for {measured.route}")
     values = measured_values(snapshot)
     for finding in diagnosis.findings:
         problems.extend(filter(None, (_evidence_problem(evidence, values) for evidence in finding.evidence)))

@@ -4,6 +4,8 @@
                      ├─ hyperparameters: propose_hparams ─► check_hparams ─► (asked again once) ─┐
                      ├─ architecture:    write_code ─► check_code ◄─► fix_code (≤ max_fix_rounds) ─┤
                      │                                                                           ▼
+                     │    rules_beside (only where an LLM advises): the rules' own proposal joins ─┤
+                     │                 it, or stands in where the LLM's path made none           ▼
                      │              trial: the proposal and the rules' next candidates, measured ─┤
                      │                     (none beat the unchanged run: rejected, "tried, no gain") ─► record
                      │                                                                           ▼
@@ -12,7 +14,8 @@
                      │                        └──────────────┘ (fails: asked again with the report)
                      └─ finish:          write_report ─► record ─► END
     A check that still fails after its retries ends the run with `failure` set and no proposal,
-    and so does a change already applied or rejected in this run (the ledger's memory).
+    and so does a change already applied or rejected in this run (the ledger's memory);
+    where an LLM advises, the rules' own proposal is tried first.
 
 The trial node hands the candidates to the caller's `TrialRunnerFn` (the session forks
 the run, holds its trainer and runs the trials); the measured winner becomes the
@@ -42,6 +45,7 @@ from langgraph.graph.state import CompiledStateGraph
 from langgraph.types import interrupt
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from copilot.advisor.factory import PerRoleAdvisor
 from copilot.advisor.ledger import append_entry, same_code, tried_before
 from copilot.advisor.llm.providers.base import describe_validation_error
 from copilot.advisor.offline.codegen.edits import changes_only_initialisation
@@ -104,6 +108,7 @@ class AdvisorState(TypedDict, total=False):
     code_report: SandboxReport
     fix_rounds: int
     proposal: Proposal  # what the advisor proposes; the ledger keeps it as proposed
+    rules_proposal: Proposal | None  # the offline rules' own, trialled beside an LLM's
     proposed_at: float  # fixed before the gate: the ledger entry's identity
     failure: str | None  # no proposal could be made: why, in one line
     verdict: Verdict
@@ -224,6 +229,9 @@ class AdvisorNodes:
     check_code_with: CodeChecker
     run: RunFolder | None  # where the ledger goes; None writes nothing (a dry diagnosis)
     trial_with: TrialRunnerFn | None = None  # None: proposals reach the gate not trialled
+    # The offline rules, where an LLM advises: their own proposal is trialled beside the LLM's,
+    # and stands in for it when the LLM's path made none. None: the rules are the advisor.
+    rules: AdvisorRoles | None = None
 
     def assess(self, state: AdvisorState) -> dict:
         reply = self.roles.assess(state["snapshot"])
@@ -273,12 +281,54 @@ class AdvisorNodes:
         reply = self.roles.fix_architecture(state["snapshot"], state["code_answer"], state["code_report"])
         return {"code_answer": reply.value, "fix_rounds": state["fix_rounds"] + 1, **_spent(reply)}
 
+    def rules_beside(self, state: AdvisorState) -> dict:
+        """The offline rules' own proposal for this snapshot, beside the LLM's.
+
+        A weak LLM then costs a trial arm, never the run: its proposal is measured against the
+        rules', and where its path made none (code that failed the sandbox after every fix
+        round, a change invalid twice) the rules' proposal goes on in its place, saying so.
+        """
+        assert self.rules is not None  # the graph routes here only where an LLM advises
+        theirs = state.get("proposal")
+        if theirs is not None and (self.trial_with is None or not self.settings.trials.enabled):
+            return {"rules_proposal": None}  # nothing would measure the two against each other
+        snapshot = state["snapshot"]
+        ours = self._rules_proposal(snapshot, self.rules.assess(snapshot).value)
+        if theirs is None:
+            if ours is None:
+                return {"rules_proposal": None}
+            notice = f"the LLM made no proposal ({state.get('failure')}); the offline rules' proposal stands in its place"
+            return {"proposal": ours, "proposed_at": time.time(), "failure": None, "rules_proposal": None, "notices": [notice]}
+        if ours is None or _same_change(ours, theirs):
+            return {"rules_proposal": None}
+        # One fork for every arm keeps the trial paired: the rules' change starts where the LLM's does.
+        start_from = getattr(theirs, "start_from", None)
+        return {"rules_proposal": ours.model_copy(update={"start_from": start_from})}
+
+    def _rules_proposal(self, snapshot: TrainingSnapshot, diagnosis: Diagnosis) -> Proposal | None:
+        """What the rules would propose on their own route, checked as an LLM's answer is; None
+        where they would change nothing, or only repeat what this run already tried."""
+        assert self.rules is not None
+        if diagnosis.route == "hyperparameters":
+            answer = self.rules.propose_hparams(snapshot, diagnosis, None).value
+            checked = hparam_proposal(answer, snapshot.hparams, start_point(snapshot))
+            fresh = isinstance(checked, HParamProposal) and tried_before(snapshot.tried, hparams=checked.change) is None
+            return checked if fresh and isinstance(checked, HParamProposal) else None
+        if diagnosis.route == "architecture":
+            code = self.rules.write_architecture(snapshot, diagnosis, None).value
+            if tried_before(snapshot.tried, code=code.code) is not None or same_code(code.code, snapshot.source_code):
+                return None
+            report = self.check_code_with(code.code, snapshot)
+            return architecture_proposal(code, report, {"snapshot": snapshot}) if report.ok else None
+        return None
+
     def trial(self, state: AdvisorState) -> dict:
         proposal = state["proposal"]
         if self.trial_with is None or not self.settings.trials.enabled:
             reason = "trials are off (--no-trials)" if not self.settings.trials.enabled else "a dry diagnosis runs no trials"
             return {"proposal": proposal.model_copy(update={"trials": TrialReport(status="not_trialled", reason=reason)})}
-        candidates = [proposal, *self._rule_candidates(state, proposal)]
+        beside = [rules] if (rules := state.get("rules_proposal")) is not None else []
+        candidates = [proposal, *beside, *self._rule_candidates(state, proposal, beside)]
         report = self.trial_with(candidates, state["snapshot"])
         if report.status != "trialled":
             return {"proposal": proposal.model_copy(update={"trials": report})}
@@ -289,22 +339,22 @@ class AdvisorNodes:
         verdict = Verdict(decision="reject", reason=f"tried, no gain: {report.reason}")
         return {"proposal": proposal.model_copy(update={"trials": report}), "verdict": verdict}
 
-    def _rule_candidates(self, state: AdvisorState, proposal: Proposal) -> list[HParamProposal]:
-        """The rules' next hyperparameter changes for this diagnosis, valid and unlike the proposal.
+    def _rule_candidates(self, state: AdvisorState, proposal: Proposal, beside: list[Proposal]) -> list[HParamProposal]:
+        """The rules' next hyperparameter changes for this diagnosis, valid and unlike the
+        proposal and what already stands `beside` it, to fill the trial's candidates.
 
         They start where the proposal starts (one fork for every arm keeps the trial paired):
         beside a new model, from where the run stands.
         """
         snapshot = state["snapshot"]
         start_from = getattr(proposal, "start_from", None)
-        wanted = self.settings.trials.max_candidates - 1
+        wanted = self.settings.trials.max_candidates - 1 - len(beside)
         found: list[HParamProposal] = []
         for answer in candidate_changes(snapshot, state["diagnosis"], state.get("feedback")):
             if len(found) >= wanted:
                 break
             checked = hparam_proposal(answer, snapshot.hparams, start_from)
-            same = isinstance(proposal, HParamProposal) and isinstance(checked, HParamProposal) and checked.after == proposal.after
-            if isinstance(checked, HParamProposal) and not same and all(checked.after != other.after for other in found):
+            if isinstance(checked, HParamProposal) and not any(_same_change(checked, other) for other in [proposal, *beside, *found]):
                 found.append(checked)
         return found
 
@@ -369,6 +419,15 @@ class AdvisorNodes:
         return {"entry": entry}
 
 
+def _same_change(one: Proposal, other: Proposal) -> bool:
+    """Whether two proposals would train the same thing: the same hyperparameters after, or the same module."""
+    if isinstance(one, HParamProposal) and isinstance(other, HParamProposal):
+        return one.after == other.after
+    if isinstance(one, ArchitectureProposal) and isinstance(other, ArchitectureProposal):
+        return same_code(one.code, other.code)
+    return False
+
+
 def _by_route(state: AdvisorState) -> str:
     return state["diagnosis"].route
 
@@ -377,6 +436,10 @@ def _after_check(state: AdvisorState) -> Literal["proposed", "failed", "retry"]:
     if state.get("proposal") is not None:
         return "proposed"
     return "failed" if state.get("failure") else "retry"
+
+
+def _after_rules(state: AdvisorState) -> Literal["proposed", "failed"]:
+    return "proposed" if state.get("proposal") is not None else "failed"
 
 
 def _after_trial(state: AdvisorState) -> Literal["gate", "no_gain"]:
@@ -400,14 +463,20 @@ def build_graph(
     check_code: CodeChecker | None = None,
     trial_with: TrialRunnerFn | None = None,
 ) -> CompiledStateGraph:
-    """The workflow, compiled with `checkpointer` (needed by the gate's interrupt)."""
-    nodes = AdvisorNodes(roles, settings, check_code or sandbox_checker(settings), run, trial_with)
+    """The workflow, compiled with `checkpointer` (needed by the gate's interrupt).
+
+    Where an LLM advises any role, the rules' own proposal joins every proposal on its way
+    to the trial (`rules_beside`), and a path that made none ends there, not at END."""
+    rules = roles.offline if isinstance(roles, PerRoleAdvisor) else None
+    nodes = AdvisorNodes(roles, settings, check_code or sandbox_checker(settings), run, trial_with, rules)
     graph = StateGraph(AdvisorState)
     for name in (
-        "assess", "propose_hparams", "check_hparams", "write_code", "check_code", "fix_code",
+        "assess", "propose_hparams", "check_hparams", "write_code", "check_code", "fix_code", "rules_beside",
         "trial", "write_report", "human_gate", "check_edit", "record",
     ):  # fmt: skip
         graph.add_node(name, getattr(nodes, name))
+    checked = "rules_beside" if rules is not None else "trial"
+    unchecked = "rules_beside" if rules is not None else END
 
     graph.add_edge(START, "assess")
     graph.add_conditional_edges(
@@ -417,10 +486,11 @@ def build_graph(
     )
     graph.add_edge("propose_hparams", "check_hparams")
     graph.add_conditional_edges(
-        "check_hparams", _after_check, {"proposed": "trial", "retry": "propose_hparams", "failed": END}
+        "check_hparams", _after_check, {"proposed": checked, "retry": "propose_hparams", "failed": unchecked}
     )
     graph.add_edge("write_code", "check_code")
-    graph.add_conditional_edges("check_code", _after_check, {"proposed": "trial", "retry": "fix_code", "failed": END})
+    graph.add_conditional_edges("check_code", _after_check, {"proposed": checked, "retry": "fix_code", "failed": unchecked})
+    graph.add_conditional_edges("rules_beside", _after_rules, {"proposed": "trial", "failed": END})
     graph.add_conditional_edges("trial", _after_trial, {"gate": "human_gate", "no_gain": "record"})
     graph.add_edge("fix_code", "check_code")
     graph.add_edge("write_report", "record")

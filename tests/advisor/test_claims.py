@@ -85,3 +85,12 @@ def test_the_llm_assessor_passes_its_diagnosis_through_the_check(tmp_path, at_ch
     diagnosis = LLMRoles(provider, settings).assess(at_chance).value
 
     assert diagnosis.contradictions and diagnosis.route != "finish"
+
+
+def test_a_contradicted_diagnosis_that_would_change_nothing_takes_the_measured_route(at_chance: TrainingSnapshot) -> None:
+    unchanged = nonsense().model_copy(update={"route": "continue", "findings": []})
+
+    checked = checked_diagnosis(unchanged, at_chance)
+
+    assert any(problem.startswith("routes to continue unchanged, but the measurements call for") for problem in checked.contradictions)
+    assert checked.route in ("hyperparameters", "architecture"), "a run at chance is not left as it is on the model's word"
