@@ -47,7 +47,7 @@ def _load(code: str, class_name: str) -> type[torch.nn.Module]:
 
 
 def _sandbox(code: str, facts: ModelFacts) -> SandboxReport:
-    return check_model_code(code, class_name=facts.class_name, model_args=facts.model_args, data=facts.data, settings=SandboxSettings())
+    return check_model_code(code, model_name=facts.class_name, model_args=facts.model_args, data=facts.data, settings=SandboxSettings())
 
 
 @pytest.mark.parametrize("name", list(SAMPLES))
@@ -73,7 +73,7 @@ def test_the_offline_advisor_fixes_each_broken_sample_run(name: str, sample_runs
     answer = advisor.write_architecture(snapshot, diagnosis, None).value
 
     assert diagnosis.route == "architecture"
-    report = check_model_code(answer.code, class_name=snapshot.class_name, model_args=snapshot.model_args, data=snapshot.data, settings=SandboxSettings())
+    report = check_model_code(answer.code, model_name=snapshot.model_name, model_args=snapshot.model_args, data=snapshot.data, settings=SandboxSettings())
     assert report.ok, report.message
     assert "nn.Sigmoid" not in answer.code
     assert "BatchNorm" in answer.code or "LayerNorm" in answer.code

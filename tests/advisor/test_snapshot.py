@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -82,6 +83,17 @@ def test_an_explicit_data_spec_wins_and_no_data_at_all_is_a_clear_error(tmp_path
 
     snapshot = build_snapshot(run, source_code=source, data=SHAPES)
     assert snapshot.data == SHAPES and snapshot.class_name == "Net"
+    assert snapshot.model_name is None  # no session.json: the file's own rule picks the model
+
+
+def test_the_model_reference_comes_from_the_sessions_model_spec(tmp_path: Path) -> None:
+    """The sandbox builds proposals through the reference the run was started with, as the trainer does."""
+    run = RunFolder(tmp_path / "run").create()
+    source = "from torch import nn\n\nclass Net(nn.Module):\n    def forward(self, x):\n        return x\n"
+    for spec, name in (("models/net.py:Net", "Net"), ("models/net.py", None)):
+        run.session.write_text(json.dumps({"model_spec": spec}), encoding="utf-8")
+        snapshot = build_snapshot(run, source_code=source, data=SHAPES)
+        assert (snapshot.model_name, snapshot.model_file_name) == (name, "net.py")
 
 
 def _long_run(run: RunFolder, *, modules: int, epochs: int, steps_per_epoch: int = 2) -> None:

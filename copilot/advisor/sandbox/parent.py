@@ -52,7 +52,7 @@ ALARM_HEAD_START_S = 1.5
 def check_model_code(
     code: str,
     *,
-    class_name: str,
+    model_name: str | None,
     model_args: Mapping[str, object],
     data: DataSpec,
     expected_output: tuple[int, ...] | None = None,
@@ -60,6 +60,9 @@ def check_model_code(
     template: SandboxTemplate | None = None,
 ) -> SandboxReport:
     """Statically check `code`, then import, build, run and backpropagate it in a limited child.
+
+    `model_name` is the run's model reference (`file.py:Name`), None where the file's own
+    rule picks the model (build_model(), else its one top-level class), as for the trainer.
 
     `expected_output` is the output shape for a batch of `SANDBOX_BATCH_SIZE` samples;
     by default the shape the data's task requires. The child is forked from `template`
@@ -70,7 +73,7 @@ def check_model_code(
         return SandboxReport(ok=False, stage="static", message=f"{refusal.message}; {refusal.hint}", line=refusal.line)
     return _run_in_child(
         code,
-        class_name=class_name,
+        model_name=model_name,
         model_args=model_args,
         data=data,
         expected_output=expected_output,
@@ -89,7 +92,7 @@ class _ChildOutcome:
 def _run_in_child(
     code: str,
     *,
-    class_name: str,
+    model_name: str | None,
     model_args: Mapping[str, object],
     data: DataSpec,
     expected_output: tuple[int, ...] | None,
@@ -108,7 +111,7 @@ def _run_in_child(
         workdir.mkdir()
         job = SandboxJob(
             code=code,
-            class_name=class_name,
+            model_name=model_name,
             model_args=dict(model_args),
             task=data.task,
             input_shape=data.input_shape,
