@@ -154,6 +154,7 @@ def sandbox_checker(settings: Settings) -> CodeChecker:
             model_name=snapshot.model_name,
             model_args=snapshot.model_args,
             data=snapshot.data,
+            forward_contract=snapshot.forward_contract,
             settings=settings.sandbox,
         )
 

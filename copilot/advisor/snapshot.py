@@ -42,6 +42,7 @@ from copilot.events import (
     DataSpec,
     EpochSummary,
     Evaluated,
+    ForwardContract,
     HParams,
     HParamsApplied,
     ModelSummary,
@@ -210,6 +211,8 @@ class TrainingSnapshot(Part):
     # The run's model reference (`file.py:Name`); None when the file's own rule picks the model
     # (its build_model(), else its one top-level class). The sandbox builds proposals through it.
     model_name: str | None = None
+    # How the current model is called and read; proposals keep it. None: not recorded (an older run, or never loaded).
+    forward_contract: ForwardContract | None = None
 
     def trend(self, name: str) -> MetricTrend | None:
         return next((trend for trend in self.history if trend.name == name), None)
@@ -482,13 +485,16 @@ def build_snapshot(
     changed = False  # a model swap or hyperparameter change happened: the run's fresh start is another model's
     current_records: list[StepRecord] = []  # the current model's logged steps
     current_checkpoints: list[CheckpointRef] = []  # and its checkpoints
+    forward_contract: ForwardContract | None = None  # the current model's
 
     for event in read_metrics(run.metrics):
         if isinstance(event, RunStarted):
             # A trainer (re)started: an error of the one before is about a model it may no longer train.
             started, model, hparams, error = event, event.model, event.hparams, None
+            forward_contract = event.forward_contract
         elif isinstance(event, ModelSwapped):
             model, change_step, changed = event.model, event.step, True
+            forward_contract = event.forward_contract
             window.clear()
             nonfinite, nonfinite_count, error, worst_step_loss = [], 0, None, None
             current_records, current_checkpoints = [], []
@@ -605,6 +611,7 @@ def build_snapshot(
         class_name=class_name,
         model_args=dict(model_args) if model_args is not None else _session_model_args(session),
         model_name=_session_model_spec(session)[1],
+        forward_contract=forward_contract,
         model_file_name=file_name,
         source_code=source_code,
         hparams=hparams or _declared_hparams(source_code, session),

@@ -11,7 +11,7 @@ from copilot.advisor.sandbox.parent import SANDBOX_BATCH_SIZE, check_model_code
 from copilot.advisor.sandbox.static_lint import find_refusal, static_check
 from copilot.config import SandboxSettings
 from copilot.errors import SandboxRefusal
-from copilot.events import DataSpec
+from copilot.events import DataSpec, ForwardContract
 
 ALLOWED = SandboxSettings().allowed_imports
 IMAGES = DataSpec(name="shapes", task="classification", input_shape=(3, 8, 8), num_classes=10, train_size=64, val_size=16)
@@ -406,3 +406,45 @@ def test_an_edit_that_breaks_a_build_model_file_fails_with_one_line() -> None:
     assert (report.ok, report.stage, report.message) == (
         False, "shape", "output shape (4, 64, 50257) but the data needs (4, 64, 30)"
     )  # fmt: skip
+
+
+def test_a_proposal_keeps_the_runs_forward_signature_and_output_form() -> None:
+    """The user's own code calls forward(idx, targets) and unpacks (logits, loss): a proposal may not change that."""
+    code = textwrap.dedent(
+        """
+        import torch
+        from torch import nn
+        from torch.nn import functional as F
+
+
+        class TinyGPT(nn.Module):
+            def __init__(self, vocab: int = 20, dim: int = 8):
+                super().__init__()
+                self.embed = nn.Embedding(vocab, dim)
+                self.head = nn.Linear(dim, vocab)
+
+            def forward(SIGNATURE):
+                logits = self.head(self.embed(idx))
+                loss = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=-1) if targets is not None else None
+                return RESULT
+        """
+    )
+    run = ForwardContract(form="(logits, loss)", passes_targets=True)
+
+    def check(signature: str, result: str):  # type: ignore[no-untyped-def]
+        proposal = code.replace("SIGNATURE", signature).replace("RESULT", result)
+        return check_model_code(proposal, model_name=None, model_args={}, data=TOKENS, forward_contract=run, settings=SETTINGS)
+
+    kept = check("self, idx, targets=None", "logits, loss")
+    assert kept.ok, kept
+    no_targets = check("self, idx", "logits")
+    assert (no_targets.ok, no_targets.stage, no_targets.message) == (
+        False, "forward", "forward takes no targets where the run's model takes forward(idx, targets); keep that signature"
+    )  # fmt: skip
+    logits_only = check("self, idx, targets=None", "logits")
+    assert (logits_only.ok, logits_only.stage, logits_only.message) == (
+        False,
+        "forward",
+        "forward returns a tensor where the run's model returns a (logits, loss) tuple; "
+        "keep its output form, which the user's own code unpacks",
+    )

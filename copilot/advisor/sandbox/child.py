@@ -17,8 +17,9 @@ same from there on). Before the generated code is even compiled, the child
   signals out) and a seccomp socket filter, which also hold for native code no audit
   hook sees. The audit hook and the checks are a lint for honest mistakes; the walls
   are what contain hostile code, and whatever this process reports is a claim.
-Then it runs the checks: import (and find the model as the trainer finds it), instantiate, parameter budget, forward, output shape,
-backward with finite gradients for every trainable parameter. It writes JSON lines to
+Then it runs the checks: import (finding the model as the trainer finds it), instantiate,
+parameter budget, forward (keeping the run's forward signature and output form), output
+shape, backward with finite gradients for every trainable parameter. It writes JSON lines to
 its original stdout (a stage marker as each check starts, then one report with
 SandboxReport's fields); anything the model prints goes to stderr.
 
@@ -96,6 +97,9 @@ class SandboxJob:
     # The run's model reference (`file.py:Name`), None when the file's own rule picks the
     # model (its build_model(), else its one top-level class): resolved as the trainer resolves it.
     model_name: str | None
+    # The run's forward contract the proposal must keep (events.ForwardContract's fields); None: not recorded.
+    keep_form: str | None
+    keep_passes_targets: bool | None
     model_args: dict[str, Any]
     task: str  # "classification" or "sequence"
     input_shape: tuple[int, ...]
@@ -359,12 +363,21 @@ class Checks:
 
         self.enter("forward")
         inputs, targets = self.dummy_batch(torch)
+        takes_targets = outputs.passes_targets(model)
+        if job.keep_passes_targets is not None and takes_targets != job.keep_passes_targets:
+            raise CheckFailed("forward", _signature_change(job.keep_passes_targets))
         started = time.perf_counter()
-        raw_output = model(inputs, targets) if outputs.passes_targets(model) else model(inputs)
+        raw_output = model(inputs, targets) if takes_targets else model(inputs)
         try:
             read = outputs.read_outputs(raw_output)
         except outputs.UnreadableOutputs as unreadable:
             raise CheckFailed("forward", str(unreadable)) from None
+        if job.keep_form is not None and read.form != job.keep_form:
+            raise CheckFailed(
+                "forward",
+                f"forward returns {_form_name(read.form)} where the run's model returns {_form_name(job.keep_form)}; "
+                "keep its output form, which the user's own code unpacks",
+            )
         output = read.logits
 
         self.enter("shape")
@@ -437,6 +450,16 @@ class Checks:
         nonfinite = [name for name, parameter in trainable if not bool(torch.isfinite(parameter.grad).all())]
         if nonfinite:
             raise CheckFailed("backward", f"non-finite gradient in {_listed(nonfinite)}")
+
+
+def _signature_change(run_passes_targets: bool) -> str:
+    if run_passes_targets:
+        return "forward takes no targets where the run's model takes forward(idx, targets); keep that signature"
+    return "forward takes targets where the run's model takes forward(x) alone; keep that signature"
+
+
+def _form_name(form: str) -> str:
+    return {"tensor": "a tensor", "dict": "a dict with logits", "object": "an object with .logits"}.get(form, f"a {form} tuple")
 
 
 def _listed(names: list[str], most: int = 6) -> str:
