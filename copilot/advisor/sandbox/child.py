@@ -19,16 +19,17 @@ same from there on). Before the generated code is even compiled, the child
   are what contain hostile code, and whatever this process reports is a claim.
 Then it runs the checks: import (finding the model as the trainer finds it), instantiate,
 parameter budget, forward (keeping the run's forward signature and output form), output
-shape, backward with finite gradients for every trainable parameter. It writes JSON lines to
-its original stdout (a stage marker as each check starts, then one report with
+shape, backward with finite gradients for every trainable parameter. It writes JSON
+lines to its original stdout (a stage marker as each check starts, then one report with
 SandboxReport's fields); anything the model prints goes to stderr.
 
 It imports only the standard library, torch and three copilot files by path, never the
 copilot package: nothing of the parent (settings, credentials, open files) is in reach.
-`walls.py` raises the walls; `training/construction.py` finds and builds the model (which
-factory, constructor arguments, config objects, sizes from the data) and `training/model_outputs.py` reads its
-outputs, both stdlib and torch only, exactly as the trainer builds and reads them. The parent imports this module only
-for `SandboxJob`, so no torch at module level. Limits are set here and not in a
+`walls.py` raises the walls; `training/construction.py` finds and builds the model
+(which factory, constructor arguments, config objects, sizes from the data) and
+`training/model_outputs.py` reads its outputs, both stdlib and torch only, exactly as
+the trainer finds, builds and reads them. The parent imports this module only for
+`SandboxJob`, so no torch at module level. Limits are set here and not in a
 `preexec_fn`, which is unsafe in a parent with threads.
 """
 

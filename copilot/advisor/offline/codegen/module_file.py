@@ -4,9 +4,11 @@ A generator (image, MLP, transformer) decides the layers; this module writes the
 a complete file around the pieces the original must keep: its class name and
 constructor signature, its forward contract (`forward(idx, targets=None)` returning
 `(logits, loss)` as nanoGPT's does, or a dict), its `loss_function` (with any
-`self.<attribute>` assignments that method reads), its `HPARAMS` and its allowed imports. It also binds sizes to the
-constructor's parameters where their names say what they are (`num_classes`,
-`vocab_size`, `d_model`, ...), so arguments the user passes keep working.
+`self.<attribute>` assignments that method reads), its `HPARAMS` and its allowed
+imports. It also binds sizes to the constructor's parameters where their names say
+what they are (`num_classes`, `vocab_size`, `d_model`, ...), so arguments the user
+passes keep working. A config-object constructor or a `build_model()` factory is not
+kept: the sandbox refuses such a module, built as the run builds its model.
 It does not decide the architecture and does not run anything.
 """
 
