@@ -17,7 +17,7 @@ split's, which the advisor's checks also read.
     python benchmarks/advisor_outcomes.py --quick     # 4 models, small data, 4 epochs
     python benchmarks/advisor_outcomes.py             # every model, the default data, 8 epochs
     python benchmarks/advisor_outcomes.py --quick --only exploding_lr_cnn
-    python benchmarks/advisor_outcomes.py --quick --only nanogpt_style mingpt_style hf_style mnist_script
+    python benchmarks/advisor_outcomes.py --quick --only nanogpt_style mingpt_style mingpt_wrapper_style hf_style mnist_script
 """
 
 from __future__ import annotations
@@ -64,6 +64,8 @@ TINY_GPT = ("--dataset", "text", "--model-arg", "config.n_layer=2", "--model-arg
 CONVENTIONS: dict[str, tuple[Path, tuple[str, ...], dict[str, str]]] = {
     "nanogpt_style": (CONVENTION_FILES / "nanogpt_style.py", TINY_GPT, {}),
     "mingpt_style": (CONVENTION_FILES / "mingpt_style.py", TINY_GPT, {}),
+    # minGPT's CfgNode wrapped in build_model(), which sets its sizes for the text set itself.
+    "mingpt_wrapper_style": (CONVENTION_FILES / "mingpt_wrapper_style.py", ("--dataset", "text"), {}),
     "hf_style": (CONVENTION_FILES / "hf_style.py", ("--model-arg", "config.hidden_size=32"), {}),
     "mnist_script": (CONVENTION_FILES / "mnist_script.py", (), {"COPILOT_DATA__CHANNELS": "1", "COPILOT_DATA__IMAGE_SIZE": "28"}),
 }

@@ -74,7 +74,7 @@ def time_sandbox_checks(template, count: int) -> list[float]:  # type: ignore[no
     times = []
     for _ in range(count):
         started = time.perf_counter()
-        report = check_model_code(code, class_name="BadCNN", model_args={}, data=data, settings=SandboxSettings(), template=template)
+        report = check_model_code(code, model_name="BadCNN", model_args={}, data=data, settings=SandboxSettings(), template=template)
         times.append(time.perf_counter() - started)
         if not report.ok:
             raise SystemExit(f"the sandbox check failed: {report.message}")

@@ -195,6 +195,17 @@ Command = Annotated[
 # --------------------------------------------------------------------------- events (trainer -> parent)
 
 
+class ForwardContract(Message):
+    """How the trainer calls the model and reads its result, as its forward check found them.
+
+    The advisor's proposals keep it, and the sandbox checks that they do: the user's own code
+    (a sampling loop, their own trainer) calls forward and unpacks its result the same way.
+    """
+
+    form: str  # model_outputs.OutputForm: "tensor", "(logits, loss)", "(loss, logits)", "(logits,)", "dict", "object"
+    passes_targets: bool  # forward(idx, targets=None): the targets go in
+
+
 class RunStarted(Message):
     """First event of a trainer: what runs where, with which hyperparameters."""
 
@@ -210,6 +221,7 @@ class RunStarted(Message):
     # How forward is called and read: "tensor", "(logits, loss) tuple, targets passed to forward", ...
     output_form: str = "tensor"
     ignored_hooks: tuple[str, ...] = ()  # methods the model defines that copilot does not call (configure_optimizers)
+    forward_contract: ForwardContract | None = None  # None in runs recorded before it was
 
 
 class NonFinite(Message):
@@ -347,6 +359,7 @@ class ModelSwapped(Message):
     round: int | None = None
     # Under several ranks, each rank's sum of its new weights, in rank order: equal, or the swap failed.
     weight_checksums: tuple[float, ...] = Field(default=(), exclude_if=_empty)
+    forward_contract: ForwardContract | None = None  # the model trained from here on; None in older runs
 
 
 class StateChanged(Message):

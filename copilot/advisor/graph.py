@@ -156,9 +156,10 @@ def sandbox_checker(settings: Settings) -> CodeChecker:
     def check(code: str, snapshot: TrainingSnapshot) -> SandboxReport:
         return check_model_code(
             code,
-            class_name=snapshot.class_name,
+            model_name=snapshot.model_name,
             model_args=snapshot.model_args,
             data=snapshot.data,
+            forward_contract=snapshot.forward_contract,
             settings=settings.sandbox,
         )
 

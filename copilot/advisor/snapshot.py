@@ -42,6 +42,7 @@ from copilot.events import (
     DataSpec,
     EpochSummary,
     Evaluated,
+    ForwardContract,
     HParams,
     HParamsApplied,
     ModelSummary,
@@ -54,6 +55,7 @@ from copilot.events import (
 from copilot.metrics_file import read_metrics
 from copilot.numbers import percent, scaled
 from copilot.run_folder import RunFolder
+from copilot.training.launcher import split_model_spec
 
 ModelArgs = dict[str, float | int | str | bool | None]
 
@@ -206,6 +208,11 @@ class TrainingSnapshot(Part):
     worst_step_loss: float | None = None  # the highest logged step loss since the last change (an epoch's mean hides a blow-up)
     explosion: Explosion | None = None  # the current model's first blow-up, and the points from before it
     changed_since_start: bool = False  # a model swap or hyperparameter change happened: the run's start is another model's
+    # The run's model reference (`file.py:Name`); None when the file's own rule picks the model
+    # (its build_model(), else its one top-level class). The sandbox builds proposals through it.
+    model_name: str | None = None
+    # How the current model is called and read; proposals keep it. None: not recorded (an older run, or never loaded).
+    forward_contract: ForwardContract | None = None
 
     def trend(self, name: str) -> MetricTrend | None:
         return next((trend for trend in self.history if trend.name == name), None)
@@ -388,12 +395,13 @@ def _declared_hparams(source_code: str, session: Mapping[str, object]) -> HParam
         return HParams()
 
 
-def _session_model_path(session: Mapping[str, object]) -> str | None:
-    """The model file of session.json's `model_spec` ("file.py" or "file.py:Name")."""
+def _session_model_spec(session: Mapping[str, object]) -> tuple[str | None, str | None]:
+    """The model file and the model reference of session.json's `model_spec`, split as the trainer splits it."""
     value = session.get("model_spec")
     if not isinstance(value, str) or not value:
-        return None
-    return value.split(".py:")[0] + ".py" if ".py:" in value else value
+        return None, None
+    path, name = split_model_spec(value)
+    return str(path), name
 
 
 def _effect(entry: LedgerEntry, later_accept_epoch: int | None, epochs: Sequence[EpochSummary]) -> ProposalEffect | None:
@@ -477,13 +485,16 @@ def build_snapshot(
     changed = False  # a model swap or hyperparameter change happened: the run's fresh start is another model's
     current_records: list[StepRecord] = []  # the current model's logged steps
     current_checkpoints: list[CheckpointRef] = []  # and its checkpoints
+    forward_contract: ForwardContract | None = None  # the current model's
 
     for event in read_metrics(run.metrics):
         if isinstance(event, RunStarted):
             # A trainer (re)started: an error of the one before is about a model it may no longer train.
             started, model, hparams, error = event, event.model, event.hparams, None
+            forward_contract = event.forward_contract
         elif isinstance(event, ModelSwapped):
             model, change_step, changed = event.model, event.step, True
+            forward_contract = event.forward_contract
             window.clear()
             nonfinite, nonfinite_count, error, worst_step_loss = [], 0, None, None
             current_records, current_checkpoints = [], []
@@ -545,7 +556,7 @@ def build_snapshot(
     source_path: Path | None = None
     if source_code is None:
         candidates = [_newest_model_copy(run)]
-        for named in (model.source_path if model else None, _session_model_path(session)):
+        for named in (model.source_path if model else None, _session_model_spec(session)[0]):
             if named:
                 path = Path(named)
                 candidates.append(path if path.is_absolute() else run.path / path)
@@ -558,7 +569,7 @@ def build_snapshot(
         file_name = Path(model.source_path).name
     else:
         class_name = guess_model_class(source_code) or ""
-        file_name = re.sub(r"^r\d+_", "", source_path.name) if source_path else Path(_session_model_path(session) or "model.py").name
+        file_name = re.sub(r"^r\d+_", "", source_path.name) if source_path else Path(_session_model_spec(session)[0] or "model.py").name
     if not class_name:
         raise AdvisorError(
             f"run {run.run_id}: cannot tell which model class was trained",
@@ -599,6 +610,8 @@ def build_snapshot(
         model=model,
         class_name=class_name,
         model_args=dict(model_args) if model_args is not None else _session_model_args(session),
+        model_name=_session_model_spec(session)[1],
+        forward_contract=forward_contract,
         model_file_name=file_name,
         source_code=source_code,
         hparams=hparams or _declared_hparams(source_code, session),

@@ -1,7 +1,8 @@
-"""How a model is built from its factory: constructor arguments, config objects, sizes from the data.
+"""How a model is built from its file: which factory, constructor arguments, config objects, sizes from the data.
 
-The factory is the class or function `models._find_factory` picked (or the class the
-advisor's sandbox was asked to check). `build_model` calls it with the run's arguments:
+`find_factory` picks the class or function that builds the model (`file.py:Name`, else
+`build_model()`, else the one top-level `nn.Module` subclass the file defines).
+`build_model` calls it with the run's arguments:
 plain `name=value` arguments as they are, `config.field=value` arguments gathered into
 the config object (a dataclass or pydantic model) a parameter takes, with the data set's
 `vocab_size` and `block_size` filled in for the sequence task. A config built here from
@@ -9,8 +10,8 @@ class defaults can be GPT-2 sized (minGPT's are), so its model is counted on the
 device first and refused past the parameter budget. Every problem is one
 `ConstructionError` with a message and a hint, before a bare TypeError could be.
 
-The trainer (through `copilot.training.models`) and the sandbox child both build models
-here, so a proposal is checked exactly as it will be built. The child loads this file by
+The trainer (through `copilot.training.models`) and the sandbox child both pick and build
+models here, so a proposal is checked exactly as it will be built. The child loads this file by
 its path, behind its walls, so it imports only the standard library and torch, never
 copilot or pydantic (a pydantic config can only exist once its file imported pydantic).
 It must not train, print or write files.
@@ -19,6 +20,7 @@ It must not train, print or write files.
 from __future__ import annotations
 
 import inspect
+import re
 import sys
 import traceback
 import typing
@@ -70,6 +72,68 @@ def fields_from_data(task: str, input_shape: tuple[int, ...], num_classes: int) 
     if task != "sequence":
         return {}
     return {"vocab_size": num_classes, "block_size": input_shape[0]}
+
+
+def find_factory(module: ModuleType, name: str | None, code: UserCode) -> tuple[Callable[..., object], str]:
+    """The class or function that builds the model, and its name, by the rules in the module docstring.
+
+    `name` is the reference the run was given (`file.py:Name`), None to let the file's own
+    definitions decide; the sandbox passes the same reference, so a proposal that drops the
+    `build_model()` the run relies on, or adds a second top-level model, fails its check.
+    """
+    candidates = _defined_modules(module)
+    if name is not None:
+        factory = getattr(module, name, None)
+        if factory is None or not callable(factory):
+            raise ConstructionError(
+                f"{code.name} has no model class or function named '{name}'",
+                f"models defined there: {', '.join(candidates) or 'none'}",
+            )
+        return factory, name
+    factory = getattr(module, "build_model", None)
+    if callable(factory):
+        return factory, "build_model"
+    if not candidates:
+        raise ConstructionError(
+            f"no model found in {code.name}", "define an nn.Module subclass or a build_model() function in the file"
+        )
+    top_level = _top_level_candidates(candidates)
+    if len(top_level) == 1:
+        return candidates[top_level[0]], top_level[0]
+    raise ConstructionError(
+        f"several models in {code.name}: {', '.join(top_level)}",
+        f"pick one with {code.name}:{top_level[0]} (or define build_model())",
+    )
+
+
+def _defined_modules(module: ModuleType) -> dict[str, type[nn.Module]]:
+    """nn.Module subclasses defined in the file itself, not imported into it."""
+    return {
+        attribute_name: value
+        for attribute_name, value in vars(module).items()
+        if inspect.isclass(value) and issubclass(value, nn.Module) and value.__module__ == module.__name__
+    }
+
+
+def _top_level_candidates(candidates: dict[str, type[nn.Module]]) -> list[str]:
+    """Drop classes that another candidate builds in its __init__ (a `Block` used by `Net`).
+
+    The source comes through linecache, which holds the sandbox's checked code as it holds a file's.
+    """
+    init_sources: dict[str, str] = {}
+    for class_name, cls in candidates.items():
+        init = cls.__dict__.get("__init__")
+        try:
+            init_sources[class_name] = inspect.getsource(init) if init is not None else ""
+        except (OSError, TypeError):
+            init_sources[class_name] = ""
+    used = {
+        inner
+        for inner in candidates
+        for outer, source in init_sources.items()
+        if outer != inner and re.search(rf"\b{re.escape(inner)}\b", source)
+    }
+    return [class_name for class_name in candidates if class_name not in used] or list(candidates)
 
 
 def build_model(

@@ -40,6 +40,16 @@ IMAGE_INPUT_SHAPES: dict[str, tuple[int, ...]] = {
     "shapes": (shapes.CHANNELS, shapes.IMAGE_SIZE, shapes.IMAGE_SIZE),
     "cifar10": (3, 32, 32),
 }
+# The image settings each set honours: the shapes set draws any channel count and size, image
+# folders are resized to data.image_size (and read as RGB), the others are what they are. A model
+# whose first layer does not fit is told the settings of its own set that would fit, or another set.
+IMAGE_SETTINGS_HONOURED: dict[str, tuple[str, ...]] = {
+    "shapes": ("channels", "image_size"),
+    "imagefolder": ("image_size",),
+    "cifar10": (),
+    "text": (),
+    "custom": (),
+}
 IMAGE_FOLDER_VAL_FRACTION = 0.2
 DEFAULT_DATA_DIR = Path("data")
 # CUDA sets are kept on the device only while they take at most this share of its free memory.
@@ -250,6 +260,7 @@ def load_data(
         raise DataError(
             f"unknown data set '{settings.dataset}'", f"choose one of: {known} (--dataset NAME)"
         )
+    _refuse_unhonoured_image_settings(settings)
     rank_zero_first = settings.download and world_size > 1 and torch.distributed.is_initialized()
     if rank_zero_first and rank != 0:
         torch.distributed.barrier()
@@ -257,6 +268,21 @@ def load_data(
     if rank_zero_first and rank == 0:
         torch.distributed.barrier()
     return DataBundle(spec=spec, train=_placed(train, device), val=_placed(val, device))
+
+
+def _refuse_unhonoured_image_settings(settings: DataSettings) -> None:
+    """A channel count or image size the chosen set cannot give is an error, not a setting silently ignored."""
+    honoured = IMAGE_SETTINGS_HONOURED[settings.dataset]
+    for setting in ("channels", "image_size"):
+        value = getattr(settings, setting)
+        if setting in honoured or value == DataSettings.model_fields[setting].default:
+            continue
+        sets = [name for name, settings_honoured in IMAGE_SETTINGS_HONOURED.items() if setting in settings_honoured]
+        raise DataError(
+            f"the {settings.dataset} data set cannot honour data.{setting} = {value}",
+            f"data.{setting} applies to {' and '.join(sets)} only: remove it ([data] in copilot.toml, "
+            f"COPILOT_DATA__{setting.upper()}), or use --dataset {sets[0]}",
+        )
 
 
 def _epoch_order(

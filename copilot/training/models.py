@@ -7,8 +7,8 @@ with a hint. Files are taken as people write them: a training script's
 `if __name__ == "__main__":` block does not run (the module is not `__main__`), sibling
 modules import as when the script runs, and a constructor taking a config object
 (`GPT(config: GPTConfig)`) gets one built from `config.field=value` arguments, with the
-data set's `vocab_size` and `block_size` filled in; `construction.py` does the building,
-for the advisor's sandbox too. How forward is called and read is
+data set's `vocab_size` and `block_size` filled in; `construction.py` does the picking
+and the building, for the advisor's sandbox too. How forward is called and read is
 `model_outputs.OutputContract`, found here by the forward check.
 
 This runs in the trainer process (and the advisor's sandbox), never in the
@@ -18,7 +18,6 @@ UI: importing a user's file runs their code. It must not train, print or write f
 from __future__ import annotations
 
 import importlib.util
-import inspect
 import itertools
 import math
 import re
@@ -38,8 +37,8 @@ from torch.overrides import TorchFunctionMode
 from copilot.config import DataSettings, SandboxSettings
 from copilot.errors import CopilotError, EnvironmentSetupError, ModelLoadError
 from copilot.events import DataSpec, ModelSummary, ModuleInfo
-from copilot.training.data import IMAGE_INPUT_SHAPES
-from copilot.training.construction import ConstructionError, UserCode, build_model, fields_from_data, first_line
+from copilot.training.data import IMAGE_INPUT_SHAPES, IMAGE_SETTINGS_HONOURED
+from copilot.training.construction import ConstructionError, UserCode, build_model, fields_from_data, find_factory, first_line
 from copilot.training.launcher import ensure_model_file, split_model_spec
 from copilot.training.model_outputs import OutputContract, UnreadableOutputs, class_dimension, passes_targets, read_outputs
 
@@ -85,9 +84,9 @@ def load_model(
     """
     path, name = split_model_spec(spec)
     module = _import_file(path)
-    factory, factory_name = _find_factory(module, path, name)
     data_fields = fields_from_data(data.task, data.input_shape, data.num_classes) if data is not None else {}
     try:
+        factory, factory_name = find_factory(module, name, _user_code(path))
         model = build_model(factory, factory_name, module, model_args, data_fields, max_params, _user_code(path))
     except ConstructionError as exc:
         raise ModelLoadError(exc.message, exc.hint) from None
@@ -214,64 +213,6 @@ def _torchvision_pair_hint(exc: BaseException) -> str | None:
     return f"install the pair built together: pip install torch=={torch.__version__.split('+')[0]} {wanted}{index}"
 
 
-def _find_factory(module: ModuleType, path: Path, name: str | None) -> tuple[Callable[..., object], str]:
-    """The class or function that builds the model, by the rules in the module docstring."""
-    candidates = _defined_modules(module)
-    if name is not None:
-        factory = getattr(module, name, None)
-        if factory is None or not callable(factory):
-            defined = ", ".join(candidates) or "none"
-            raise ModelLoadError(
-                f"{path.name} has no model class or function named '{name}'",
-                f"models defined there: {defined}",
-            )
-        return factory, name
-    build_model = getattr(module, "build_model", None)
-    if callable(build_model):
-        return build_model, "build_model"
-    if not candidates:
-        raise ModelLoadError(
-            f"no model found in {path.name}",
-            "define an nn.Module subclass or a build_model() function in the file",
-        )
-    top_level = _top_level_candidates(candidates)
-    if len(top_level) == 1:
-        return candidates[top_level[0]], top_level[0]
-    names = ", ".join(top_level)
-    raise ModelLoadError(
-        f"several models in {path.name}: {names}",
-        f"pick one with {path.name}:{top_level[0]} (or define build_model())",
-    )
-
-
-def _defined_modules(module: ModuleType) -> dict[str, type[nn.Module]]:
-    """nn.Module subclasses defined in the file itself, not imported into it."""
-    return {
-        attribute_name: value
-        for attribute_name, value in vars(module).items()
-        if inspect.isclass(value) and issubclass(value, nn.Module) and value.__module__ == module.__name__
-    }
-
-
-def _top_level_candidates(candidates: dict[str, type[nn.Module]]) -> list[str]:
-    """Drop classes that another candidate builds in its __init__ (a `Block` used by `Net`)."""
-    init_sources: dict[str, str] = {}
-    for class_name, cls in candidates.items():
-        init = cls.__dict__.get("__init__")
-        try:
-            init_sources[class_name] = inspect.getsource(init) if init is not None else ""
-        except (OSError, TypeError):
-            init_sources[class_name] = ""
-    used = {
-        inner
-        for inner in candidates
-        for outer, source in init_sources.items()
-        if outer != inner and re.search(rf"\b{re.escape(inner)}\b", source)
-    }
-    return [class_name for class_name in candidates if class_name not in used] or list(candidates)
-
-
-
 # `from pkg.sub import x` or `import pkg.sub as y`: the top-level package (a relative import names none).
 IMPORT_LINE = re.compile(r"from\s+([A-Za-z_]\w*)[\w.]*\s+import\b|import\s+([A-Za-z_]\w*)")
 
@@ -362,7 +303,7 @@ def check_forward(
 
 def _first_layer_mismatch(model: nn.Module, data: DataSpec, inputs: torch.Tensor) -> str | None:
     """One line naming what the model's first layer expects, what the data gives and what would fit
-    (the shapes set's `data.channels` and `data.image_size` among it), or None when it fits."""
+    (the data set's own `data.channels` or `data.image_size` where it honours them), or None when it fits."""
     first = next(
         ((name, module) for name, module in model.named_modules()
          if isinstance(module, (nn.modules.conv._ConvNd, nn.Linear, nn.Embedding))),
@@ -389,7 +330,7 @@ def _first_layer_mismatch(model: nn.Module, data: DataSpec, inputs: torch.Tensor
         if size is None:
             fitting = _bundled_sets_where(lambda shape: shape[0] == layer.in_channels)
             return f"first layer '{name}' expects {takes}; {gives}: {fitting}"
-        fitting = _shapes_settings_that_fit(layer.in_channels, size, data)
+        fitting = _settings_that_fit(layer.in_channels, size, data)
         at = f" at {size} x {size}" if size != data.input_shape[-1] else ""
         return f"first layer '{name}' expects {takes}{at}; {gives}: {fitting}"
     features = math.prod(data.input_shape)
@@ -397,7 +338,7 @@ def _first_layer_mismatch(model: nn.Module, data: DataSpec, inputs: torch.Tensor
         return None
     image = _square_image_of(layer.in_features)
     fitting = (
-        _shapes_settings_that_fit(*image, data)
+        _settings_that_fit(*image, data)
         if image is not None and len(data.input_shape) == 3
         else _bundled_sets_where(lambda shape: math.prod(shape) == layer.in_features)
     )
@@ -449,20 +390,30 @@ def _shapes_can_draw(channels: int, size: int) -> bool:
     return True
 
 
-def _shapes_settings_that_fit(channels: int, size: int, data: DataSpec) -> str:
-    """The settings that make the shapes set draw `channels` x `size` x `size` images, as the hint's fix."""
-    if data.name != "shapes" and (channels, size, size) == IMAGE_INPUT_SHAPES["shapes"]:
-        return _bundled_sets_where(lambda shape: shape == (channels, size, size))
-    current = data.input_shape if data.name == "shapes" else IMAGE_INPUT_SHAPES["shapes"]
-    changes = [
-        f"data.{setting} = {value}"
-        for setting, value, now in (("channels", channels, current[0]), ("image_size", size, current[-1]))
+def _settings_that_fit(channels: int, size: int, data: DataSpec) -> str:
+    """The fix for a model that takes `channels` x `size` x `size` images: the settings of the run's
+    own data set where it honours them (an image folder is resized, not recoloured), else a bundled
+    set as it is, else the shapes set with the settings that make it draw such images."""
+    wanted = (channels, size, size)
+    own_changes = _image_setting_changes(wanted, data.input_shape)
+    if own_changes and all(setting in IMAGE_SETTINGS_HONOURED.get(data.name, ()) for setting, _value in own_changes):
+        return f"set {_settings_text(own_changes)} in copilot.toml"
+    if any(shape == wanted for name, shape in IMAGE_INPUT_SHAPES.items() if name != data.name):
+        return _bundled_sets_where(lambda shape: shape == wanted)
+    return f"--dataset shapes with {_settings_text(_image_setting_changes(wanted, IMAGE_INPUT_SHAPES['shapes']))} in copilot.toml would fit"
+
+
+def _image_setting_changes(wanted: tuple[int, ...], current: tuple[int, ...]) -> list[tuple[str, int]]:
+    """(setting, value) pairs that turn images of shape `current` into `wanted` ones."""
+    return [
+        (setting, value)
+        for setting, value, now in (("channels", wanted[0], current[0]), ("image_size", wanted[-1], current[-1]))
         if value != now
     ]
-    settings = " and ".join(changes)
-    if data.name == "shapes":
-        return f"set {settings} in copilot.toml"
-    return f"--dataset shapes with {settings} in copilot.toml would fit"
+
+
+def _settings_text(changes: list[tuple[str, int]]) -> str:
+    return " and ".join(f"data.{setting} = {value}" for setting, value in changes)
 
 
 def _bundled_sets_where(fits: Callable[[tuple[int, ...]], bool]) -> str:

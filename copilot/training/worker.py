@@ -58,6 +58,7 @@ from copilot.events import (
     Evaluated,
     EvaluateNow,
     Finished,
+    ForwardContract,
     HParams,
     HParamsApplied,
     LogLine,
@@ -500,6 +501,7 @@ class _Trainer:
                 time=time.time(),
                 output_form=contract.describe(),
                 ignored_hooks=loaded.ignored_hooks,
+                forward_contract=_recorded(contract),
             )
         )
         if self.group.world_size > 1:  # what each figure is
@@ -835,8 +837,9 @@ class _Trainer:
             raise CopilotError(f"the ranks' weights differ after the swap: checksums {checksums}", "this is a bug in copilot")
         self.reporter.emit(
             ModelSwapped(
-                model=summary, transferred=transferred, total=total, step=state.step, round=command.round, weight_checksums=checksums
-            )
+                model=summary, transferred=transferred, total=total, step=state.step, round=command.round,
+                weight_checksums=checksums, forward_contract=_recorded(contract),
+            )  # fmt: skip
         )
 
     def _install(self, state: TrainState, active: _ActiveModel) -> None:
@@ -862,7 +865,10 @@ class _Trainer:
         )
         everything = len(list(backup.model.parameters())) + len(list(backup.model.buffers()))
         self.reporter.emit(
-            ModelSwapped(model=backup.summary, transferred=everything, total=everything, step=state.step, round=backup.round)
+            ModelSwapped(
+                model=backup.summary, transferred=everything, total=everything, step=state.step, round=backup.round,
+                forward_contract=_recorded(backup.contract),
+            )  # fmt: skip
         )
 
     def _checkpoint(self, *, at_epoch_end: bool) -> None:
@@ -890,6 +896,11 @@ class _Trainer:
         path = self.folder.unused_checkpoint(checkpoint_name(state.epoch, state.step, at_epoch_end=at_epoch_end))
         save_checkpoint(checkpoint, path)
         self.reporter.emit(CheckpointWritten(path=str(path), epoch=state.epoch, step=state.step, round=state.round))
+
+
+def _recorded(contract: OutputContract) -> ForwardContract:
+    """The part of the output contract the advisor's proposals must keep, as the events carry it."""
+    return ForwardContract(form=contract.form, passes_targets=contract.passes_targets)
 
 
 def _swap_refused(exc: CopilotError, state: TrainState) -> TrainerError:

@@ -18,7 +18,7 @@ from copilot.advisor.sandbox.parent import check_model_code
 from copilot.advisor.schemas import ArchitectureAnswer, Diagnosis, SandboxReport
 from copilot.advisor.snapshot import build_snapshot
 from copilot.config import DataSettings, SandboxSettings
-from copilot.events import DataSpec, ModelSummary, ModuleInfo
+from copilot.events import DataSpec, ForwardContract, ModelSummary, ModuleInfo
 from copilot.training.data import iterate_batches, load_data
 from tests.advisor.conftest import SAMPLE_MODELS, SHAPES
 
@@ -47,7 +47,10 @@ def _load(code: str, class_name: str) -> type[torch.nn.Module]:
 
 
 def _sandbox(code: str, facts: ModelFacts) -> SandboxReport:
-    return check_model_code(code, class_name=facts.class_name, model_args=facts.model_args, data=facts.data, settings=SandboxSettings())
+    return check_model_code(
+        code, model_name=facts.class_name, model_args=facts.model_args, data=facts.data,
+        forward_contract=facts.forward_contract, settings=SandboxSettings(),
+    )  # fmt: skip
 
 
 @pytest.mark.parametrize("name", list(SAMPLES))
@@ -73,7 +76,7 @@ def test_the_offline_advisor_fixes_each_broken_sample_run(name: str, sample_runs
     answer = advisor.write_architecture(snapshot, diagnosis, None).value
 
     assert diagnosis.route == "architecture"
-    report = check_model_code(answer.code, class_name=snapshot.class_name, model_args=snapshot.model_args, data=snapshot.data, settings=SandboxSettings())
+    report = check_model_code(answer.code, model_name=snapshot.model_name, model_args=snapshot.model_args, data=snapshot.data, settings=SandboxSettings())
     assert report.ok, report.message
     assert "nn.Sigmoid" not in answer.code
     assert "BatchNorm" in answer.code or "LayerNorm" in answer.code
@@ -198,6 +201,50 @@ def test_a_shallow_saturating_model_gets_a_targeted_activation_swap() -> None:
     answer = write_architecture(facts, Diagnosis(health="warning", route="architecture"), {"saturated"}, None)
     assert answer.code == edit.code and answer.summary == "swap sigmoid/tanh for ReLU"
     assert _sandbox(answer.code, facts).ok
+
+
+# A character model written as nanoGPT writes its forward, with plain constructor arguments.
+OWN_LOSS_LM = """
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+
+class CharLM(nn.Module):
+    def __init__(self, vocab_size: int = 30, n_embd: int = 16):
+        super().__init__()
+        self.wte = nn.Embedding(vocab_size, n_embd)
+        self.lm_head = nn.Linear(n_embd, vocab_size)
+
+    def forward(self, idx, targets=None):
+        logits = self.lm_head(self.wte(idx))
+        loss = None
+        if targets is not None:
+            loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.view(-1), ignore_index=-1)
+        return logits, loss
+"""
+
+
+@pytest.mark.parametrize(
+    "contract",
+    [ForwardContract(form="(logits, loss)", passes_targets=True), ForwardContract(form="dict", passes_targets=False)],
+    ids=["nanogpt", "dict"],
+)
+def test_a_regenerated_model_keeps_the_runs_forward_signature_and_output_form(contract: ForwardContract) -> None:
+    facts = ModelFacts("CharLM", "char_lm.py", OWN_LOSS_LM, TEXT, None, {}, forward_contract=contract)
+    code, changes, _ = generate(facts, "standard")
+    report = _sandbox(code, facts)  # the sandbox refuses a changed signature or output form
+    assert report.ok, report
+    kept = "forward(x, targets) and its own loss, " if contract.passes_targets else ""
+    assert f"kept: {kept}the output as {contract.form}" in changes
+    model = _load(code, "CharLM")(vocab_size=30, n_embd=16)
+    tokens = torch.randint(0, 30, (2, 64))
+    if contract.passes_targets:
+        logits, loss = model(tokens, tokens)
+        assert logits.shape == (2, 64, 30) and loss.dim() == 0
+        assert model(tokens)[1] is None  # no targets, no loss, as nanoGPT's
+    else:
+        assert model(tokens)["logits"].shape == (2, 64, 30)
 
 
 def test_a_regenerated_model_keeps_loss_function_and_the_attributes_it_reads() -> None:

@@ -436,7 +436,7 @@ def _follow_the_advisor(run: RunFolder, *, epochs: int, assess_every: int = 2) -
             commands.put(SetHParams(changes=answer.change.changes(), round=accepted + 1))
         elif diagnosis.route == "architecture":
             answer = advisor.write_architecture(snapshot, diagnosis, None).value
-            report = check_model_code(answer.code, class_name=snapshot.class_name, model_args=snapshot.model_args, data=snapshot.data, settings=SandboxSettings())
+            report = check_model_code(answer.code, model_name=snapshot.model_name, model_args=snapshot.model_args, data=snapshot.data, settings=SandboxSettings())
             assert report.ok, report.message
             path = run.path / f"proposal_{accepted + 1}.py"
             path.write_text(answer.code, encoding="utf-8")

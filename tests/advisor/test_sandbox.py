@@ -11,14 +11,20 @@ from copilot.advisor.sandbox.parent import SANDBOX_BATCH_SIZE, check_model_code
 from copilot.advisor.sandbox.static_lint import find_refusal, static_check
 from copilot.config import SandboxSettings
 from copilot.errors import SandboxRefusal
-from copilot.events import DataSpec
+from copilot.events import DataSpec, ForwardContract
 
 ALLOWED = SandboxSettings().allowed_imports
 IMAGES = DataSpec(name="shapes", task="classification", input_shape=(3, 8, 8), num_classes=10, train_size=64, val_size=16)
 TOKENS = DataSpec(
     name="text", task="sequence", input_shape=(6,), input_dtype="int64", num_classes=20, train_size=64, val_size=16
 )
-NANOGPT_FILE = Path(__file__).resolve().parents[1] / "training" / "conventions" / "nanogpt_style.py"
+CONVENTIONS = Path(__file__).resolve().parents[1] / "training" / "conventions"
+NANOGPT_FILE = CONVENTIONS / "nanogpt_style.py"
+MINGPT_WRAPPER_FILE = CONVENTIONS / "mingpt_wrapper_style.py"
+# The text set as copilot bundles it, the sizes mingpt_wrapper_style.py's build_model() writes in.
+TEXT_SET = DataSpec(
+    name="text", task="sequence", input_shape=(64,), input_dtype="int64", num_classes=30, train_size=64, val_size=16
+)
 # The run's arguments as copilot.toml's `[model.args.config]` table gives them, flattened.
 TINY_GPT_ARGS = {"config.n_layer": 1, "config.n_head": 2, "config.n_embd": 16}
 # Roomy limits: these tests check results, not limits, on a loaded 2-core machine.
@@ -180,7 +186,7 @@ def test_allowed_imports_are_configurable_but_never_include_os() -> None:
 
 
 def test_a_good_model_passes_with_shape_params_and_timing() -> None:
-    report = check_model_code(GOOD_MODEL, class_name="SmallNet", model_args={"width": 5}, data=IMAGES, settings=SETTINGS)
+    report = check_model_code(GOOD_MODEL, model_name="SmallNet", model_args={"width": 5}, data=IMAGES, settings=SETTINGS)
     assert report.ok, report
     assert report.stage == "passed" and report.message == "passed"
     assert report.output_shape == report.expected_shape == (SANDBOX_BATCH_SIZE, 10)
@@ -210,12 +216,12 @@ def test_a_sequence_model_passes_and_its_own_loss_function_is_used() -> None:
     )
     passing = check_model_code(
         code.replace("LOSS", "nn.functional.cross_entropy(outputs.flatten(0, 1), targets.flatten())"),
-        class_name="TinyLM", model_args={}, data=TOKENS, settings=SETTINGS,
+        model_name="TinyLM", model_args={}, data=TOKENS, settings=SETTINGS,
     )  # fmt: skip
     assert passing.ok, passing
     assert passing.output_shape == (SANDBOX_BATCH_SIZE, 6, 20)
     nan_loss = check_model_code(
-        code.replace("LOSS", "outputs.sum() * float('nan')"), class_name="TinyLM", model_args={}, data=TOKENS, settings=SETTINGS
+        code.replace("LOSS", "outputs.sum() * float('nan')"), model_name="TinyLM", model_args={}, data=TOKENS, settings=SETTINGS
     )
     assert (nan_loss.ok, nan_loss.stage) == (False, "backward")
     assert "the loss is nan" in nan_loss.message
@@ -223,7 +229,7 @@ def test_a_sequence_model_passes_and_its_own_loss_function_is_used() -> None:
 
 def test_a_wrong_output_shape_fails_at_shape() -> None:
     code = GOOD_MODEL.replace("self.head = nn.Linear(width, num_classes)", "self.head = nn.Linear(width, 12)")
-    report = check_model_code(code, class_name="SmallNet", model_args={}, data=IMAGES, settings=SETTINGS)
+    report = check_model_code(code, model_name="SmallNet", model_args={}, data=IMAGES, settings=SETTINGS)
     assert (report.ok, report.stage) == (False, "shape")
     assert report.output_shape == (4, 12) and report.expected_shape == (4, 10)
     assert "(4, 12)" in report.message and "(4, 10)" in report.message
@@ -231,14 +237,14 @@ def test_a_wrong_output_shape_fails_at_shape() -> None:
 
 def test_the_expected_output_can_be_given_by_the_caller() -> None:
     report = check_model_code(
-        GOOD_MODEL, class_name="SmallNet", model_args={}, data=IMAGES, expected_output=(4, 7), settings=SETTINGS
+        GOOD_MODEL, model_name="SmallNet", model_args={}, data=IMAGES, expected_output=(4, 7), settings=SETTINGS
     )
     assert (report.stage, report.expected_shape, report.output_shape) == ("shape", (4, 7), (4, 10))
 
 
 def test_an_unused_parameter_fails_at_backward_and_is_named() -> None:
     code = model_code("return self.linear(x.flatten(1))", "self.linear = nn.Linear(3 * 8 * 8, 10)\nself.unused = nn.Linear(4, 4)")
-    report = check_model_code(code, class_name="Model", model_args={}, data=IMAGES, settings=SETTINGS)
+    report = check_model_code(code, model_name="Model", model_args={}, data=IMAGES, settings=SETTINGS)
     assert (report.ok, report.stage) == (False, "backward")
     assert "unused.weight" in report.message and "unused.bias" in report.message
     assert "linear.weight" not in report.message
@@ -250,14 +256,14 @@ def test_a_non_finite_gradient_fails_at_backward_and_is_named() -> None:
         "return self.linear(x.flatten(1)) + torch.sqrt(self.scale * 0)",
         "self.linear = nn.Linear(3 * 8 * 8, 10)\nself.scale = nn.Parameter(torch.ones(1))",
     )
-    report = check_model_code(code, class_name="Model", model_args={}, data=IMAGES, settings=SETTINGS)
+    report = check_model_code(code, model_name="Model", model_args={}, data=IMAGES, settings=SETTINGS)
     assert (report.ok, report.stage) == (False, "backward")
     assert report.message == "non-finite gradient in scale"
 
 
 def test_a_model_over_the_parameter_budget_fails_at_params() -> None:
     report = check_model_code(
-        GOOD_MODEL, class_name="SmallNet", model_args={}, data=IMAGES, settings=SETTINGS.model_copy(update={"max_params": 100})
+        GOOD_MODEL, model_name="SmallNet", model_args={}, data=IMAGES, settings=SETTINGS.model_copy(update={"max_params": 100})
     )
     assert (report.ok, report.stage) == (False, "params")
     assert report.param_count == _small_net_params(width=4)
@@ -266,7 +272,7 @@ def test_a_model_over_the_parameter_budget_fails_at_params() -> None:
 
 def test_a_syntax_error_fails_at_static_with_its_line() -> None:
     code = GOOD_MODEL.replace("return self.head(x)", "return self.head(x))")
-    report = check_model_code(code, class_name="SmallNet", model_args={}, data=IMAGES, settings=SETTINGS)
+    report = check_model_code(code, model_name="SmallNet", model_args={}, data=IMAGES, settings=SETTINGS)
     assert (report.ok, report.stage) == (False, "static")
     assert report.line == code.splitlines().index("        return self.head(x))") + 1
     assert report.message.startswith(f"line {report.line}: syntax error")
@@ -274,7 +280,7 @@ def test_a_syntax_error_fails_at_static_with_its_line() -> None:
 
 def test_a_forward_error_reports_the_failing_line_and_a_trimmed_traceback() -> None:
     code = model_code("hidden = x.flatten(1)\nreturn self.linear(hidden[:, :10])")
-    report = check_model_code(code, class_name="Model", model_args={}, data=IMAGES, settings=SETTINGS)
+    report = check_model_code(code, model_name="Model", model_args={}, data=IMAGES, settings=SETTINGS)
     assert (report.ok, report.stage) == (False, "forward")
     assert report.line == code.splitlines().index("        return self.linear(hidden[:, :10])") + 1
     assert report.message.startswith(f"forward failed at line {report.line}: RuntimeError: mat1 and mat2 shapes")
@@ -282,10 +288,13 @@ def test_a_forward_error_reports_the_failing_line_and_a_trimmed_traceback() -> N
     assert "self.linear(hidden[:, :10])" in report.traceback
 
 
-def test_a_missing_class_fails_at_import_and_a_bad_argument_at_instantiate() -> None:
-    missing = check_model_code(GOOD_MODEL, class_name="BigNet", model_args={}, data=IMAGES, settings=SETTINGS)
-    assert (missing.stage, missing.message) == ("import", "no torch.nn.Module class named BigNet (it defines SmallNet)")
-    unexpected = check_model_code(GOOD_MODEL, class_name="SmallNet", model_args={"depth": 3}, data=IMAGES, settings=SETTINGS)
+def test_a_missing_model_fails_at_import_and_a_bad_argument_at_instantiate() -> None:
+    missing = check_model_code(GOOD_MODEL, model_name="BigNet", model_args={}, data=IMAGES, settings=SETTINGS)
+    assert (missing.stage, missing.message) == (
+        "import",
+        "the proposed code has no model class or function named 'BigNet'; models defined there: SmallNet",
+    )
+    unexpected = check_model_code(GOOD_MODEL, model_name="SmallNet", model_args={"depth": 3}, data=IMAGES, settings=SETTINGS)
     # Named before the call, as the trainer names it: the same construction code builds both.
     assert (unexpected.stage, unexpected.message) == (
         "instantiate",
@@ -316,12 +325,12 @@ def test_a_nanogpt_style_model_gets_its_targets_and_its_returned_loss_is_checked
     )
     passing = check_model_code(
         code.replace("LOSS", "F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=-1)"),
-        class_name="TinyGPT", model_args={}, data=TOKENS, settings=SETTINGS,
+        model_name="TinyGPT", model_args={}, data=TOKENS, settings=SETTINGS,
     )  # fmt: skip
     assert passing.ok, passing
     assert passing.output_shape == (SANDBOX_BATCH_SIZE, 6, 20)  # every position: the targets went in
     nan_loss = check_model_code(
-        code.replace("LOSS", "logits.sum() * float('nan')"), class_name="TinyGPT", model_args={}, data=TOKENS, settings=SETTINGS
+        code.replace("LOSS", "logits.sum() * float('nan')"), model_name="TinyGPT", model_args={}, data=TOKENS, settings=SETTINGS
     )
     assert (nan_loss.ok, nan_loss.stage) == (False, "backward")
     assert "the loss is nan" in nan_loss.message  # the model's own loss is the one checked
@@ -333,7 +342,7 @@ def test_an_edit_of_a_nanogpt_file_is_built_with_the_runs_config_fields_and_the_
     original = NANOGPT_FILE.read_text(encoding="utf-8")
     edited = original.replace("nn.GELU(),", "nn.ReLU(),")
     assert edited != original
-    report = check_model_code(edited, class_name="GPT", model_args=TINY_GPT_ARGS, data=TOKENS, settings=SETTINGS)
+    report = check_model_code(edited, model_name="GPT", model_args=TINY_GPT_ARGS, data=TOKENS, settings=SETTINGS)
     assert report.ok, report
     assert report.output_shape == (SANDBOX_BATCH_SIZE, 6, 20)  # block_size 6 and vocab_size 20 came from TOKENS
     # 1 block of width 16 with a tied 20-token head, not GPT-2's defaults: the run's fields were used.
@@ -345,15 +354,97 @@ def test_an_edit_that_breaks_the_config_fails_with_the_field_named() -> None:
     # A field the run sets: refused before the call, with the fields that remain.
     without_n_head = original.replace("    n_head: int = 12\n", "")
     assert without_n_head != original
-    report = check_model_code(without_n_head, class_name="GPT", model_args=TINY_GPT_ARGS, data=TOKENS, settings=SETTINGS)
+    report = check_model_code(without_n_head, model_name="GPT", model_args=TINY_GPT_ARGS, data=TOKENS, settings=SETTINGS)
     assert (report.ok, report.stage) == (False, "instantiate")
     assert report.message == (
         "GPTConfig has no field 'n_head' (--model-arg config.n_head); its fields: block_size, vocab_size, n_layer, n_embd, bias"
     )
     # A field only the model reads: the model's own error, at its line.
     without_bias = original.replace("    bias: bool = True\n", "")
-    report = check_model_code(without_bias, class_name="GPT", model_args=TINY_GPT_ARGS, data=TOKENS, settings=SETTINGS)
+    report = check_model_code(without_bias, model_name="GPT", model_args=TINY_GPT_ARGS, data=TOKENS, settings=SETTINGS)
     assert (report.ok, report.stage) == (False, "instantiate")
     assert "'GPTConfig' object has no attribute 'bias'" in report.message
     assert "\n" not in report.message
     assert report.line is not None and "config.bias" in without_bias.splitlines()[report.line - 1]
+
+
+def test_without_a_model_reference_the_model_is_picked_as_the_trainer_picks_it() -> None:
+    """A run started as `copilot train net.py` (no `:Name`): the file's one top-level class, else a clear line."""
+    report = check_model_code(GOOD_MODEL, model_name=None, model_args={}, data=IMAGES, settings=SETTINGS)
+    assert report.ok, report
+    second = GOOD_MODEL + "\n\nclass OtherNet(SmallNet):\n    pass\n"
+    report = check_model_code(second, model_name=None, model_args={}, data=IMAGES, settings=SETTINGS)
+    assert (report.ok, report.stage) == (False, "import")
+    assert report.message.startswith("several models in the proposed code: SmallNet, OtherNet;")
+
+
+def test_an_edit_of_a_build_model_file_is_built_by_its_build_model() -> None:
+    """minGPT wrapped in build_model(): its CfgNode is no dataclass, so no class reference and no
+    --model-arg could build GPT; the sandbox calls the file's build_model(), as the trainer does."""
+    original = MINGPT_WRAPPER_FILE.read_text(encoding="utf-8")
+    edited = original.replace("act=NewGELU(),", "act=nn.GELU(),")
+    assert edited != original
+    report = check_model_code(edited, model_name=None, model_args={}, data=TEXT_SET, settings=SETTINGS)
+    assert report.ok, report
+    assert report.output_shape == (SANDBOX_BATCH_SIZE, 64, 30)
+    # gpt-nano's 3 blocks of width 48, as build_model() asked for: 90,864 parameters with the tied-free head.
+    assert report.param_count == 90_864
+
+
+def test_an_edit_that_breaks_a_build_model_file_fails_with_one_line() -> None:
+    original = MINGPT_WRAPPER_FILE.read_text(encoding="utf-8")
+    # A rewrite that keeps the class but drops build_model(), as a regenerated file could.
+    without_factory = original[: original.index("def build_model")]
+    report = check_model_code(without_factory, model_name=None, model_args={}, data=TEXT_SET, settings=SETTINGS)
+    assert (report.ok, report.stage) == (False, "instantiate")
+    assert report.message == (
+        "GPT() needs arguments: config; define build_model() in the proposed code that returns the model built as you want it"
+    )
+    # An edit inside build_model(): GPT-2's vocabulary instead of the data's 30 characters.
+    gpt2_vocabulary = original.replace("model_config.vocab_size = 30", "model_config.vocab_size = 50257")
+    report = check_model_code(gpt2_vocabulary, model_name=None, model_args={}, data=TEXT_SET, settings=SETTINGS)
+    assert (report.ok, report.stage, report.message) == (
+        False, "shape", "output shape (4, 64, 50257) but the data needs (4, 64, 30)"
+    )  # fmt: skip
+
+
+def test_a_proposal_keeps_the_runs_forward_signature_and_output_form() -> None:
+    """The user's own code calls forward(idx, targets) and unpacks (logits, loss): a proposal may not change that."""
+    code = textwrap.dedent(
+        """
+        import torch
+        from torch import nn
+        from torch.nn import functional as F
+
+
+        class TinyGPT(nn.Module):
+            def __init__(self, vocab: int = 20, dim: int = 8):
+                super().__init__()
+                self.embed = nn.Embedding(vocab, dim)
+                self.head = nn.Linear(dim, vocab)
+
+            def forward(SIGNATURE):
+                logits = self.head(self.embed(idx))
+                loss = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=-1) if targets is not None else None
+                return RESULT
+        """
+    )
+    run = ForwardContract(form="(logits, loss)", passes_targets=True)
+
+    def check(signature: str, result: str):  # type: ignore[no-untyped-def]
+        proposal = code.replace("SIGNATURE", signature).replace("RESULT", result)
+        return check_model_code(proposal, model_name=None, model_args={}, data=TOKENS, forward_contract=run, settings=SETTINGS)
+
+    kept = check("self, idx, targets=None", "logits, loss")
+    assert kept.ok, kept
+    no_targets = check("self, idx", "logits")
+    assert (no_targets.ok, no_targets.stage, no_targets.message) == (
+        False, "forward", "forward takes no targets where the run's model takes forward(idx, targets); keep that signature"
+    )  # fmt: skip
+    logits_only = check("self, idx, targets=None", "logits")
+    assert (logits_only.ok, logits_only.stage, logits_only.message) == (
+        False,
+        "forward",
+        "forward returns a tensor where the run's model returns a (logits, loss) tuple; "
+        "keep its output form, which the user's own code unpacks",
+    )

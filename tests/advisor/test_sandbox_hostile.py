@@ -26,11 +26,11 @@ FORWARD = "return self.linear(x.flatten(1))"
 
 def _unchecked(code: str, settings: SandboxSettings = HOSTILE) -> SandboxReport:
     """Run `code` in the child as if it had passed the static check."""
-    return _run_in_child(code, class_name="Model", model_args={}, data=IMAGES, expected_output=None, settings=settings)
+    return _run_in_child(code, model_name="Model", model_args={}, data=IMAGES, expected_output=None, settings=settings)
 
 
 def _checked(code: str, settings: SandboxSettings = HOSTILE) -> SandboxReport:
-    return check_model_code(code, class_name="Model", model_args={}, data=IMAGES, settings=settings)
+    return check_model_code(code, model_name="Model", model_args={}, data=IMAGES, settings=settings)
 
 
 def _line_of(code: str, text: str) -> int:

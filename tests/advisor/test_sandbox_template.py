@@ -39,7 +39,7 @@ def template(monkeypatch: pytest.MonkeyPatch) -> Iterator[SandboxTemplate]:
 
 
 def run(code: str, template: SandboxTemplate) -> SandboxReport:
-    return _run_in_child(code, class_name="Model", model_args={}, data=IMAGES, expected_output=None, settings=SETTINGS, template=template)
+    return _run_in_child(code, model_name="Model", model_args={}, data=IMAGES, expected_output=None, settings=SETTINGS, template=template)
 
 
 def raised(report: SandboxReport) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from copilot.advisor.schemas import (
 )
 from copilot.advisor.snapshot import HISTORY_POINTS, MAX_TRACEBACK_CHARS, STEP_WINDOW, build_snapshot
 from copilot.errors import AdvisorError
-from copilot.events import HParams, HParamsApplied, ModelSwapped, NonFinite, TrainerError
+from copilot.events import ForwardContract, HParams, HParamsApplied, ModelSwapped, NonFinite, TrainerError
 from copilot.run_folder import RunFolder
 from tests.advisor.conftest import (
     SHAPES,
@@ -82,6 +83,17 @@ def test_an_explicit_data_spec_wins_and_no_data_at_all_is_a_clear_error(tmp_path
 
     snapshot = build_snapshot(run, source_code=source, data=SHAPES)
     assert snapshot.data == SHAPES and snapshot.class_name == "Net"
+    assert snapshot.model_name is None  # no session.json: the file's own rule picks the model
+
+
+def test_the_model_reference_comes_from_the_sessions_model_spec(tmp_path: Path) -> None:
+    """The sandbox builds proposals through the reference the run was started with, as the trainer does."""
+    run = RunFolder(tmp_path / "run").create()
+    source = "from torch import nn\n\nclass Net(nn.Module):\n    def forward(self, x):\n        return x\n"
+    for spec, name in (("models/net.py:Net", "Net"), ("models/net.py", None)):
+        run.session.write_text(json.dumps({"model_spec": spec}), encoding="utf-8")
+        snapshot = build_snapshot(run, source_code=source, data=SHAPES)
+        assert (snapshot.model_name, snapshot.model_file_name) == (name, "net.py")
 
 
 def _long_run(run: RunFolder, *, modules: int, epochs: int, steps_per_epoch: int = 2) -> None:
@@ -137,6 +149,18 @@ def test_a_model_swap_restarts_the_per_module_window_and_the_epoch_count(tmp_pat
     assert snapshot.gradients is None  # nothing measured since the last change
     assert snapshot.epochs_since_change == 0
     assert snapshot.trend("train_loss").count == 2
+
+
+def test_the_forward_contract_is_the_current_models(tmp_path: Path) -> None:
+    """What proposals must keep: the contract of the model training now, None where the run did not record one."""
+    nanogpt = ForwardContract(form="(logits, loss)", passes_targets=True)
+    hugging_face = ForwardContract(form="dict", passes_targets=False)
+    run = write_events(RunFolder(tmp_path / "run"), [run_started(model_summary(2)).model_copy(update={"forward_contract": nanogpt})])
+    assert build_snapshot(run, source_code="").forward_contract == nanogpt
+    write_events(run, [ModelSwapped(model=model_summary(2), transferred=2, total=2, step=1, forward_contract=hugging_face)])
+    assert build_snapshot(run, source_code="").forward_contract == hugging_face
+    older = write_events(RunFolder(tmp_path / "older"), [run_started(model_summary(2))])
+    assert build_snapshot(older, source_code="").forward_contract is None
 
 
 def test_nonfinite_steps_a_torn_last_line_and_a_long_traceback(tmp_path: Path) -> None:

@@ -33,7 +33,7 @@ os._exit(0)
 
 
 def unchecked(code: str):  # type: ignore[no-untyped-def]
-    return _run_in_child(code, class_name="Model", model_args={}, data=IMAGES, expected_output=None, settings=SETTINGS)
+    return _run_in_child(code, model_name="Model", model_args={}, data=IMAGES, expected_output=None, settings=SETTINGS)
 
 
 def test_the_static_check_passes_builtins_reached_through_typing_and_the_walls_hold(tmp_path: Path) -> None:

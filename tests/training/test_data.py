@@ -17,6 +17,7 @@ from copilot.config import DataSettings
 from copilot.errors import DataError
 from copilot.training.data import (
     DATASETS,
+    IMAGE_SETTINGS_HONOURED,
     TEXT_VOCAB_SIZE,
     TensorSplit,
     batches_per_epoch,
@@ -139,6 +140,26 @@ def test_unknown_data_set_names_the_known_ones() -> None:
     assert "'mnist'" in caught.value.message
     assert all(name in caught.value.hint for name in DATASETS)
     assert set(DATASETS) == {"shapes", "text", "cifar10", "imagefolder", "custom"}
+    assert set(IMAGE_SETTINGS_HONOURED) == set(DATASETS)
+
+
+@pytest.mark.parametrize(
+    ("dataset", "setting", "value", "hint"),
+    [
+        ("cifar10", "channels", 1, "data.channels applies to shapes only"),
+        ("imagefolder", "channels", 1, "data.channels applies to shapes only"),
+        ("cifar10", "image_size", 28, "data.image_size applies to shapes and imagefolder only"),
+        ("text", "image_size", 64, "data.image_size applies to shapes and imagefolder only"),
+    ],
+)
+def test_an_image_setting_the_set_cannot_honour_is_refused_before_anything_is_read(
+    tmp_path: Path, dataset: str, setting: str, value: int, hint: str
+) -> None:
+    with pytest.raises(DataError) as caught:
+        load_data(DataSettings(dataset=dataset, data_dir=tmp_path, **{setting: value}), CPU)
+    assert caught.value.message == f"the {dataset} data set cannot honour data.{setting} = {value}"
+    assert caught.value.hint.startswith(hint + ": remove it ([data] in copilot.toml")
+    assert caught.value.hint.endswith("or use --dataset shapes")
 
 
 # --------------------------------------------------------------------------- cifar10

@@ -393,6 +393,14 @@ def test_minGPT_string_annotated_config_fills_vocab_and_block_size_the_user_left
     assert check_forward(loaded, inputs, TEXT, targets).form == "(logits, loss)"
 
 
+def test_minGPT_wrapped_in_build_model_is_built_by_it_and_read_as_logits_and_loss() -> None:
+    loaded = load_model(str(CONVENTIONS / "mingpt_wrapper_style.py"), {}, TEXT)
+    assert loaded.class_name == "GPT" and loaded.model.lm_head.out_features == 30
+    assert loaded.ignored_hooks == ("configure_optimizers",)
+    inputs, targets = text_batch()
+    assert check_forward(loaded, inputs, TEXT, targets).form == "(logits, loss)"
+
+
 def test_pydantic_config_fields_are_checked_by_name_and_value() -> None:
     loaded = load_model(str(CONVENTIONS / "hf_style.py"), {"config.hidden_size": 4}, SHAPES)
     assert loaded.model.embeddings.out_channels == 4
@@ -460,6 +468,49 @@ def test_an_image_model_for_other_channels_names_both_and_what_would_fit() -> No
         "first layer 'embeddings' expects 3 input channels; the custom data set gives 1 x 28 x 28 samples: "
         "--dataset shapes with data.image_size = 28 in copilot.toml would fit"
     )
+
+
+def test_a_first_layer_mismatch_names_the_fix_each_image_set_can_honour(write_model) -> None:
+    """CIFAR-10 is 3 x 32 x 32 whatever the settings; an image folder is resized to data.image_size
+    but always read as RGB; only the shapes set draws another channel count."""
+    mnist = load_model(str(CONVENTIONS / "mnist_script.py"), {})
+    colour_28 = load_model(
+        str(write_model(
+            "lenet_rgb.py",
+            """
+            import torch
+            from torch import nn
+
+            class LeNet(nn.Module):
+                def __init__(self):
+                    super().__init__()
+                    self.conv = nn.Conv2d(3, 6, 5)
+                    self.fc = nn.Linear(6 * 12 * 12, 10)
+
+                def forward(self, x):
+                    return self.fc(torch.flatten(torch.max_pool2d(torch.relu(self.conv(x)), 2), 1))
+            """,
+        )),
+        {},
+    )  # fmt: skip
+    expected = {
+        ("cifar10", "mnist"): "first layer 'conv1' expects 1 input channel at 28 x 28; the cifar10 data set gives 3 x 32 x 32 samples: "
+        "--dataset shapes with data.channels = 1 and data.image_size = 28 in copilot.toml would fit",
+        ("imagefolder", "mnist"): "first layer 'conv1' expects 1 input channel at 28 x 28; the imagefolder data set gives 3 x 32 x 32 "
+        "samples: --dataset shapes with data.channels = 1 and data.image_size = 28 in copilot.toml would fit",
+        ("cifar10", "colour_28"): "first layer 'conv' expects 3 input channels at 28 x 28; the cifar10 data set gives 3 x 32 x 32 samples: "
+        "--dataset shapes with data.image_size = 28 in copilot.toml would fit",
+        ("imagefolder", "colour_28"): "first layer 'conv' expects 3 input channels at 28 x 28; the imagefolder data set gives 3 x 32 x 32 "
+        "samples: set data.image_size = 28 in copilot.toml",
+    }
+    for (data_name, model_name), hint in expected.items():
+        data = SHAPES.model_copy(update={"name": data_name})
+        with pytest.raises(ModelCheckError) as caught:
+            check_forward({"mnist": mnist, "colour_28": colour_28}[model_name], torch.randn(2, 3, 32, 32), data)
+        assert caught.value.hint == hint
+    # Told the setting, the image folder's 28 x 28 images fit.
+    resized_folder = SHAPES.model_copy(update={"name": "imagefolder", "input_shape": (3, 28, 28)})
+    assert check_forward(colour_28, torch.randn(2, 3, 28, 28), resized_folder).form == "tensor"
 
 
 def test_an_mlp_for_other_image_sizes_names_the_features_both_ways(write_model) -> None:

@@ -24,6 +24,7 @@ from copilot.events import (
     EvaluateNow,
     Event,
     Finished,
+    ForwardContract,
     HParamsApplied,
     LogLine,
     ModelSwapped,
@@ -194,6 +195,7 @@ def test_swap_carries_matching_weights_and_keeps_the_step_counter(tmp_path: Path
     # conv and fc (weight, bias) carry over; norm (5 tensors with its buffers) and hidden (2) are new.
     assert (swapped.transferred, swapped.total, swapped.step, swapped.round) == (4, 11, 1, 1)
     assert swapped.model.class_name == "TinyCNNHead" and swapped.model.has_residual
+    assert swapped.forward_contract == ForwardContract(form="tensor", passes_targets=False)
     records = [r for batch in of_type(events, StepBatch) for r in batch.records]
     assert [r.step for r in records] == [1, 2, 3, 4, 5, 6]
     assert set(records[1].per_module_grad_norm) == {"conv", "norm", "hidden", "fc"}
@@ -302,6 +304,8 @@ def test_a_nanogpt_style_model_trains_unchanged_on_the_text_set(tmp_path: Path) 
     assert of_type(events, TrainerError) == []
     (started,) = of_type(events, RunStarted)
     assert started.output_form == "(logits, loss) tuple, targets passed to forward"
+    # What the advisor's proposals must keep, typed for the sandbox.
+    assert started.forward_contract == ForwardContract(form="(logits, loss)", passes_targets=True)
     assert started.ignored_hooks == ("configure_optimizers",)
     (summary,) = of_type(events, EpochSummary)
     # Validation passed the targets too: every position was predicted, not only the last one.

@@ -163,10 +163,23 @@ class LLMRoles:
         data = snapshot.data
         arguments = ", ".join(f"{name}={value!r}" for name, value in snapshot.model_args.items()) or "(defaults)"
         sandbox = self.settings.sandbox
+        built_by = (
+            f"`{snapshot.model_name}`"
+            if snapshot.model_name
+            else "the file's build_model() where it defines one, else its one top-level nn.Module class"
+        )
+        forward = snapshot.forward_contract
+        calls = (
+            f"\n- forward: {'forward(x, targets=None), returning its own loss' if forward.passes_targets else 'forward(x)'}; "
+            f"returns {forward.form} (the user's own code unpacks it: keep both)"
+            if forward is not None
+            else ""
+        )
         return _section(
             "Contract the module must keep",
             f"""
 - file: {snapshot.model_file_name}; class: {snapshot.class_name}; constructed with: {arguments}
+- the run builds {built_by}: keep it{calls}
 - input: a {data.input_dtype} tensor of shape [batch, {", ".join(map(str, data.input_shape))}] ({data.task}, data set '{data.name}')
 - output: shape {list(data.expected_output(8))} for a batch of 8
 - allowed imports: {", ".join(sandbox.allowed_imports)}

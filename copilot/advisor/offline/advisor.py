@@ -28,6 +28,7 @@ def _facts(snapshot: TrainingSnapshot) -> architect.ModelFacts:
         data=snapshot.data,
         model=snapshot.model,
         model_args=snapshot.model_args,
+        forward_contract=snapshot.forward_contract,
     )
 
 

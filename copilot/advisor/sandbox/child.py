@@ -17,17 +17,19 @@ same from there on). Before the generated code is even compiled, the child
   signals out) and a seccomp socket filter, which also hold for native code no audit
   hook sees. The audit hook and the checks are a lint for honest mistakes; the walls
   are what contain hostile code, and whatever this process reports is a claim.
-Then it runs the checks: import, instantiate, parameter budget, forward, output shape,
-backward with finite gradients for every trainable parameter. It writes JSON lines to
-its original stdout (a stage marker as each check starts, then one report with
+Then it runs the checks: import (finding the model as the trainer finds it), instantiate,
+parameter budget, forward (keeping the run's forward signature and output form), output
+shape, backward with finite gradients for every trainable parameter. It writes JSON
+lines to its original stdout (a stage marker as each check starts, then one report with
 SandboxReport's fields); anything the model prints goes to stderr.
 
 It imports only the standard library, torch and three copilot files by path, never the
 copilot package: nothing of the parent (settings, credentials, open files) is in reach.
-`walls.py` raises the walls; `training/construction.py` builds the model (constructor
-arguments, config objects, sizes from the data) and `training/model_outputs.py` reads its
-outputs, both stdlib and torch only, exactly as the trainer builds and reads them. The parent imports this module only
-for `SandboxJob`, so no torch at module level. Limits are set here and not in a
+`walls.py` raises the walls; `training/construction.py` finds and builds the model
+(which factory, constructor arguments, config objects, sizes from the data) and
+`training/model_outputs.py` reads its outputs, both stdlib and torch only, exactly as
+the trainer finds, builds and reads them. The parent imports this module only for
+`SandboxJob`, so no torch at module level. Limits are set here and not in a
 `preexec_fn`, which is unsafe in a parent with threads.
 """
 
@@ -93,7 +95,12 @@ class SandboxJob:
     """What the parent asks the child to check (the JOB file, JSON)."""
 
     code: str
-    class_name: str
+    # The run's model reference (`file.py:Name`), None when the file's own rule picks the
+    # model (its build_model(), else its one top-level class): resolved as the trainer resolves it.
+    model_name: str | None
+    # The run's forward contract the proposal must keep (events.ForwardContract's fields); None: not recorded.
+    keep_form: str | None
+    keep_passes_targets: bool | None
     model_args: dict[str, Any]
     task: str  # "classification" or "sequence"
     input_shape: tuple[int, ...]
@@ -338,18 +345,15 @@ class Checks:
         compiled = compile(job.code, GENERATED_FILENAME, "exec", dont_inherit=True)
         guard.active = True
         exec(compiled, module.__dict__)
-        model_class = module.__dict__.get(job.class_name)
-        if not isinstance(model_class, type) or not issubclass(model_class, torch.nn.Module):
-            defined = sorted(
-                name for name, value in module.__dict__.items()
-                if isinstance(value, type) and issubclass(value, torch.nn.Module) and value.__module__ == GENERATED_MODULE_NAME
-            )  # fmt: skip
-            found = f" (it defines {', '.join(defined)})" if defined else ""
-            raise CheckFailed("import", f"no torch.nn.Module class named {job.class_name}{found}")
+        code = construction.UserCode(filename=GENERATED_FILENAME, name=GENERATED_CODE_NAME)
+        try:
+            factory, factory_name = construction.find_factory(module, job.model_name, code)
+        except construction.ConstructionError as error:
+            raise CheckFailed("import", f"{error.message}; {error.hint}") from None
 
         self.enter("instantiate")
         torch.manual_seed(0)
-        model = self.build(model_class, module, construction)
+        model = self.build(factory, factory_name, module, construction, code)
         model.train()
 
         self.enter("params")
@@ -360,12 +364,21 @@ class Checks:
 
         self.enter("forward")
         inputs, targets = self.dummy_batch(torch)
+        takes_targets = outputs.passes_targets(model)
+        if job.keep_passes_targets is not None and takes_targets != job.keep_passes_targets:
+            raise CheckFailed("forward", _signature_change(job.keep_passes_targets))
         started = time.perf_counter()
-        raw_output = model(inputs, targets) if outputs.passes_targets(model) else model(inputs)
+        raw_output = model(inputs, targets) if takes_targets else model(inputs)
         try:
             read = outputs.read_outputs(raw_output)
         except outputs.UnreadableOutputs as unreadable:
             raise CheckFailed("forward", str(unreadable)) from None
+        if job.keep_form is not None and read.form != job.keep_form:
+            raise CheckFailed(
+                "forward",
+                f"forward returns {_form_name(read.form)} where the run's model returns {_form_name(job.keep_form)}; "
+                "keep its output form, which the user's own code unpacks",
+            )
         output = read.logits
 
         self.enter("shape")
@@ -381,18 +394,20 @@ class Checks:
         self.measured["forward_backward_ms"] = (time.perf_counter() - started) * 1000.0
         self.check_gradients(torch, model)
 
-    def build(self, model_class: type, module: types.ModuleType, construction: types.ModuleType) -> Any:
+    def build(
+        self, factory: Any, factory_name: str, module: types.ModuleType, construction: types.ModuleType, code: Any
+    ) -> Any:
         """The model built as the trainer builds it: the run's arguments, config objects, sizes from the data."""
         job = self.job
         try:
             return construction.build_model(
-                model_class,
-                job.class_name,
+                factory,
+                factory_name,
                 module,
                 job.model_args,
                 construction.fields_from_data(job.task, job.input_shape, job.num_classes),
                 job.max_params,
-                construction.UserCode(filename=GENERATED_FILENAME, name=GENERATED_CODE_NAME),
+                code,
             )
         except construction.ConstructionError as error:
             if error.cause is not None:  # the checked code's own exception: reported with its line and kind
@@ -436,6 +451,16 @@ class Checks:
         nonfinite = [name for name, parameter in trainable if not bool(torch.isfinite(parameter.grad).all())]
         if nonfinite:
             raise CheckFailed("backward", f"non-finite gradient in {_listed(nonfinite)}")
+
+
+def _signature_change(run_passes_targets: bool) -> str:
+    if run_passes_targets:
+        return "forward takes no targets where the run's model takes forward(idx, targets); keep that signature"
+    return "forward takes targets where the run's model takes forward(x) alone; keep that signature"
+
+
+def _form_name(form: str) -> str:
+    return {"tensor": "a tensor", "dict": "a dict with logits", "object": "an object with .logits"}.get(form, f"a {form} tuple")
 
 
 def _listed(names: list[str], most: int = 6) -> str:

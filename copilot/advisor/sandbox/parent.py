@@ -36,7 +36,7 @@ from copilot.advisor.sandbox.static_lint import find_refusal, static_check
 from copilot.advisor.sandbox.template import ChildExit, SandboxTemplate, sandbox_environment, shared_template
 from copilot.advisor.schemas import SandboxReport
 from copilot.config import SandboxSettings
-from copilot.events import DataSpec
+from copilot.events import DataSpec, ForwardContract
 
 __all__ = ["SANDBOX_BATCH_SIZE", "check_model_code", "static_check"]
 
@@ -52,14 +52,19 @@ ALARM_HEAD_START_S = 1.5
 def check_model_code(
     code: str,
     *,
-    class_name: str,
+    model_name: str | None,
     model_args: Mapping[str, object],
     data: DataSpec,
     expected_output: tuple[int, ...] | None = None,
+    forward_contract: ForwardContract | None = None,
     settings: SandboxSettings,
     template: SandboxTemplate | None = None,
 ) -> SandboxReport:
     """Statically check `code`, then import, build, run and backpropagate it in a limited child.
+
+    `model_name` is the run's model reference (`file.py:Name`), None where the file's own
+    rule picks the model (build_model(), else its one top-level class), as for the trainer.
+    `forward_contract` is the run's: a proposal that changes its forward signature or output form fails.
 
     `expected_output` is the output shape for a batch of `SANDBOX_BATCH_SIZE` samples;
     by default the shape the data's task requires. The child is forked from `template`
@@ -70,10 +75,11 @@ def check_model_code(
         return SandboxReport(ok=False, stage="static", message=f"{refusal.message}; {refusal.hint}", line=refusal.line)
     return _run_in_child(
         code,
-        class_name=class_name,
+        model_name=model_name,
         model_args=model_args,
         data=data,
         expected_output=expected_output,
+        forward_contract=forward_contract,
         settings=settings,
         template=template,
     )
@@ -89,12 +95,13 @@ class _ChildOutcome:
 def _run_in_child(
     code: str,
     *,
-    class_name: str,
+    model_name: str | None,
     model_args: Mapping[str, object],
     data: DataSpec,
     expected_output: tuple[int, ...] | None,
     settings: SandboxSettings,
     template: SandboxTemplate | None = None,
+    forward_contract: ForwardContract | None = None,
 ) -> SandboxReport:
     """The child-process part of `check_model_code`, without the static check.
 
@@ -108,7 +115,9 @@ def _run_in_child(
         workdir.mkdir()
         job = SandboxJob(
             code=code,
-            class_name=class_name,
+            model_name=model_name,
+            keep_form=forward_contract.form if forward_contract else None,
+            keep_passes_targets=forward_contract.passes_targets if forward_contract else None,
             model_args=dict(model_args),
             task=data.task,
             input_shape=data.input_shape,

@@ -26,12 +26,12 @@ from copilot.advisor.offline.codegen.edits import (
 )
 from copilot.advisor.offline.codegen.image import image_classifier
 from copilot.advisor.offline.codegen.mlp import mlp_classifier
-from copilot.advisor.offline.codegen.module_file import PROFILES, Bindings, Profile, assemble
+from copilot.advisor.offline.codegen.module_file import PACKED_RESULTS, PROFILES, Bindings, Profile, assemble
 from copilot.advisor.offline.codegen.source import ModelSource, parse_model_source
 from copilot.advisor.offline.codegen.transformer import transformer
 from copilot.advisor.schemas import ArchitectureAnswer, Diagnosis, SandboxReport
 from copilot.errors import AdvisorError
-from copilot.events import SATURATING_ACTIVATIONS, DataSpec, ModelSummary
+from copilot.events import SATURATING_ACTIVATIONS, DataSpec, ForwardContract, ModelSummary
 
 Family = Literal["image", "mlp", "transformer"]
 GENERATORS = {"image": image_classifier, "mlp": mlp_classifier, "transformer": transformer}
@@ -58,6 +58,7 @@ class ModelFacts:
     data: DataSpec
     model: ModelSummary | None
     model_args: Mapping[str, object]
+    forward_contract: ForwardContract | None = None  # the run's: how forward is called and what it returns
 
 
 def _called_names(source: str) -> set[str]:
@@ -124,12 +125,16 @@ def generate(facts: ModelFacts, profile: Profile) -> tuple[str, tuple[str, ...],
         generated=generated,
         title=f"{facts.class_name}: {family} architecture proposed by copilot ({profile} size).",
         keep_imports=profile != "minimal",
+        forward_contract=facts.forward_contract,
     )
     kept = [f"kept: class {facts.class_name}, constructor ({original.constructor_signature.removeprefix('self').lstrip(', ')})"]
     if original.loss_function:
         kept.append("kept: loss_function")
     if original.hparams_assignment:
         kept.append("kept: HPARAMS")
+    if facts.forward_contract is not None and facts.forward_contract.form in PACKED_RESULTS:
+        takes = "forward(x, targets) and its own loss, " if facts.forward_contract.passes_targets else ""
+        kept.append(f"kept: {takes}the output as {facts.forward_contract.form}")
     return code, (*generated.changes, *kept, *notes), generated.description
 
 

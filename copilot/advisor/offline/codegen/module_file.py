@@ -2,10 +2,13 @@
 
 A generator (image, MLP, transformer) decides the layers; this module writes them into
 a complete file around the pieces the original must keep: its class name and
-constructor signature, its `loss_function` (with any `self.<attribute>` assignments
-that method reads), its `HPARAMS` and its allowed imports. It also binds sizes to the
-constructor's parameters where their names say what they are (`num_classes`,
-`vocab_size`, `d_model`, ...), so arguments the user passes keep working.
+constructor signature, its forward contract (`forward(idx, targets=None)` returning
+`(logits, loss)` as nanoGPT's does, or a dict), its `loss_function` (with any
+`self.<attribute>` assignments that method reads), its `HPARAMS` and its allowed
+imports. It also binds sizes to the constructor's parameters where their names say
+what they are (`num_classes`, `vocab_size`, `d_model`, ...), so arguments the user
+passes keep working. A config-object constructor or a `build_model()` factory is not
+kept: the sandbox refuses such a module, built as the run builds its model.
 It does not decide the architecture and does not run anything.
 """
 
@@ -17,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from copilot.advisor.offline.codegen.source import ModelSource
+from copilot.events import ForwardContract
 
 Profile = Literal["standard", "compact", "minimal"]
 PROFILES: tuple[Profile, ...] = ("standard", "compact", "minimal")
@@ -140,6 +144,40 @@ def _attribute_assignments(original_source: str, class_name: str, names: set[str
     return found
 
 
+# How a forward packs its logits and loss, by the output forms the trainer reads (model_outputs.OutputForm).
+# An "object with .logits" is the user's own class, which a generated file cannot rebuild.
+PACKED_RESULTS = {
+    "tensor": "return logits",
+    "(logits, loss)": "return logits, loss",
+    "(loss, logits)": "return (loss, logits) if loss is not None else (logits,)",  # as Hugging Face's tuples
+    "(logits,)": "return (logits,)",
+    "dict": 'return {"logits": logits, "loss": loss}',
+}
+OWN_LOSS = (
+    "loss = None if targets is None else "
+    "F.cross_entropy(logits.reshape(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1)"
+)
+
+
+def keep_forward_contract(generated: GeneratedModel, contract: ForwardContract | None) -> tuple[str, list[str]]:
+    """The generated forward's signature and body, taking the targets and packing the result as the run's model does.
+
+    A generated forward ends with `return <logits>`; a model whose forward took the targets
+    computes its own loss from them (cross-entropy, `ignore_index=-1` as nanoGPT's).
+    """
+    if contract is None or contract.form not in PACKED_RESULTS or (contract.form == "tensor" and not contract.passes_targets):
+        return f"def forward({generated.forward_signature}) -> torch.Tensor:", list(generated.forward_lines)
+    *body, last = generated.forward_lines
+    lines = [*body, f"logits = {last.removeprefix('return ')}"]
+    signature = generated.forward_signature
+    if contract.passes_targets:
+        signature += ", targets: torch.Tensor | None = None"
+        lines.append(OWN_LOSS)
+    else:
+        lines.append("loss = None")
+    return f"def forward({signature}):", [*lines, PACKED_RESULTS[contract.form]]
+
+
 def assemble(
     *,
     original: ModelSource,
@@ -147,15 +185,19 @@ def assemble(
     generated: GeneratedModel,
     title: str,
     keep_imports: bool = True,
+    forward_contract: ForwardContract | None = None,
 ) -> str:
-    """The complete module text: docstring, imports, HPARAMS, helpers, the model class."""
+    """The complete module text: docstring, imports, HPARAMS, helpers, the model class.
+
+    `forward_contract` is the run's: the generated forward takes and returns what the original's did.
+    """
     lines = [
         f'"""{title}',
         "",
         generated.description,
         "",
         "Written by copilot's offline advisor; it keeps the original's class name,",
-        "constructor signature and input/output contract.",
+        "constructor signature, forward signature and input/output contract.",
         '"""',
         "",
     ]
@@ -185,8 +227,9 @@ def assemble(
     lines += ["", f"class {original.class_name}(nn.Module):"]
     lines += _indent([f"def __init__({original.constructor_signature}):"], 1)
     lines += _indent(body, 2)
-    lines += ["", *_indent([f"def forward({generated.forward_signature}) -> torch.Tensor:"], 1)]
-    lines += _indent(list(generated.forward_lines), 2)
+    forward_definition, forward_lines = keep_forward_contract(generated, forward_contract)
+    lines += ["", *_indent([forward_definition], 1)]
+    lines += _indent(forward_lines, 2)
     if original.loss_function:
         lines += ["", *_indent(original.loss_function.splitlines(), 1)]
     text = "\n".join(lines).rstrip() + "\n"
