@@ -142,6 +142,10 @@ class OpenAISettings(Section):
     # How to ask for schema-shaped JSON; "auto" tries each in turn and keeps the first the
     # server accepts (`copilot.advisor.llm.providers.openai_compat` says which servers take which).
     structured: StructuredOutput = "auto"
+    # The most an answer may generate (sent as max_tokens): a small model can otherwise run on
+    # to the end of its context. vLLM refuses a prompt plus this past the model's length; None
+    # leaves it to the server.
+    max_output_tokens: int | None = Field(4096, ge=1)
 
 
 class AdvisorSettings(Section):

@@ -3,10 +3,11 @@
 Each role (assessor, coder, checker/fixer, reporter) names its provider and model in
 the settings (`settings.role(...)`): the offline rules, Bedrock or an OpenAI-compatible
 server. Roles on the same provider share one `LLMRoles`. When a provider cannot be
-reached after its own retries (`ProviderUnavailable`), that one call is answered by
-the offline rules instead and the reply carries a notice the human sees; the next
-call tries the provider again. Other errors (a refused model ID, an answer that fails
-its schema twice) are not hidden: they reach the caller.
+reached after its own retries (`ProviderUnavailable`), or its model gives nothing
+usable (`UnusableAnswer`: an answer that fails its schema twice, a conversation past
+its context), that one call is answered by the offline rules instead and the reply
+carries a notice the human sees; the next call tries the provider again. Errors the
+user must fix (a refused key or model ID) are not hidden: they reach the caller.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, TypeVar
 
-from copilot.advisor.llm.providers.base import LLMProvider, ProviderUnavailable
+from copilot.advisor.llm.providers.base import LLMProvider, ProviderUnavailable, UnusableAnswer
 from copilot.advisor.llm.providers.factory import make_provider
 from copilot.advisor.llm.roles import LLMRoles
 from copilot.advisor.offline.advisor import OfflineAdvisor
@@ -54,9 +55,10 @@ class PerRoleAdvisor:
         chosen = self.by_role[role]
         try:
             return call(chosen)
-        except ProviderUnavailable as exc:
+        except (ProviderUnavailable, UnusableAnswer) as exc:
             reply = call(self.offline)
-            notice = f"{chosen.name} was unavailable for the {role} ({exc.message}); the offline rules answered instead"
+            what = "was unavailable for" if isinstance(exc, ProviderUnavailable) else "gave no usable answer as"
+            notice = f"{chosen.name} {what} the {role} ({exc.message}); the offline rules answered instead"
             return RoleReply(reply.value, reply.usage, (*reply.notices, notice))
 
     def assess(self, snapshot: TrainingSnapshot) -> RoleReply[Diagnosis]:

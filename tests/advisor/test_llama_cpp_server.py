@@ -111,6 +111,10 @@ def advised_by_llama(llama_server: str, monkeypatch: pytest.MonkeyPatch) -> None
     monkeypatch.setenv("COPILOT_ADVISOR__OPENAI__BASE_URL", llama_server)
     monkeypatch.setenv("COPILOT_ADVISOR__OPENAI__DEFAULT_MODEL", MODEL)
     monkeypatch.setenv("COPILOT_ADVISOR__OPENAI__MAX_RETRIES", "0")  # a refusal must not be hidden by retries
+    # Bounds on a 135M model's time here: an answer that runs on (one ran 7,235 tokens, 5 minutes,
+    # before the cap) stops at 1,024 tokens, and broken code gets one fix round.
+    monkeypatch.setenv("COPILOT_ADVISOR__OPENAI__MAX_OUTPUT_TOKENS", "1024")
+    monkeypatch.setenv("COPILOT_ADVISOR__MAX_FIX_ROUNDS", "1")
     monkeypatch.setenv("COLUMNS", "200")
 
 

@@ -9,7 +9,7 @@ import pytest
 from copilot.advisor.factory import build_advisor
 from copilot.advisor.graph import PendingProposal, diagnosis_with_notices
 from copilot.advisor.ledger import read_ledger
-from copilot.advisor.llm.providers.base import ProviderUnavailable
+from copilot.advisor.llm.providers.base import ProviderUnavailable, UnusableAnswer
 from copilot.advisor.llm.roles import AssessorAnswer, LLMRoles
 from copilot.advisor.offline.advisor import OfflineAdvisor
 from copilot.advisor.schemas import Diagnosis, Evidence, Finding, Verdict
@@ -166,6 +166,21 @@ def test_an_unavailable_provider_is_replaced_by_the_rules_for_that_call_with_a_n
     )
     proposed = advisor.propose_hparams(snapshot, assessed.value, None)
     assert proposed.notices == () and proposed.value == hparam_answer(), "the next call tries the provider again"
+
+
+def test_a_model_with_no_usable_answer_is_replaced_by_the_rules_for_that_call(tmp_path, snapshot):
+    settings = load_settings({"advisor": {"provider": "openai"}}, config_dir=tmp_path)
+    overflow = UnusableAnswer("the conversation with smollm2 is longer than its context", "raise --n_ctx")
+    provider = ScriptedProvider([overflow])
+    advisor = build_advisor(settings, providers={"openai": provider})
+
+    written = advisor.write_architecture(snapshot, OfflineAdvisor().assess(snapshot).value, None)
+
+    assert written.value.code, "the rules wrote the module"
+    assert written.notices == (
+        "scripted gave no usable answer as the coder (the conversation with smollm2 is longer than its context); "
+        "the offline rules answered instead",
+    )
 
 
 def test_the_fallback_notice_reaches_the_human_at_the_gate_and_the_ledger(tmp_path):

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from copilot.advisor.llm.providers.base import ProviderUnavailable, tool_input_schema
+from copilot.advisor.llm.providers.base import ProviderUnavailable, UnusableAnswer, tool_input_schema
 from copilot.advisor.llm.providers.factory import make_provider
 from copilot.advisor.llm.providers.openai_compat import OpenAICompatProvider
 from copilot.advisor.schemas import HParamAnswer, TokenUsage
@@ -229,13 +229,35 @@ def test_a_bad_tool_call_is_answered_by_a_tool_message(server: FakeOpenAI, make_
 
 
 def test_other_refusals_are_not_mistaken_for_a_missing_feature(server: FakeOpenAI, make_openai: MakeProvider) -> None:
-    server.queue_error(400, "This model's maximum context length is 4096 tokens.")
+    server.queue_error(400, "Input validation error: `temperature` must be strictly positive")
 
     with pytest.raises(AdvisorError) as raised:
         propose(make_openai())
 
     assert len(server.requests) == 1
-    assert raised.value.message.endswith(f"refused the request for model {MODEL} (400): This model's maximum context length is 4096 tokens.")
+    assert raised.value.message.endswith(f"refused the request for model {MODEL} (400): Input validation error: `temperature` must be strictly positive")
+
+
+def test_a_conversation_past_the_context_is_an_unusable_answer_naming_the_fix(server: FakeOpenAI, make_openai: MakeProvider) -> None:
+    # llama-cpp-python's words, after OpenAI's.
+    server.queue_error(400, "This model's maximum context length is 8192 tokens. However, you requested 8605 tokens (8605 in the messages, None in the completion).")
+
+    with pytest.raises(UnusableAnswer) as raised:
+        propose(make_openai())
+
+    assert len(server.requests) == 1, "not retried: the same conversation cannot fit"
+    assert "longer than its context" in raised.value.message and "--n_ctx" in raised.value.hint
+
+
+def test_answers_are_capped_at_the_settings_output_tokens(server: FakeOpenAI, make_openai: MakeProvider) -> None:
+    server.queue_json(GOOD_ANSWER)
+    server.queue_json(GOOD_ANSWER)
+
+    propose(make_openai())
+    propose(make_openai(max_output_tokens=None))
+
+    assert server.requests[0].body["max_tokens"] == 4096, "a small model must not run on to the end of its context"
+    assert "max_tokens" not in server.requests[1].body, "None leaves it to the server"
 
 
 def test_a_refused_key_names_the_variable_to_set(server: FakeOpenAI, make_openai: MakeProvider) -> None:

@@ -31,6 +31,13 @@ class ProviderUnavailable(AdvisorError):
     """The service could not be used (throttled, down, unreachable) after retries."""
 
 
+class UnusableAnswer(AdvisorError):
+    """The model was asked and nothing usable came back: an answer that failed its schema
+    after one correction, or a conversation longer than the model's context. Like an
+    outage, it costs this one call (the offline rules answer it); unlike a refused key or
+    model name, there is nothing in the settings the user must fix first."""
+
+
 @dataclass(frozen=True)
 class StructuredReply(Generic[SchemaT]):
     value: SchemaT
@@ -164,7 +171,7 @@ def ask_with_one_correction(
             return schema.model_validate(payload)
         except ValidationError as error:
             problem = f"the '{tool_name}' input does not match its schema: {describe_validation_error(error)}"
-    raise AdvisorError(
+    raise UnusableAnswer(
         f"{service} gave no valid '{tool_name}' answer after one correction: {problem}",
         "retry, or choose a stronger model for this role in copilot.toml ([advisor.<role>] model)",
     )

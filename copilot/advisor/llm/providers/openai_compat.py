@@ -36,6 +36,7 @@ from copilot.advisor.llm.providers.base import (
     SchemaT,
     StructuredReply,
     TextReply,
+    UnusableAnswer,
     UsageTally,
     ask_with_one_correction,
     correction_text,
@@ -55,6 +56,7 @@ RETRIED_STATUSES = frozenset({429, 500, 502, 503, 504})
 # that names one is the server's way of refusing (llama.cpp), not an overload.
 STRUCTURED_FEATURE_WORDS = ("response_format", "json_schema", "json_object", "tool_choice", "tools", "function", "grammar")
 CHARACTERS_PER_TOKEN = 4
+CONTEXT_OVERFLOW_WORDS = ("maximum context length", "context length", "context window", "too many tokens")
 StructuredMode = Literal["json_schema", "tools", "json_object", "prompt"]
 NEGOTIATION_ORDER: tuple[StructuredMode, ...] = ("json_schema", "tools", "json_object", "prompt")
 
@@ -164,7 +166,8 @@ class OpenAICompatProvider:
         self, model: str, messages: list[dict[str, Any]], fields: dict[str, Any], tally: UsageTally
     ) -> dict[str, Any]:
         """The reply's message; its token usage goes to the tally."""
-        request = {"model": model, "messages": messages, **fields}
+        limit = {"max_tokens": self._settings.max_output_tokens} if self._settings.max_output_tokens else {}
+        request = {"model": model, "messages": messages, **limit, **fields}
         body = self._post(request, model)
         choices = body.get("choices") or [{}]
         message = choices[0].get("message") or {}
@@ -217,6 +220,11 @@ class OpenAICompatProvider:
                 f"{url} refused the request ({status}): {detail}",
                 f"put the server's API key in the environment variable {self._settings.api_key_env}",
             )
+        if status == 400 and _names_context_overflow(detail):
+            raise UnusableAnswer(
+                f"the conversation with {model} at {url} is longer than its context: {detail}",
+                "raise the server's context size (llama.cpp: --n_ctx; vLLM: --max-model-len) or lower advisor.openai.max_output_tokens",
+            )
         if status == 404:
             raise AdvisorError(
                 f"{url} has no model {model} or no such endpoint (404): {detail}",
@@ -262,6 +270,12 @@ def _worth_retrying(response: httpx.Response) -> bool:
     if response.status_code not in RETRIED_STATUSES:
         return False
     return response.status_code != 500 or not _names_structured_feature(_error_detail(response))
+
+
+def _names_context_overflow(detail: str) -> bool:
+    """llama.cpp's and vLLM's words (after OpenAI's) for a request past the model's context."""
+    lowered = detail.lower()
+    return any(words in lowered for words in CONTEXT_OVERFLOW_WORDS)
 
 
 def _names_structured_feature(detail: str) -> bool:
