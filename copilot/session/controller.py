@@ -545,12 +545,6 @@ class Session:
         return was_ranked
 
     @property
-    def requested_model(self) -> str:
-        """The model as the user asked for it, for a screen the trainer has not reported to yet:
-        its class when named (`net.py:Net`), else its file's name."""
-        return self._class_name or self._model_path.name
-
-    @property
     def _paused_by_user(self) -> bool:
         """Paused by the user's `p` (a trainer that replaces it starts paused too), not held by us or on a NaN."""
         return self.trainer_state == "paused" and not (self._holding or self.paused_on_nonfinite)
@@ -654,6 +648,12 @@ class Session:
         """The advisor's last diagnosis in the ledger and its trigger, for a screen opened on a run."""
         entries = read_ledger(self.run)
         return (entries[-1].diagnosis, entries[-1].trigger) if entries else None
+
+    @property
+    def requested_model(self) -> str:
+        """The model as the user asked for it, for a screen the trainer has not reported to yet:
+        its class when named (`net.py:Net`), else its file's name."""
+        return self._class_name or self._model_path.name
 
     @property
     def trainer_pid(self) -> int | None:
