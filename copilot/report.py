@@ -196,7 +196,7 @@ def _measured(info: RoundInfo) -> str:
             parts.append(f"{label} {shown(before)} → {shown(after)}")
     results = info.results
     if results is not None and results.epochs_trained is not None:
-        parts.append(f"over {results.epochs_trained} epochs" + (f" ({_duration(results.wall_time_s)})" if results.wall_time_s else ""))
+        parts.append(f"over {results.epochs_trained} epochs" + (f" ({_duration(results.training_s)} of training)" if results.training_s else ""))
     return "; ".join(parts) or "nothing measured yet"
 
 

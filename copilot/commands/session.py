@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -38,9 +39,12 @@ DEMO_INTRO = (
     "Demo: the study's broken CNN (bad_cnn.py) learning the synthetic shapes set, with the offline advisor, "
     "which looks every 2 epochs."
 )
-DEMO_KEYS = (
-    "Read its diagnosis, then press a to accept its proposal (it is committed to git and the trainer "
-    "swaps it in), r to reject it with a reason, e to edit it, h for the history, q to quit."
+# The app's one-row banner in three lengths: the longest that fits the terminal is shown, whole.
+DEMO_BANNER = (
+    "Demo: the study's broken CNN (bad_cnn.py) on synthetic shapes; the offline advisor looks every 2 epochs. "
+    "a accept · r reject · e edit · h history · q quit",
+    "Demo: a broken CNN; the advisor looks every 2 epochs. a accept · r reject · e edit · h history · q quit",
+    "Demo: a broken CNN. a accept · r reject · e edit · h history · q quit",
 )
 
 
@@ -142,7 +146,7 @@ def run_demo_command(args: argparse.Namespace) -> int:
 
     Console(highlight=False).print(f"demo repository: [bold]{escape(str(folder))}[/]")
     session = Session.start(settings, str(model), max_rounds=args.max_rounds)
-    return _drive(session, settings, args, banner=f"{DEMO_INTRO} {DEMO_KEYS}", intro=DEMO_INTRO)
+    return _drive(session, settings, args, banner=DEMO_BANNER, intro=DEMO_INTRO)
 
 
 def run_resume_command(args: argparse.Namespace) -> int:
@@ -190,7 +194,7 @@ def _target(args: argparse.Namespace) -> dict[str, float]:
 
 
 def _drive(
-    session: Session, settings: Settings, args: argparse.Namespace, *, banner: str | None = None, intro: str | None = None
+    session: Session, settings: Settings, args: argparse.Namespace, *, banner: Sequence[str] | None = None, intro: str | None = None
 ) -> int:
     """Hand the session to the headless driver (which prints `intro`) or the app (which shows `banner`); it is stopped after."""
     try:

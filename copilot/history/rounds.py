@@ -24,6 +24,7 @@ RoundKind = Literal["baseline", "arch", "hparams", "tune", "rollback"]
 ROUND_KINDS: tuple[str, ...] = get_args(RoundKind)
 Verdict = Literal["accepted", "edited"]
 Metrics = dict[str, float | int]
+WALL_CLOCK_NOTE_KEY = "wall_time_s"  # what round notes called their (pause-counting) time before `training_s`
 
 _FIELD = "\x1f"
 _RECORD = "\x1e"
@@ -73,7 +74,7 @@ class RoundResults(Frozen):
     train_loss: float | None = None
     epoch: int | None = None  # the epoch the figures were measured at
     epochs_trained: int | None = None  # epochs trained on this round's code
-    wall_time_s: float | None = None
+    training_s: float | None = None  # the time those epochs trained: pauses and waits for the human left out
     checkpoint: str | None = None  # the checkpoint a rollback to this round resumes from
     trial: TrialResults | None = None  # what the round's change measured in its trial, before it was accepted
     final: bool | None = None  # the run left the round (a later round, rollback, undo or redo): never rewritten
@@ -96,7 +97,12 @@ class RoundResults(Frozen):
         if not text.strip():
             return None
         try:
-            return cls.model_validate(_renamed(json.loads(text)))
+            note = _renamed(json.loads(text))
+            if isinstance(note, dict):
+                # Notes before `training_s` held the round's wall-clock time, the minutes a proposal
+                # waited included: a different figure, so it is not read as this one.
+                note.pop(WALL_CLOCK_NOTE_KEY, None)
+            return cls.model_validate(note)
         except (ValueError, ValidationError):
             return None
 

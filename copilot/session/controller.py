@@ -304,7 +304,8 @@ class Session:
         # Where the current round began (the epoch before its first), and what its own model
         # measured: the trainer may still report the previous round's epochs after a commit.
         self._round_started_epoch: int | None = int(tip.before.get("epoch", 0))
-        self._round_started_time = tip.time.timestamp()
+        # The time this round's epochs trained (their own durations leave pauses out), from its note on a reopened run.
+        self._round_training_s = (tip.results.training_s if tip.results else None) or 0.0
         self._round_epoch: EpochSummary | None = None
         self._round_checkpoint: str | None = None
         # (round, epoch, checkpoint) last written to a note: the epoch's checkpoint follows its summary.
@@ -625,6 +626,7 @@ class Session:
                 if self._round_started_epoch is None:
                     self._round_started_epoch = event.epoch - 1
                 self._round_epoch = event
+                self._round_training_s += event.duration_s
         elif isinstance(event, StateChanged) and event.state == "running":
             self.paused_on_nonfinite = False
             turn = self._turn
@@ -649,6 +651,12 @@ class Session:
         """The advisor's last diagnosis in the ledger and its trigger, for a screen opened on a run."""
         entries = read_ledger(self.run)
         return (entries[-1].diagnosis, entries[-1].trigger) if entries else None
+
+    @property
+    def requested_model(self) -> str:
+        """The model as the user asked for it, for a screen the trainer has not reported to yet:
+        its class when named (`net.py:Net`), else its file's name."""
+        return self._class_name or self._model_path.name
 
     @property
     def trainer_pid(self) -> int | None:
@@ -1179,7 +1187,7 @@ class Session:
         """Train `info` from now on: a new round, or one the branch went back to (its results final)."""
         self.round = info.round
         self._round_started_epoch = None  # known at the round's first epoch
-        self._round_started_time = time.time()
+        self._round_training_s = 0.0
         self._round_epoch = self._round_checkpoint = None
         self._round_final = bool(info.results and info.results.final)
 
@@ -1204,7 +1212,7 @@ class Session:
             "train_loss": epoch.train_loss,
             "epoch": epoch.epoch,
             "epochs_trained": epoch.epoch - started_epoch,
-            "wall_time_s": round(time.time() - self._round_started_time, 1),
+            "training_s": round(self._round_training_s, 1),
             "checkpoint": checkpoint,
         }
         with self._history_lock:

@@ -28,7 +28,7 @@ import tempfile
 import threading
 import time
 import traceback
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -40,6 +40,7 @@ from textual import work
 from textual.app import App, ScreenStackError, SuspendNotSupported, SystemCommand
 from textual.binding import ActiveBinding, Binding
 from textual.message import Message
+from textual.notifications import SeverityLevel
 from textual.screen import Screen
 from textual.worker import Worker, WorkerCancelled, get_current_worker
 
@@ -66,6 +67,9 @@ if TYPE_CHECKING:
     from copilot.session.controller import AdvisorTurn, BranchMoved, Continuing, Session, VerdictResult
     from copilot.tuning.study import TunedTrial, TunePlan, TuneResult
 
+# How long a toast stays, by severity: short, since the log pane keeps every line (Enter: its full
+# text). At 8 s and more they piled up over the panes after what they said was done.
+TOAST_TIMEOUT_S: dict[SeverityLevel, float] = {"information": 4.0, "warning": 6.0, "error": 8.0}
 POLL_TIMEOUT_S = 0.1  # how long the ingest thread waits for events; bounds how late it sees a quit
 NOTABLE_EVENTS = (TrainerError, Finished, ModelSwapped, HParamsApplied)
 EDIT_HEADER = (
@@ -232,7 +236,7 @@ class CopilotApp(App[int]):
         session: "Session",
         settings: Settings,
         *,
-        banner: str | None = None,
+        banner: Sequence[str] | None = None,  # wordings of the one-row banner (see `Banner`)
         clock: Callable[[], float] = time.time,
         handle_signals: bool = False,
     ) -> None:
@@ -257,8 +261,34 @@ class CopilotApp(App[int]):
         self._git_lock = threading.Lock()
         self._ingest_done = threading.Event()
         self._withdrawn: AdvisorTurn | None = None  # the last turn withdrawn, should its arrival come after
+        self._toasts_until: dict[str, float] = {}  # each toast up and when it goes (monotonic): one of each
 
     # ------------------------------------------------------------------ start
+
+    def notify(
+        self,
+        message: str,
+        *,
+        title: str = "",
+        severity: SeverityLevel = "information",
+        timeout: float | None = None,
+        markup: bool = False,
+    ) -> None:
+        """A toast for `TOAST_TIMEOUT_S[severity]`, unless the same one is still up (a key pressed
+        twice said it twice, stacked). Plain text: messages quote model code and paths, not markup.
+
+        Counted here, not from Textual's list of notifications, which a toast joins only once
+        its message is handled: two presses in a row both found it empty."""
+        now = time.monotonic()
+        if self._toasts_until.get(message, 0.0) > now:
+            return
+        timeout = TOAST_TIMEOUT_S[severity] if timeout is None else timeout
+        self._toasts_until = {shown: until for shown, until in self._toasts_until.items() if until > now} | {message: now + timeout}
+        super().notify(message, title=title, severity=severity, timeout=timeout, markup=markup)
+
+    def clear_notifications(self) -> None:
+        self._toasts_until = {}
+        super().clear_notifications()
 
     def on_mount(self) -> None:
         self.set_interval(1 / self.settings.tui.refresh_hz, self.refresh_screen)
@@ -320,6 +350,7 @@ class CopilotApp(App[int]):
     def status_info(self, view: StoreView) -> StatusInfo:
         return StatusInfo(
             run_name=self.session.run_id,
+            requested_model=self.session.requested_model,
             model=view.model_name,
             device=view.device,
             trainer_state=view.state,
@@ -362,7 +393,7 @@ class CopilotApp(App[int]):
 
     def on_trials_started(self, message: TrialsStarted) -> None:
         self.store.note("advisor", "info", message.line)
-        self.notify(message.line, timeout=10)
+        self.notify(message.line)
 
     @work(thread=True, group="charts", exit_on_error=False, name="charts")
     def _build_charts(self) -> None:
@@ -375,7 +406,7 @@ class CopilotApp(App[int]):
     def on_trainer_notice(self, message: TrainerNotice) -> None:
         for event in message.events:
             if isinstance(event, TrainerError):
-                self.notify(f"{event.kind} error: {event.message} (x: full text)", severity="error", timeout=8)
+                self.notify(f"{event.kind} error: {event.message} (x: full text)", severity="error")
             elif isinstance(event, ModelSwapped):
                 self.notify(f"model swapped to {event.model.class_name}: {event.transferred}/{event.total} tensors carried over")
             elif isinstance(event, HParamsApplied):
@@ -386,19 +417,18 @@ class CopilotApp(App[int]):
 
     def _finished(self, event: Finished) -> None:
         if event.reason == "epochs_done":
-            self.notify("Training finished: the epoch budget is spent. Writing the report…", timeout=8)
+            self.notify("Training finished: the epoch budget is spent. Writing the report…")
             self.action_write_report()
         elif event.reason == "error":
             self.notify(
                 "The trainer stopped on an error; the advisor looks at it. "
                 f"Or quit and continue later with `copilot resume {self.session.run_id}`.",
                 severity="error",
-                timeout=12,
             )
 
     def _report_written(self, path: Path) -> None:
         self.store.note("app", "info", f"report written: {path}")
-        self.notify(f"Report: {path}", timeout=15)
+        self.notify(f"Report: {path}")
 
     # ------------------------------------------------------------------ background calls
 
@@ -433,7 +463,7 @@ class CopilotApp(App[int]):
         line = f"{message.what} failed: {error_line(message.error)}"
         detail = message.detail if not isinstance(message.error, CopilotError) else ""
         self.store.note(message.source, "error", line, detail)
-        self.notify(line, severity="error", timeout=8)
+        self.notify(line, severity="error")
         if message.then is not None:
             message.then()
         self.touch()
@@ -473,7 +503,7 @@ class CopilotApp(App[int]):
             # Nothing to accept: a short notice, and the advisor is free again.
             self.last_diagnosis = (turn.diagnosis, turn.trigger)
             self.store.note("advisor", "info", f"{turn.diagnosis.health}: continue: {turn.diagnosis.summary}")
-            self.notify(f"Advisor: no change needed; training goes on. {turn.diagnosis.summary}", timeout=6)
+            self.notify(f"Advisor: no change needed; training goes on. {turn.diagnosis.summary}")
             self._set_advisor("idle")
             return
         if turn is self._withdrawn:  # withdrawn before it reached the screen (a rollback meanwhile)
@@ -483,9 +513,10 @@ class CopilotApp(App[int]):
         self.last_diagnosis = (turn.diagnosis, turn.trigger)
         self.store.note("advisor", "info", f"{turn.diagnosis.health}: proposes {turn.proposal.kind}: {turn.proposal.summary}")
         self._set_advisor("waiting")
-        self.notify(f"Proposal: {turn.proposal.summary} (a accept · r reject · e edit)", timeout=10)
         if isinstance(self.screen, RunScreen):
-            self.screen.show_advisor()
+            self.screen.show_advisor()  # the pane itself says it: a toast on top would hide it
+        else:
+            self.notify(f"Proposal: {turn.proposal.summary} (a accept · r reject · e edit)")
 
     def _decide(self, verdict: Verdict) -> None:
         self._set_advisor("applying")
@@ -503,7 +534,7 @@ class CopilotApp(App[int]):
         """What the proposal was made for changed: the pane clears, and the advisor is free to look again."""
         self._withdrawn = message.turn
         self.store.note("advisor", "info", message.line)
-        self.notify(message.line, severity="warning", timeout=10)
+        self.notify(message.line, severity="warning")
         if self.turn is message.turn or self.turn is None:
             self.turn = None
             if self.advisor_state == "waiting":
@@ -514,7 +545,7 @@ class CopilotApp(App[int]):
         if decision.retry is not None:
             self.turn = decision.retry
             self.store.note("advisor", "warning", decision.message)
-            self.notify(decision.message, severity="warning", timeout=10)
+            self.notify(decision.message, severity="warning")
             self._set_advisor("waiting")
             return
         self.turn = None
@@ -523,7 +554,7 @@ class CopilotApp(App[int]):
             info = decision.round
             self.store.note("git", "info", f"{info.label} committed {info.short_sha}: {info.subject}")
         self.store.note("advisor", "info", decision.message)
-        self.notify(decision.message, timeout=8)
+        self.notify(decision.message)
         if decision.report is not None:
             self._report_written(decision.report)
         self._set_advisor("idle")
@@ -583,7 +614,7 @@ class CopilotApp(App[int]):
                     self._decide(Verdict(decision="edit", edited_change=change))
                     return
         except CopilotError as error:
-            self.notify(error_line(error), severity="error", timeout=10)
+            self.notify(error_line(error), severity="error")
             return
         self.notify("Nothing changed in the editor; the proposal still waits.", severity="warning")
 
@@ -671,7 +702,7 @@ class CopilotApp(App[int]):
 
     def _tune_decided(self, decision: VerdictResult) -> None:
         self.store.note("advisor", "info", decision.message)
-        self.notify(decision.message, timeout=8)
+        self.notify(decision.message)
         self._set_advisor("idle")
         self.touch()
 
@@ -819,7 +850,7 @@ def edited_hparam_change(proposal: HParamProposal, edited: str) -> HParamChange:
         ) from None
 
 
-def run_app(session: "Session", settings: Settings, *, banner: str | None = None) -> int:
+def run_app(session: "Session", settings: Settings, *, banner: Sequence[str] | None = None) -> int:
     """Run the app on this terminal until the user quits; the session is always stopped (checkpointed) after.
 
     Returns the exit status: 0 when the user quit, 129 on SIGHUP, 143 on SIGTERM. An

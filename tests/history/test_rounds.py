@@ -159,22 +159,27 @@ def test_trailers_and_notes_parse_back_with_git_itself(history: ExperimentHistor
 
 
 def test_git_log_with_copilot_notes_shows_the_metrics(history: ExperimentHistory, repo: Path) -> None:
-    history.record_result(ROUNDS, {"val_loss": 1.25, "wall_time_s": 31.5, "checkpoint": "/runs/x/epoch-100.pt"})
+    history.record_result(ROUNDS, {"val_loss": 1.25, "training_s": 31.5, "checkpoint": "/runs/x/epoch-100.pt"})
     shown = git(repo, "log", "-1", "--notes=copilot", history.branch)
     assert "Notes (copilot):" in shown
-    assert '"val_accuracy": 0.19' in shown and '"val_loss": 1.25' in shown and '"wall_time_s": 31.5' in shown
+    assert '"val_accuracy": 0.19' in shown and '"val_loss": 1.25' in shown and '"training_s": 31.5' in shown
     assert history.round(ROUNDS).results == RoundResults(
-        val_accuracy=0.19, val_loss=1.25, epochs_trained=2, wall_time_s=31.5, checkpoint="/runs/x/epoch-100.pt"
+        val_accuracy=0.19, val_loss=1.25, epochs_trained=2, training_s=31.5, checkpoint="/runs/x/epoch-100.pt"
     ), "record_result merges into the note"
 
 
 def test_rounds_committed_with_the_old_val_acc_name_read_as_val_accuracy(history: ExperimentHistory, repo: Path) -> None:
     """Branches made before the rename keep their figures: `val_acc` in trailers and notes reads as today's name."""
-    old_note = {"val_acc": 0.42, "epochs_trained": 2, "trial": {"steps": 100, "wall_time_s": 9.0, "val_acc": 0.4, "unchanged_val_acc": 0.1}}
+    old_note = {
+        "val_acc": 0.42, "epochs_trained": 2, "wall_time_s": 600.0,
+        "trial": {"steps": 100, "wall_time_s": 9.0, "val_acc": 0.4, "unchanged_val_acc": 0.1},
+    }  # fmt: skip
     sha = history.round(3).sha
     git(repo, "notes", "--ref=copilot", "add", "-f", "-m", json.dumps(old_note), sha)
     results = history.round(3).results
     assert results is not None and results.val_accuracy == 0.42 and results.trial is not None
+    # The round's old wall-clock time counted the human's waits: not read as its training time.
+    assert results.training_s is None and results.trial.wall_time_s == 9.0
     assert (results.trial.val_accuracy, results.trial.unchanged_val_accuracy) == (0.4, 0.1)
     assert parse_metrics("val_acc=0.15 val_loss=2.2 epoch=5") == {"val_accuracy": 0.15, "val_loss": 2.2, "epoch": 5}
 

@@ -28,6 +28,7 @@ from copilot.events import (
 )
 from copilot.errors import AdvisorError, ConfigError
 from copilot.history.messages import summary_of
+from copilot.metrics_file import read_metrics
 from copilot.session.controller import AdvisorTurn, Session
 from copilot.training.checkpoints import load_checkpoint
 from tests.history.repos import git
@@ -92,8 +93,13 @@ def test_accept_commits_the_round_swaps_the_model_and_training_goes_on(project: 
     # What the round measured went into its git note when the session stopped.
     results = session.rounds()[-1].results
     assert results is not None and results.epochs_trained >= 1 and results.checkpoint
+    # Its time is what its epochs trained (each leaves its pauses out), not the clock since the
+    # commit, which counted the minutes a proposal waited and the trainer stood held.
+    round_epochs = [e for e in read_metrics(session.run.metrics) if isinstance(e, EpochSummary) and e.round == 1 and e.epoch <= results.epoch]
+    assert round_epochs and results.training_s == pytest.approx(sum(e.duration_s for e in round_epochs), abs=0.06)
     report = session.write_report().read_text(encoding="utf-8")
     assert subject in report and "```diff" in report and "## Curves" in report
+    assert f"over {results.epochs_trained} epochs (" in report and "of training)" in report.split("## Rounds")[1]
 
 
 def test_reject_records_the_reason_and_commits_nothing(project: Path) -> None:

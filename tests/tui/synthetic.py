@@ -287,6 +287,7 @@ class SyntheticSession:
     due: list[str] = field(default_factory=list)  # triggers due_assessment() hands out, one per call
     waiting: Turn | None = None  # pending() after a "restart"
     run_id: str = RUN_ID
+    requested_model: str = "bad_cnn.py"
     advisor_name: str = "offline"
     round: int = 0
     tokens_spent: int = 0

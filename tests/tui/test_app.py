@@ -321,7 +321,7 @@ async def test_v_shows_the_sandbox_report_and_d_switches_the_diff_view() -> None
         assert "286,538" in shown_text(app, ".dialog-body Static")
         await pilot.press("escape")
         await until(pilot, lambda: isinstance(app.screen, RunScreen))
-        await pilot.press("d")
+        await pilot.press("z", "d")  # zoomed, the pane is wide enough for two sides
         await until(pilot, lambda: app.side_by_side and "a/bad_cnn.py" in shown_text(app, "#proposal Static"))
         text = shown_text(app, "#proposal Static")
         assert "a/bad_cnn.py" in text and "b/bad_cnn.py" in text and "@@" not in text

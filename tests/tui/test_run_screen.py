@@ -8,15 +8,21 @@ their content on another console.
 from __future__ import annotations
 
 import pytest
+from textual.color import Color
 from textual.geometry import Region
 from textual.pilot import Pilot
 from textual.widget import Widget
 from textual.widgets import DataTable
+from textual.widgets._toast import Toast
 
+from copilot.commands.session import DEMO_BANNER
+from copilot.config import Settings
 from copilot.tui.app import CopilotApp
 from copilot.tui.widgets.charts import PlotextChart
-from tests.tui.test_app import make_app, proposal_session, until
-from tests.tui.synthetic import SyntheticSession, seeded_run_events
+from copilot.tui.widgets.log import LogPane
+from copilot.tui.widgets.proposal import ProposalPane
+from tests.tui.test_app import make_app, proposal_session, shown_text, until
+from tests.tui.synthetic import SyntheticSession, Turn, architecture_proposal, broken_diagnosis, seeded_run_events
 
 pytestmark = pytest.mark.anyio
 WIDE, COMPACT = (160, 48), (80, 24)
@@ -119,3 +125,106 @@ async def test_the_module_panel_shows_each_module_as_a_bar_with_its_anomaly() ->
         assert "Gradient norm per module (log scale)" in lines[0]
         assert "features.0 5.3e-10 vanishing┤" in text and "classifier.2 0.018┤" in text
         assert "1e-9" in text or "1e-11" in text  # the log axis is labelled in decades
+
+
+# ---------------------------------------------------------------- issue 16: finding your way
+
+
+def focus_marked(app: CopilotApp, pane_id: str) -> bool:
+    """Whether the pane's top border is drawn in the accent colour that marks the pane with the keys."""
+    border_type, colour = app.screen.query_one(pane_id).styles.border_top
+    return bool(border_type) and colour == Color.parse(app.get_css_variables()["accent"])
+
+
+@pytest.mark.parametrize("size", [WIDE, COMPACT], ids=["160x48", "80x24"])
+async def test_a_proposal_takes_the_scroll_keys_wherever_focus_was_and_its_pane_is_marked(size) -> None:
+    session = SyntheticSession(events=seeded_run_events(epochs_fixed=0), turns=[Turn(broken_diagnosis(), architecture_proposal(), "demand", ())])
+    app = make_app(session)
+    async with app.run_test(size=size) as pilot:
+        await until(pilot, lambda: app.store.view().step == 1280)
+        await pilot.press("3")  # reading the log: it has the keys, and its pane says so
+        await until(pilot, lambda: isinstance(app.focused, LogPane))
+        assert focus_marked(app, "#log") and not focus_marked(app, "#advisor")
+        await pilot.press("question_mark")
+        await until(pilot, lambda: app.advisor_state == "waiting")
+        pane = app.screen.query_one(ProposalPane)
+        # It was Tab three times before arrows, j or PageDown moved the proposal.
+        await until(pilot, lambda: app.focused is pane and pane.max_scroll_y > 0)
+        assert focus_marked(app, "#advisor") and not focus_marked(app, "#log")
+        await pilot.press("j", "j")
+        await until(pilot, lambda: pane.scroll_y == 2)
+        await pilot.press("k")
+        await until(pilot, lambda: pane.scroll_y == 1)
+        await pilot.press("pagedown")
+        await until(pilot, lambda: pane.scroll_y > 2)
+
+
+async def test_long_diff_lines_wrap_instead_of_being_cut() -> None:
+    app = make_app(proposal_session())
+    async with app.run_test(size=WIDE) as pilot:
+        await until(pilot, lambda: app.advisor_state == "waiting")
+        await until(pilot, lambda: any("+++ b/bad_cnn.py" in line for line in painted(app.screen.query_one("#proposal Static"))))
+        shown = "".join(line.strip() for line in painted(app.screen.query_one("#proposal Static"))).replace(" ", "")
+        diff_lines = architecture_proposal().unified_diff().splitlines()
+        long_lines = [line for line in diff_lines if len(line) > app.screen.query_one(ProposalPane).size.width]
+        assert long_lines, "the seeded proposal has lines wider than the pane"
+        for line in long_lines:  # "nn.BatchNorm2" was where the line ended, with nothing to say so
+            assert line.replace(" ", "") in shown, line
+
+
+async def test_side_by_side_in_a_narrow_pane_is_the_unified_diff_with_a_note_and_keeps_the_place() -> None:
+    app = make_app(proposal_session())
+    async with app.run_test(size=WIDE) as pilot:
+        await until(pilot, lambda: app.advisor_state == "waiting")
+        pane = app.screen.query_one(ProposalPane)
+        await until(pilot, lambda: app.focused is pane and pane.max_scroll_y > 6)
+        await pilot.press("j", "j", "j")
+        await until(pilot, lambda: pane.scroll_y == 3)
+        await pilot.press("d")  # the pane is 60 columns: each side had about 22 characters
+        await until(pilot, lambda: "side by side needs" in shown_text(app, "#proposal Static"))
+        text = shown_text(app, "#proposal Static")
+        assert "@@" in text and "a/bad_cnn.py " not in text.replace("--- a/bad_cnn.py", "")
+        assert pane.scroll_y == 3, "switching the view keeps the place"
+        await pilot.press("z")  # zoomed to the whole screen, both sides fit
+        await until(pilot, lambda: "side by side needs" not in shown_text(app, "#proposal Static"))
+        text = shown_text(app, "#proposal Static")
+        assert "a/bad_cnn.py" in text and "b/bad_cnn.py" in text and "@@" not in text
+        row = next(line for line in painted(app.screen.query_one("#proposal Static")) if "nn.BatchNorm2d(16)" in line)
+        assert "nn.Conv2d(3, 16, 3, padding=1), nn.Sigmoid()," in row, "each side shows a whole line of the model"
+        await pilot.press("d")
+        await until(pilot, lambda: "@@" in shown_text(app, "#proposal Static"))
+
+
+@pytest.mark.parametrize(("size", "wording"), [(COMPACT, -1), (WIDE, 0)], ids=["80x24", "160x48"])
+async def test_the_demo_banner_is_one_whole_sentence_on_one_row(size, wording) -> None:
+    app = CopilotApp(proposal_session(), Settings(tui={"refresh_hz": 20}), banner=DEMO_BANNER)
+    async with app.run_test(size=size) as pilot:
+        await until(pilot, lambda: app.store.view().step == 1280)
+        banner = app.screen.query_one("#banner")
+        assert banner.outer_size.height == 1  # it took three rows at 80×24 and stopped mid-sentence
+        assert painted(banner)[0].strip() == DEMO_BANNER[wording]
+
+
+async def test_toasts_at_80x24_are_short_single_and_clear_of_the_advisor_pane() -> None:
+    app = make_app(proposal_session())
+    async with app.run_test(size=COMPACT, notifications=True) as pilot:
+        await until(pilot, lambda: app.advisor_state == "waiting")
+        await pilot.press("question_mark", "question_mark", "p")  # "a proposal is waiting" twice, then a notice
+        await until(pilot, lambda: app.store.view().state == "paused")
+        app.notify("training paused by the test, a line long enough to wrap over two rows of a toast")
+        await until(pilot, lambda: len(app.screen.query(Toast)) == 2)
+        await pilot.pause(0.1)  # a frame for the rack's layout
+        messages = [notification.message for notification in app._notifications]
+        assert messages.count("A proposal is waiting for you: a accept · r reject · e edit.") == 1, messages
+        assert all(notification.timeout <= 8 for notification in app._notifications)
+        advisor = app.screen.query_one("#advisor").region
+        for toast in app.screen.query(Toast):
+            assert not toast.region.overlaps(advisor), (toast.region, advisor)
+
+
+async def test_the_header_names_the_requested_model_until_the_trainer_reports() -> None:
+    app = make_app(SyntheticSession(events=[]))
+    async with app.run_test(size=WIDE) as pilot:
+        await until(pilot, lambda: "trainer starting" in painted(app.screen.query_one("#status"))[0])
+        first = painted(app.screen.query_one("#status"))[0]
+        assert "bad_cnn.py, trainer starting…" in first and " on ?" not in first, first  # was "model on ?" for 7 s

@@ -12,15 +12,15 @@ decisions behind the keys (accept, reject, edit) are the app's.
 from __future__ import annotations
 
 import numpy as np
-from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Container, Vertical
-from textual.widgets import Footer, Static, Tab, Tabs
+from textual.widgets import Footer, Tab, Tabs
 
 from copilot.advisor.thresholds import UPDATE_RATIO_GUIDE
 from copilot.tui.screens.live import LiveScreen
 from copilot.tui.store import MAX_SERIES, StoreView
+from copilot.tui.widgets.banner import Banner
 from copilot.tui.widgets.charts import BarsData, ChartData, ChartSeries, MetricChart, ModuleBars
 from copilot.tui.widgets.diagnosis import DiagnosisPane
 from copilot.tui.widgets.log import LogPane
@@ -120,7 +120,7 @@ class RunScreen(LiveScreen):
     def compose(self) -> ComposeResult:
         yield StatusBar(id="status")
         if self.copilot.banner:
-            yield Static(Text(self.copilot.banner), id="banner")
+            yield Banner(self.copilot.banner, id="banner")
         with Container(id="body", classes="-pane-advisor"):
             with Container(id="charts", classes=f"-page-{CHART_PAGES[0]}"):
                 yield MetricChart("loss", id="chart-loss", classes=f"page-{CHART_PAGES[0]}")
@@ -215,6 +215,8 @@ class RunScreen(LiveScreen):
         self.copilot.show_log_entry(message.entry)
 
     def show_advisor(self) -> None:
-        """A proposal arrived: make sure it is in view."""
+        """A proposal arrived: make sure it is in view, and that the scroll keys move it (not the log
+        or the tabs, wherever focus was), so its diff is reached without Tab."""
         self.query_one("#pane-tabs", Tabs).active = "tab-advisor"
         self._show_pane("advisor")
+        self.query_one("#proposal").focus()

@@ -1,7 +1,8 @@
 """The proposal pane: what the advisor wants to change, shown so a human can judge it.
 
 Architecture proposals show the model file's unified diff, syntax-highlighted with
-Rich's `Syntax(..., "diff")`, or side by side; hyperparameter proposals show a
+Rich's `Syntax(..., "diff")` and wrapped (a cut line would hide the change), or side by
+side where the pane is wide enough for two readable sides; hyperparameter proposals show a
 before/after table; a finish proposal shows its summary. The sandbox's verdict is
 one line here, marked advisory, and the whole report in a dialog (`v`). Beside the
 advisor's claim (its summary and rationale) stands what the trials measured: the change
@@ -19,7 +20,9 @@ from rich.markdown import Markdown
 from rich.syntax import Syntax
 from rich.table import Table
 from rich.text import Text
+from textual import events
 from textual.app import ComposeResult
+from textual.binding import Binding
 from textual.containers import VerticalScroll
 from textual.widgets import Static
 
@@ -42,6 +45,10 @@ KEY_HINTS = {
     "finish": "a accept · r reject",
 }
 CONTEXT_LINES = 3
+# Side by side, each side shows this much code at least, else the unified diff stands in:
+# at 60 columns each side had about 22 characters, too few to read a line of a model.
+SIDE_BY_SIDE_MIN_CODE = 40
+SIDE_BY_SIDE_MIN_WIDTH = 2 * SIDE_BY_SIDE_MIN_CODE + 12  # the line numbers and the padding around them
 NO_PROPOSAL_TEXT = "No proposal waiting. When the advisor proposes a change, it appears here for you to accept or reject."
 
 
@@ -157,9 +164,15 @@ def hparam_table(proposal: HParamProposal) -> Table:
     return table
 
 
+def side_by_side_fits(width: int) -> bool:
+    """Whether a pane `width` columns wide gives each side of the diff enough code to read."""
+    return width >= SIDE_BY_SIDE_MIN_WIDTH
+
+
 def proposal_renderable(
-    proposal: Proposal | None, *, side_by_side_view: bool, edit_problem: str | None = None
+    proposal: Proposal | None, *, side_by_side_view: bool, edit_problem: str | None = None, width: int = SIDE_BY_SIDE_MIN_WIDTH
 ) -> RenderableType:
+    """The proposal as the pane shows it; side by side only when `width` fits it (see `side_by_side_fits`)."""
     if proposal is None:
         return Text(NO_PROPOSAL_TEXT, "dim")
     head = Text()
@@ -183,11 +196,17 @@ def proposal_renderable(
         parts.append(hparam_table(proposal))
         parts.append(Text(f"\npredicted: {proposal.rationale}", "italic"))
         return Group(*parts)
-    if side_by_side_view:
+    if side_by_side_view and side_by_side_fits(width):
         parts.append(side_by_side(proposal))
     else:
+        if side_by_side_view:
+            parts.append(
+                Text(f"side by side needs {SIDE_BY_SIDE_MIN_WIDTH} columns: the unified diff instead (z zooms the pane)", "yellow")
+            )
         parts.append(
-            Syntax(proposal.unified_diff() or "(no change)", "diff", theme="ansi_dark", background_color="default")
+            Syntax(
+                proposal.unified_diff() or "(no change)", "diff", theme="ansi_dark", background_color="default", word_wrap=True
+            )
         )
     parts.append(Text(f"\npredicted: {proposal.rationale}", "italic"))
     for change in proposal.changes:
@@ -197,7 +216,17 @@ def proposal_renderable(
 
 
 class ProposalPane(VerticalScroll):
-    """Scrollable, focusable view of the proposal waiting at the gate."""
+    """Scrollable, focusable view of the proposal waiting at the gate.
+
+    Besides the scroll keys every scrollable has (arrows, PageUp/PageDown, Home/End), j and k
+    scroll, as in a pager. A new proposal opens at its top; switching its view keeps the place.
+    """
+
+    ALLOW_MAXIMIZE = True  # scroll containers are not zoomed by default; z zooms this one to read a wide diff
+    BINDINGS = [
+        Binding("j", "scroll_down", "Scroll down", show=False),
+        Binding("k", "scroll_up", "Scroll up", show=False),
+    ]
 
     DEFAULT_CSS = """
     ProposalPane > Static {
@@ -207,17 +236,27 @@ class ProposalPane(VerticalScroll):
 
     def __init__(self, *, id: str | None = None, classes: str | None = None) -> None:
         super().__init__(id=id, classes=classes)
-        self._shown: tuple[object, ...] | None = None
+        self._proposal: tuple[Proposal | None, str | None] | None = None  # the proposal shown and its edit's problem
+        self._view: tuple[bool, bool] | None = None  # side by side asked for, and whether it fits
 
     def compose(self) -> ComposeResult:
         yield Static(proposal_renderable(None, side_by_side_view=False))
 
     def show(self, proposal: Proposal | None, *, side_by_side_view: bool, edit_problem: str | None = None) -> None:
-        shown = (proposal, side_by_side_view, edit_problem)
-        if shown == self._shown:
+        width = self.scrollable_content_region.width
+        shown, view = (proposal, edit_problem), (side_by_side_view, side_by_side_fits(width))
+        if (shown, view) == (self._proposal, self._view):
             return
-        self._shown = shown
+        new_proposal = shown != self._proposal
+        self._proposal, self._view = shown, view
         self.query_one(Static).update(
-            proposal_renderable(proposal, side_by_side_view=side_by_side_view, edit_problem=edit_problem)
+            proposal_renderable(proposal, side_by_side_view=side_by_side_view, edit_problem=edit_problem, width=width)
         )
-        self.scroll_home(animate=False)
+        if new_proposal:
+            self.scroll_home(animate=False)
+
+    def on_resize(self, _event: events.Resize) -> None:
+        """Narrowed or widened past what side by side needs: draw the view that now fits."""
+        if self._proposal is not None and self._view is not None:
+            (proposal, edit_problem), (side_by_side_view, _fits) = self._proposal, self._view
+            self.show(proposal, side_by_side_view=side_by_side_view, edit_problem=edit_problem)

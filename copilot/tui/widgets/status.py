@@ -38,7 +38,8 @@ ADVISOR_STATE_TEXT: dict[str, tuple[str, str]] = {
 @dataclass(frozen=True)
 class StatusInfo:
     run_name: str
-    model: str
+    requested_model: str  # the model as the user named it: all there is to show before the trainer reports
+    model: str  # the class the trainer built, "" until it reports
     device: str
     trainer_state: str
     epoch: int
@@ -62,7 +63,10 @@ def status_text(info: StatusInfo) -> Text:
     line = Text(no_wrap=True, overflow="ellipsis")
     line.append(f"{symbol} {info.trainer_state}", style)
     line.append(f"  epoch {epochs}  step {info.step:,}  {speed}", "bold")
-    line.append(f"  {info.model or 'model'} on {info.device or '?'}", "")
+    if info.model:
+        line.append(f"  {info.model} on {info.device}", "")
+    else:  # the trainer has not reported yet (its start takes seconds): what the user asked for
+        line.append(f"  {info.requested_model}, trainer starting…", "")
     line.append(f"  {info.run_name}", "dim")
     line.append("\n")
     label, advisor_style = ADVISOR_STATE_TEXT[info.advisor_state]
