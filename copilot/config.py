@@ -158,6 +158,10 @@ class AdvisorSettings(Section):
     # Training a model the human may be about to replace spends the epoch budget on it:
     # hold the trainer while a proposal waits at the gate, resume once it is decided.
     hold_training_while_waiting: bool = True
+    # Hold it while the advisor assesses, too: then an advisor's latency (an LLM's minute) never
+    # spends a short run's budget before its proposal can be trialled. Headless with
+    # --auto-accept, where nobody watches the run go on meanwhile, it is on.
+    hold_training_while_assessing: bool = False
     assessor: RoleSettings = Field(default_factory=RoleSettings)
     coder: RoleSettings = Field(default_factory=RoleSettings)
     checker: RoleSettings = Field(default_factory=RoleSettings)

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import argparse
 import shutil
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -113,20 +113,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 # --------------------------------------------------------------------------- handlers
 
 
-def _loop_overrides(args: argparse.Namespace) -> dict:
-    """Settings the loop's own flags change."""
-    return {"trials": {"enabled": False}} if args.no_trials else {}
+def _loop_overrides(args: argparse.Namespace, advisor: Mapping[str, object]) -> dict:
+    """Settings the loop's own flags change, with the `advisor` settings the command's other
+    flags set. Deciding without a human (`--auto-accept`), the run is there for its outcome:
+    the trainer waits for the advisor, however slow."""
+    overrides: dict = {"trials": {"enabled": False}} if args.no_trials else {}
+    advisor = {**advisor, **({"hold_training_while_assessing": True} if args.auto_accept else {})}
+    if advisor:
+        overrides["advisor"] = advisor
+    return overrides
 
 
 def run_session_command(args: argparse.Namespace) -> int:
     if not args.model:
         raise ConfigError("no model given", "run `copilot run MODEL.py`, or `copilot resume RUN` for a stopped run")
     _check_loop_flags(args)
-    overrides = training_overrides(args) | _loop_overrides(args)
     advisor = {"assess_every": args.assess_every, "provider": args.advisor, "target_accuracy": args.target_accuracy}
-    if any(value is not None for value in advisor.values()):
-        overrides["advisor"] = {key: value for key, value in advisor.items() if value is not None}
-    settings = load_settings(overrides)
+    chosen = {key: value for key, value in advisor.items() if value is not None}
+    settings = load_settings(training_overrides(args) | _loop_overrides(args, chosen))
     from copilot.session.controller import Session
 
     session = Session.start(settings, args.model, init_git=args.init_git, run_name=args.run_name, max_rounds=args.max_rounds)
@@ -139,7 +143,7 @@ def run_demo_command(args: argparse.Namespace) -> int:
     model = prepare_demo_folder(folder)
     # The demo's own folder holds its settings: a copilot.toml where the user stands must not change it.
     settings = load_settings(
-        {"runs_dir": folder / ".copilot" / "runs", "advisor": {"provider": "offline", **_target(args)}} | _loop_overrides(args),
+        {"runs_dir": folder / ".copilot" / "runs"} | _loop_overrides(args, {"provider": "offline", **_target(args)}),
         config_dir=folder,
     )
     from copilot.session.controller import Session
@@ -151,8 +155,7 @@ def run_demo_command(args: argparse.Namespace) -> int:
 
 def run_resume_command(args: argparse.Namespace) -> int:
     _check_loop_flags(args)
-    target = _target(args)
-    settings = load_settings(({"advisor": target} if target else {}) | _loop_overrides(args))
+    settings = load_settings(_loop_overrides(args, _target(args)))
     by_name = settings.runs_dir / args.run
     run = RunFolder(by_name.resolve()) if (by_name / "session.json").exists() else find_run(args.run, runs=settings.runs_dir)
     from copilot.session.controller import Session

@@ -670,11 +670,13 @@ class Session:
         self.paused_on_nonfinite = self._holding = False
         self._send_live(Resume())
 
-    def _hold(self) -> None:
-        """Pause a running trainer while the human decides (see `hold_training_while_waiting`)."""
+    def _hold(self, *, while_assessing: bool = False) -> None:
+        """Pause a running trainer while the human decides (see `hold_training_while_waiting`),
+        or while the advisor assesses (`hold_training_while_assessing`)."""
+        advisor = self.settings.advisor
         with self._trainer_lock:
             if (
-                self.settings.advisor.hold_training_while_waiting
+                (advisor.hold_training_while_assessing if while_assessing else advisor.hold_training_while_waiting)
                 and self._trainer is not None
                 and self._trainer.is_alive
                 and self.trainer_state in ("starting", "running")
@@ -788,6 +790,7 @@ class Session:
             if self._turn is not None:
                 raise AdvisorError("a proposal is still waiting for your decision", "accept, reject or edit it first")
             self._assessing = True
+            self._hold(while_assessing=True)
             try:
                 self._triggers.assessed()
                 self.record_results()
@@ -796,13 +799,18 @@ class Session:
                     target_accuracy=self.settings.advisor.target_accuracy,
                 )  # fmt: skip
                 outcome = self._advisor.assess(snapshot)
+            except BaseException:
+                self._release()
+                raise
             finally:
                 self._assessing = False
             if isinstance(outcome, Continued):
                 self._unrecorded_tokens += _tokens(outcome.tokens)
+                self._release()
                 return Continuing(outcome.diagnosis, trigger)
             if isinstance(outcome, Failed):
                 self._unrecorded_tokens += _tokens(outcome.tokens)
+                self._release()
                 raise AdvisorError(
                     f"the advisor made no proposal: {outcome.message}", "training goes on; ask again later"
                 )

@@ -277,6 +277,48 @@ def test_undo_redo_and_rollback_move_the_trainer_with_the_branch(project: Path) 
         session.stop()
 
 
+class SlowToAnswer:
+    """An advisor that answers only once the trainer has paused, as an LLM answers after a while;
+    unheld, it would wait out its deadline. It finds nothing to change."""
+
+    name = "slow"
+
+    def __init__(self) -> None:
+        from copilot.advisor.offline.advisor import OfflineAdvisor
+
+        self.session: Session | None = None
+        self._offline = OfflineAdvisor()
+
+    def assess(self, snapshot):  # type: ignore[no-untyped-def]
+        assert self.session is not None
+        run_until(self.session, lambda seen: any(isinstance(e, StateChanged) and e.state == "paused" for e in seen))
+        reply = self._offline.assess(snapshot)
+        return reply.__class__(reply.value.model_copy(update={"route": "continue"}), reply.usage, reply.notices)
+
+
+def test_training_holds_while_the_advisor_assesses_when_asked_and_goes_on_after(project: Path) -> None:
+    settings = tiny_settings(project, hold_training_while_assessing=True)
+    settings = settings.model_copy(
+        update={"train": settings.train.model_copy(update={"hparams": {"batch_size": 16, "epochs": 200}})}
+    )
+    advisor = SlowToAnswer()
+    session = Session.start(settings, str(project / "bad_cnn.py"), run_name="hold-assessing", roles=advisor)
+    advisor.session = session
+    try:
+        found: list[str] = []
+        before = run_until(session, lambda _seen: bool(found.append(session.due_assessment() or "") or found[-1]))
+        last_step = max((r.step for e in before if isinstance(e, StepBatch) for r in e.records), default=0)
+
+        outcome = session.assess(found[-1])  # returns only because the trainer paused for it
+
+        assert outcome.diagnosis.route == "continue"
+        run_until(session, lambda seen: any(isinstance(e, StateChanged) and e.state == "running" for e in seen))
+        run_until(session, stepped_past(last_step))
+        assert session.trainer_state == "running", "nothing to decide: training goes on at once"
+    finally:
+        session.stop()
+
+
 def test_training_holds_while_a_proposal_waits_and_goes_on_after_the_verdict(project: Path) -> None:
     settings = tiny_settings(project)
     settings = settings.model_copy(
