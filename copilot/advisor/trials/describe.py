@@ -10,7 +10,7 @@ from copilot.advisor.schemas import ArchitectureProposal, ArmResult, HParamPropo
 from copilot.advisor.trials.runner import INCUMBENT
 
 
-def _figures(arm: ArmResult) -> str:
+def arm_figures(arm: ArmResult) -> str:
     final = arm.final
     if final is None:
         return arm.message or arm.status
@@ -27,11 +27,11 @@ def measured_line(report: TrialReport | None) -> str:
     noise = f"noise ±{report.noise:.4f}, " if report.noise is not None else ""
     extended = ", extended once" if report.extended else ""
     budget = f"{noise}{report.budget_steps} steps each{extended}, {report.wall_time_s:.0f} s"
-    base = _figures(incumbent) if incumbent is not None else "-"
+    base = arm_figures(incumbent) if incumbent is not None else "-"
     if winner is None:
         return f"measured: no candidate beat the unchanged run ({base}; {budget})"
     steadier = f"; {report.reason}" if report.won_by == "steadier" else ""
-    return f"measured: unchanged {base} -> this change {_figures(winner)} ({budget}{steadier})"
+    return f"measured: unchanged {base} -> this change {arm_figures(winner)} ({budget}{steadier})"
 
 
 def start_lines(proposal: Proposal) -> list[str]:
@@ -55,4 +55,4 @@ def arm_lines(report: TrialReport | None) -> list[str]:
     if report is None or report.status == "not_trialled":
         return []
     labels = {"winner": "winner", "incumbent": "unchanged run", "no gain": "tried, no gain", "failed": "tried, failed"}
-    return [f"{labels[arm.outcome]}: {arm.summary}: {_figures(arm)}" for arm in report.arms]
+    return [f"{labels[arm.outcome]}: {arm.summary}: {arm_figures(arm)}" for arm in report.arms]

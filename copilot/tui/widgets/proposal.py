@@ -19,8 +19,11 @@ from rich.markdown import Markdown
 from rich.syntax import Syntax
 from rich.table import Table
 from rich.text import Text
+from textual import work
 from textual.app import ComposeResult
 from textual.containers import VerticalScroll
+from textual.events import Resize
+from textual.message import Message
 from textual.widgets import Static
 
 from copilot.advisor.schemas import (
@@ -32,8 +35,10 @@ from copilot.advisor.schemas import (
     SandboxReport,
     TrialReport,
 )
+from copilot.advisor.trials.curves import TrialCurves, trial_curves
 from copilot.advisor.trials.describe import arm_lines, measured_line, start_lines
 from copilot.events import HPARAM_KEYS
+from copilot.tui.widgets.trial_chart import draw_trial_chart, fits
 
 # The keys that act on each kind of proposal, no others; the longest fits the advisor pane at 160 columns.
 KEY_HINTS = {
@@ -158,7 +163,11 @@ def hparam_table(proposal: HParamProposal) -> Table:
 
 
 def proposal_renderable(
-    proposal: Proposal | None, *, side_by_side_view: bool, edit_problem: str | None = None
+    proposal: Proposal | None,
+    *,
+    side_by_side_view: bool,
+    edit_problem: str | None = None,
+    trial_chart: RenderableType | None = None,
 ) -> RenderableType:
     if proposal is None:
         return Text(NO_PROPOSAL_TEXT, "dim")
@@ -176,6 +185,8 @@ def proposal_renderable(
     # What a person decides on comes first: the change (above), what its trial measured, the
     # diff; what the advisor predicted and why, after (issue 13: the diff was below the fold).
     parts.append(trial_summary(proposal.trials))
+    if trial_chart is not None:
+        parts.append(trial_chart)
     parts += [Text(line, "bold yellow") for line in start_lines(proposal)]
     # One line of its own with a blank after: wrapped, it ran into the lines under it.
     parts.append(Text(KEY_HINTS[proposal.kind] + "\n", "dim", no_wrap=True, overflow="ellipsis"))
@@ -205,19 +216,68 @@ class ProposalPane(VerticalScroll):
     }
     """
 
+    class TrialChartBuilt(Message):
+        """The trial chart of `key` (the curves and the width) was drawn (posted from its worker thread)."""
+
+        def __init__(self, key: tuple[TrialCurves, int], chart: Text) -> None:
+            super().__init__()
+            self.key = key
+            self.chart = chart
+
     def __init__(self, *, id: str | None = None, classes: str | None = None) -> None:
         super().__init__(id=id, classes=classes)
-        self._shown: tuple[object, ...] | None = None
+        self._shown: tuple[Proposal | None, bool, str | None] | None = None
+        self._chart: tuple[tuple[TrialCurves, int], Text] | None = None  # the last chart drawn, by its key
+        self._chart_wanted: tuple[TrialCurves, int] | None = None
 
     def compose(self) -> ComposeResult:
         yield Static(proposal_renderable(None, side_by_side_view=False))
+
+    @property
+    def trial_chart_pending(self) -> bool:
+        """Whether a trial chart the pane will show is still being drawn (tests and snapshots wait on it)."""
+        return self._chart_wanted is not None and (self._chart is None or self._chart[0] != self._chart_wanted)
 
     def show(self, proposal: Proposal | None, *, side_by_side_view: bool, edit_problem: str | None = None) -> None:
         shown = (proposal, side_by_side_view, edit_problem)
         if shown == self._shown:
             return
         self._shown = shown
-        self.query_one(Static).update(
-            proposal_renderable(proposal, side_by_side_view=side_by_side_view, edit_problem=edit_problem)
-        )
+        self._paint()
         self.scroll_home(animate=False)
+
+    def _paint(self) -> None:
+        assert self._shown is not None
+        proposal, side_by_side_view, edit_problem = self._shown
+        self.query_one(Static).update(
+            proposal_renderable(
+                proposal, side_by_side_view=side_by_side_view, edit_problem=edit_problem, trial_chart=self._trial_chart(proposal)
+            )
+        )
+
+    def _trial_chart(self, proposal: Proposal | None) -> Text | None:
+        """The chart drawn for this proposal at this width, or None; a build is started when it is missing."""
+        curves = trial_curves(getattr(proposal, "trials", None))
+        width, height = self.scrollable_content_region.size
+        self._chart_wanted = (curves, width) if curves is not None and fits(width, height) else None
+        if self._chart_wanted is None:
+            return None
+        if self._chart is not None and self._chart[0] == self._chart_wanted:
+            return self._chart[1]
+        self._draw_trial_chart(self._chart_wanted)
+        return None
+
+    @work(thread=True, group="trial-chart", exclusive=True)
+    def _draw_trial_chart(self, key: tuple[TrialCurves, int]) -> None:
+        curves, width = key
+        self.post_message(self.TrialChartBuilt(key, draw_trial_chart(curves, width)))
+
+    def on_proposal_pane_trial_chart_built(self, message: TrialChartBuilt) -> None:
+        message.stop()
+        self._chart = (message.key, message.chart)
+        if message.key == self._chart_wanted:
+            self._paint()
+
+    def on_resize(self, _event: Resize) -> None:
+        if self._shown is not None and self._shown[0] is not None:
+            self._paint()  # a new width draws the chart again; a pane too short for it drops it
