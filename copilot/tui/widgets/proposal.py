@@ -229,6 +229,7 @@ class ProposalPane(VerticalScroll):
         self._shown: tuple[Proposal | None, bool, str | None] | None = None
         self._chart: tuple[tuple[TrialCurves, int], Text] | None = None  # the last chart drawn, by its key
         self._chart_wanted: tuple[TrialCurves, int] | None = None
+        self._chart_building: tuple[TrialCurves, int] | None = None  # the key a worker draws now
 
     def compose(self) -> ComposeResult:
         yield Static(proposal_renderable(None, side_by_side_view=False))
@@ -264,7 +265,9 @@ class ProposalPane(VerticalScroll):
             return None
         if self._chart is not None and self._chart[0] == self._chart_wanted:
             return self._chart[1]
-        self._draw_trial_chart(self._chart_wanted)
+        if self._chart_building != self._chart_wanted:
+            self._chart_building = self._chart_wanted
+            self._draw_trial_chart(self._chart_wanted)
         return None
 
     @work(thread=True, group="trial-chart", exclusive=True)
@@ -275,6 +278,8 @@ class ProposalPane(VerticalScroll):
     def on_proposal_pane_trial_chart_built(self, message: TrialChartBuilt) -> None:
         message.stop()
         self._chart = (message.key, message.chart)
+        if message.key == self._chart_building:
+            self._chart_building = None
         if message.key == self._chart_wanted:
             self._paint()
 
