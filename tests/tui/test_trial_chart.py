@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import pytest
 
+from copilot.advisor.trials.curves import trial_curves
 from copilot.tui.widgets.proposal import ProposalPane
-from copilot.tui.widgets.trial_chart import TRIAL_CHART_ROWS
+from copilot.tui.widgets.trial_chart import TRIAL_CHART_ROWS, draw_trial_chart
+from tests.tui.synthetic import trial_report
 from tests.tui.test_app import make_app, proposal_session, until
 from tests.tui.test_run_screen import COMPACT, WIDE, painted
 
@@ -47,3 +49,13 @@ async def test_at_80x24_the_pane_keeps_its_rows_for_the_diff() -> None:
         assert not pane.trial_chart_pending
         assert any(line.lstrip().startswith("measured:") for line in lines)
         assert not any("━ this change" in line for line in lines)
+
+
+def test_the_chart_is_its_rows_high_and_names_the_noise_where_the_legend_has_room() -> None:
+    curves = trial_curves(trial_report())
+    assert curves is not None
+    wide, narrow = (draw_trial_chart(curves, width).plain.splitlines() for width in (90, 56))
+    assert len(wide) == len(narrow) == TRIAL_CHART_ROWS
+    assert wide[0].startswith("val accuracy %  ━ unchanged 6.5  ━ this change 46.5  noise ±0.0040 (loss)")
+    assert "noise" not in narrow[0] and "━ this change 46.5" in narrow[0]  # the arms before the noise
+    assert "200" in wide[-1]  # the x axis ends at the trial's last step

@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from copilot.advisor.schemas import ArmResult, TrialReport
-from copilot.advisor.trials.describe import arm_figures
+from copilot.advisor.trials.describe import arm_figures, noise_text
 from copilot.advisor.trials.runner import INCUMBENT
 
 UNCHANGED_LABEL = "unchanged"
@@ -60,7 +60,7 @@ class TrialCurves:
         if self.noise is None:
             return "noise not measured"
         method = f" ({self.noise_method})" if self.noise_method else ""
-        return f"noise ±{self.noise:.4f} in val loss{method}"
+        return f"{noise_text(self.noise)} in val loss{method}"
 
     def figure_lines(self) -> list[str]:
         """The numbers beside the chart: each arm's last evaluation, then the noise."""

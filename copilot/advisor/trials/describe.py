@@ -18,13 +18,18 @@ def arm_figures(arm: ArmResult) -> str:
     return f"val loss {final.val_loss:.4f}{accuracy}"
 
 
+def noise_text(noise: float) -> str:
+    """`noise ±0.0040`: the unchanged run's spread of validation loss, as every view of a trial says it."""
+    return f"noise ±{noise:.4f}"
+
+
 def measured_line(report: TrialReport | None) -> str:
     """`measured: val loss 2.3026 -> 1.8511 (noise ±0.0040, 200 steps each)`, or why it was not measured."""
     if report is None or report.status == "not_trialled":
         why = f" ({report.reason})" if report is not None and report.reason else ""
         return f"not trialled{why}"
     incumbent, winner = report.arm(INCUMBENT), report.arm(report.winner) if report.winner else None
-    noise = f"noise ±{report.noise:.4f}, " if report.noise is not None else ""
+    noise = f"{noise_text(report.noise)}, " if report.noise is not None else ""
     extended = ", extended once" if report.extended else ""
     budget = f"{noise}{report.budget_steps} steps each{extended}, {report.wall_time_s:.0f} s"
     base = arm_figures(incumbent) if incumbent is not None else "-"

@@ -14,6 +14,7 @@ import numpy as np
 from rich.text import Text
 
 from copilot.advisor.trials.curves import TrialCurves
+from copilot.advisor.trials.describe import noise_text
 from copilot.tui.widgets.charts import LEGEND_GAP, ChartData, ChartSeries, draw_line_chart
 
 TRIAL_CHART_ROWS = 7  # the legend line and a 6-row plot: at 160×48 the diff still starts on the pane's first screen
@@ -33,7 +34,7 @@ def draw_trial_chart(curves: TrialCurves, width: int) -> Text:
     chart = draw_line_chart(ChartData(key=None, series=series), width, TRIAL_CHART_ROWS, title=curves.metric_label, log_scale=False)
     chart.rstrip()  # plotext ends its plot with a newline
     legend, *plot = chart.split("\n")
-    noise = f"{LEGEND_GAP}noise ±{curves.noise:.4f} (loss)" if curves.noise is not None else ""
+    noise = f"{LEGEND_GAP}{noise_text(curves.noise)} (loss)" if curves.noise is not None else ""
     if noise and legend.cell_len + len(noise) <= width:
         legend.append(noise, "dim")
     return Text("\n").join([legend, *plot])
