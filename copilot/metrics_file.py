@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import errno
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from pydantic import ValidationError
@@ -137,6 +137,16 @@ def read_metrics(path: Path) -> list[Event]:
         else:
             kept.append(event)
     return kept
+
+
+def round_epochs(path: Path, rounds: Iterable[int]) -> dict[int, list[EpochSummary]]:
+    """The epochs on record (as `read_metrics` keeps them) that each of `rounds` trained, in order:
+    what the history screen's comparison of two rounds draws."""
+    wanted: dict[int, list[EpochSummary]] = {number: [] for number in rounds}
+    for event in read_metrics(path):
+        if isinstance(event, EpochSummary) and event.round in wanted:
+            wanted[event.round].append(event)
+    return wanted
 
 
 def applied_rounds(path: Path) -> set[int]:

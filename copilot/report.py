@@ -343,13 +343,13 @@ _MARKERS = ("braille", "x", "o")
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
-def text_chart(curve: Curve) -> str:
+def text_chart(curve: Curve, width: int = CHART_WIDTH, height: int = CHART_HEIGHT) -> str:
     """The curve drawn by plotext in plain characters (no colour codes), rounds as vertical lines."""
     import plotext as plt
 
     with PLOTEXT_LOCK:
         plt.clear_figure()
-        plt.plotsize(CHART_WIDTH, CHART_HEIGHT)
+        plt.plotsize(width, height)
         plt.theme("clear")
         for (label, xs, ys), marker in zip(curve.series, _MARKERS):
             plt.plot(list(xs), list(ys), label=label, marker=marker)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from copilot.events import EpochSummary, Rewound, StepBatch, StepRecord, event_to_json
-from copilot.metrics_file import cut_torn_line, open_for_append, read_metrics
+from copilot.metrics_file import cut_torn_line, open_for_append, read_metrics, round_epochs
 
 
 def step(number: int, loss: float) -> StepRecord:
@@ -75,3 +75,19 @@ def test_each_trainer_start_is_a_new_attempt(tmp_path: Path) -> None:
     second, attempt = open_for_append(path)
     second.close()
     assert attempt == 2
+
+
+def test_each_rounds_epochs_are_its_own_and_only_their_latest_attempt(tmp_path: Path) -> None:
+    path = tmp_path / "metrics.jsonl"
+    lines = [
+        epoch(1, attempt=1),
+        epoch(2, attempt=1).model_copy(update={"round": 1}),
+        epoch(2, attempt=2).model_copy(update={"round": 1, "val_loss": 0.5}),  # resumed: epoch 2 again
+        epoch(3, attempt=2).model_copy(update={"round": 2}),
+    ]
+    path.write_text("".join(event_to_json(line) + "\n" for line in lines), encoding="utf-8")
+    by_round = round_epochs(path, (0, 1))
+    assert list(by_round) == [0, 1]
+    assert [e.epoch for e in by_round[0]] == [1]
+    assert [(e.epoch, e.attempt, e.val_loss) for e in by_round[1]] == [(2, 2, 0.5)]
+    assert round_epochs(path, (5,)) == {5: []}  # a round with nothing on record yet

@@ -86,6 +86,11 @@ def read_ledger(run: RunFolder) -> list[LedgerEntry]:
     return list(entries.values())
 
 
+def entry_of_proposal(run: RunFolder, identity: str) -> LedgerEntry | None:
+    """The entry whose `proposal_id` is `identity` (a round's `Copilot-Proposal` trailer), if on record."""
+    return next((entry for entry in read_ledger(run) if proposal_id(entry) == identity), None)
+
+
 def append_entry(run: RunFolder, entry: LedgerEntry) -> bool:
     """Append `entry` unless the ledger already holds exactly it; True when a line was written."""
     line = _line(entry)

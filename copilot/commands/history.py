@@ -3,7 +3,9 @@
 Thin: parse the arguments, call one `ExperimentHistory` method, print the answer with
 rich. Registering stays cheap; GitPython and the history package load in the handlers.
 Rounds are given as `3` or `r3`; `--run` picks a run by id, id prefix or branch
-(default: the latest), `--repo` the repository (default: the current folder).
+(default: the latest), `--repo` the repository (default: the current folder). `show`
+also draws the round's trial curves when the run's ledger (in its run folder under the
+repository's `runs_dir`) holds the trial of the proposal the round applied.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from copilot.errors import HistoryError
 from copilot.numbers import decimals
 
 if TYPE_CHECKING:
+    from copilot.advisor.schemas import TrialReport
     from copilot.history.experiment import ExperimentHistory
     from copilot.history.rounds import RoundInfo
 
@@ -200,8 +203,27 @@ def run_diff(args: argparse.Namespace) -> int:
     return 0
 
 
+def _trial_of(args: argparse.Namespace, history: "ExperimentHistory", info: "RoundInfo") -> "TrialReport | None":
+    """The trial of the proposal `info` applied, from the run's ledger; None when the run folder is not here
+    (a clone of the repository) or the round applied no trialled proposal."""
+    from copilot.advisor.ledger import entry_of_proposal
+    from copilot.config import load_settings
+    from copilot.run_folder import RunFolder
+
+    if info.proposal_id is None:
+        return None
+    repo = args.repo or Path.cwd()
+    runs = load_settings(config_dir=repo).runs_dir
+    run = RunFolder((runs if runs.is_absolute() else repo / runs) / history.run_id)
+    entry = entry_of_proposal(run, info.proposal_id)
+    return getattr(entry.proposal, "trials", None) if entry is not None else None
+
+
 def run_show(args: argparse.Namespace) -> int:
-    detail = _open(args).show(_round_number(args.round))
+    from copilot.console.advice import print_trial_curves
+
+    history = _open(args)
+    detail = history.show(_round_number(args.round))
     console = _StdoutConsole(highlight=False)
     if args.json:
         print(detail.model_dump_json(indent=2))
@@ -224,6 +246,8 @@ def run_show(args: argparse.Namespace) -> int:
             facts.add_row(f"  {name}", escape(f"{value:.6g}" if isinstance(value, float) else str(value)))
     console.print(facts)
     console.print()
+    if print_trial_curves(console, _trial_of(args, history, info)):
+        console.print()
     console.print(Text(detail.message), soft_wrap=True)
     _print_patch(console, detail.patch)
     return 0

@@ -14,12 +14,14 @@ from rich.markdown import Markdown
 from rich.markup import escape
 from rich.syntax import Syntax
 from rich.table import Table
+from rich.text import Text
 
+from copilot.advisor.trials.curves import plain_chart, trial_curves
 from copilot.advisor.trials.describe import start_lines
 from copilot.numbers import significant
 
 if TYPE_CHECKING:
-    from copilot.advisor.schemas import ArchitectureProposal, Diagnosis, Finding, HParamProposal, TokenUsage
+    from copilot.advisor.schemas import ArchitectureProposal, Diagnosis, Finding, HParamProposal, TokenUsage, TrialReport
     from copilot.advisor.workflow import Assessment
 
 HEALTH_STYLE = {"healthy": "bold green", "warning": "bold yellow", "critical": "bold red"}
@@ -102,6 +104,17 @@ def print_architecture_proposal(console: Console, proposal: ArchitectureProposal
         checked.append(f"after {proposal.fix_rounds} fix round(s)")
     console.print("[green]" + escape(", ".join(checked)) + "[/]")
     console.print(Syntax(proposal.unified_diff(), "diff", theme="ansi_dark", background_color="default"))
+
+
+def print_trial_curves(console: Console, report: TrialReport | None) -> bool:
+    """The trial's curves as a plain-text chart (no colour: it reads the same in a pipe or a log file);
+    False when the report has none to draw."""
+    curves = trial_curves(report)
+    if curves is None:
+        return False
+    # Unstyled and never wrapped: a wrapped chart line breaks the plot.
+    console.print(Text(plain_chart(curves)), soft_wrap=True)
+    return True
 
 
 def print_tokens(console: Console, tokens: list[TokenUsage]) -> None:

@@ -8,7 +8,8 @@ proposal are printed, and the human answers on stdin: y (accept), n (reject), r
 checks and beat the unchanged run in its trial (model code must also have passed the
 sandbox; a proposal "not trialled" is not accepted) and `"all"` accepts everything,
 without asking: the study's autonomous mode. Trials are announced with their budget
-before they start, and each proposal shows the advisor's claim beside what was measured.
+before they start, and each proposal shows the advisor's claim beside what was measured:
+the figures, and both arms' validation curves as a plain-text chart.
 
 An assessment that finds nothing to change (the advisor's "continue") prints one line
 and training goes on; nothing is asked. The run ends when the epoch budget is spent or
@@ -40,7 +41,13 @@ from rich.table import Table
 
 from copilot.advisor.schemas import ArchitectureProposal, FinishProposal, HParamProposal, Proposal, Verdict
 from copilot.advisor.trials.describe import arm_lines, measured_line
-from copilot.console.advice import print_architecture_proposal, print_diagnosis, print_hparam_proposal, print_tokens
+from copilot.console.advice import (
+    print_architecture_proposal,
+    print_diagnosis,
+    print_hparam_proposal,
+    print_tokens,
+    print_trial_curves,
+)
 from copilot.console.progress import TrainingProgress
 from copilot.errors import AdvisorError, CopilotError
 from copilot.events import ENDED_STATES, Event, HParamsApplied, ModelSwapped
@@ -239,6 +246,7 @@ class _HeadlessDriver:
             self.console.print(f"[bold]{escape(measured_line(proposal.trials))}[/]")
             for line in arm_lines(proposal.trials):
                 self.console.print(f"  {escape(line)}")
+            print_trial_curves(self.console, proposal.trials)
         print_tokens(self.console, list(turn.tokens))
         if turn.edit_problem:
             self.console.print(f"[yellow]your edit was not taken:[/] {escape(turn.edit_problem)}")

@@ -106,7 +106,7 @@ from copilot.events import (
 )
 from copilot.history import ExperimentHistory, RoundDiff, RoundInfo
 from copilot.history.hparams_file import read_hparams
-from copilot.metrics_file import applied_rounds, next_attempt, read_metrics
+from copilot.metrics_file import applied_rounds, next_attempt, read_metrics, round_epochs
 from copilot.run_folder import DEFAULT_RUNS_DIR, RunFolder, new_run_id
 from copilot.session.triggers import AssessmentTriggers
 from copilot.training.launcher import TrainerProcess, TrainerSpec, ensure_model_file, split_model_spec
@@ -1239,6 +1239,10 @@ class Session:
     def diff(self, a: int, b: int) -> RoundDiff:
         with self._history_lock:
             return self.history.diff(a, b)
+
+    def round_epochs(self, *rounds: int) -> dict[int, list[EpochSummary]]:
+        """Each of `rounds`' epochs from the run's metrics.jsonl (a round compared in the history screen)."""
+        return round_epochs(self.run.metrics, rounds)
 
     def rollback(self, k: int) -> BranchMoved:
         """A new round equal to round k; training continues from round k's checkpoint when it has one."""

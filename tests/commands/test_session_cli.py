@@ -112,6 +112,24 @@ def test_headless_auto_accept_validated_takes_the_fix_that_won_its_trial(
     assert "predicted: " in out and "measured: unchanged " in out and "winner: " in out
     assert "auto-accept (validated): accept" in out and "r1 committed as" in out
     assert "continues from its trial's end" in out
+    # The trial's curves as a plain-text chart: both arms, their figures and the noise, no colour codes.
+    chart = _trial_chart(out)
+    # The broken model's unchanged run fails its trial: its line says why, the change's curve is drawn.
+    assert chart[1].startswith("unchanged    forward pass failed") and chart[2].startswith("this change  val loss ")
+    assert chart[2].endswith("at trial step 6") and chart[3] == "noise not measured"
+    assert "this change" in "\n".join(chart[4:]) and any("┤" in line for line in chart)  # the plot and its legend
+    assert "\x1b[" not in "\n".join(chart)
+    # `copilot show r1` draws the same curves from the run's ledger.
+    assert main(["show", "r1", "--run", "trialled"]) == 0
+    assert _trial_chart(capsys.readouterr().out) == chart
+
+
+def _trial_chart(out: str) -> list[str]:
+    """The plain-text trial chart in `out`: from its title line to its x axis' label line."""
+    lines = out.splitlines()
+    start = next(index for index, line in enumerate(lines) if line.startswith("trial curves: "))
+    end = next(index for index in range(start, len(lines)) if lines[index].rstrip().endswith("trial step"))
+    return lines[start : end + 1]
 
 
 def test_without_trials_proposals_are_not_trialled_and_auto_accept_validated_takes_none(

@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+from copilot.advisor.ledger import read_ledger
 from copilot.advisor.schemas import ArchitectureProposal, HParamProposal, Verdict
 from copilot.advisor.trials.describe import start_lines
 from copilot.advisor.trials.runner import INCUMBENT
@@ -52,6 +53,9 @@ def test_a_crash_fix_is_trialled_and_the_accepted_winner_continues_from_its_tria
 
         message = git(project, "log", "-1", "--format=%B", session.history.branch)
         assert "measured: unchanged" in message and "winner: " in message and "unchanged run: " in message
+        # The ledger keeps every arm's validation curve, not only its end: `copilot show` draws it from there.
+        entry = next(entry for entry in read_ledger(session.run) if entry.verdict is not None)
+        assert entry.proposal.trials is not None and entry.proposal.trials.arm("c1").points == fix.points  # type: ignore[union-attr]
     finally:
         session.stop()
     note = session.rounds()[-1].results

@@ -300,6 +300,7 @@ class SyntheticSession:
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
+        self._recorded = list(self.events)  # what a real session's metrics.jsonl would hold
         self._undone: list[RoundInfo] = []
         self.poll_threads: set[str] = set()
         self.stopped = threading.Event()
@@ -412,6 +413,10 @@ class SyntheticSession:
             patch=patch,
             metrics=(metric_change("val_accuracy", first.val_accuracy_after, second.val_accuracy_after),),
         )
+
+    def round_epochs(self, *rounds: int) -> dict[int, list[EpochSummary]]:
+        self._record("round_epochs", *rounds)
+        return {number: [e for e in self._recorded if isinstance(e, EpochSummary) and e.round == number] for number in rounds}
 
     def rollback(self, k: int) -> BranchMoved:
         self._record("rollback", k)

@@ -16,6 +16,7 @@ from textual.widgets import DataTable
 from copilot.config import Settings
 from copilot.tui.app import CopilotApp
 from copilot.tui.widgets.charts import PlotextChart
+from copilot.tui.widgets.proposal import ProposalPane
 from tests.tui.synthetic import START_TIME, SyntheticSession, Turn, architecture_proposal, broken_diagnosis, seeded_run_events
 
 SIZES = [pytest.param((80, 24), id="80x24"), pytest.param((160, 48), id="160x48")]
@@ -44,13 +45,15 @@ async def settle(pilot: Pilot, condition) -> None:
         assert time.monotonic() < deadline, "the app did not settle"
         await pilot.pause(0.05)
     app.clear_notifications()
-    # The charts are built in the builder thread: the frame is final once each one on screen
-    # shows the store's last version, and the store has stopped moving.
+    # The charts are built in the builder thread (the proposal's trial chart in a worker): the frame
+    # is final once each one on screen shows the store's last version, and the store has stopped moving.
     shown_version = None
     while shown_version != app.store.version:
         shown_version = app.store.version
         app.refresh_screen(force=True)
-        while not all(chart.up_to_date for chart in app.screen.query(PlotextChart) if chart.display):
+        while not all(chart.up_to_date for chart in app.screen.query(PlotextChart) if chart.display) or any(
+            pane.trial_chart_pending for pane in app.screen.query(ProposalPane)
+        ):
             assert time.monotonic() < deadline, "the charts were not drawn"
             await pilot.pause(0.05)
         await pilot.pause(0.2)

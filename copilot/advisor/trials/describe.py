@@ -10,12 +10,17 @@ from copilot.advisor.schemas import ArchitectureProposal, ArmResult, HParamPropo
 from copilot.advisor.trials.runner import INCUMBENT
 
 
-def _figures(arm: ArmResult) -> str:
+def arm_figures(arm: ArmResult) -> str:
     final = arm.final
     if final is None:
         return arm.message or arm.status
     accuracy = f", val acc {100 * final.val_accuracy:.1f}%" if final.val_accuracy is not None else ""
     return f"val loss {final.val_loss:.4f}{accuracy}"
+
+
+def noise_text(noise: float) -> str:
+    """`noise ±0.0040`: the unchanged run's spread of validation loss, as every view of a trial says it."""
+    return f"noise ±{noise:.4f}"
 
 
 def measured_line(report: TrialReport | None) -> str:
@@ -24,14 +29,14 @@ def measured_line(report: TrialReport | None) -> str:
         why = f" ({report.reason})" if report is not None and report.reason else ""
         return f"not trialled{why}"
     incumbent, winner = report.arm(INCUMBENT), report.arm(report.winner) if report.winner else None
-    noise = f"noise ±{report.noise:.4f}, " if report.noise is not None else ""
+    noise = f"{noise_text(report.noise)}, " if report.noise is not None else ""
     extended = ", extended once" if report.extended else ""
     budget = f"{noise}{report.budget_steps} steps each{extended}, {report.wall_time_s:.0f} s"
-    base = _figures(incumbent) if incumbent is not None else "-"
+    base = arm_figures(incumbent) if incumbent is not None else "-"
     if winner is None:
         return f"measured: no candidate beat the unchanged run ({base}; {budget})"
     steadier = f"; {report.reason}" if report.won_by == "steadier" else ""
-    return f"measured: unchanged {base} -> this change {_figures(winner)} ({budget}{steadier})"
+    return f"measured: unchanged {base} -> this change {arm_figures(winner)} ({budget}{steadier})"
 
 
 def start_lines(proposal: Proposal) -> list[str]:
@@ -55,4 +60,4 @@ def arm_lines(report: TrialReport | None) -> list[str]:
     if report is None or report.status == "not_trialled":
         return []
     labels = {"winner": "winner", "incumbent": "unchanged run", "no gain": "tried, no gain", "failed": "tried, failed"}
-    return [f"{labels[arm.outcome]}: {arm.summary}: {_figures(arm)}" for arm in report.arms]
+    return [f"{labels[arm.outcome]}: {arm.summary}: {arm_figures(arm)}" for arm in report.arms]

@@ -1,14 +1,18 @@
 """The history screen: the run's rounds as git records them, their diffs, rollback, undo and redo.
 
 The table comes from `session.rounds()` (read from git, never from memory). Mark two
-rounds with Space to compare them (code diff and metric diff), or press Enter on a
-round to compare it with the one before. Rollback asks first; undo and redo do not,
-because each can take the other back. Every git call runs in the app's git worker
+rounds with Space to compare them (their validation curves from metrics.jsonl on one
+chart, the code diff and the metric diff), or press Enter on a round to compare it with
+the one before. Rollback asks first; undo and redo do not, because each can take the
+other back. Every git call runs in the app's git worker
 group; this screen only shows and asks.
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+import numpy as np
 from rich import box
 from rich.console import Group, RenderableType
 from rich.syntax import Syntax
@@ -23,7 +27,12 @@ from copilot.history.rounds import RoundDiff, RoundInfo
 from copilot.numbers import compact, percent
 from copilot.tui.screens.dialogs import ConfirmDialog
 from copilot.tui.screens.live import LiveScreen
+from copilot.tui.widgets.charts import ChartData, ChartSeries, MetricChart
 from copilot.tui.widgets.status import StatusBar
+
+if TYPE_CHECKING:
+    from copilot.events import EpochSummary
+    from copilot.session.controller import Session
 
 PICK_HINT = "Space marks two rounds to compare · Enter compares a round with the one before · b rolls back · u undo · U redo"
 KIND_STYLES = {"baseline": "dim", "arch": "magenta", "hparams": "cyan", "tune": "blue", "rollback": "yellow"}
@@ -78,6 +87,27 @@ def diff_renderable(diff: RoundDiff) -> RenderableType:
     return Group(*parts)
 
 
+def validation_chart(epochs: dict[int, list[EpochSummary]]) -> ChartData | None:
+    """Each round's validation accuracy per epoch against the run's steps (loss when a round has no
+    accuracy), one series per round; None when neither round has an epoch on record."""
+    if not any(epochs.values()):
+        return None
+    every = [epoch for summaries in epochs.values() for epoch in summaries]
+    metric = "val_accuracy" if every and all(epoch.val_accuracy is not None for epoch in every) else "val_loss"
+    series = []
+    for number, summaries in epochs.items():
+        measured = [(epoch.step, getattr(epoch, metric)) for epoch in summaries if getattr(epoch, metric) is not None]
+        steps = np.array([step for step, _ in measured], dtype=float)
+        values = np.array([value for _, value in measured], dtype=float)
+        series.append(ChartSeries(f"r{number} {'val acc' if metric == 'val_accuracy' else 'val loss'}", steps, values))
+    return ChartData(key=tuple((s.label, s.steps.tobytes(), s.values.tobytes()) for s in series), series=tuple(series))
+
+
+def diff_and_curves(session: Session, a: int, b: int) -> tuple[RoundDiff, dict[int, list[EpochSummary]]]:
+    """One comparison's git diff and the two rounds' epochs, read together so neither lands on another's."""
+    return session.diff(a, b), session.round_epochs(a, b)
+
+
 class HistoryScreen(LiveScreen):
     BINDINGS = [
         Binding("escape,h", "app.show_run", "Back"),
@@ -109,6 +139,7 @@ class HistoryScreen(LiveScreen):
         with Container(id="history-body"):
             yield table
             with VerticalScroll(id="round-diff"):
+                yield MetricChart("validation", id="round-curves")
                 yield Static(Text(PICK_HINT, "dim"), id="diff-text")
         yield Footer(compact=True)
 
@@ -180,6 +211,7 @@ class HistoryScreen(LiveScreen):
         index = self.rounds.index(info)
         if index == 0:
             # Nothing before it to diff against: what the round is, in the diff pane, instead of nothing.
+            self.query_one("#round-curves", MetricChart).display = False
             self.query_one("#diff-text", Static).update(round_detail(info))
             return
         self.compare(self.rounds[index - 1].round, info.round)
@@ -190,9 +222,14 @@ class HistoryScreen(LiveScreen):
 
     def compare(self, a: int, b: int) -> None:
         self.query_one("#diff-text", Static).update(Text(f"comparing r{a} with r{b}…", "dim"))
-        self.copilot.run_git(f"diff r{a} r{b}", self.copilot.session.diff, a, b, on_result=self.show_diff)
+        self.copilot.run_git(f"diff r{a} r{b}", diff_and_curves, self.copilot.session, a, b, on_result=self.show_diff)
 
-    def show_diff(self, diff: RoundDiff) -> None:
+    def show_diff(self, compared: tuple[RoundDiff, dict[int, list[EpochSummary]]]) -> None:
+        diff, epochs = compared
+        chart, data = self.query_one("#round-curves", MetricChart), validation_chart(epochs)
+        chart.display = data is not None
+        if data is not None:
+            chart.show(data)
         self.query_one("#diff-text", Static).update(diff_renderable(diff))
         self.query_one("#round-diff", VerticalScroll).scroll_home(animate=False)
 

@@ -186,6 +186,9 @@ def draw_line_chart(data: ChartData | None, width: int, height: int, *, title: s
     x_ticks = [x_low, (x_low + x_high) / 2, x_high] if x_high > x_low else [x_low]
     with PLOTEXT_LOCK:
         plt.clear_figure()
+        # plotext caps a plot at the terminal size it detects (80 columns where stdout is no
+        # terminal, as under tests): a wider chart (the history screen's) would draw at 80.
+        plt.limitsize(False, False)
         plt.plotsize(width, plot_height)
         plt.theme("clear")  # no background of its own: the app's theme shows through
         for index, steps, values in reversed(prepared):  # series 0 last: the primary line stays on top

@@ -20,10 +20,12 @@ from rich.markdown import Markdown
 from rich.syntax import Syntax
 from rich.table import Table
 from rich.text import Text
-from textual import events
+from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import VerticalScroll
+from textual.events import Resize
+from textual.message import Message
 from textual.widgets import Static
 
 from copilot.advisor.schemas import (
@@ -35,8 +37,10 @@ from copilot.advisor.schemas import (
     SandboxReport,
     TrialReport,
 )
+from copilot.advisor.trials.curves import TrialCurves, trial_curves
 from copilot.advisor.trials.describe import arm_lines, measured_line, start_lines
 from copilot.events import HPARAM_KEYS
+from copilot.tui.widgets.trial_chart import draw_trial_chart, fits
 
 # The keys that act on each kind of proposal, no others; the longest fits the advisor pane at 160 columns.
 KEY_HINTS = {
@@ -170,7 +174,12 @@ def side_by_side_fits(width: int) -> bool:
 
 
 def proposal_renderable(
-    proposal: Proposal | None, *, side_by_side_view: bool, edit_problem: str | None = None, width: int = SIDE_BY_SIDE_MIN_WIDTH
+    proposal: Proposal | None,
+    *,
+    side_by_side_view: bool,
+    edit_problem: str | None = None,
+    width: int = SIDE_BY_SIDE_MIN_WIDTH,
+    trial_chart: RenderableType | None = None,
 ) -> RenderableType:
     """The proposal as the pane shows it; side by side only when `width` fits it (see `side_by_side_fits`)."""
     if proposal is None:
@@ -189,6 +198,8 @@ def proposal_renderable(
     # What a person decides on comes first: the change (above), what its trial measured, the
     # diff; what the advisor predicted and why, after (issue 13: the diff was below the fold).
     parts.append(trial_summary(proposal.trials))
+    if trial_chart is not None:
+        parts.append(trial_chart)
     parts += [Text(line, "bold yellow") for line in start_lines(proposal)]
     # One line of its own with a blank after: wrapped, it ran into the lines under it.
     parts.append(Text(KEY_HINTS[proposal.kind] + "\n", "dim", no_wrap=True, overflow="ellipsis"))
@@ -234,13 +245,29 @@ class ProposalPane(VerticalScroll):
     }
     """
 
+    class TrialChartBuilt(Message):
+        """The trial chart of `key` (the curves and the width) was drawn (posted from its worker thread)."""
+
+        def __init__(self, key: tuple[TrialCurves, int], chart: Text) -> None:
+            super().__init__()
+            self.key = key
+            self.chart = chart
+
     def __init__(self, *, id: str | None = None, classes: str | None = None) -> None:
         super().__init__(id=id, classes=classes)
         self._proposal: tuple[Proposal | None, str | None] | None = None  # the proposal shown and its edit's problem
         self._view: tuple[bool, bool] | None = None  # side by side asked for, and whether it fits
+        self._chart: tuple[tuple[TrialCurves, int], Text] | None = None  # the last chart drawn, by its key
+        self._chart_wanted: tuple[TrialCurves, int] | None = None
+        self._chart_building: tuple[TrialCurves, int] | None = None  # the key a worker draws now
 
     def compose(self) -> ComposeResult:
         yield Static(proposal_renderable(None, side_by_side_view=False))
+
+    @property
+    def trial_chart_pending(self) -> bool:
+        """Whether a trial chart the pane will show is still being drawn (tests and snapshots wait on it)."""
+        return self._chart_wanted is not None and (self._chart is None or self._chart[0] != self._chart_wanted)
 
     def show(self, proposal: Proposal | None, *, side_by_side_view: bool, edit_problem: str | None = None) -> None:
         width = self.scrollable_content_region.width
@@ -249,14 +276,51 @@ class ProposalPane(VerticalScroll):
             return
         new_proposal = shown != self._proposal
         self._proposal, self._view = shown, view
-        self.query_one(Static).update(
-            proposal_renderable(proposal, side_by_side_view=side_by_side_view, edit_problem=edit_problem, width=width)
-        )
+        self._paint()
         if new_proposal:
             self.scroll_home(animate=False)
 
-    def on_resize(self, _event: events.Resize) -> None:
-        """Narrowed or widened past what side by side needs: draw the view that now fits."""
+    def _paint(self) -> None:
+        assert self._proposal is not None and self._view is not None
+        (proposal, edit_problem), (side_by_side_view, _fits) = self._proposal, self._view
+        self.query_one(Static).update(
+            proposal_renderable(
+                proposal, side_by_side_view=side_by_side_view, edit_problem=edit_problem,
+                width=self.scrollable_content_region.width, trial_chart=self._trial_chart(proposal),
+            )  # fmt: skip
+        )
+
+    def _trial_chart(self, proposal: Proposal | None) -> Text | None:
+        """The chart drawn for this proposal at this width, or None; a build is started when it is missing."""
+        curves = trial_curves(getattr(proposal, "trials", None))
+        width, height = self.scrollable_content_region.size
+        self._chart_wanted = (curves, width) if curves is not None and fits(width, height) else None
+        if self._chart_wanted is None:
+            return None
+        if self._chart is not None and self._chart[0] == self._chart_wanted:
+            return self._chart[1]
+        if self._chart_building != self._chart_wanted:
+            self._chart_building = self._chart_wanted
+            self._draw_trial_chart(self._chart_wanted)
+        return None
+
+    @work(thread=True, group="trial-chart", exclusive=True)
+    def _draw_trial_chart(self, key: tuple[TrialCurves, int]) -> None:
+        curves, width = key
+        self.post_message(self.TrialChartBuilt(key, draw_trial_chart(curves, width)))
+
+    def on_proposal_pane_trial_chart_built(self, message: TrialChartBuilt) -> None:
+        message.stop()
+        self._chart = (message.key, message.chart)
+        if message.key == self._chart_building:
+            self._chart_building = None
+        if message.key == self._chart_wanted:
+            self._paint()
+
+    def on_resize(self, _event: Resize) -> None:
+        """A new width draws the chart again (a pane too short for it drops it), and past what
+        side by side needs, the view that now fits."""
         if self._proposal is not None and self._view is not None:
-            (proposal, edit_problem), (side_by_side_view, _fits) = self._proposal, self._view
-            self.show(proposal, side_by_side_view=side_by_side_view, edit_problem=edit_problem)
+            side_by_side_view, _fits = self._view
+            self._view = (side_by_side_view, side_by_side_fits(self.scrollable_content_region.width))
+            self._paint()
