@@ -142,8 +142,15 @@ def legend_line(title: str, entries: list[tuple[str, str, tuple[int, int, int]]]
     return line
 
 
-def _linear_ticks(low: float, high: float) -> tuple[list[float], list[str]]:
-    positions = [high - (high - low) * index / 2 for index in range(3)]
+# Rows plotext takes from a plot's height for its frame (top and bottom) and the x tick labels.
+PLOT_FRAME_ROWS = 3
+
+
+def _linear_ticks(low: float, high: float, canvas_rows: int) -> tuple[list[float], list[str]]:
+    """The top, middle and bottom of the axis; the top and bottom only on a canvas too short to
+    give the middle a row of its own (two ticks on one row are drawn as either, by chance)."""
+    count = 3 if canvas_rows >= 3 else 2
+    positions = [high - (high - low) * index / (count - 1) for index in range(count)]
     return positions, [compact(position) for position in positions]
 
 
@@ -182,7 +189,7 @@ def draw_line_chart(data: ChartData | None, width: int, height: int, *, title: s
         y_low, y_high = y_low - pad, y_high + pad
     if never_negative:
         y_low = max(y_low, 0.0)
-    y_ticks, y_labels = log10_ticks(y_low, y_high) if log_scale else _linear_ticks(y_low, y_high)
+    y_ticks, y_labels = log10_ticks(y_low, y_high) if log_scale else _linear_ticks(y_low, y_high, plot_height - PLOT_FRAME_ROWS)
     x_ticks = [x_low, (x_low + x_high) / 2, x_high] if x_high > x_low else [x_low]
     with PLOTEXT_LOCK:
         plt.clear_figure()
