@@ -48,7 +48,7 @@ WIDTH, HEIGHT = 160, 48  # --size changes them (before the children start, which
 STEPS_PER_SEC = 100.0
 PAUSE_MARK = b"pausing training"
 RESUME_MARK = b"resuming training"
-LAYERS_MARK = b"sorted by module"
+LAYERS_MARK = b"Layers \xc2\xb7 sorted by"  # the layers screen's title, in UTF-8
 RUN_MARK = b"gradient norm"  # the gradient chart's legend: on the first screen at every size
 QUIT_MARK = b"Quit copilot?"
 
