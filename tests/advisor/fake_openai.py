@@ -92,6 +92,19 @@ LLAMA_CPP = ServerProfile(
     "llama.cpp",
     {"json_schema": ScriptedReply(500, {"error": {"code": 500, "message": 'response_format type must be one of "text" or "json_object", but got: json_schema', "type": "server_error"}})},
 )
+LLAMA_CPP_PYTHON = ServerProfile(
+    # llama-cpp-python's server (0.3.36), as it answered here: pydantic's literal error for the
+    # response_format type, sent as a 500 (tests/advisor/test_llama_cpp_server.py meets the real one).
+    "llama-cpp-python",
+    {
+        "json_schema": ScriptedReply(
+            500,
+            {"error": {"message": "1 validation error:\n  {'type': 'literal_error', 'loc': ('body', 'response_format', 'type'), "
+                                  "'msg': \"Input should be 'text' or 'json_object'\", 'input': 'json_schema'}\n",
+                       "type": "internal_server_error", "param": None, "code": None}},
+        )
+    },
+)
 VLLM = ServerProfile("vllm", {})
 OLLAMA = ServerProfile("ollama", {}, honours_tool_choice=False)
 BARE = ServerProfile(

@@ -15,7 +15,7 @@ from copilot.advisor.llm.providers.openai_compat import OpenAICompatProvider
 from copilot.advisor.schemas import HParamAnswer
 from copilot.config import OpenAISettings
 from copilot.errors import AdvisorError
-from tests.advisor.fake_openai import BARE, LLAMA_CPP, OLLAMA, VLLM, FakeOpenAI, ProfiledOpenAI, ServerProfile, structured_mode_of
+from tests.advisor.fake_openai import BARE, LLAMA_CPP, LLAMA_CPP_PYTHON, OLLAMA, VLLM, FakeOpenAI, ProfiledOpenAI, ServerProfile, structured_mode_of
 
 TOOL = "propose_hparams"
 ANSWER = {
@@ -58,6 +58,7 @@ def serve() -> Iterator:
         (VLLM, ["json_schema"], "json_schema"),
         (OLLAMA, ["json_schema"], "json_schema"),
         (LLAMA_CPP, ["json_schema", "tools"], "tools"),
+        (LLAMA_CPP_PYTHON, ["json_schema", "tools"], "tools"),
         (BARE, ["json_schema", "tools", "json_object", "prompt"], "prompt"),
     ],
     ids=lambda value: value.name if isinstance(value, ServerProfile) else None,
