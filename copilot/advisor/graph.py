@@ -261,10 +261,9 @@ class AdvisorNodes:
     def check_code(self, state: AdvisorState) -> dict:
         answer, snapshot = state["code_answer"], state["snapshot"]
         # Memory before the sandbox: a module already applied, rejected or trained now is no proposal.
-        repeated = tried_before(snapshot.tried, code=answer.code)
-        if repeated is not None or same_code(answer.code, snapshot.source_code):
-            what = f"repeats a module {repeated.describe()}" if repeated is not None else "is the model training now"
-            return {"failure": f"the new model {what} (comments and formatting aside); nothing new to propose"}
+        repeat = _repeat_of(snapshot, answer.code)
+        if repeat is not None:
+            return {"failure": f"the new model {repeat} (comments and formatting aside); nothing new to propose"}
         report = self.check_code_with(answer.code, snapshot)
         checked = {"code_report": report, "notices": [report.notice] if report.notice else []}
         if report.ok:
@@ -313,11 +312,12 @@ class AdvisorNodes:
         if diagnosis.route == "hyperparameters":
             answer = self.rules.propose_hparams(snapshot, diagnosis, None).value
             checked = hparam_proposal(answer, snapshot.hparams, start_point(snapshot))
-            fresh = isinstance(checked, HParamProposal) and tried_before(snapshot.tried, hparams=checked.change) is None
-            return checked if fresh and isinstance(checked, HParamProposal) else None
+            if not isinstance(checked, HParamProposal) or tried_before(snapshot.tried, hparams=checked.change) is not None:
+                return None
+            return checked
         if diagnosis.route == "architecture":
             code = self.rules.write_architecture(snapshot, diagnosis, None).value
-            if tried_before(snapshot.tried, code=code.code) is not None or same_code(code.code, snapshot.source_code):
+            if _repeat_of(snapshot, code.code) is not None:
                 return None
             report = self.check_code_with(code.code, snapshot)
             return architecture_proposal(code, report, {"snapshot": snapshot}) if report.ok else None
@@ -418,6 +418,14 @@ class AdvisorNodes:
         if self.run is not None:
             append_entry(self.run, entry)
         return {"entry": entry}
+
+
+def _repeat_of(snapshot: TrainingSnapshot, code: str) -> str | None:
+    """Why `code` is no new proposal (a module this run applied, rejected or trains now), or None."""
+    repeated = tried_before(snapshot.tried, code=code)
+    if repeated is not None:
+        return f"repeats a module {repeated.describe()}"
+    return "is the model training now" if same_code(code, snapshot.source_code) else None
 
 
 def _same_change(one: Proposal, other: Proposal) -> bool:
