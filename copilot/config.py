@@ -146,6 +146,9 @@ class OpenAISettings(Section):
     # to the end of its context. vLLM refuses a prompt plus this past the model's length; None
     # leaves it to the server.
     max_output_tokens: int | None = Field(4096, ge=1)
+    # Sampling temperature sent with each request; 0 makes a model's answers repeatable (on
+    # the same server and build), so a run can be repeated. None leaves it to the server.
+    temperature: float | None = Field(None, ge=0.0, le=2.0)
 
 
 class AdvisorSettings(Section):
@@ -158,8 +161,10 @@ class AdvisorSettings(Section):
     # Training a model the human may be about to replace spends the epoch budget on it:
     # hold the trainer while a proposal waits at the gate, resume once it is decided.
     hold_training_while_waiting: bool = True
-    # Hold it while the advisor assesses, too: then an advisor's latency (an LLM's minute) never
-    # spends a short run's budget before its proposal can be trialled. Headless with
+    # Hold it while the advisor assesses, too: the trainer waits at each epoch's end until the
+    # session has decided whether the advisor looks. Then an advisor's latency (an LLM's minute)
+    # never spends a short run's budget before its proposal can be trialled, and a change applies
+    # at the epoch it was assessed at, so the same decisions repeat a run exactly. Headless with
     # --auto-accept, where nobody watches the run go on meanwhile, it is on.
     hold_training_while_assessing: bool = False
     assessor: RoleSettings = Field(default_factory=RoleSettings)

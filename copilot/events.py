@@ -30,6 +30,11 @@ class Message(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", ser_json_inf_nan="constants")
 
 
+def _unset(value: object) -> bool:
+    """For fields written only when set: the lines of runs that never set them read as before."""
+    return not value
+
+
 # --------------------------------------------------------------------------- hyperparameters
 
 
@@ -142,6 +147,8 @@ class ModelSummary(Message):
 
 class Pause(Message):
     type: Literal["pause"] = "pause"
+    # Rank 0's own pause at an epoch's end (`TrainerSpec.hold_at_epoch_end`), shared with the other ranks.
+    at_epoch_end: bool = Field(default=False, exclude_if=_unset)
 
 
 class Resume(Message):
@@ -336,10 +343,6 @@ class TrialOutputs(Message):
     path: str
 
 
-def _empty(value: tuple[object, ...]) -> bool:
-    return not value
-
-
 class HParamsApplied(Message):
     type: Literal["hparams_applied"] = "hparams_applied"
     hparams: HParams
@@ -347,7 +350,7 @@ class HParamsApplied(Message):
     round: int | None = None
     # Under several ranks, the step each rank applied the change at, in rank order: all the same.
     # Left out of the JSON when empty, so a single process writes what it always wrote.
-    steps_per_rank: tuple[int, ...] = Field(default=(), exclude_if=_empty)
+    steps_per_rank: tuple[int, ...] = Field(default=(), exclude_if=_unset)
 
 
 class ModelSwapped(Message):
@@ -358,13 +361,16 @@ class ModelSwapped(Message):
     step: int
     round: int | None = None
     # Under several ranks, each rank's sum of its new weights, in rank order: equal, or the swap failed.
-    weight_checksums: tuple[float, ...] = Field(default=(), exclude_if=_empty)
+    weight_checksums: tuple[float, ...] = Field(default=(), exclude_if=_unset)
     forward_contract: ForwardContract | None = None  # the model trained from here on; None in older runs
 
 
 class StateChanged(Message):
     type: Literal["state"] = "state"
     state: Literal["running", "paused", "evaluating", "stopping"]
+    # Paused by the trainer itself at an epoch's end, until the session has decided whether the
+    # advisor looks now (`TrainerSpec.hold_at_epoch_end`): the session's hold, not the user's pause.
+    held_at_epoch_end: bool = Field(default=False, exclude_if=_unset)
 
 
 class Finished(Message):

@@ -8,7 +8,8 @@ parses is a proposal the trainer can apply. No torch, no I/O.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, Union
+from collections.abc import Callable
+from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -28,12 +29,31 @@ class Schema(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
+def at_most(length: int) -> Callable[[dict[str, Any]], None]:
+    """A field's JSON schema asks for strings of at most `length` characters (its string branch,
+    when it is a union); validation does not enforce it. Servers that decode by the schema
+    (llama.cpp's grammar, vLLM's guided decoding) stop a small model there, which would
+    otherwise repeat itself to its token cap and end in broken JSON; others read it as a request."""
+
+    def bound(schema: dict[str, Any]) -> None:
+        for branch in schema.get("anyOf", [schema]):
+            if branch.get("type") == "string":
+                branch["maxLength"] = length
+
+    return bound
+
+
+def few(count: int) -> dict[str, int]:
+    """A list field's JSON schema asks for at most `count` items (as `at_most` asks of strings)."""
+    return {"maxItems": count}
+
+
 class Evidence(Schema):
     """A measured value and the threshold it crossed: what a finding rests on."""
 
-    metric: str = Field(description="metric name, e.g. grad_norm, update_ratio, val_accuracy")
-    value: float | str = Field(description="the measured value")
-    threshold: float | str | None = Field(None, description="the threshold it crossed, if any")
+    metric: str = Field(description="metric name, e.g. grad_norm, update_ratio, val_accuracy", json_schema_extra=at_most(40))
+    value: float | str = Field(description="the measured value", json_schema_extra=at_most(40))
+    threshold: float | str | None = Field(None, description="the threshold it crossed, if any", json_schema_extra=at_most(40))
 
     def one_line(self) -> str:
         """`grad_norm = 1.2e-08 (threshold 1e-07)`: how the terminal, the report and git show it."""
@@ -42,10 +62,12 @@ class Evidence(Schema):
 
 
 class Finding(Schema):
-    what: str = Field(description="the problem in a few words, e.g. 'vanishing gradients'")
-    where: str | None = Field(None, description="module path such as 'block1.conv', or null for the whole model")
-    evidence: list[Evidence] = Field(description="the measurements this finding rests on; at least one")
-    why: str = Field(description="why it matters, in one plain sentence")
+    what: str = Field(description="the problem in a few words, e.g. 'vanishing gradients'", json_schema_extra=at_most(80))
+    where: str | None = Field(
+        None, description="module path such as 'block1.conv', or null for the whole model", json_schema_extra=at_most(120)
+    )
+    evidence: list[Evidence] = Field(description="the measurements this finding rests on; at least one", json_schema_extra=few(3))
+    why: str = Field(description="why it matters, in one plain sentence", json_schema_extra=at_most(200))
     severity: Literal["info", "warning", "critical"] = "warning"
 
     def one_line(self) -> str:
@@ -101,17 +123,23 @@ class HParamChange(Schema):
 class HParamAnswer(Schema):
     """What an LLM returns for the hyperparameter route (the forced tool's input)."""
 
-    summary: str = Field(description="imperative summary, at most 60 characters, e.g. 'Adam at lr 1e-3 instead of SGD at 0.1'")
-    rationale: str = Field(description="why this change addresses the findings, 1-3 sentences")
+    summary: str = Field(
+        description="imperative summary, at most 60 characters, e.g. 'Adam at lr 1e-3 instead of SGD at 0.1'", json_schema_extra=at_most(80)
+    )
+    rationale: str = Field(description="why this change addresses the findings, 1-3 sentences", json_schema_extra=at_most(400))
     change: HParamChange
 
 
 class ArchitectureAnswer(Schema):
     """What an LLM returns for the architecture route (the forced tool's input)."""
 
-    summary: str = Field(description="imperative summary, at most 60 characters, e.g. 'add batch norm and residual blocks'")
-    rationale: str = Field(description="why this architecture addresses the findings")
-    changes: list[str] = Field(description="each change in one human-readable line")
+    summary: str = Field(
+        description="imperative summary, at most 60 characters, e.g. 'add batch norm and residual blocks'", json_schema_extra=at_most(80)
+    )
+    rationale: str = Field(description="why this architecture addresses the findings", json_schema_extra=at_most(400))
+    changes: list[Annotated[str, Field(json_schema_extra=at_most(160))]] = Field(
+        description="each change in one human-readable line", json_schema_extra=few(12)
+    )
     code: str = Field(description="the complete new model module: same class name, constructor signature, input and output contract")
 
 

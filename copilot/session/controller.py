@@ -287,6 +287,9 @@ class Session:
         self.trainer_state: TrainerState = "starting"
         self.paused_on_nonfinite = False
         self._holding = False  # we paused the trainer while a proposal waits for the human
+        # The trainer paused itself at an epoch's end (`hold_at_epoch_end`) and nothing decided yet
+        # whether the advisor looks: `due_assessment` lets it go on when nothing is due.
+        self._held_at_epoch_end = False
         self._fault_restarts = 0  # trainers killed from outside and resumed since the last epoch
         self.last_error: TrainerError | None = None
         self.last_epoch: EpochSummary | None = None
@@ -481,14 +484,15 @@ class Session:
         )
 
     def _launch(self, spec: TrainerSpec, commands: Sequence[Command]) -> None:
+        hold = self.settings.advisor.hold_training_while_assessing
         with self._trainer_lock:
-            trainer = TrainerProcess(spec)
+            trainer = TrainerProcess(spec.model_copy(update={"hold_at_epoch_end": hold}))
             trainer.start()
             for command in commands:
                 trainer.send(command)
             self._trainer = trainer
             self.trainer_state = "starting"
-            self.paused_on_nonfinite = self._holding = False
+            self.paused_on_nonfinite = self._holding = self._held_at_epoch_end = False
 
     def _replace_trainer(self, checkpoint: Path | None, commands: Sequence[Command], *, save_old: bool = True) -> None:
         """Stop the trainer (if it still runs) and start another from `checkpoint`, then send `commands`.
@@ -627,6 +631,8 @@ class Session:
                     self._round_started_epoch = event.epoch - 1
                 self._round_epoch = event
                 self._round_training_s += event.duration_s
+        elif isinstance(event, StateChanged) and event.held_at_epoch_end:
+            self._holding = self._held_at_epoch_end = True
         elif isinstance(event, StateChanged) and event.state == "running":
             self.paused_on_nonfinite = False
             turn = self._turn
@@ -689,7 +695,7 @@ class Session:
         with self._trainer_lock:
             if self._holding and self._trainer is not None and self._trainer.is_alive:
                 self._trainer.send(Resume())
-            self._holding = False
+            self._holding = self._held_at_epoch_end = False
 
     def checkpoint_now(self) -> None:
         self._send_live(CheckpointNow())
@@ -713,7 +719,19 @@ class Session:
         self._recorded_tokens = sum(_tokens(entry.tokens) for entry in read_ledger(self.run))
 
     def due_assessment(self) -> str | None:
-        """Why the advisor should look now ("error", "nonfinite", "plateau", "schedule"), or None."""
+        """Why the advisor should look now ("error", "nonfinite", "plateau", "schedule"), or None.
+
+        None lets a trainer held at an epoch's end go on, unless an assessment in progress or a
+        proposal waiting for the human (`hold_training_while_waiting`) holds it.
+        """
+        trigger = self._due_trigger()
+        if trigger is None and self._held_at_epoch_end and not self._assessing:
+            self._held_at_epoch_end = False
+            if self._turn is None or not self.settings.advisor.hold_training_while_waiting:
+                self._release()
+        return trigger
+
+    def _due_trigger(self) -> str | None:
         if self._turn is not None or self._assessing or self._stopped:
             return None
         if self.max_rounds is not None and self.round >= self.max_rounds:
@@ -790,6 +808,7 @@ class Session:
             if self._turn is not None:
                 raise AdvisorError("a proposal is still waiting for your decision", "accept, reject or edit it first")
             self._assessing = True
+            self._held_at_epoch_end = False  # held from here for the assessment, released by it
             self._hold(while_assessing=True)
             try:
                 self._triggers.assessed()

@@ -114,6 +114,10 @@ class TrainerSpec(BaseModel):
     # Runs code the user did not write (generated, edited in copilot, a trial): start behind the walls.
     walled: bool = False
     trial: TrialPlan | None = None  # set: a short trial of a change, not the run itself
+    # Pause at each epoch's end (but the last) until the session sends what comes next: the advisor
+    # then assesses, and its change applies, exactly there (`advisor.hold_training_while_assessing`).
+    # Set by the session for the trainer it starts, from its own settings: not in session.json.
+    hold_at_epoch_end: bool = Field(default=False, exclude_if=lambda hold: not hold)
 
 
 def split_model_spec(spec: str) -> tuple[Path, str | None]:

@@ -395,6 +395,7 @@ class _Trainer:
         self.group = distributed.RankGroup.current()
         self.reporter = _Reporter(events, self.folder, spec.train.max_messages_per_sec, enabled=self.group.is_main)
         self.paused = False
+        self.between_epochs = False  # an epoch ended and the next has not begun
         self.stop_request: Stop | None = None
         self.user_files: set[str] = set()
         self.state: TrainState | None = None
@@ -625,6 +626,7 @@ class _Trainer:
         return "epochs_done"
 
     def _run_epoch(self, state: TrainState) -> None:
+        self.between_epochs = False
         epoch_started = time.perf_counter()
         self.epoch_shuffle_state = self.generator.get_state()
         skip, self.skip_batches = self.skip_batches, 0
@@ -672,10 +674,24 @@ class _Trainer:
                 attempt=self.reporter.attempt,
             )
         )
+        self.between_epochs = True
         if self.settings.checkpoint_every_epoch:
             self._checkpoint(at_epoch_end=True)
         else:
             self.reporter.sync_files()
+        if self.spec.hold_at_epoch_end and self.trial is None and state.epoch < state.hparams.epochs:
+            self._hold_at_epoch_end(state)
+
+    def _hold_at_epoch_end(self, state: TrainState) -> None:
+        """Wait here, before the next epoch's batches are drawn, for the session's next command:
+        an assessment sees this epoch's end and its change applies from the next epoch's first
+        step, however quickly the session reacts (a Pause it sent would land some steps later)."""
+        if self.group.world_size > 1:  # the ranks pause together: at their next agreement on commands
+            if self.group.is_main:
+                self.commands.add(Pause(at_epoch_end=True))
+            return
+        self._set_paused(True, at_epoch_end=True)
+        self._between_steps(state)
 
     def _validation_batches(self, state: TrainState) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         batches = iterate_batches(
@@ -767,7 +783,7 @@ class _Trainer:
 
     def _handle(self, command: Command, state: TrainState) -> None:
         if isinstance(command, Pause):
-            self._set_paused(True)
+            self._set_paused(True, at_epoch_end=command.at_epoch_end)
         elif isinstance(command, Resume):
             self._set_paused(False)
         elif isinstance(command, Stop):
@@ -785,10 +801,10 @@ class _Trainer:
             self.reporter.emit(Evaluated(epoch=state.epoch, step=state.step, val_loss=val_loss, val_accuracy=val_accuracy))
             self.reporter.emit(StateChanged(state="paused" if self.paused else "running"))
 
-    def _set_paused(self, paused: bool) -> None:
+    def _set_paused(self, paused: bool, *, at_epoch_end: bool = False) -> None:
         if paused != self.paused:
             self.paused = paused
-            self.reporter.emit(StateChanged(state="paused" if paused else "running"))
+            self.reporter.emit(StateChanged(state="paused" if paused else "running", held_at_epoch_end=at_epoch_end))
 
     def _set_hparams(self, command: SetHParams, state: TrainState) -> None:
         previous_batch_size = state.hparams.batch_size
@@ -875,6 +891,9 @@ class _Trainer:
         state = self.state
         if state is None or not self.group.is_main:
             return
+        # Asked for between two epochs (held there, or paused after the last), it is the epoch's end:
+        # a mid-epoch checkpoint would have a resumed trainer skip the next epoch's batches.
+        at_epoch_end = at_epoch_end or self.between_epochs
         # The record reaches disk before the checkpoint does: a trainer resumed from it never
         # lacks the steps before it (a kill loses what is still in our buffers, not the OS's).
         self.reporter.sync_files()

@@ -208,3 +208,38 @@ def test_a_notice_given_by_two_calls_reaches_the_human_once():
     diagnosis = Diagnosis(health="warning", route="hyperparameters", notices=[dropped])
     shown = diagnosis_with_notices({"diagnosis": diagnosis, "notices": [down, dropped, down]})
     assert shown.notices == [dropped, down]
+
+
+def _unbounded(node: object, path: str = "") -> list[str]:
+    """Where a schema lets a model write without end: strings without maxLength, lists without maxItems."""
+    if isinstance(node, list):
+        return [found for item in node for found in _unbounded(item, path)]
+    if not isinstance(node, dict):
+        return []
+    here = []
+    if node.get("type") == "string" and "maxLength" not in node and "enum" not in node:
+        here.append(path)
+    if node.get("type") == "array" and "maxItems" not in node:
+        here.append(path)
+    for key, value in node.items():
+        child = f"{path}.{key}" if key not in ("properties", "items", "anyOf") else path
+        here.extend(_unbounded(value, child))
+    return here
+
+
+def test_the_answers_schemas_bound_all_a_model_writes_but_the_code_and_validation_does_not_enforce_the_bounds() -> None:
+    from copilot.advisor.llm.providers.base import tool_input_schema
+    from copilot.advisor.schemas import ArchitectureAnswer, HParamAnswer
+
+    # A server that decodes by the schema (llama.cpp's grammar) stops a small model at these bounds,
+    # where it would repeat itself to its token cap and end in broken JSON (SmolLM2-135M did).
+    assert _unbounded(tool_input_schema(AssessorAnswer)) == []
+    assert _unbounded(tool_input_schema(HParamAnswer)) == []
+    assert _unbounded(tool_input_schema(ArchitectureAnswer)) == [".code"], "a whole module has no fixed length"
+    assert tool_input_schema(AssessorAnswer)["properties"]["findings"]["maxItems"] == 4
+
+    # Asked of the model, not enforced: the rules' findings and a strong model's longer answer still validate.
+    long_why = "why " * 200
+    finding = Finding(what="x", evidence=[Evidence(metric="grad_norm", value=1.0)] * 5, why=long_why)
+    answer = AssessorAnswer(health="critical", findings=[finding] * 6, route="architecture", confidence=0.9, summary=long_why)
+    assert len(answer.findings) == 6 and answer.findings[0].why == long_why

@@ -249,15 +249,20 @@ def test_a_conversation_past_the_context_is_an_unusable_answer_naming_the_fix(se
     assert "longer than its context" in raised.value.message and "--n_ctx" in raised.value.hint
 
 
-def test_answers_are_capped_at_the_settings_output_tokens(server: FakeOpenAI, make_openai: MakeProvider) -> None:
+def test_answers_are_capped_at_the_settings_output_tokens_and_sampled_at_its_temperature(
+    server: FakeOpenAI, make_openai: MakeProvider
+) -> None:
     server.queue_json(GOOD_ANSWER)
     server.queue_json(GOOD_ANSWER)
 
     propose(make_openai())
-    propose(make_openai(max_output_tokens=None))
+    propose(make_openai(max_output_tokens=None, temperature=0.0))
 
-    assert server.requests[0].body["max_tokens"] == 4096, "a small model must not run on to the end of its context"
-    assert "max_tokens" not in server.requests[1].body, "None leaves it to the server"
+    first, second = (request.body for request in server.requests)
+    assert first["max_tokens"] == 4096, "a small model must not run on to the end of its context"
+    assert "max_tokens" not in second, "None leaves it to the server"
+    assert "temperature" not in first, "None leaves it to the server"
+    assert second["temperature"] == 0.0, "0 is sent: answers that repeat"
 
 
 def test_a_refused_key_names_the_variable_to_set(server: FakeOpenAI, make_openai: MakeProvider) -> None:

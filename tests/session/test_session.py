@@ -291,7 +291,8 @@ class SlowToAnswer:
 
     def assess(self, snapshot):  # type: ignore[no-untyped-def]
         assert self.session is not None
-        run_until(self.session, lambda seen: any(isinstance(e, StateChanged) and e.state == "paused" for e in seen))
+        # Held at the epoch's end already, or by the Pause the assessment sent.
+        run_until(self.session, lambda _seen: self.session.trainer_state == "paused")
         reply = self._offline.assess(snapshot)
         return reply.__class__(reply.value.model_copy(update={"route": "continue"}), reply.usage, reply.notices)
 
@@ -317,6 +318,49 @@ def test_training_holds_while_the_advisor_assesses_when_asked_and_goes_on_after(
         assert session.trainer_state == "running", "nothing to decide: training goes on at once"
     finally:
         session.stop()
+
+
+def _accepted_at_the_first_assessment(project: Path, run_name: str) -> tuple[list[Event], int]:
+    """A session held at each epoch's end (`hold_training_while_assessing`): its first assessment
+    (epoch 2, the schedule) accepted as proposed, then trained to its end. Every event, and the
+    step epoch 2 ended at."""
+    session = Session.start(tiny_settings(project, hold_training_while_assessing=True), str(project / "bad_cnn.py"), run_name=run_name, max_rounds=1)
+    try:
+        found: list[str] = []
+        seen = run_until(session, lambda _seen: bool(found.append(session.due_assessment() or "") or found[-1]))
+        assessed_at = session.last_epoch
+        assert found[-1] == "schedule" and assessed_at is not None and assessed_at.epoch == 2
+        turn = session.assess(found[-1])
+        assert isinstance(turn, AdvisorTurn) and turn.proposal.kind == "architecture"
+        assert session.decide(Verdict(decision="accept")).accepted
+        # As the headless loop does: asked after every poll, with its one round spent nothing is due.
+        seen += run_until(
+            session,
+            lambda events: session.due_assessment() is None and any(isinstance(e, Finished) and e.reason == "epochs_done" for e in events),
+        )
+        return seen, assessed_at.step
+    finally:
+        session.stop()
+
+
+def test_held_at_each_epochs_end_a_change_applies_where_it_was_assessed_and_runs_repeat_exactly(project: Path) -> None:
+    events, assessed_step = _accepted_at_the_first_assessment(project, "held-1")
+
+    # Epochs with nothing due went on by themselves; the one assessed waited for the verdict,
+    # and the new model's first step is the first after the epoch the advisor saw.
+    epochs = [e for e in events if isinstance(e, EpochSummary)]
+    assert [e.epoch for e in epochs] == [1, 2, 3, 4, 5, 6]
+    assert sum(1 for e in events if isinstance(e, StateChanged) and e.held_at_epoch_end) >= 5
+    swapped = first(events, ModelSwapped)
+    assert swapped is not None and swapped.step == assessed_step
+    trained = [r.step for e in events if isinstance(e, StepBatch) for r in e.records]
+    assert assessed_step + 1 in trained and not any(step > assessed_step for step in trained[: trained.index(assessed_step) + 1])
+    assert all(e.round == 1 for e in epochs[2:])
+
+    # So the same decisions give the same run: what a comparison of two headless runs relies on.
+    again, _ = _accepted_at_the_first_assessment(project, "held-2")
+    losses = [(e.epoch, e.train_loss, e.val_loss) for e in epochs]
+    assert [(e.epoch, e.train_loss, e.val_loss) for e in again if isinstance(e, EpochSummary)] == losses
 
 
 def test_training_holds_while_a_proposal_waits_and_goes_on_after_the_verdict(project: Path) -> None:

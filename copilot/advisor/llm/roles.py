@@ -30,6 +30,8 @@ from copilot.advisor.schemas import (
     Route,
     SandboxReport,
     Schema,
+    at_most,
+    few,
 )
 from copilot.advisor.snapshot import TrainingSnapshot
 from copilot.config import Settings
@@ -73,10 +75,13 @@ class AssessorAnswer(Schema):
     """What the assessor's forced tool returns: a diagnosis without the fields only copilot sets."""
 
     health: Health
-    findings: list[Finding] = Field(description="each problem with its evidence; findings without evidence are discarded")
+    findings: list[Finding] = Field(
+        description="the most important problems, each with its evidence; findings without evidence are discarded",
+        json_schema_extra=few(4),
+    )
     route: Route = Field(description=ROUTE_DESCRIPTION)
     confidence: float = Field(ge=0.0, le=1.0, description="how sure you are of the route, 0 to 1")
-    summary: str = Field(description="one or two sentences for the status line")
+    summary: str = Field(description="one or two sentences for the status line", json_schema_extra=at_most(240))
 
 
 @dataclass(frozen=True)

@@ -166,8 +166,12 @@ class OpenAICompatProvider:
         self, model: str, messages: list[dict[str, Any]], fields: dict[str, Any], tally: UsageTally
     ) -> dict[str, Any]:
         """The reply's message; its token usage goes to the tally."""
-        limit = {"max_tokens": self._settings.max_output_tokens} if self._settings.max_output_tokens else {}
-        request = {"model": model, "messages": messages, **limit, **fields}
+        settings = self._settings
+        sampling = {
+            **({"max_tokens": settings.max_output_tokens} if settings.max_output_tokens else {}),
+            **({"temperature": settings.temperature} if settings.temperature is not None else {}),
+        }
+        request = {"model": model, "messages": messages, **sampling, **fields}
         body = self._post(request, model)
         choices = body.get("choices") or [{}]
         message = choices[0].get("message") or {}
