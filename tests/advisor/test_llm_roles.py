@@ -243,3 +243,6 @@ def test_the_answers_schemas_bound_all_a_model_writes_but_the_code_and_validatio
     finding = Finding(what="x", evidence=[Evidence(metric="grad_norm", value=1.0)] * 5, why=long_why)
     answer = AssessorAnswer(health="critical", findings=[finding] * 6, route="architecture", confidence=0.9, summary=long_why)
     assert len(answer.findings) == 6 and answer.findings[0].why == long_why
+    # Nor are numbers bounded by a grammar: a confidence past 0..1 is clamped rather than sent back.
+    assert AssessorAnswer.model_validate({**answer.model_dump(), "confidence": -0.3}).confidence == 0.0
+    assert AssessorAnswer.model_validate({**answer.model_dump(), "confidence": 7}).confidence == 1.0

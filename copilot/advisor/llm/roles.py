@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar, get_args
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 from copilot.advisor.claims import checked_diagnosis
 from copilot.advisor.llm.providers.base import LLMProvider
@@ -82,6 +82,13 @@ class AssessorAnswer(Schema):
     route: Route = Field(description=ROUTE_DESCRIPTION)
     confidence: float = Field(ge=0.0, le=1.0, description="how sure you are of the route, 0 to 1")
     summary: str = Field(description="one or two sentences for the status line", json_schema_extra=at_most(240))
+
+    @field_validator("confidence", mode="before")
+    @classmethod
+    def _clamp_confidence(cls, value: object) -> object:
+        """A number past 0..1 is the model's own certainty misstated (grammars do not bound numbers):
+        clamped, not worth a correction round. Its claims are checked against the measurements anyway."""
+        return min(max(value, 0.0), 1.0) if isinstance(value, (int, float)) and not isinstance(value, bool) else value
 
 
 @dataclass(frozen=True)
