@@ -22,7 +22,6 @@ import os
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -32,6 +31,7 @@ import pytest
 from copilot.cli import main
 from tests.advisor.scripted import write_run
 from tests.session.conftest import TINY_DATA, TINY_TRIALS, git_home, project  # noqa: F401  (fixtures)
+from tests.waiting import poll_until
 
 MODEL = "smollm2-135m"
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -92,17 +92,16 @@ def llama_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 def wait_until_serving(server: subprocess.Popen[bytes], url: str, log_path: Path) -> None:
     """Until the server lists its model: the condition polled, under a deadline, the log shown on failure."""
-    deadline = time.monotonic() + SERVER_START_S
-    while time.monotonic() < deadline:
+
+    def serving() -> bool:
         if server.poll() is not None:
             pytest.fail(f"llama_cpp.server exited with {server.returncode}:\n{log_path.read_text()[-3000:]}")
         try:
-            if httpx.get(f"{url}/models", timeout=5.0).status_code == 200:
-                return
+            return httpx.get(f"{url}/models", timeout=5.0).status_code == 200
         except httpx.TransportError:
-            pass
-        time.sleep(0.5)
-    pytest.fail(f"llama_cpp.server did not answer within {SERVER_START_S:g} s:\n{log_path.read_text()[-3000:]}")
+            return False
+
+    poll_until(serving, lambda: f"llama_cpp.server did not answer:\n{log_path.read_text()[-3000:]}", SERVER_START_S, every=0.5)
 
 
 @pytest.fixture

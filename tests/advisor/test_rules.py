@@ -43,6 +43,7 @@ from copilot.run_folder import RunFolder
 from copilot.training.launcher import TrainerSpec
 from copilot.training.worker import run_trainer
 from tests.advisor.conftest import SAMPLE_MODELS, SHAPES, epoch_summary, model_summary, run_started, step_record, steps, write_events
+from tests.waiting import poll_until
 
 MODULES = ["layers.0", "layers.1"]
 REPO = SAMPLE_MODELS.parent
@@ -422,10 +423,13 @@ def _follow_the_advisor(run: RunFolder, *, epochs: int, assess_every: int = 2) -
             continue
         commands.put(Pause())
         accepted = sum(1 for entry in ledger if entry.proposal.kind != "finish")
-        snapshot = build_snapshot(run, previous=ledger, trigger="schedule", round=accepted)
-        while snapshot.epoch < event.epoch:  # the trainer syncs metrics.jsonl just after sending the event
-            time.sleep(0.05)
+
+        def synced() -> TrainingSnapshot | None:
+            """The snapshot once it holds the epoch just reported: the trainer syncs metrics.jsonl just after sending the event."""
             snapshot = build_snapshot(run, previous=ledger, trigger="schedule", round=accepted)
+            return snapshot if snapshot.epoch >= event.epoch else None
+
+        snapshot = poll_until(synced, f"metrics.jsonl never reached epoch {event.epoch}")
         diagnosis = advisor.assess(snapshot).value
         if diagnosis.route == "continue":  # nothing to decide and no ledger line: training goes on
             commands.put(Resume())

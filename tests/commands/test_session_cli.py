@@ -28,6 +28,7 @@ from copilot.commands.session import prepare_demo_folder
 from copilot.history import ExperimentHistory
 from tests.history.repos import git
 from tests.session.conftest import SAMPLE_MODELS, TINY_DATA, TINY_TRIALS, git_home, project  # noqa: F401  (fixtures)
+from tests.waiting import poll_until
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -191,18 +192,19 @@ def test_a_package_that_fails_to_import_is_one_line_with_its_fix_and_no_round(
 def _read_until(process: subprocess.Popen, marker: str, timeout: float = 180.0) -> str:
     """Everything the process printed up to and including `marker` (prompts end without a newline)."""
     assert process.stdout is not None
-    text = b""
-    deadline = time.monotonic() + timeout
-    os.set_blocking(process.stdout.fileno(), False)
-    while marker.encode() not in text:
-        if time.monotonic() > deadline or process.poll() is not None:
-            raise AssertionError(f"no {marker!r} in the output:\n{text.decode(errors='replace')[-3000:]}")
-        chunk = process.stdout.read()
-        if chunk:
-            text += chunk
-        else:
-            time.sleep(0.1)
-    return text.decode(errors="replace")
+    stdout = process.stdout
+    printed = bytearray()
+    os.set_blocking(stdout.fileno(), False)
+
+    def shown() -> bool:
+        if marker.encode() in printed:
+            return True
+        assert process.poll() is None, f"no {marker!r} in the output:\n{printed.decode(errors='replace')[-3000:]}"
+        printed.extend(stdout.read() or b"")
+        return marker.encode() in printed
+
+    poll_until(shown, lambda: f"no {marker!r} in the output:\n{printed.decode(errors='replace')[-3000:]}", timeout)
+    return printed.decode(errors="replace")
 
 
 def _copilot(project: Path, *args: str) -> subprocess.Popen:
@@ -233,13 +235,17 @@ def test_sigterm_ends_the_run_within_a_bound_whatever_the_terminal_does(in_proje
     process = subprocess.Popen(command, cwd=in_project, stdin=subprocess.PIPE, stdout=write_end, stderr=write_end)
     run = in_project / ".copilot" / "runs" / "stuck"
     try:
-        deadline = time.monotonic() + 180
-        while not (run / "metrics.jsonl").exists() or b'"type":"steps"' not in (run / "metrics.jsonl").read_bytes():
-            assert time.monotonic() < deadline and process.poll() is None, "the run never trained"
-            os.set_blocking(read_end, False)
+        os.set_blocking(read_end, False)
+
+        def trained() -> bool:
+            if (run / "metrics.jsonl").exists() and b'"type":"steps"' in (run / "metrics.jsonl").read_bytes():
+                return True
+            assert process.poll() is None, "the run never trained"
             with contextlib.suppress(BlockingIOError):
                 os.read(read_end, 1 << 16)  # a terminal that reads, until now
-            time.sleep(0.1)
+            return False
+
+        poll_until(trained, "the run never trained", timeout=180)
         _fill(write_end)
         process.send_signal(signum)
         # What it prints on the way out blocks: only the bounded shutdown can end it.

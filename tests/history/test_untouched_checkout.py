@@ -13,6 +13,7 @@ from pathlib import Path
 
 from copilot.history.experiment import ExperimentHistory
 from tests.history.repos import MODEL_CODE, checkout_snapshot, git, model_code
+from tests.waiting import poll_until
 
 RUN = "20261120-234500-net-3f2a"
 
@@ -73,10 +74,7 @@ def processes_using(folder: Path) -> list[int]:
 
 def wait_for_orphans(folder: Path) -> None:
     """git commands a killed session started may still be finishing; let them."""
-    deadline = time.monotonic() + 30
-    while processes_using(folder) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert not processes_using(folder)
+    poll_until(lambda: not processes_using(folder), lambda: f"processes still working in {folder}: {processes_using(folder)}", timeout=30)
 
 
 def test_whole_session_leaves_the_checkout_byte_identical(repo: Path) -> None:
@@ -124,7 +122,7 @@ def test_sigkill_at_random_points_never_touches_the_checkout(repo: Path) -> None
         )
         assert session.stdout is not None
         killed_rounds.append(session.stdout.readline().strip())
-        time.sleep(chooser.uniform(0.0, 0.25))
+        time.sleep(chooser.uniform(0.0, 0.25))  # not a wait: a random moment to kill it at, the race is the test
         whole_group = attempt % 2 == 1
         if whole_group:
             os.killpg(session.pid, signal.SIGKILL)  # the session and the git command it was running

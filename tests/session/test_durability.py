@@ -12,8 +12,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -26,6 +24,7 @@ from copilot.run_folder import RunFolder
 from copilot.session.controller import Session
 from tests.history.repos import git
 from tests.session.conftest import WAIT_S, CountingAdvisor, run_until, tiny_settings, until_due
+from tests.waiting import poll_until
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -81,17 +80,9 @@ def test_an_accepted_verdict_cut_short_by_sigkill_is_completed_once_on_resume(pr
         again.stop()
 
 
-def poll_until(condition: Callable[[], bool], failure: str) -> None:
-    """Until `condition` holds (a file or a process outside the session, nothing that posts an event), at most WAIT_S."""
-    deadline = time.monotonic() + WAIT_S
-    while not condition():
-        assert time.monotonic() < deadline, failure
-        time.sleep(0.05)
-
-
 def wait_for_file_text(path: Path, text: str) -> None:
     """Until `text` is in the file the trainer writes (it runs on while the session is not polled)."""
-    poll_until(lambda: text in (path.read_text(encoding="utf-8") if path.exists() else ""), f"{text!r} never appeared in {path}")
+    poll_until(lambda: text in (path.read_text(encoding="utf-8") if path.exists() else ""), f"{text!r} never appeared in {path}", WAIT_S)
 
 
 def test_a_rounds_note_never_records_the_previous_models_numbers(project: Path) -> None:
@@ -149,7 +140,7 @@ def test_a_trainer_killed_from_outside_resumes_from_its_checkpoint_without_an_ad
 def wait_until_dead(pid: int) -> None:
     """Until the process is gone or a zombie (its parent reaps it at the next poll)."""
     stat = Path(f"/proc/{pid}/stat")
-    poll_until(lambda: not stat.exists() or stat.read_text().rsplit(")", 1)[-1].split()[0] == "Z", f"process {pid} outlived SIGKILL")
+    poll_until(lambda: not stat.exists() or stat.read_text().rsplit(")", 1)[-1].split()[0] == "Z", f"process {pid} outlived SIGKILL", WAIT_S)
 
 
 def test_a_trainer_killed_during_an_assessment_gets_the_accepted_change_once(project: Path) -> None:

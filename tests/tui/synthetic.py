@@ -332,7 +332,7 @@ class SyntheticSession:
         if self.stream is not None:
             return drained + self.stream.poll(timeout)
         if not drained:
-            time.sleep(min(timeout, 0.01))
+            time.sleep(min(timeout, 0.01))  # not a wait: the fake of a blocking poll, as the real session's, but brief
         return drained
 
     def due_assessment(self) -> str | None:
@@ -354,13 +354,13 @@ class SyntheticSession:
 
     def stop(self, timeout: float = 5.0) -> None:
         self._record("stop")
-        time.sleep(self.stop_delay_s)
+        time.sleep(self.stop_delay_s)  # not a wait: a slow trainer's checkpoint on the way out, the thing under test
         self.stopped.set()
 
     # advisor side
     def assess(self, trigger: str) -> Turn:
         self._record("assess", trigger)
-        time.sleep(self.assess_delay_s)
+        time.sleep(self.assess_delay_s)  # not a wait: a slow advisor, the thing under test
         turn = self.turns.pop(0)
         turn = Turn(turn.diagnosis, turn.proposal, trigger, turn.tokens, turn.edit_problem)
         self.tokens_spent += sum(usage.input_tokens + usage.output_tokens for usage in turn.tokens)
@@ -459,6 +459,7 @@ class SteadyStream:
             self.began = True
             return [RunStarted(run_id=RUN_ID, device="cpu", data=DATA, model=BROKEN_MODEL, hparams=HParams(epochs=1000), time=START_TIME)]
         wait = self.next_batch - time.monotonic()
+        # Not waits: the load generator's fixed rate, blocking as the real poll does until the next batch is due.
         if wait > timeout:
             time.sleep(timeout)
             return []

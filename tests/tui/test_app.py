@@ -13,7 +13,6 @@ import stat
 import sys
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -44,6 +43,7 @@ from tests.tui.synthetic import (
     hparam_proposal,
     seeded_run_events,
 )
+from tests.waiting import pilot_until
 
 SIZE = (160, 48)
 pytestmark = pytest.mark.anyio
@@ -61,14 +61,6 @@ def shown_text(app: CopilotApp, selector: str) -> str:
     return console.export_text()
 
 
-async def until(pilot: Pilot, condition: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        await pilot.pause(0.02)
-
-
 def proposal_session(**overrides) -> SyntheticSession:
     values = dict(
         events=seeded_run_events(epochs_fixed=0),
@@ -81,17 +73,28 @@ def proposal_session(**overrides) -> SyntheticSession:
 
 async def waiting_for_decision(pilot: Pilot) -> CopilotApp:
     app = pilot.app
-    await until(pilot, lambda: app.advisor_state == "waiting")
+    await pilot_until(pilot, lambda: app.advisor_state == "waiting")
     return app
+
+
+async def background_calls_returned(pilot: Pilot) -> None:
+    """Until what the keys pressed so far started is over: their handlers have run, every session
+    call they made in a worker has returned, and its result has been handled. Before asserting that
+    a key did nothing. (The ingest and chart workers run for the app's whole life: not waited for.)"""
+    await pilot.pause()
+    calls = [worker for worker in pilot.app.workers if worker.group not in ("ingest", "charts")]
+    if calls:  # an empty list would mean every worker to wait_for_complete
+        await pilot.app.workers.wait_for_complete(calls)
+    await pilot.pause()
 
 
 async def test_events_reach_the_charts_and_the_status_from_a_thread_of_their_own() -> None:
     session = SyntheticSession(events=seeded_run_events())
     app = make_app(session)
     async with app.run_test(size=SIZE) as pilot:
-        await until(pilot, lambda: app.store.version > 0)
-        await until(pilot, lambda: app.screen.query_one("#chart-loss", MetricChart).data is not None)
-        await until(pilot, lambda: app.store.view().step == 2240)  # every seeded event has arrived
+        await pilot_until(pilot, lambda: app.store.version > 0)
+        await pilot_until(pilot, lambda: app.screen.query_one("#chart-loss", MetricChart).data is not None)
+        await pilot_until(pilot, lambda: app.store.view().step == 2240)  # every seeded event has arrived
         view = app.store.view()
         assert view.step == 2240 and view.model_name == "BadCNN"
         assert threading.main_thread().name not in session.poll_threads
@@ -100,7 +103,7 @@ async def test_events_reach_the_charts_and_the_status_from_a_thread_of_their_own
         loss = app.screen.query_one("#chart-loss", MetricChart)
         assert [series.label for series in loss.data.series] == ["train", "val"]
         assert loss.data.round_steps[-1] == (1, 1280)
-        await until(pilot, lambda: any("r1" in line for line in loss.lines))  # drawn by the builder thread
+        await pilot_until(pilot, lambda: any("r1" in line for line in loss.lines))  # drawn by the builder thread
 
 
 async def test_a_due_assessment_shows_the_diagnosis_and_proposal_then_a_accepts() -> None:
@@ -115,7 +118,7 @@ async def test_a_due_assessment_shows_the_diagnosis_and_proposal_then_a_accepts(
         diagnosis_text = shown_text(app, "#diagnosis Static")
         assert "vanishing gradients" in diagnosis_text and "grad_norm = 5.1e-10" in diagnosis_text
         await pilot.press("a")
-        await until(pilot, lambda: app.advisor_state == "idle")
+        await pilot_until(pilot, lambda: app.advisor_state == "idle")
         assert session.calls[-1] == ("decide", Verdict(decision="accept"))
         assert app.turn is None
         messages = [entry.message for entry in app.store.view().log_tail]
@@ -126,10 +129,10 @@ async def test_proposal_keys_are_disabled_while_nothing_waits() -> None:
     session = SyntheticSession(events=seeded_run_events())
     app = make_app(session)
     async with app.run_test(size=SIZE) as pilot:
-        await pilot.pause(0.2)
+        await background_calls_returned(pilot)  # the app has looked for a proposal from before a restart
         for key in "are":
             await pilot.press(key)
-        await pilot.pause(0.2)
+        await background_calls_returned(pilot)
         assert "decide" not in session.names()
         assert app.check_action("accept", ()) is None and app.check_action("pause", ()) is True
 
@@ -140,10 +143,10 @@ async def test_r_asks_for_a_reason_and_sends_it_to_the_advisor() -> None:
     async with app.run_test(size=SIZE) as pilot:
         await waiting_for_decision(pilot)
         await pilot.press("r")
-        await until(pilot, lambda: isinstance(app.screen, ReasonDialog))
+        await pilot_until(pilot, lambda: isinstance(app.screen, ReasonDialog))
         app.screen.query_one(Input).value = "too many parameters"
         await pilot.press("enter")
-        await until(pilot, lambda: app.advisor_state == "idle")
+        await pilot_until(pilot, lambda: app.advisor_state == "idle")
         assert session.calls[-1] == ("decide", Verdict(decision="reject", reason="too many parameters"))
         assert isinstance(app.screen, RunScreen)
 
@@ -154,9 +157,10 @@ async def test_escape_in_the_reason_dialog_keeps_the_proposal() -> None:
     async with app.run_test(size=SIZE) as pilot:
         await waiting_for_decision(pilot)
         await pilot.press("r")
-        await until(pilot, lambda: isinstance(app.screen, ReasonDialog))
+        await pilot_until(pilot, lambda: isinstance(app.screen, ReasonDialog))
         await pilot.press("escape")
-        await pilot.pause(0.1)
+        await pilot_until(pilot, lambda: not isinstance(app.screen, ReasonDialog))
+        await background_calls_returned(pilot)
         assert app.advisor_state == "waiting" and "decide" not in session.names()
 
 
@@ -176,7 +180,7 @@ async def test_e_edits_the_code_in_the_editor_and_sends_it_for_checking(tmp_path
     async with app.run_test(size=SIZE) as pilot:
         await waiting_for_decision(pilot)
         await pilot.press("e")
-        await until(pilot, lambda: "decide" in session.names())
+        await pilot_until(pilot, lambda: "decide" in session.names())
         verdict = session.calls[-1][1]
         assert verdict.decision == "edit" and verdict.edited_code.endswith("# tuned by hand\n")
         assert "nn.BatchNorm2d(16)" in verdict.edited_code
@@ -194,7 +198,7 @@ async def test_an_edit_that_fails_the_sandbox_comes_back_as_a_new_proposal(tmp_p
     async with app.run_test(size=SIZE) as pilot:
         await waiting_for_decision(pilot)
         await pilot.press("e")
-        await until(pilot, lambda: app.turn is retry)
+        await pilot_until(pilot, lambda: app.turn is retry)
         assert app.advisor_state == "waiting"
         shown = shown_text(app, "#proposal Static")
         assert "✖ import: SyntaxError line 1" in shown
@@ -214,10 +218,10 @@ async def test_e_after_a_refused_edit_reopens_the_users_edit_not_the_advisors_co
     async with app.run_test(size=SIZE) as pilot:
         await waiting_for_decision(pilot)
         await pilot.press("e")
-        await until(pilot, lambda: app.advisor_state == "waiting" and app.turn is not None and app.turn.edit_problem == problem)
+        await pilot_until(pilot, lambda: app.advisor_state == "waiting" and app.turn is not None and app.turn.edit_problem == problem)
         assert f"your edit was not taken: {problem}" in shown_text(app, "#proposal Static")
         await pilot.press("e")
-        await until(pilot, lambda: session.names().count("decide") == 2)
+        await pilot_until(pilot, lambda: session.names().count("decide") == 2)
         first, second = [call[1] for call in session.calls if call[0] == "decide"]
         assert first.edited_code == architecture_proposal().code + "# tuned by hand\n"
         assert second.edited_code == architecture_proposal().code + "# tuned by hand\n# tuned by hand\n"
@@ -237,10 +241,10 @@ async def test_a_refused_hyperparameter_value_is_reopened_to_fix(tmp_path, monke
     async with app.run_test(size=SIZE) as pilot:
         await waiting_for_decision(pilot)
         await pilot.press("e")
-        await until(pilot, lambda: any("edited hyperparameter 'lr'" in note.message for note in app._notifications))
+        await pilot_until(pilot, lambda: any("edited hyperparameter 'lr'" in note.message for note in app._notifications))
         assert "decide" not in session.names()
         await pilot.press("e")
-        await until(pilot, lambda: "decide" in session.names())
+        await pilot_until(pilot, lambda: "decide" in session.names())
         assert "lr = 50.0" in seen.read_text()
         assert session.calls[-1][1].edited_change.changes() == {"optimizer": "Adam", "lr": 0.0015}
 
@@ -256,12 +260,12 @@ async def test_a_proposal_lists_only_the_keys_that_act_on_it() -> None:
         assert "a accept · r reject · e edit" in shown
         assert "sandbox" not in shown and "side by side" not in shown
         await pilot.press("r")
-        await until(pilot, lambda: isinstance(app.screen, ReasonDialog))
+        await pilot_until(pilot, lambda: isinstance(app.screen, ReasonDialog))
         await pilot.press("enter")
-        await until(pilot, lambda: app.advisor_state == "idle")
+        await pilot_until(pilot, lambda: app.advisor_state == "idle")
         await pilot.press("question_mark")
         await waiting_for_decision(pilot)
-        await until(pilot, lambda: "d side by side" in shown_text(app, "#proposal Static"))
+        await pilot_until(pilot, lambda: "d side by side" in shown_text(app, "#proposal Static"))
         assert "a accept · r reject · e edit · v sandbox · d side by side" in shown_text(app, "#proposal Static")
 
 
@@ -284,7 +288,7 @@ async def test_e_on_a_hyperparameter_proposal_sends_the_changed_values(tmp_path,
         await waiting_for_decision(pilot)
         assert "Adam" in shown_text(app, "#proposal Static")
         await pilot.press("e")
-        await until(pilot, lambda: "decide" in session.names())
+        await pilot_until(pilot, lambda: "decide" in session.names())
         verdict = session.calls[-1][1]
         assert verdict.decision == "edit"
         assert verdict.edited_change.changes() == {"optimizer": "Adam", "lr": 0.0005}
@@ -307,7 +311,7 @@ async def test_a_missing_editor_is_one_line_not_a_crash(monkeypatch) -> None:
     async with app.run_test(size=SIZE) as pilot:
         await waiting_for_decision(pilot)
         await pilot.press("e")
-        await until(pilot, lambda: any("editor 'no-such-editor-anywhere' not found" in note.message for note in app._notifications))
+        await pilot_until(pilot, lambda: any("editor 'no-such-editor-anywhere' not found" in note.message for note in app._notifications))
         assert app.advisor_state == "waiting" and "decide" not in session.names()
 
 
@@ -317,12 +321,12 @@ async def test_v_shows_the_sandbox_report_and_d_switches_the_diff_view() -> None
     async with app.run_test(size=SIZE) as pilot:
         await waiting_for_decision(pilot)
         await pilot.press("v")
-        await until(pilot, lambda: isinstance(app.screen, TextDialog))
+        await pilot_until(pilot, lambda: isinstance(app.screen, TextDialog))
         assert "286,538" in shown_text(app, ".dialog-body Static")
         await pilot.press("escape")
-        await until(pilot, lambda: isinstance(app.screen, RunScreen))
+        await pilot_until(pilot, lambda: isinstance(app.screen, RunScreen))
         await pilot.press("z", "d")  # zoomed, the pane is wide enough for two sides
-        await until(pilot, lambda: app.side_by_side and "a/bad_cnn.py" in shown_text(app, "#proposal Static"))
+        await pilot_until(pilot, lambda: app.side_by_side and "a/bad_cnn.py" in shown_text(app, "#proposal Static"))
         text = shown_text(app, "#proposal Static")
         assert "a/bad_cnn.py" in text and "b/bad_cnn.py" in text and "@@" not in text
 
@@ -331,16 +335,16 @@ async def test_p_pauses_and_resumes_the_trainer() -> None:
     session = SyntheticSession(events=seeded_run_events())
     app = make_app(session)
     async with app.run_test(size=SIZE) as pilot:
-        await until(pilot, lambda: app.store.view().state == "running")
-        await until(pilot, lambda: "samples/s" in shown_text(app, "#status"))
+        await pilot_until(pilot, lambda: app.store.view().state == "running")
+        await pilot_until(pilot, lambda: "samples/s" in shown_text(app, "#status"))
         await pilot.press("p")
-        await until(pilot, lambda: app.store.view().state == "paused")
+        await pilot_until(pilot, lambda: app.store.view().state == "paused")
         # Paused, the header says so instead of the rate it had before it stopped.
-        await until(pilot, lambda: re.search(r"step [\d,]+  paused", shown_text(app, "#status")) is not None)
+        await pilot_until(pilot, lambda: re.search(r"step [\d,]+  paused", shown_text(app, "#status")) is not None)
         assert "samples/s" not in shown_text(app, "#status")
         await pilot.press("p")
-        await until(pilot, lambda: app.store.view().state == "running")
-        await until(pilot, lambda: "samples/s" in shown_text(app, "#status"))
+        await pilot_until(pilot, lambda: app.store.view().state == "running")
+        await pilot_until(pilot, lambda: "samples/s" in shown_text(app, "#status"))
         assert [name for name in session.names() if name in ("pause", "resume_training")] == ["pause", "resume_training"]
 
 
@@ -348,7 +352,7 @@ async def test_question_mark_asks_the_advisor_now() -> None:
     session = SyntheticSession(events=seeded_run_events(), turns=[Turn(broken_diagnosis(), hparam_proposal(), "x", ())])
     app = make_app(session)
     async with app.run_test(size=SIZE) as pilot:
-        await pilot.pause(0.1)
+        await background_calls_returned(pilot)  # the app has looked for a proposal from before a restart
         await pilot.press("question_mark")
         await waiting_for_decision(pilot)
         assert ("assess", "demand") in session.calls
@@ -369,13 +373,13 @@ async def test_a_trainer_error_is_one_line_in_the_log_and_x_shows_all_of_it() ->
     session = SyntheticSession(events=[*seeded_run_events(epochs_fixed=0), error])
     app = make_app(session)
     async with app.run_test(size=SIZE) as pilot:
-        await until(pilot, lambda: app.store.view().last_error is not None)
+        await pilot_until(pilot, lambda: app.store.view().last_error is not None)
         log = app.screen.query_one(LogPane)
-        await until(pilot, lambda: log.option_count and "shape error" in str(log.get_option_at_index(log.option_count - 1).prompt))
+        await pilot_until(pilot, lambda: log.option_count and "shape error" in str(log.get_option_at_index(log.option_count - 1).prompt))
         last = log.get_option_at_index(log.option_count - 1)
         assert "shape error: mat1 and mat2" in str(last.prompt) and "\n" not in str(last.prompt)
         await pilot.press("x")
-        await until(pilot, lambda: isinstance(app.screen, TextDialog))
+        await pilot_until(pilot, lambda: isinstance(app.screen, TextDialog))
         body = shown_text(app, ".dialog-body Static")
         assert 'File "bad_cnn.py", line 14' in body and "hint: match Linear's in_features" in body
 
@@ -384,12 +388,12 @@ async def test_enter_on_a_log_line_opens_its_full_text() -> None:
     session = SyntheticSession(events=seeded_run_events(epochs_broken=1, epochs_fixed=0))
     app = make_app(session)
     async with app.run_test(size=SIZE) as pilot:
-        await until(pilot, lambda: app.screen.query_one(LogPane).option_count > 0)
+        await pilot_until(pilot, lambda: app.screen.query_one(LogPane).option_count > 0)
         log = app.screen.query_one(LogPane)
         log.focus()
         log.highlighted = 0
         await pilot.press("enter")
-        await until(pilot, lambda: isinstance(app.screen, TextDialog))
+        await pilot_until(pilot, lambda: isinstance(app.screen, TextDialog))
         assert "training BadCNN" in shown_text(app, ".dialog-body Static")
 
 
@@ -397,12 +401,12 @@ async def test_enter_in_the_log_pane_opens_the_newest_lines_full_text() -> None:
     session = SyntheticSession(events=seeded_run_events())
     app = make_app(session)
     async with app.run_test(size=SIZE) as pilot:
-        await until(pilot, lambda: app.screen.query_one(LogPane).option_count > 0)
+        await pilot_until(pilot, lambda: app.screen.query_one(LogPane).option_count > 0)
         await pilot.press("3")  # the log pane, focused
-        await until(pilot, lambda: isinstance(app.focused, LogPane))
+        await pilot_until(pilot, lambda: isinstance(app.focused, LogPane))
         newest = app.store.view().log_tail[-1]
         await pilot.press("enter")
-        await until(pilot, lambda: isinstance(app.screen, TextDialog))
+        await pilot_until(pilot, lambda: isinstance(app.screen, TextDialog))
         assert newest.message in shown_text(app, ".dialog-body Static")
 
 
@@ -410,7 +414,7 @@ async def rounds_table(pilot: Pilot) -> DataTable:
     """h pressed, and the history screen's table once it shows the rounds."""
     app = pilot.app
     await pilot.press("h")
-    await until(pilot, lambda: isinstance(app.screen, HistoryScreen) and app.screen.rounds)
+    await pilot_until(pilot, lambda: isinstance(app.screen, HistoryScreen) and app.screen.rounds)
     return app.screen.query_one("#rounds", DataTable)
 
 
@@ -422,16 +426,16 @@ async def test_h_shows_rounds_and_two_marks_show_their_diff() -> None:
         assert table.row_count == 3
         assert "10.1% → 91.2%" in str(table.get_row_at(1)[3])
         await pilot.press("enter")  # Enter on the first round, where the cursor starts: the round itself
-        await until(pilot, lambda: "r0 1a2b3c4" in shown_text(app, "#diff-text"))
+        await pilot_until(pilot, lambda: "r0 1a2b3c4" in shown_text(app, "#diff-text"))
         assert "bad_cnn.py as you wrote it" in shown_text(app, "#diff-text")
         await pilot.press("space", "down", "space")
-        await until(pilot, lambda: ("diff", 0, 1) in session.calls)
-        await until(pilot, lambda: "+0.811" in shown_text(app, "#diff-text"))
+        await pilot_until(pilot, lambda: ("diff", 0, 1) in session.calls)
+        await pilot_until(pilot, lambda: "+0.811" in shown_text(app, "#diff-text"))
         await pilot.press("down", "enter")  # Enter: the highlighted round against the one before
-        await until(pilot, lambda: ("diff", 1, 2) in session.calls)
-        await until(pilot, lambda: "r1 5e6f7a8 → r2 9c0d1e2" in shown_text(app, "#diff-text"))
+        await pilot_until(pilot, lambda: ("diff", 1, 2) in session.calls)
+        await pilot_until(pilot, lambda: "r1 5e6f7a8 → r2 9c0d1e2" in shown_text(app, "#diff-text"))
         await pilot.press("q")  # a dialog-free screen: q asks to quit...
-        await until(pilot, lambda: isinstance(app.screen, ConfirmDialog))
+        await pilot_until(pilot, lambda: isinstance(app.screen, ConfirmDialog))
         await pilot.press("h", "q")  # ...and while the dialog is open, app keys do nothing
         assert isinstance(app.screen, ConfirmDialog) and len(app.screen_stack) == 2
         await pilot.press("n")
@@ -449,7 +453,7 @@ async def test_the_rounds_table_follows_results_written_while_it_is_open() -> No
         writer = threading.Thread(target=session.record_result, args=(2, {"val_accuracy": 0.529}))
         writer.start()
         writer.join()
-        await until(pilot, lambda: str(table.get_row_at(2)[3]).endswith("→ 52.9%"))
+        await pilot_until(pilot, lambda: str(table.get_row_at(2)[3]).endswith("→ 52.9%"))
         assert str(table.get_row_at(2)[3]) != before
 
 
@@ -458,21 +462,22 @@ async def test_rollback_asks_first_then_undo_and_redo_move_the_branch() -> None:
     app = make_app(session)
     async with app.run_test(size=SIZE) as pilot:
         await pilot.press("h")
-        await until(pilot, lambda: isinstance(app.screen, HistoryScreen) and app.screen.rounds)
+        await pilot_until(pilot, lambda: isinstance(app.screen, HistoryScreen) and app.screen.rounds)
         await pilot.press("down", "b")
-        await until(pilot, lambda: isinstance(app.screen, ConfirmDialog))
+        await pilot_until(pilot, lambda: isinstance(app.screen, ConfirmDialog))
         await pilot.press("n")
-        await pilot.pause(0.1)
+        await pilot_until(pilot, lambda: not isinstance(app.screen, ConfirmDialog))
+        await background_calls_returned(pilot)
         assert "rollback" not in session.names()
         await pilot.press("b")
-        await until(pilot, lambda: isinstance(app.screen, ConfirmDialog))
+        await pilot_until(pilot, lambda: isinstance(app.screen, ConfirmDialog))
         await pilot.press("y")
-        await until(pilot, lambda: ("rollback", 1) in session.calls)
-        await until(pilot, lambda: len(app.screen.rounds) == 4)
+        await pilot_until(pilot, lambda: ("rollback", 1) in session.calls)
+        await pilot_until(pilot, lambda: len(app.screen.rounds) == 4)
         await pilot.press("u")
-        await until(pilot, lambda: len(app.screen.rounds) == 3)
+        await pilot_until(pilot, lambda: len(app.screen.rounds) == 3)
         await pilot.press("U")
-        await until(pilot, lambda: len(app.screen.rounds) == 4)
+        await pilot_until(pilot, lambda: len(app.screen.rounds) == 4)
         assert [name for name in session.names() if name in ("rollback", "undo", "redo")] == ["rollback", "undo", "redo"]
         logged = [entry.message for entry in app.store.view().log_tail]
         assert any(line.startswith("rolled back to r1 as r3; training continues from r1's checkpoint") for line in logged)
@@ -482,9 +487,9 @@ async def test_l_shows_every_module_with_anomalies_and_sorts_by_column() -> None
     session = SyntheticSession(events=seeded_run_events(epochs_fixed=0))
     app = make_app(session)
     async with app.run_test(size=SIZE) as pilot:
-        await until(pilot, lambda: app.store.version > 0)
+        await pilot_until(pilot, lambda: app.store.version > 0)
         await pilot.press("l")
-        await until(pilot, lambda: isinstance(app.screen, LayersScreen) and app.screen.query_one(DataTable).row_count)
+        await pilot_until(pilot, lambda: isinstance(app.screen, LayersScreen) and app.screen.query_one(DataTable).row_count)
         table = app.screen.query_one(DataTable)
         rows = {str(table.get_row_at(index)[0]): table.get_row_at(index) for index in range(table.row_count)}
         assert str(rows["features.0"][1]) == "vanishing"
@@ -500,19 +505,19 @@ async def test_l_shows_every_module_with_anomalies_and_sorts_by_column() -> None
         in_model = [name for name in defined if name in shown]
         assert shown[0] == "features.0" and shown[: len(in_model)] == in_model and shown != sorted(shown)
         await pilot.press("s")  # definition order -> module name
-        await until(pilot, lambda: "sorted by module name" in str(table.border_title))
+        await pilot_until(pilot, lambda: "sorted by module name" in str(table.border_title))
         assert app.screen.sort_column == "module" and "sorted by module name ↑" in str(table.border_title)
         names = [str(table.get_row_at(index)[0]) for index in range(table.row_count)]
         assert names[0].startswith("classifier.") and names == sorted(names)
         await pilot.press("s", "s", "s")  # module -> params -> grad -> ratio
-        await until(pilot, lambda: "sorted by ratio" in str(table.border_title))
+        await pilot_until(pilot, lambda: "sorted by ratio" in str(table.border_title))
         assert app.screen.sort_column == "ratio" and first_module() == "features.0"  # smallest update ratio first
         await pilot.press("S")
-        await until(pilot, lambda: first_module() == "classifier.2")
+        await pilot_until(pilot, lambda: first_module() == "classifier.2")
         assert first_module() == "classifier.2"
         assert [str(table.get_row_at(index)[0]) for index in range(5, 8)] == ["features.1", "features.3", "features.5"]
         app.screen.post_message(DataTable.HeaderSelected(table, table.columns["grad"].key, 3, table.columns["grad"].label))
-        await until(pilot, lambda: app.screen.sort_column == "grad")
+        await pilot_until(pilot, lambda: app.screen.sort_column == "grad")
         assert app.screen.sort_column == "grad" and app.screen.sort_reverse
         assert first_module() == "classifier.2"
         await pilot.press("l")
@@ -524,14 +529,15 @@ async def test_q_asks_then_checkpoints_through_the_session_and_exits() -> None:
     app = make_app(session)
     async with app.run_test(size=SIZE) as pilot:
         await pilot.press("q")
-        await until(pilot, lambda: isinstance(app.screen, ConfirmDialog))
+        await pilot_until(pilot, lambda: isinstance(app.screen, ConfirmDialog))
         await pilot.press("n")
-        await pilot.pause(0.1)
+        await pilot_until(pilot, lambda: not isinstance(app.screen, ConfirmDialog))
+        await background_calls_returned(pilot)
         assert "stop" not in session.names()
         await pilot.press("q")
-        await until(pilot, lambda: isinstance(app.screen, ConfirmDialog))
+        await pilot_until(pilot, lambda: isinstance(app.screen, ConfirmDialog))
         await pilot.press("y")
-        await until(pilot, lambda: session.stopped.is_set())
+        await pilot_until(pilot, lambda: session.stopped.is_set())
     assert app.return_code == 0 and app.session_stopped
 
 
@@ -540,11 +546,11 @@ async def test_quitting_does_not_wait_for_a_slow_advisor() -> None:
     app = make_app(session)
     started = time.monotonic()
     async with app.run_test(size=SIZE) as pilot:
-        await until(pilot, lambda: app.advisor_state == "thinking")
+        await pilot_until(pilot, lambda: app.advisor_state == "thinking")
         await pilot.press("q")
-        await until(pilot, lambda: isinstance(app.screen, ConfirmDialog))
+        await pilot_until(pilot, lambda: isinstance(app.screen, ConfirmDialog))
         await pilot.press("y")
-        await until(pilot, lambda: session.stopped.is_set())
+        await pilot_until(pilot, lambda: session.stopped.is_set())
     assert time.monotonic() - started < 10.0
 
 
@@ -560,7 +566,7 @@ async def test_compact_layout_switches_panes_and_chart_pages() -> None:
         assert screen.query_one("#log").display and not screen.query_one("#advisor").display
         assert screen.query_one("#pane-tabs", Tabs).active == "tab-log"
         await pilot.click("#tab-modules")  # the tabs answer the mouse too
-        await until(pilot, lambda: screen.query_one("#modules").display)
+        await pilot_until(pilot, lambda: screen.query_one("#modules").display)
         assert screen.query_one("#modules").display and not screen.query_one("#log").display
         assert screen.query_one("#chart-loss").display and screen.query_one("#chart-grad").display
         assert not screen.query_one("#chart-accuracy").display
@@ -577,12 +583,12 @@ async def test_g_draws_the_outlying_modules_on_the_gradient_chart() -> None:
     session = SyntheticSession(events=seeded_run_events(epochs_fixed=0))
     app = make_app(session)
     async with app.run_test(size=SIZE) as pilot:
-        await until(pilot, lambda: app.store.version > 0)
+        await pilot_until(pilot, lambda: app.store.version > 0)
         chart = app.screen.query_one("#chart-grad", MetricChart)
-        await until(pilot, lambda: chart.data is not None)
+        await pilot_until(pilot, lambda: chart.data is not None)
         assert [series.label for series in chart.data.series] == ["total"]
         await pilot.press("g")
-        await until(pilot, lambda: len(chart.data.series) > 1)
+        await pilot_until(pilot, lambda: len(chart.data.series) > 1)
         labels = [series.label for series in chart.data.series]
         assert labels[0] == "total" and "features.0" in labels and len(labels) == 6
 
@@ -597,11 +603,11 @@ async def test_the_command_palette_lists_every_action_of_the_screen() -> None:
                          "Layers (l)", "Quit (q)", "Zoom pane (z)", "Last error (x)"):
             assert expected in titles
         await pilot.press("ctrl+p")
-        await until(pilot, lambda: isinstance(app.screen, CommandPalette))
+        await pilot_until(pilot, lambda: isinstance(app.screen, CommandPalette))
         await pilot.press(*"Accept")
-        await until(pilot, lambda: palette_settled(app, "Accept"))
+        await pilot_until(pilot, lambda: palette_settled(app, "Accept"))
         await pilot.press("enter")
-        await until(pilot, lambda: "decide" in session.names())
+        await pilot_until(pilot, lambda: "decide" in session.names())
         assert session.calls[-1] == ("decide", Verdict(decision="accept"))
 
 
@@ -621,33 +627,33 @@ def palette_settled(app: CopilotApp, title: str) -> bool:
 async def palette_run(pilot: Pilot, title: str) -> None:
     app = pilot.app
     await pilot.press("ctrl+p")
-    await until(pilot, lambda: isinstance(app.screen, CommandPalette))
+    await pilot_until(pilot, lambda: isinstance(app.screen, CommandPalette))
     await pilot.press(*title)
-    await until(pilot, lambda: palette_settled(app, title))
+    await pilot_until(pilot, lambda: palette_settled(app, title))
     await pilot.press("enter")
-    await until(pilot, lambda: not isinstance(app.screen, CommandPalette))
+    await pilot_until(pilot, lambda: not isinstance(app.screen, CommandPalette))
 
 
 async def test_the_command_palette_has_every_action_once_on_every_screen() -> None:
     session = SyntheticSession(events=seeded_run_events())
     app = make_app(session)
     async with app.run_test(size=SIZE) as pilot:
-        await until(pilot, lambda: app.store.version > 0)
+        await pilot_until(pilot, lambda: app.store.version > 0)
         titles = [command.title for command in app.get_system_commands(app.screen)]
         for expected in ("Report", "Undo", "Redo", "Roll back", "Quit (q)"):
             assert titles.count(expected) == 1, (expected, titles)
         assert [title for title in titles if title.startswith("Quit")] == ["Quit (q)"]
 
         await palette_run(pilot, "Report")
-        await until(pilot, lambda: any(note.message.startswith("Report: ") for note in app._notifications))
+        await pilot_until(pilot, lambda: any(note.message.startswith("Report: ") for note in app._notifications))
         assert "write_report" in session.names()
         await palette_run(pilot, "Undo")
-        await until(pilot, lambda: any(note.message.startswith("undone: the branch is at r1") for note in app._notifications))
+        await pilot_until(pilot, lambda: any(note.message.startswith("undone: the branch is at r1") for note in app._notifications))
         assert "undo" in session.names() and isinstance(app.screen, RunScreen)
         await palette_run(pilot, "Redo")
-        await until(pilot, lambda: any(note.message.startswith("redone: the branch is at r2") for note in app._notifications))
+        await pilot_until(pilot, lambda: any(note.message.startswith("redone: the branch is at r2") for note in app._notifications))
         await palette_run(pilot, "Roll back")
-        await until(pilot, lambda: isinstance(app.screen, HistoryScreen))
+        await pilot_until(pilot, lambda: isinstance(app.screen, HistoryScreen))
 
         titles = [command.title for command in app.get_system_commands(app.screen)]
         for expected in ("Undo (u)", "Redo (U)", "Roll back (b)", "Report"):
@@ -663,7 +669,7 @@ async def test_a_continue_is_a_short_notice_with_nothing_to_accept() -> None:
     session.assess = lambda trigger: continuing
     app = make_app(session)
     async with app.run_test(size=SIZE) as pilot:
-        await until(pilot, lambda: any("continue" in entry.message for entry in app.store.view().log_tail))
+        await pilot_until(pilot, lambda: any("continue" in entry.message for entry in app.store.view().log_tail))
         assert app.advisor_state == "idle" and app.turn is None
         assert app.check_action("accept", ()) is None, "nothing to accept"
         assert f"healthy: continue: {summary}" in [entry.message for entry in app.store.view().log_tail]
@@ -678,11 +684,11 @@ async def test_a_failing_session_call_is_logged_in_one_line() -> None:
     session.assess = broken_assess
     app = make_app(session)
     async with app.run_test(size=SIZE) as pilot:
-        await until(pilot, lambda: any(entry.level == "error" for entry in app.store.view().log_tail))
+        await pilot_until(pilot, lambda: any(entry.level == "error" for entry in app.store.view().log_tail))
         entry = [entry for entry in app.store.view().log_tail if entry.level == "error"][-1]
         assert entry.message == (
             "the assessment failed: Bedrock refused the request: model access denied "
             "(hint: enable the model in the Bedrock console)"
         )
-        await until(pilot, lambda: app.advisor_state == "idle")
+        await pilot_until(pilot, lambda: app.advisor_state == "idle")
 

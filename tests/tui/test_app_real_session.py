@@ -8,7 +8,6 @@ history and layers, quit. Slow (real trainer processes), so marked `slow`.
 from __future__ import annotations
 
 import io
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -32,6 +31,7 @@ from copilot.tui.widgets.diagnosis import DiagnosisPane
 from copilot.tui.widgets.log import LogPane
 from tests.history.repos import git
 from tests.session.conftest import git_home, project, run_until, until_due  # noqa: F401  (fixtures: a HOME of its own, a git project)
+from tests.waiting import pilot_until
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -55,13 +55,9 @@ def tiny_settings(project: Path) -> Settings:
 
 
 async def until(pilot: Pilot, condition: Callable[[], bool], timeout: float = WAIT_S) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            app: CopilotApp = pilot.app  # type: ignore[assignment]
-            tail = [entry.message for entry in app.store.view().log_tail[-6:]]
-            raise AssertionError(f"condition not met in {timeout:.0f} s; log: {tail}")
-        await pilot.pause(0.1)
+    """`pilot_until`, failing with the app's last log lines: with a real trainer and advisor, they say why."""
+    app: CopilotApp = pilot.app  # type: ignore[assignment]
+    await pilot_until(pilot, condition, lambda: f"log: {[entry.message for entry in app.store.view().log_tail[-6:]]}", timeout)
 
 
 def diagnosis_text(app: CopilotApp) -> str:

@@ -26,6 +26,7 @@ from copilot.tui.widgets.charts import (
     log10_ticks,
 )
 from copilot.tui.widgets.modules import text_sparkline
+from tests.waiting import pilot_until
 
 
 def lines_of(data: ChartData | None, width: int = 60, height: int = 14, **options) -> list[str]:
@@ -176,17 +177,15 @@ async def test_charts_build_in_the_builder_thread_only_when_visible_and_changed(
         data = ChartData(key=1, series=(series(np.linspace(2.3, 0.1, 1000)),))
         shown.show(data)
         hidden.show(BarsData(key=1, rows=(module("conv", 1e-9),)))
-        while not shown.lines:
-            await pilot.pause(0.02)
+        await pilot_until(pilot, lambda: shown.lines)
         assert shown.lines[0].startswith("loss  ━ train 0.1") and hidden.lines == []
         assert drawn_in and threading.main_thread().name not in drawn_in
         builds = builder.builds
         shown.show(ChartData(key=1, series=data.series))  # same key: nothing to build
-        await pilot.pause(0.2)
+        await pilot.pause(0.2)  # not a wait on an event: time for a build that must not happen to show up
         assert builder.builds == builds
         hidden.display = True  # shown now: its data is built
-        while not hidden.lines:
-            await pilot.pause(0.02)
+        await pilot_until(pilot, lambda: hidden.lines)
         assert any("conv 1.0e-9 vanishing" in line for line in hidden.lines)
 
 
@@ -203,11 +202,9 @@ async def test_a_chart_that_cannot_be_drawn_says_so_and_the_builder_goes_on() ->
 
         shown.draw = broken  # type: ignore[method-assign]
         shown.show(ChartData(key=1, series=(series([1.0, 2.0]),)))
-        while not shown.lines:
-            await pilot.pause(0.02)
+        await pilot_until(pilot, lambda: shown.lines)
         assert shown.lines[0].startswith("could not draw this chart: ValueError: no finite values")
         del shown.draw  # the real drawing again: the builder thread is still there
         shown.show(ChartData(key=2, series=(series([1.0, 2.0]),)))
-        while not shown.up_to_date:
-            await pilot.pause(0.02)
+        await pilot_until(pilot, lambda: shown.up_to_date)
         assert shown.lines[0].startswith("loss  ━ train 2")

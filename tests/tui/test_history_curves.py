@@ -7,8 +7,9 @@ from textual.widgets import DataTable
 
 from copilot.tui.widgets.charts import MetricChart
 from tests.tui.synthetic import SyntheticSession, seeded_run_events
-from tests.tui.test_app import make_app, until
+from tests.tui.test_app import make_app
 from tests.tui.test_run_screen import WIDE, painted
+from tests.waiting import pilot_until
 
 pytestmark = pytest.mark.anyio
 
@@ -17,13 +18,13 @@ async def test_comparing_two_rounds_charts_their_validation_curves_above_the_dif
     session = SyntheticSession(events=seeded_run_events())
     app = make_app(session)
     async with app.run_test(size=WIDE) as pilot:
-        await until(pilot, lambda: app.store.view().step == 2240)
+        await pilot_until(pilot, lambda: app.store.view().step == 2240)
         await pilot.press("h")
-        await until(pilot, lambda: app.screen.query_one(DataTable).row_count == 3)
+        await pilot_until(pilot, lambda: app.screen.query_one(DataTable).row_count == 3)
         chart = app.screen.query_one("#round-curves", MetricChart)
         assert not chart.display  # nothing compared yet: the hint alone
         await pilot.press("space", "down", "space")
-        await until(pilot, lambda: chart.display and chart.up_to_date)
+        await pilot_until(pilot, lambda: chart.display and chart.up_to_date)
         assert ("round_epochs", 0, 1) in session.calls
         lines = painted(chart)
         # The seeded run: r0 (the broken model) ends at 12% validation accuracy, r1 (the fix) at 93%.

@@ -7,8 +7,6 @@ so every snapshot is byte-for-byte repeatable. Update them with
 
 from __future__ import annotations
 
-import time
-
 import pytest
 from textual.pilot import Pilot
 from textual.widgets import DataTable
@@ -18,7 +16,9 @@ from copilot.tui.app import CopilotApp
 from copilot.tui.widgets.charts import PlotextChart
 from copilot.tui.widgets.proposal import ProposalPane
 from tests.tui.synthetic import START_TIME, SyntheticSession, Turn, architecture_proposal, broken_diagnosis, seeded_run_events
+from tests.waiting import pilot_until
 
+SETTLE_S = 20.0  # a bound on a hung app, not a wait
 SIZES = [pytest.param((80, 24), id="80x24"), pytest.param((160, 48), id="160x48")]
 
 
@@ -40,10 +40,7 @@ def recovered_run_app() -> CopilotApp:
 async def settle(pilot: Pilot, condition) -> None:
     """Wait for the ingest thread (and the advisor, where asked), then draw the final frame."""
     app: CopilotApp = pilot.app  # type: ignore[assignment]
-    deadline = time.monotonic() + 20
-    while not condition(app):
-        assert time.monotonic() < deadline, "the app did not settle"
-        await pilot.pause(0.05)
+    await pilot_until(pilot, lambda: condition(app), "the app did not settle", timeout=SETTLE_S)
     app.clear_notifications()
     # The charts are built in the builder thread (the proposal's trial chart in a worker): the frame
     # is final once each one on screen shows the store's last version, and the store has stopped moving.
@@ -51,12 +48,14 @@ async def settle(pilot: Pilot, condition) -> None:
     while shown_version != app.store.version:
         shown_version = app.store.version
         app.refresh_screen(force=True)
-        while not all(chart.up_to_date for chart in app.screen.query(PlotextChart) if chart.display) or any(
-            pane.trial_chart_pending for pane in app.screen.query(ProposalPane)
-        ):
-            assert time.monotonic() < deadline, "the charts were not drawn"
-            await pilot.pause(0.05)
-        await pilot.pause(0.2)
+        await pilot_until(
+            pilot,
+            lambda: all(chart.up_to_date for chart in app.screen.query(PlotextChart) if chart.display)
+            and not any(pane.trial_chart_pending for pane in app.screen.query(ProposalPane)),
+            "the charts were not drawn",
+            timeout=SETTLE_S,
+        )
+        await pilot.pause()  # what the builds posted is handled before the store's version is read again
 
 
 @pytest.mark.parametrize("size", SIZES)

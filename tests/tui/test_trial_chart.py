@@ -11,8 +11,9 @@ from copilot.advisor.trials.curves import trial_curves
 from copilot.tui.widgets.proposal import ProposalPane
 from copilot.tui.widgets.trial_chart import TRIAL_CHART_ROWS, draw_trial_chart
 from tests.tui.synthetic import trial_report
-from tests.tui.test_app import make_app, proposal_session, until
+from tests.tui.test_app import make_app, proposal_session
 from tests.tui.test_run_screen import COMPACT, WIDE, painted
+from tests.waiting import pilot_until
 
 pytestmark = pytest.mark.anyio
 
@@ -20,9 +21,9 @@ pytestmark = pytest.mark.anyio
 async def test_the_proposal_pane_charts_both_arms_under_the_measured_line() -> None:
     app = make_app(proposal_session())
     async with app.run_test(size=WIDE) as pilot:
-        await until(pilot, lambda: app.advisor_state == "waiting")
+        await pilot_until(pilot, lambda: app.advisor_state == "waiting")
         pane = app.screen.query_one(ProposalPane)
-        await until(pilot, lambda: not pane.trial_chart_pending and any("this change" in line for line in painted(pane.query_one("Static"))))
+        await pilot_until(pilot, lambda: not pane.trial_chart_pending and any("this change" in line for line in painted(pane.query_one("Static"))))
         lines = [line.rstrip() for line in painted(pane.query_one("Static"))]
         measured = next(index for index, line in enumerate(lines) if line.lstrip().startswith("measured:"))
         legend = next(index for index, line in enumerate(lines) if "val accuracy %" in line)
@@ -42,9 +43,9 @@ async def test_the_proposal_pane_charts_both_arms_under_the_measured_line() -> N
 async def test_at_80x24_the_pane_keeps_its_rows_for_the_diff() -> None:
     app = make_app(proposal_session())
     async with app.run_test(size=COMPACT) as pilot:
-        await until(pilot, lambda: app.advisor_state == "waiting")
+        await pilot_until(pilot, lambda: app.advisor_state == "waiting")
         pane = app.screen.query_one(ProposalPane)
-        await until(pilot, lambda: any("--- a/" in line for line in painted(pane.query_one("Static"))))
+        await pilot_until(pilot, lambda: any("--- a/" in line for line in painted(pane.query_one("Static"))))
         lines = painted(pane.query_one("Static"))
         assert not pane.trial_chart_pending
         assert any(line.lstrip().startswith("measured:") for line in lines)
