@@ -49,7 +49,7 @@ from copilot.advisor.snapshot import build_snapshot  # noqa: E402
 from copilot.advisor.trials.budget import TrialBudget, evaluation_points  # noqa: E402
 from copilot.advisor.trials.runner import INCUMBENT, Arm, TrialRunner  # noqa: E402
 from copilot.config import DataSettings, TrainSettings, TrialSettings  # noqa: E402
-from copilot.events import Finished, HParams  # noqa: E402
+from copilot.events import Finished, HParams, ModelRef  # noqa: E402
 from copilot.run_folder import RunFolder  # noqa: E402
 from copilot.training.launcher import TrainerProcess, TrainerSpec  # noqa: E402
 from copilot.tuning.study import TunePlan, Tuner, TuneRequest, describe, new_plan  # noqa: E402
@@ -84,7 +84,7 @@ def always(_point: TrialPoint) -> bool:
 def fork_run(model: Path, overrides: dict[str, object], folder: Path, data: DataSettings, seed: int) -> TrainerSpec:
     """Train the poor values one epoch; the spec trials start from, with its checkpoint as `resume_from`."""
     spec = TrainerSpec(
-        run_folder=folder, model_spec=str(model), data=data,
+        run_folder=folder, model=ModelRef(path=model), data=data,
         train=TrainSettings(device="cpu", seed=seed, hparams={**overrides, "epochs": 1}),
     )  # fmt: skip
     trainer = TrainerProcess(spec)
@@ -127,9 +127,8 @@ def test_accuracy(checkpoint: Path, data: DataSettings) -> float:
     from copilot.training.models import load_model
 
     saved = load_checkpoint(checkpoint)
-    spec = saved.model.path + (f":{saved.model.name}" if saved.model.name else "")
     bundle = load_data(data, torch.device("cpu"))
-    model = load_model(spec, saved.model.args, bundle.spec).model
+    model = load_model(saved.model.kept, bundle.spec).model
     model.load_state_dict(saved.model_state)
     model.eval()
     right = total = 0
@@ -154,7 +153,7 @@ def run_study(plan: TunePlan, spec: TrainerSpec, folder: Path, data: DataSetting
 def run_advisor(plan: TunePlan, spec: TrainerSpec, folder: Path, data: DataSettings, settings: TrialSettings) -> tuple[Path, float, str]:
     """The offline advisor's tries with feedback, each from the fork, each its proposal on the best trial so far."""
     runner = runner_for(spec, folder / "advisor", data, settings)
-    source = Path(spec.model_spec).read_text(encoding="utf-8")
+    source = spec.model.path.read_text(encoding="utf-8")
 
     def measured(name: str, summary: str, hparams: HParams) -> ArmResult:
         changes = {key: value for key, value in hparams.model_dump().items() if getattr(plan.current, key) != value}

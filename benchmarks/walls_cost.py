@@ -32,12 +32,12 @@ MODEL = REPO / "sample_models" / "bad_cnn.py"
 def time_trainer(run_folder: Path, *, walled: bool, train_size: int) -> tuple[float, float, int]:
     """(start-up s, step s, steps) of one epoch."""
     from copilot.config import DataSettings, TrainSettings
-    from copilot.events import Finished, StepBatch
+    from copilot.events import Finished, ModelRef, StepBatch
     from copilot.training.launcher import TrainerProcess, TrainerSpec
 
     spec = TrainerSpec(
         run_folder=run_folder,
-        model_spec=f"{MODEL}:BadCNN",
+        model=ModelRef(path=MODEL, name="BadCNN"),
         data=DataSettings(train_size=train_size, val_size=64),
         train=TrainSettings(device="cpu", log_every=1, hparams={"epochs": 1, "batch_size": 32}),
         walled=walled,

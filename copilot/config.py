@@ -24,11 +24,11 @@ from pydantic_settings import (
 )
 
 from copilot.errors import ConfigError
+from copilot.events import ModelArg
 
 CONFIG_FILE = "copilot.toml"
 ProviderName = Literal["offline", "bedrock", "openai"]
 StructuredOutput = Literal["auto", "tools", "json_schema", "json_object", "prompt"]
-ModelArg = float | int | str | bool | None
 
 
 class Section(BaseModel):

@@ -13,7 +13,8 @@ the trainer all import it.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Annotated, Literal, Union, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator
@@ -91,6 +92,48 @@ def hparam_differences(before: HParams, after: HParams, text: Callable[[object],
     (a sampler's lr 0.0016131392477 reads better to 4 digits)."""
     old, new = before.model_dump(), after.model_dump()
     return ", ".join(f"{key} {text(old[key])} -> {text(new[key])}" for key in HPARAM_KEYS if old[key] != new[key])
+
+
+# --------------------------------------------------------------------------- the model
+
+# A constructor argument as a command line, copilot.toml or a session.json can give it.
+ModelArg = float | int | str | bool | None
+
+
+def split_file_reference(text: str) -> tuple[Path, str | None]:
+    """`"models/net.py:Net"` -> (path, "Net"); a colon belongs to the name only after a `.py`,
+    so a path with a colon in it (`C:`, `run:2/net.py`) stays whole."""
+    path_part, colon, name = text.rpartition(":")
+    if colon and path_part.endswith(".py") and name.isidentifier():
+        return Path(path_part), name
+    return Path(text), None
+
+
+class ModelRef(Message):
+    """Which model to build: a file, the class or factory in it, and its constructor arguments.
+
+    Parsed once where it comes in (the command line's `file.py[:Name]` and `--model-arg`s, a
+    session.json) and then passed whole, as nanoGPT passes its GPTConfig, so nothing splits
+    or re-joins a string on the way. `name` None lets the file's own rules choose
+    (`build_model()`, else its one `nn.Module` class).
+    """
+
+    path: Path
+    name: str | None = None
+    args: dict[str, ModelArg] = Field(default_factory=dict)
+
+    @classmethod
+    def parse(cls, text: str, args: Mapping[str, ModelArg] | None = None) -> ModelRef:
+        path, name = split_file_reference(text)
+        return cls(path=path, name=name, args=dict(args or {}))
+
+    def at(self, path: Path) -> ModelRef:
+        """The same pick and arguments in another copy of the file (the worktree's, a proposal's)."""
+        return self.model_copy(update={"path": path})
+
+    def __str__(self) -> str:
+        """As the user writes it on the command line."""
+        return f"{self.path}:{self.name}" if self.name else str(self.path)
 
 
 # --------------------------------------------------------------------------- descriptions
@@ -178,9 +221,7 @@ class SwapModel(Message):
     """
 
     type: Literal["swap_model"] = "swap_model"
-    model_path: str
-    model_name: str | None = None
-    model_args: dict[str, float | int | str | bool | None] = Field(default_factory=dict)
+    model: ModelRef
     round: int | None = None
     carry_weights: bool = True
 

@@ -45,6 +45,7 @@ from copilot.events import (
     ForwardContract,
     HParams,
     HParamsApplied,
+    ModelArg,
     ModelSummary,
     ModelSwapped,
     RunStarted,
@@ -55,9 +56,8 @@ from copilot.events import (
 from copilot.metrics_file import read_metrics
 from copilot.numbers import percent, scaled
 from copilot.run_folder import RunFolder
-from copilot.training.launcher import split_model_spec
+from copilot.training.launcher import saved_model
 
-ModelArgs = dict[str, float | int | str | bool | None]
 
 # Bounds that keep the snapshot (and its prompt) small whatever the run's length.
 HISTORY_POINTS = 12  # downsampled points kept per metric
@@ -188,7 +188,7 @@ class TrainingSnapshot(Part):
     data: DataSpec
     model: ModelSummary | None  # None if the model never loaded
     class_name: str
-    model_args: ModelArgs
+    model_args: dict[str, ModelArg]
     model_file_name: str
     source_code: str
     hparams: HParams
@@ -377,13 +377,6 @@ def _session_data(session: Mapping[str, object]) -> DataSpec | None:
         return None
 
 
-def _session_model_args(session: Mapping[str, object]) -> ModelArgs:
-    arguments = session.get("model_args")
-    if not isinstance(arguments, dict):
-        return {}
-    return {str(key): value for key, value in arguments.items() if isinstance(value, (int, float, str, bool, type(None)))}
-
-
 def _declared_hparams(source_code: str, session: Mapping[str, object]) -> HParams:
     """What a run that never started would have used: the file's HPARAMS under the session's overrides."""
     train = session.get("train")
@@ -393,15 +386,6 @@ def _declared_hparams(source_code: str, session: Mapping[str, object]) -> HParam
         return HParams.model_validate(declared)
     except ValidationError:
         return HParams()
-
-
-def _session_model_spec(session: Mapping[str, object]) -> tuple[str | None, str | None]:
-    """The model file and the model reference of session.json's `model_spec`, split as the trainer splits it."""
-    value = session.get("model_spec")
-    if not isinstance(value, str) or not value:
-        return None, None
-    path, name = split_model_spec(value)
-    return str(path), name
 
 
 def _effect(entry: LedgerEntry, later_accept_epoch: int | None, epochs: Sequence[EpochSummary]) -> ProposalEffect | None:
@@ -543,6 +527,7 @@ def build_snapshot(
             error = event
 
     session = _read_session(run)
+    saved = saved_model(session)
     data = data or (started.data if started else None) or _session_data(session)
     if data is None and error is not None:
         # The data set itself failed (e.g. an unknown name): there is nothing to diagnose but that.
@@ -556,7 +541,7 @@ def build_snapshot(
     source_path: Path | None = None
     if source_code is None:
         candidates = [_newest_model_copy(run)]
-        for named in (model.source_path if model else None, _session_model_spec(session)[0]):
+        for named in (model.source_path if model else None, saved.path if saved else None):
             if named:
                 path = Path(named)
                 candidates.append(path if path.is_absolute() else run.path / path)
@@ -569,7 +554,7 @@ def build_snapshot(
         file_name = Path(model.source_path).name
     else:
         class_name = guess_model_class(source_code) or ""
-        file_name = re.sub(r"^r\d+_", "", source_path.name) if source_path else Path(_session_model_spec(session)[0] or "model.py").name
+        file_name = re.sub(r"^r\d+_", "", source_path.name) if source_path else (saved.path.name if saved else "model.py")
     if not class_name:
         raise AdvisorError(
             f"run {run.run_id}: cannot tell which model class was trained",
@@ -609,8 +594,8 @@ def build_snapshot(
         data=data,
         model=model,
         class_name=class_name,
-        model_args=dict(model_args) if model_args is not None else _session_model_args(session),
-        model_name=_session_model_spec(session)[1],
+        model_args=dict(model_args) if model_args is not None else dict(saved.args) if saved else {},
+        model_name=saved.name if saved else None,
         forward_contract=forward_contract,
         model_file_name=file_name,
         source_code=source_code,

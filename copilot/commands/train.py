@@ -20,12 +20,12 @@ from rich.console import Console
 from rich.live import Live
 from rich.markup import escape
 
-from copilot.config import ModelArg, Settings, load_settings
+from copilot.config import Settings, load_settings
 from copilot.console.progress import TrainingProgress
 from copilot.errors import ConfigError, CopilotError
-from copilot.events import Finished, Stop, TrainerError
+from copilot.events import Finished, ModelArg, Stop, TrainerError
 from copilot.run_folder import RunFolder, find_run, new_run_id
-from copilot.training.launcher import TrainerProcess, TrainerSpec, ensure_model_file, split_model_spec
+from copilot.training.launcher import TrainerProcess, TrainerSpec, model_from_command_line
 from copilot.training.ranks import second_node_command
 
 RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
@@ -163,18 +163,16 @@ def _parse_value(text: str) -> ModelArg:
 
 
 def _new_spec(args: argparse.Namespace, settings: Settings) -> TrainerSpec:
-    model_path, _name = split_model_spec(args.model)
-    ensure_model_file(model_path)
+    model = model_from_command_line(args.model, settings.model.args)
     if args.run_name is not None and not RUN_NAME.fullmatch(args.run_name):
         raise ConfigError(f"run name '{args.run_name}' is not a plain folder name", "use letters, digits, '.', '_' and '-'")
-    folder = RunFolder((settings.runs_dir / (args.run_name or new_run_id(model_path))).resolve())
+    folder = RunFolder((settings.runs_dir / (args.run_name or new_run_id(model.path))).resolve())
     if folder.path.exists():
         raise ConfigError(f"run folder {folder.path} already exists", "choose another --run-name, or continue it with --resume")
     folder.create()
     spec = TrainerSpec(
         run_folder=folder.path,
-        model_spec=args.model,
-        model_args=settings.model.args,
+        model=model,
         data=settings.data,
         train=settings.train,
         max_params=settings.sandbox.max_params,

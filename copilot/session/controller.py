@@ -109,7 +109,7 @@ from copilot.history.hparams_file import read_hparams
 from copilot.metrics_file import applied_rounds, next_attempt, read_metrics, round_epochs
 from copilot.run_folder import DEFAULT_RUNS_DIR, RunFolder, new_run_id
 from copilot.session.triggers import AssessmentTriggers
-from copilot.training.launcher import TrainerProcess, TrainerSpec, ensure_model_file, split_model_spec
+from copilot.training.launcher import TrainerProcess, TrainerSpec, model_from_command_line
 from copilot.tuning.study import TunedTrial, TunePlan, Tuner, TuneRequest, TuneResult, new_plan, saved_plan, study_name
 from copilot.tuning.summary import table_lines, tune_note, verdict_line
 
@@ -241,8 +241,7 @@ def history_of(run: RunFolder) -> ExperimentHistory:
     if not run.session.exists():
         raise CopilotError(f"{run.path} has no session.json", "only runs started by `copilot run` or `copilot demo` have one")
     spec = TrainerSpec.model_validate_json(run.session.read_text(encoding="utf-8"))
-    model_file, _name = split_model_spec(spec.model_spec)
-    return ExperimentHistory.open(_existing_ancestor(model_file.parent), run.run_id)
+    return ExperimentHistory.open(_existing_ancestor(spec.model.path.parent), run.run_id)
 
 
 class Session:
@@ -265,7 +264,6 @@ class Session:
         self.history = history
         self.max_rounds = max_rounds
         self._spec = spec
-        self._model_path, self._class_name = split_model_spec(spec.model_spec)
         self._advisor = advisor
         self._triggers = AssessmentTriggers(settings.advisor.assess_every, settings.advisor.plateau_window)
         # One trainer at a time, replaced only under this lock; history calls are not thread-safe.
@@ -323,7 +321,7 @@ class Session:
     def start(
         cls,
         settings: Settings,
-        model_spec: str,
+        model: str,
         *,
         init_git: bool = False,
         run_name: str | None = None,
@@ -332,23 +330,22 @@ class Session:
     ) -> Session:
         """Fork the experiment branch, start the trainer on the worktree's model file, open the advisor.
 
-        `roles` replaces the advisor the settings choose (tests count its calls).
+        `model` is the command line's `file.py[:Name]` (the settings give its arguments); `roles`
+        replaces the advisor the settings choose (tests count its calls).
         """
-        model_file, class_name = split_model_spec(model_spec)
-        ensure_model_file(model_file)
-        run_id = run_name or new_run_id(model_file)
+        requested = model_from_command_line(model, settings.model.args)
+        run_id = run_name or new_run_id(requested.path)
         run = RunFolder((settings.runs_dir / run_id).resolve())
         if run.path.exists():
             raise ConfigError(f"run folder {run.path} already exists", "choose another --run-name, or continue it with `copilot resume`")
-        hparams = starting_hparams(model_file, settings.train.hparams)
+        hparams = starting_hparams(requested.path, settings.train.hparams)
         history = ExperimentHistory.start(
-            model_file, run_id, init_git=init_git, hparams=hparams.model_dump() if hparams else None
+            requested.path, run_id, init_git=init_git, hparams=hparams.model_dump() if hparams else None
         )
         worktree_model = history.model_path_in_worktree()
         spec = TrainerSpec(
             run_folder=run.path,
-            model_spec=f"{worktree_model}:{class_name}" if class_name else str(worktree_model),
-            model_args=settings.model.args,
+            model=requested.at(worktree_model),
             data=settings.data,
             train=settings.train,
             max_params=settings.sandbox.max_params,
@@ -376,12 +373,11 @@ class Session:
         """
         history = history_of(run)
         saved = TrainerSpec.model_validate_json(run.session.read_text(encoding="utf-8"))
-        _old_path, class_name = split_model_spec(saved.model_spec)
         worktree_model = history.model_path_in_worktree()  # re-created if it was removed
         spec = saved.model_copy(
             update={
                 "run_folder": run.path,
-                "model_spec": f"{worktree_model}:{class_name}" if class_name else str(worktree_model),
+                "model": saved.model.at(worktree_model),
                 "resume_from": None,
                 # A run that ever took generated code stays walled (also one saved before walls existed).
                 "walled": saved.walled or any(info.kind == "arch" for info in history.rounds()),
@@ -662,7 +658,7 @@ class Session:
     def requested_model(self) -> str:
         """The model as the user asked for it, for a screen the trainer has not reported to yet:
         its class when named (`net.py:Net`), else its file's name."""
-        return self._class_name or self._model_path.name
+        return self._spec.model.name or self._spec.model.path.name
 
     @property
     def trainer_pid(self) -> int | None:
@@ -1313,10 +1309,7 @@ class Session:
 
     def _swap_command(self, round_number: int, *, carry_weights: bool = True) -> SwapModel:
         """Load the worktree's model file, the round's code, into the trainer."""
-        return SwapModel(
-            model_path=str(self._model_path), model_name=self._class_name, model_args=self._spec.model_args,
-            round=round_number, carry_weights=carry_weights,
-        )  # fmt: skip
+        return SwapModel(model=self._spec.model, round=round_number, carry_weights=carry_weights)
 
     def _follow_worktree(self, round_number: int) -> None:
         """Train what the worktree now holds: its model file, and its hyperparameter file when it has one."""

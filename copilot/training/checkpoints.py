@@ -26,7 +26,7 @@ from typing import Any
 import torch
 
 from copilot.errors import CopilotError
-from copilot.events import HParams
+from copilot.events import HParams, ModelRef
 
 FORMAT_VERSION = 1
 # A failed save with less than this free beside it was the disk filling up.
@@ -41,6 +41,11 @@ class ModelOrigin:
     path: str  # its copy in the run folder's models/: what was trained, whatever happens to the source
     name: str | None  # the `file.py:Name` pick, None when the file's own rules chose
     args: dict[str, Any]
+
+    @property
+    def kept(self) -> ModelRef:
+        """The kept copy as a reference to build from: what a resumed run loads."""
+        return ModelRef(path=Path(self.path), name=self.name, args=self.args)
 
 
 @dataclass(frozen=True)

@@ -41,22 +41,25 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Mapping
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import IO, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 import copilot
 from copilot import walls
 from copilot.training import ranks
-from copilot.config import DataSettings, ModelArg, SandboxSettings, TrainSettings
+from copilot.config import DataSettings, SandboxSettings, TrainSettings
 from copilot.errors import ModelLoadError
 from copilot.events import (
     Command,
     Event,
     Finished,
     LogLine,
+    ModelArg,
+    ModelRef,
     SetHParams,
     Stop,
     SwapModel,
@@ -64,6 +67,7 @@ from copilot.events import (
     event_to_json,
     parse_command,
     parse_event,
+    split_file_reference,
 )
 from copilot.run_folder import RunFolder
 
@@ -103,8 +107,7 @@ class TrainerSpec(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     run_folder: Path
-    model_spec: str  # "file.py" or "file.py:Name"
-    model_args: dict[str, ModelArg] = Field(default_factory=dict)
+    model: ModelRef
     data: DataSettings = Field(default_factory=DataSettings)
     # train.hparams are the overrides on top of the file's HPARAMS (or, when resuming, on top of the checkpoint's).
     train: TrainSettings = Field(default_factory=TrainSettings)
@@ -119,13 +122,37 @@ class TrainerSpec(BaseModel):
     # Set by the session for the trainer it starts, from its own settings: not in session.json.
     hold_at_epoch_end: bool = Field(default=False, exclude_if=lambda hold: not hold)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _model_of_older_runs(cls, fields: Any) -> Any:
+        return _with_model_of_older_runs(fields) if isinstance(fields, Mapping) else fields
 
-def split_model_spec(spec: str) -> tuple[Path, str | None]:
-    """`"models/net.py:Net"` -> (path, "Net"); a colon belongs to the name only after a `.py`."""
-    path_part, colon, name = spec.rpartition(":")
-    if colon and path_part.endswith(".py") and name.isidentifier():
-        return Path(path_part), name
-    return Path(spec), None
+
+def _with_model_of_older_runs(fields: Mapping[str, Any]) -> dict[str, Any]:
+    """A session.json written before `model` held the model as `model_spec` ("file.py[:Name]")
+    and `model_args`: read so, such a run still resumes."""
+    fields = dict(fields)
+    if "model_spec" in fields:
+        path, name = split_file_reference(str(fields.pop("model_spec")))
+        fields["model"] = {"path": str(path), "name": name, "args": fields.pop("model_args", {})}
+    return fields
+
+
+def saved_model(session: Mapping[str, Any]) -> ModelRef | None:
+    """The model a session.json's fields name, written now or before `model`; None when they name
+    none that reads (a run folder's files are read as they are found)."""
+    try:
+        return ModelRef.model_validate(_with_model_of_older_runs(session).get("model"))
+    except ValidationError:
+        return None
+
+
+def model_from_command_line(text: str, args: Mapping[str, ModelArg]) -> ModelRef:
+    """The command line's `file.py[:Name]` and the settings' constructor arguments, parsed once;
+    refused at once, before a process or a run folder exists, when the file is not there."""
+    ref = ModelRef.parse(text, args)
+    ensure_model_file(ref.path)
+    return ref
 
 
 def ensure_model_file(path: Path) -> None:
@@ -166,12 +193,11 @@ def oom_kills() -> int | None:
 def wall_plan(spec: TrainerSpec) -> walls.WallPlan:
     """What a walled trainer for `spec` may read and write."""
     folder = RunFolder(spec.run_folder.resolve())
-    model_file, _name = split_model_spec(spec.model_spec)
-    reads = [*_model_folder_reads(model_file.resolve().parent), str(Path(copilot.__file__).resolve().parent)]
+    reads = [*_model_folder_reads(spec.model.path.resolve().parent), str(Path(copilot.__file__).resolve().parent)]
     if spec.data.data_dir is not None:
         reads.append(str(spec.data.data_dir.resolve()))
     if spec.data.custom:
-        custom_file, _function = split_model_spec(spec.data.custom)
+        custom_file, _function = split_file_reference(spec.data.custom)
         reads.extend(walls.visible_entries(str(custom_file.resolve().parent)))
     if folder.trials.is_dir():  # continued from a trial's end: its checkpoint names the module the trial kept
         reads.append(str(folder.trials))
@@ -182,7 +208,7 @@ def wall_plan(spec: TrainerSpec) -> walls.WallPlan:
         places = [checkpoint, *(place for run in map(RunFolder, runs) for place in (run.models, run.trials))]
         reads.extend(str(place) for place in places if place.exists())
     if spec.trial is not None:  # a trial's candidate module, swapped in before its first step
-        reads.extend(str(Path(change.model_path).resolve().parent) for change in spec.trial.changes if isinstance(change, SwapModel))
+        reads.extend(str(change.model.path.resolve().parent) for change in spec.trial.changes if isinstance(change, SwapModel))
     return walls.WallPlan(write_roots=tuple(str(path) for path in folder.trainer_writes()), read_roots=tuple(reads))
 
 

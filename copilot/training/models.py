@@ -36,10 +36,10 @@ from torch.overrides import TorchFunctionMode
 
 from copilot.config import DataSettings, SandboxSettings
 from copilot.errors import CopilotError, EnvironmentSetupError, ModelLoadError
-from copilot.events import DataSpec, ModelSummary, ModuleInfo
+from copilot.events import DataSpec, ModelRef, ModelSummary, ModuleInfo
 from copilot.training.data import IMAGE_INPUT_SHAPES, IMAGE_SETTINGS_HONOURED
 from copilot.training.construction import ConstructionError, UserCode, build_model, fields_from_data, find_factory, first_line
-from copilot.training.launcher import ensure_model_file, split_model_spec
+from copilot.training.launcher import ensure_model_file
 from copilot.training.model_outputs import OutputContract, UnreadableOutputs, class_dimension, passes_targets, read_outputs
 
 _module_counter = itertools.count()
@@ -71,23 +71,22 @@ IGNORED_HOOKS = ("configure_optimizers",)
 
 
 def load_model(
-    spec: str,
-    model_args: Mapping[str, object],
+    ref: ModelRef,
     data: DataSpec | None = None,
     max_params: int = SandboxSettings.model_fields["max_params"].default,
 ) -> LoadedModel:
-    """Import the file named in `spec` ("file.py[:Name]") and build its model with `model_args`.
+    """Import `ref`'s file and build its model (its pick, else the file's own) with its arguments.
 
     `config.field=value` arguments build the config object a constructor takes; `data`
     fills its `vocab_size` and `block_size` for the sequence task; a config whose model
     would have more than `max_params` parameters is refused before it is built.
     """
-    path, name = split_model_spec(spec)
+    path = ref.path
     module = _import_file(path)
     data_fields = fields_from_data(data.task, data.input_shape, data.num_classes) if data is not None else {}
     try:
-        factory, factory_name = find_factory(module, name, _user_code(path))
-        model = build_model(factory, factory_name, module, model_args, data_fields, max_params, _user_code(path))
+        factory, factory_name = find_factory(module, ref.name, _user_code(path))
+        model = build_model(factory, factory_name, module, ref.args, data_fields, max_params, _user_code(path))
     except ConstructionError as exc:
         raise ModelLoadError(exc.message, exc.hint) from None
     hparams = getattr(module, "HPARAMS", None)

@@ -63,6 +63,7 @@ from copilot.events import (
     HParamsApplied,
     LogLine,
     Message,
+    ModelRef,
     ModelSummary,
     ModelSwapped,
     NonFinite,
@@ -102,7 +103,6 @@ from copilot.training.models import (
     ModelCheckError,
     check_forward,
     load_model,
-    split_model_spec,
     summarize_model,
     transfer_weights,
 )
@@ -478,16 +478,14 @@ class _Trainer:
         self.probe_inputs, self.probe_targets = self._probe_batch(self.data)
         checkpoint = load_checkpoint(self.spec.resume_from) if self.spec.resume_from else None
         if checkpoint is None:
-            source, name = split_model_spec(self.spec.model_spec)
-            args = dict(self.spec.model_args)
-            loaded, contract = self._load_checked(str(source), name, args)
-            self.origin = self._keep_copy(str(source), name, args, round_number=0)
+            loaded, contract = self._load_checked(self.spec.model)
+            self.origin = self._keep_copy(self.spec.model, round_number=0)
             hparams = resolve_hparams(loaded.file_hparams, self.settings.hparams)
             distributed.rank_batch_size(hparams.batch_size, self.group.world_size)  # before any step: fail at once
             self.state = self._new_state(loaded.model, hparams, contract)
         else:
             self.origin = checkpoint.model
-            loaded, contract = self._load_checked(checkpoint.model.path, checkpoint.model.name, checkpoint.model.args)
+            loaded, contract = self._load_checked(checkpoint.model.kept)
             self.state = self._resumed_state(loaded.model, contract, checkpoint)
         self.summary = summarize_model(distributed.unwrapped(self.state.model), self.origin.source, self.probe_inputs)
         self.reporter.emit(
@@ -570,24 +568,23 @@ class _Trainer:
         finally:
             batches.close()
 
-    def _load_checked(self, file: str, name: str | None, args: dict[str, Any]) -> tuple[LoadedModel, OutputContract]:
-        """Build the model in `file` on the device and check one forward pass on real samples."""
-        self.user_files.add(str(Path(file).resolve()))
+    def _load_checked(self, ref: ModelRef) -> tuple[LoadedModel, OutputContract]:
+        """Build `ref`'s model on the device and check one forward pass on real samples."""
+        self.user_files.add(str(ref.path.resolve()))
         self._watch(LOADING)
-        spec = file if name is None else f"{file}:{name}"
-        loaded = load_model(spec, args, self.data.spec, self.spec.max_params)
+        loaded = load_model(ref, self.data.spec, self.spec.max_params)
         loaded.model.to(self.device)
         self._watch("first forward")
         return loaded, check_forward(loaded, self.probe_inputs, self.data.spec, self.probe_targets)
 
-    def _keep_copy(self, source: str, name: str | None, args: dict[str, Any], round_number: int) -> ModelOrigin:
+    def _keep_copy(self, ref: ModelRef, round_number: int) -> ModelOrigin:
         """Copy a model file that loaded into the run folder as `r<round>_<file>.py`: the record of
         what was trained, and what a resumed run loads, whatever happens to the source later."""
-        copy = self.folder.models / f"r{round_number}_{Path(source).name}"
+        copy = self.folder.models / f"r{round_number}_{ref.path.name}"
         if self.group.is_main:
             self.folder.models.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(source, copy)
-        return ModelOrigin(source=source, path=str(copy), name=name, args=args)
+            shutil.copyfile(ref.path, copy)
+        return ModelOrigin(source=str(ref.path), path=str(copy), name=ref.name, args=dict(ref.args))
 
     def _steps_per_epoch(self, batch_size: int) -> int:
         return batches_per_epoch(self.data.train, self._rank_batch_size(batch_size), self.group.world_size)
@@ -830,15 +827,14 @@ class _Trainer:
         fails (here or at that step) is reported and the run goes on with the old one.
         """
         round_number = command.round if command.round is not None else state.round
-        args = dict(command.model_args)
         try:
-            loaded, contract = self._load_checked(command.model_path, command.model_name, args)
+            loaded, contract = self._load_checked(command.model)
         except CopilotError as exc:
             if self.trial is not None:
                 raise
             self.reporter.emit(_swap_refused(exc, state))
             return
-        origin = self._keep_copy(command.model_path, command.model_name, args, round_number)
+        origin = self._keep_copy(command.model, round_number)
         if command.carry_weights:
             transferred, total = transfer_weights(distributed.unwrapped(state.model), loaded.model)
         else:  # the change is the initialisation: the new model keeps its own

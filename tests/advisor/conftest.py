@@ -25,14 +25,15 @@ from copilot.config import DataSettings, TrainSettings
 from copilot.events import (
     DataSpec,
     EpochSummary,
+    event_to_json,
     HParams,
     Message,
+    ModelRef,
     ModelSummary,
     ModuleInfo,
     RunStarted,
     StepBatch,
     StepRecord,
-    event_to_json,
 )
 from copilot.run_folder import RunFolder
 from copilot.training.launcher import TrainerSpec
@@ -75,8 +76,7 @@ def train_sample_run(
     run = RunFolder(folder).create()
     spec = TrainerSpec(
         run_folder=run.path,
-        model_spec=str(model_file),
-        model_args=dict(model_args or {}),
+        model=ModelRef(path=model_file, args=dict(model_args or {})),
         data=DataSettings(dataset=dataset, train_size=train_size, val_size=val_size),
         train=TrainSettings(device="cpu", log_every=2, activation_every=4, hparams={"epochs": epochs, **(hparams or {})}),
     )

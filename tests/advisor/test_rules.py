@@ -31,6 +31,7 @@ from copilot.events import (
     EpochSummary,
     Finished,
     HParams,
+    ModelRef,
     NonFinite,
     Pause,
     Resume,
@@ -405,7 +406,7 @@ def _follow_the_advisor(run: RunFolder, *, epochs: int, assess_every: int = 2) -
     """Train bad_cnn with the real trainer, assess every `assess_every` epochs, accept every proposal."""
     spec = TrainerSpec(
         run_folder=run.path,
-        model_spec=str(SAMPLE_MODELS / "bad_cnn.py"),
+        model=ModelRef(path=SAMPLE_MODELS / "bad_cnn.py"),
         data=DataSettings(train_size=DEMO_TRAIN_SIZE, val_size=1000),
         train=TrainSettings(device="cpu", log_every=10, activation_every=50, hparams={"epochs": epochs}),
     )
@@ -445,7 +446,7 @@ def _follow_the_advisor(run: RunFolder, *, epochs: int, assess_every: int = 2) -
             path = run.path / f"proposal_{accepted + 1}.py"
             path.write_text(answer.code, encoding="utf-8")
             proposal = ArchitectureProposal(summary=answer.summary, rationale=answer.rationale, changes=answer.changes, class_name=snapshot.class_name, file_name=snapshot.model_file_name, old_code=snapshot.source_code, code=answer.code, sandbox=report)
-            commands.put(SwapModel(model_path=str(path), model_name=snapshot.class_name, round=accepted + 1))
+            commands.put(SwapModel(model=ModelRef(path=path, name=snapshot.class_name), round=accepted + 1))
         else:
             proposal = FinishProposal(summary=diagnosis.summary, report=advisor.write_report(snapshot, diagnosis).value)
         ledger.append(LedgerEntry(time=time.time(), run_id=snapshot.run_id, round=accepted, epoch=snapshot.epoch, trigger="schedule", diagnosis=diagnosis, proposal=proposal, verdict=Verdict(decision="accept")))

@@ -18,7 +18,7 @@ from copilot.advisor.schemas import (
 )
 from copilot.advisor.snapshot import HISTORY_POINTS, MAX_TRACEBACK_CHARS, STEP_WINDOW, build_snapshot
 from copilot.errors import AdvisorError
-from copilot.events import ForwardContract, HParams, HParamsApplied, ModelSwapped, NonFinite, TrainerError
+from copilot.events import ForwardContract, HParams, HParamsApplied, ModelRef, ModelSwapped, NonFinite, TrainerError
 from copilot.run_folder import RunFolder
 from tests.advisor.conftest import (
     SHAPES,
@@ -86,14 +86,17 @@ def test_an_explicit_data_spec_wins_and_no_data_at_all_is_a_clear_error(tmp_path
     assert snapshot.model_name is None  # no session.json: the file's own rule picks the model
 
 
-def test_the_model_reference_comes_from_the_sessions_model_spec(tmp_path: Path) -> None:
-    """The sandbox builds proposals through the reference the run was started with, as the trainer does."""
+def test_the_model_reference_comes_from_the_sessions_model(tmp_path: Path) -> None:
+    """The sandbox builds proposals through the reference the run was started with, as the trainer
+    does: as session.json writes it now, and as runs before ModelRef wrote it (`model_spec`)."""
     run = RunFolder(tmp_path / "run").create()
     source = "from torch import nn\n\nclass Net(nn.Module):\n    def forward(self, x):\n        return x\n"
-    for spec, name in (("models/net.py:Net", "Net"), ("models/net.py", None)):
-        run.session.write_text(json.dumps({"model_spec": spec}), encoding="utf-8")
-        snapshot = build_snapshot(run, source_code=source, data=SHAPES)
-        assert (snapshot.model_name, snapshot.model_file_name) == (name, "net.py")
+    for text, name in (("models/net.py:Net", "Net"), ("models/net.py", None)):
+        written = ModelRef.parse(text, {"width": 4}).model_dump(mode="json")
+        for session in ({"model": written}, {"model_spec": text, "model_args": {"width": 4}}):
+            run.session.write_text(json.dumps(session), encoding="utf-8")
+            snapshot = build_snapshot(run, source_code=source, data=SHAPES)
+            assert (snapshot.model_name, snapshot.model_file_name, snapshot.model_args) == (name, "net.py", {"width": 4})
 
 
 def _long_run(run: RunFolder, *, modules: int, epochs: int, steps_per_epoch: int = 2) -> None:

@@ -13,7 +13,7 @@ from copilot.advisor.trials.ranking import noise_of, rank, trend_residual_spread
 from copilot.advisor.trials.runner import INCUMBENT, Arm, TrialRunner
 from copilot.advisor.schemas import ArmResult, TrialPoint
 from copilot.config import DataSettings, TrainSettings, TrialSettings
-from copilot.events import CheckpointNow, CheckpointWritten, StepBatch
+from copilot.events import CheckpointNow, CheckpointWritten, ModelRef, StepBatch
 from copilot.training.checkpoints import load_checkpoint
 from copilot.training.launcher import TrainerSpec
 from tests.training.conftest import TINY_CNN, TINY_CNN_WIDER_HEAD, of_type, once, run_to_end
@@ -44,7 +44,7 @@ def crawling_run(tmp_path: Path) -> tuple[TrainerSpec, Path]:
     model.write_text(LOUD_BIAS_CNN, encoding="utf-8")
     spec = TrainerSpec(
         run_folder=tmp_path / "run",
-        model_spec=str(model),
+        model=ModelRef(path=model),
         data=DataSettings(train_size=TRAIN, val_size=VAL),
         train=TrainSettings(device="cpu", log_every=1, max_messages_per_sec=1e9, hparams={"lr": 1e-6, "momentum": 0.0, "epochs": 4, "batch_size": BATCH}),
     )

@@ -26,7 +26,7 @@ from pathlib import Path
 import pytest
 
 from copilot.config import DataSettings, TrainSettings
-from copilot.events import Event, StepBatch
+from copilot.events import Event, ModelRef, StepBatch
 from copilot.run_folder import RunFolder
 from copilot.training.launcher import TrainerProcess, TrainerSpec
 from tests.security.hostile import FORGED_LEDGER_LINE, HOSTILE_MODEL, SECRET
@@ -108,8 +108,7 @@ def make_field(root: Path) -> Battlefield:
 def hostile_spec(battlefield: Battlefield, *, walled: bool, epochs: int) -> TrainerSpec:
     return TrainerSpec(
         run_folder=battlefield.run.path,
-        model_spec=f"{battlefield.repo / 'hostile.py'}:Hostile",
-        model_args={"targets": battlefield.targets()},
+        model=ModelRef(path=battlefield.repo / "hostile.py", name="Hostile", args={"targets": battlefield.targets()}),
         data=DataSettings(train_size=48, val_size=16),
         train=TrainSettings.model_validate({"device": "cpu", "log_every": 1, "hparams": {"epochs": epochs}}),
         walled=walled,

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from copilot.config import DataSettings, TrainSettings
-from copilot.events import StepBatch
+from copilot.events import ModelRef, StepBatch
 from copilot.run_folder import RunFolder
 from copilot.training.launcher import TrainerProcess, TrainerSpec, trainer_environment
 
@@ -42,7 +42,7 @@ TINY_MODEL = """
 def spec_for(run_folder: Path, model: Path, *, walled: bool, pass_env: list[str]) -> TrainerSpec:
     return TrainerSpec(
         run_folder=run_folder,
-        model_spec=str(model),
+        model=ModelRef(path=model),
         data=DataSettings(train_size=32, val_size=16),
         train=TrainSettings(device="cpu", log_every=1, pass_env=pass_env, hparams={"epochs": 1000, "batch_size": 16}),
         walled=walled,

@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from copilot.config import DataSettings, TrainSettings
-from copilot.events import Command, Event, StepBatch
+from copilot.events import Command, Event, ModelRef, StepBatch
 from copilot.training.launcher import TrainerProcess, TrainerSpec
 from copilot.training.worker import run_trainer
 
@@ -97,10 +97,10 @@ def tiny_cnn(write_model: Callable[[str, str], Path]) -> Path:
 
 
 def tiny_spec(run_folder: Path, model: Path | str, **train: object) -> TrainerSpec:
-    """A CPU run of `model` on a few dozen shapes samples, every step measured."""
+    """A CPU run of `model` (`file.py[:Name]`) on a few dozen shapes samples, every step measured."""
     return TrainerSpec(
         run_folder=run_folder,
-        model_spec=str(model),
+        model=ModelRef.parse(str(model)),
         data=DataSettings(train_size=TINY_TRAIN_SIZE, val_size=TINY_VAL_SIZE),
         train=TrainSettings.model_validate({"device": "cpu", "log_every": 1, **train}),
     )

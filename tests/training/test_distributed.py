@@ -26,6 +26,7 @@ from copilot.events import (
     Finished,
     HParamsApplied,
     LogLine,
+    ModelRef,
     ModelSwapped,
     Pause,
     RunStarted,
@@ -119,7 +120,7 @@ def test_a_hyperparameter_change_and_a_swap_land_at_the_same_step_on_both_ranks(
         collect_until(trainer, lambda event: isinstance(event, StepBatch))
         trainer.send(SetHParams(changes={"lr": 0.001}, round=1))
         applied = of_type(collect_until(trainer, lambda event: isinstance(event, HParamsApplied)), HParamsApplied)[0]
-        trainer.send(SwapModel(model_path=str(head), round=2))
+        trainer.send(SwapModel(model=ModelRef(path=head), round=2))
         swapped = of_type(collect_until(trainer, lambda event: isinstance(event, ModelSwapped)), ModelSwapped)[0]
         after = collect_until(trainer, lambda event: isinstance(event, StepBatch) and event.records[-1].step > swapped.step)
     finally:

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from copilot.errors import CopilotError, EnvironmentSetupError, ModelLoadError
-from copilot.events import DataSpec
+from copilot.events import DataSpec, ModelRef
 from copilot.training.models import ModelCheckError, check_forward, load_model, summarize_model, transfer_weights
 from tests.training.conftest import CONVENTIONS
 
@@ -24,7 +24,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 def load_error(spec: Path | str, **model_args: object) -> CopilotError:
     with pytest.raises(CopilotError) as caught:
-        load_model(str(spec), model_args)
+        load_model(ModelRef.parse(str(spec), model_args))
     return caught.value
 
 
@@ -32,7 +32,7 @@ def load_error(spec: Path | str, **model_args: object) -> CopilotError:
 
 
 def test_single_class_defined_in_the_file_is_the_model(tiny_cnn: Path) -> None:
-    loaded = load_model(str(tiny_cnn), {"width": 4})
+    loaded = load_model(ModelRef(path=tiny_cnn, args={"width": 4}))
     assert loaded.class_name == "TinyCNN"
     assert loaded.model.conv.out_channels == 4
     assert loaded.source_path == tiny_cnn.resolve()
@@ -59,8 +59,8 @@ def test_build_model_wins_over_classes_and_imported_modules_do_not_count(write_m
             return nn.Sequential(nn.Flatten(), nn.Linear(4 * scale, 2))
         """,
     )
-    assert load_model(str(path), {"scale": 2}).model[1].in_features == 8
-    picked = load_model(f"{path}:Head", {})
+    assert load_model(ModelRef(path=path, args={"scale": 2})).model[1].in_features == 8
+    picked = load_model(ModelRef(path=path, name="Head"))
     assert picked.class_name == "Head" and picked.has_custom_loss
 
 
@@ -81,7 +81,7 @@ def test_a_block_built_inside_the_net_is_not_a_second_candidate(write_model) -> 
                 self.blocks = nn.Sequential(Block(4), Block(4))
         """,
     )
-    assert load_model(str(path), {}).class_name == "Net"
+    assert load_model(ModelRef(path=path)).class_name == "Net"
 
 
 def test_several_candidates_are_listed_with_how_to_pick_one(write_model) -> None:
@@ -210,7 +210,7 @@ def test_hparams_must_be_a_dict(write_model) -> None:
 
 
 def test_broken_sample_model_fails_its_first_forward_with_the_shape_mismatch() -> None:
-    loaded = load_model(str(REPO / "sample_models" / "broken_cnn.py"), {})
+    loaded = load_model(ModelRef(path=REPO / "sample_models" / "broken_cnn.py"))
     with pytest.raises(ModelCheckError) as caught:
         check_forward(loaded, torch.randn(2, 3, 32, 32), SHAPES)
     error = caught.value
@@ -231,7 +231,7 @@ def test_output_shape_must_fit_the_task(write_model) -> None:
         """,
     )
     with pytest.raises(ModelCheckError) as caught:
-        check_forward(load_model(str(path), {}), torch.randn(2, 3, 32, 32), SHAPES)
+        check_forward(load_model(ModelRef(path=path)), torch.randn(2, 3, 32, 32), SHAPES)
     assert caught.value.kind == "shape"
     assert caught.value.message == "model output has shape [2, 7] but the shapes data set needs [2, 10] [batch, classes]"
 
@@ -252,7 +252,7 @@ def test_sequence_task_needs_batch_sequence_vocabulary(write_model) -> None:
                 return self.out(self.embed(tokens)[:, -1])
         """,
     )
-    loaded = load_model(str(path), {})
+    loaded = load_model(ModelRef(path=path))
     with pytest.raises(ModelCheckError) as caught:
         check_forward(loaded, torch.randint(0, 30, (2, 16)), TEXT)
     assert "[2, 16, 30] [batch, sequence, vocabulary]" in caught.value.message
@@ -268,7 +268,7 @@ def test_check_leaves_training_mode_and_batchnorm_statistics_alone(write_model) 
             return nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 10))
         """,
     )
-    loaded = load_model(str(path), {})
+    loaded = load_model(ModelRef(path=path))
     before = loaded.model[1].running_mean.clone()
     check_forward(loaded, torch.randn(2, 3, 32, 32), SHAPES)
     assert loaded.model.training
@@ -279,7 +279,7 @@ def test_check_leaves_training_mode_and_batchnorm_statistics_alone(write_model) 
 
 
 def test_summary_counts_own_parameters_and_describes_layers() -> None:
-    loaded = load_model(str(REPO / "sample_models" / "bad_cnn.py"), {})
+    loaded = load_model(ModelRef(path=REPO / "sample_models" / "bad_cnn.py"))
     summary = summarize_model(loaded.model, "bad_cnn.py", torch.randn(2, 3, 32, 32))
     by_name = {module.name: module for module in summary.modules}
     assert by_name["conv"].detail == "3->16 k=3 p=1" and by_name["conv"].params == 3 * 16 * 9 + 16
@@ -366,7 +366,7 @@ def text_batch() -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def test_nanogpt_config_is_built_from_dotted_arguments_and_the_data_set() -> None:
-    loaded = load_model(str(CONVENTIONS / "nanogpt_style.py"), TINY_GPT, TEXT)
+    loaded = load_model(ModelRef(path=CONVENTIONS / "nanogpt_style.py", args=TINY_GPT), TEXT)
     config = loaded.model.config
     assert (config.n_layer, config.n_head, config.n_embd) == (1, 2, 16)
     assert (config.vocab_size, config.block_size) == (30, 16)  # from the text set, not GPT-2's
@@ -386,7 +386,7 @@ def test_a_config_default_past_the_parameter_budget_is_refused_with_the_sizes_to
 
 
 def test_minGPT_string_annotated_config_fills_vocab_and_block_size_the_user_left_out() -> None:
-    loaded = load_model(str(CONVENTIONS / "mingpt_style.py"), {**TINY_GPT, "config.block_size": 32}, TEXT)
+    loaded = load_model(ModelRef(path=CONVENTIONS / "mingpt_style.py", args={**TINY_GPT, "config.block_size": 32}), TEXT)
     assert loaded.model.tok_emb.num_embeddings == 30
     assert loaded.model.pos_emb.shape[1] == 32  # given, so kept
     inputs, targets = text_batch()
@@ -394,7 +394,7 @@ def test_minGPT_string_annotated_config_fills_vocab_and_block_size_the_user_left
 
 
 def test_minGPT_wrapped_in_build_model_is_built_by_it_and_read_as_logits_and_loss() -> None:
-    loaded = load_model(str(CONVENTIONS / "mingpt_wrapper_style.py"), {}, TEXT)
+    loaded = load_model(ModelRef(path=CONVENTIONS / "mingpt_wrapper_style.py"), TEXT)
     assert loaded.class_name == "GPT" and loaded.model.lm_head.out_features == 30
     assert loaded.ignored_hooks == ("configure_optimizers",)
     inputs, targets = text_batch()
@@ -402,7 +402,7 @@ def test_minGPT_wrapped_in_build_model_is_built_by_it_and_read_as_logits_and_los
 
 
 def test_pydantic_config_fields_are_checked_by_name_and_value() -> None:
-    loaded = load_model(str(CONVENTIONS / "hf_style.py"), {"config.hidden_size": 4}, SHAPES)
+    loaded = load_model(ModelRef(path=CONVENTIONS / "hf_style.py", args={"config.hidden_size": 4}), SHAPES)
     assert loaded.model.embeddings.out_channels == 4
     assert check_forward(loaded, torch.randn(2, 3, 32, 32), SHAPES, torch.tensor([1, 2])).form == "object"
     unknown = load_error(CONVENTIONS / "hf_style.py", **{"config.hidden": 4})
@@ -438,12 +438,12 @@ def test_a_constructor_no_argument_can_build_gets_build_model_suggested(write_mo
 
 
 def test_a_training_script_imports_without_running_its_main_or_reading_our_flags() -> None:
-    loaded = load_model(str(CONVENTIONS / "mnist_script.py"), {})
+    loaded = load_model(ModelRef(path=CONVENTIONS / "mnist_script.py"))
     assert loaded.class_name == "Net"
 
 
 def test_an_image_model_for_other_channels_names_both_and_what_would_fit() -> None:
-    loaded = load_model(str(CONVENTIONS / "mnist_script.py"), {})
+    loaded = load_model(ModelRef(path=CONVENTIONS / "mnist_script.py"))
     with pytest.raises(ModelCheckError) as caught:
         check_forward(loaded, torch.randn(2, 3, 32, 32), SHAPES)
     # The size comes from the later layers (fc1 takes 9216 = 64 x 12 x 12): only 28 x 28 gets there.
@@ -460,7 +460,7 @@ def test_an_image_model_for_other_channels_names_both_and_what_would_fit() -> No
     assert caught.value.hint.endswith(
         "--dataset shapes with data.channels = 1 and data.image_size = 28 in copilot.toml would fit"
     )
-    three_channels = load_model(str(CONVENTIONS / "hf_style.py"), {})
+    three_channels = load_model(ModelRef(path=CONVENTIONS / "hf_style.py"))
     gray = SHAPES.model_copy(update={"name": "custom", "input_shape": (1, 28, 28)})
     with pytest.raises(ModelCheckError) as caught:
         check_forward(three_channels, torch.randn(2, 1, 28, 28), gray)
@@ -473,9 +473,9 @@ def test_an_image_model_for_other_channels_names_both_and_what_would_fit() -> No
 def test_a_first_layer_mismatch_names_the_fix_each_image_set_can_honour(write_model) -> None:
     """CIFAR-10 is 3 x 32 x 32 whatever the settings; an image folder is resized to data.image_size
     but always read as RGB; only the shapes set draws another channel count."""
-    mnist = load_model(str(CONVENTIONS / "mnist_script.py"), {})
+    mnist = load_model(ModelRef(path=CONVENTIONS / "mnist_script.py"))
     colour_28 = load_model(
-        str(write_model(
+        ModelRef(path=write_model(
             "lenet_rgb.py",
             """
             import torch
@@ -491,7 +491,6 @@ def test_a_first_layer_mismatch_names_the_fix_each_image_set_can_honour(write_mo
                     return self.fc(torch.flatten(torch.max_pool2d(torch.relu(self.conv(x)), 2), 1))
             """,
         )),
-        {},
     )  # fmt: skip
     expected = {
         ("cifar10", "mnist"): "first layer 'conv1' expects 1 input channel at 28 x 28; the cifar10 data set gives 3 x 32 x 32 samples: "
@@ -524,7 +523,7 @@ def test_an_mlp_for_other_image_sizes_names_the_features_both_ways(write_model) 
         """,
     )
     with pytest.raises(ModelCheckError) as caught:
-        check_forward(load_model(str(path), {}), torch.randn(2, 3, 32, 32), SHAPES)
+        check_forward(load_model(ModelRef(path=path)), torch.randn(2, 3, 32, 32), SHAPES)
     assert caught.value.hint == (
         "first layer '1' expects 784 input features; the shapes data set gives 3 x 32 x 32 samples (3,072 flattened): "
         "set data.channels = 1 and data.image_size = 28 in copilot.toml, or make its in_features 3,072"
@@ -550,10 +549,10 @@ def test_sequence_logits_in_either_layout_and_an_ambiguous_one_is_an_error(write
         """,
     )
     inputs, targets = text_batch()
-    assert check_forward(load_model(str(path), {}), inputs, TEXT, targets).class_dim == 1
+    assert check_forward(load_model(ModelRef(path=path)), inputs, TEXT, targets).class_dim == 1
     square = TEXT.model_copy(update={"input_shape": (30,)})
     with pytest.raises(ModelCheckError) as caught:
-        check_forward(load_model(str(path), {}), torch.randint(0, 30, (2, 30)), square)
+        check_forward(load_model(ModelRef(path=path)), torch.randint(0, 30, (2, 30)), square)
     assert caught.value.message == (
         "model output [2, 30, 30] could be [batch, sequence, vocabulary] or [batch, vocabulary, sequence]: "
         "the text data set's sequence length and vocabulary are both 30"
@@ -587,7 +586,7 @@ def test_sibling_modules_and_packages_import_as_when_the_script_runs(tmp_path: P
                 return self.body(x)
         """,
     )
-    check_forward(load_model(str(path), {}), torch.randn(2, 3, 32, 32), SHAPES)
+    check_forward(load_model(ModelRef(path=path)), torch.randn(2, 3, 32, 32), SHAPES)
 
 
 def test_a_package_failing_at_import_names_the_line_and_torchvision_gets_the_matching_pair(
@@ -618,7 +617,7 @@ def test_a_model_file_inside_a_package_imports_its_relatives(tmp_path: Path) -> 
         "        super().__init__(nn.Flatten(), nn.Linear(3 * 32 * 32, WIDTH + SAME + 2))\n",
         encoding="utf-8",
     )
-    check_forward(load_model(str(package / "model.py"), {}), torch.randn(2, 3, 32, 32), SHAPES)
+    check_forward(load_model(ModelRef(path=package / "model.py")), torch.randn(2, 3, 32, 32), SHAPES)
 
 
 def test_a_script_that_exits_at_import_says_where_its_code_belongs(write_model) -> None:

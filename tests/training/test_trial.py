@@ -13,6 +13,7 @@ from copilot.events import (
     CheckpointWritten,
     Finished,
     HParamsApplied,
+    ModelRef,
     SetHParams,
     StepBatch,
     SwapModel,
@@ -80,7 +81,7 @@ def test_a_trial_applies_its_change_before_the_first_step_as_the_round_it_would_
 def test_a_trial_whose_new_model_fails_fails_instead_of_training_the_old_one(tmp_path: Path, tiny_cnn: Path, write_model) -> None:
     run = a_run_with_a_fork_point(tmp_path, tiny_cnn, fork_step=2)
     broken = write_model("broken.py", "from torch import nn\n\nclass Net(nn.Module):\n    def forward(self, x):\n        return x.flatten(1)[:, :3]\n")
-    plan = TrialPlan(arm="c1", steps=3, evaluate_at=(3,), val_samples=4, changes=(SwapModel(model_path=str(broken), round=1),))
+    plan = TrialPlan(arm="c1", steps=3, evaluate_at=(3,), val_samples=4, changes=(SwapModel(model=ModelRef(path=broken), round=1),))
     spec = tiny_spec(tmp_path / "trial", tiny_cnn).model_copy(update={"resume_from": checkpoint_at(run, 2), "trial": plan})
     events = run_to_end(spec)
 

@@ -27,7 +27,9 @@ from copilot.events import (
     ForwardContract,
     HParamsApplied,
     LogLine,
+    ModelRef,
     ModelSwapped,
+    parse_event,
     Pause,
     Resume,
     RunStarted,
@@ -37,7 +39,6 @@ from copilot.events import (
     Stop,
     SwapModel,
     TrainerError,
-    parse_event,
 )
 from copilot.config import DataSettings, TrainSettings
 from copilot.training.checkpoints import load_checkpoint
@@ -68,7 +69,7 @@ def test_the_pytorch_examples_mnist_net_learns_grayscale_28_by_28_shapes(tmp_pat
     """Its first layer is Conv2d(1, 32, 3) and fc1 takes 9216 features: only a 1x28x28 set fits it."""
     spec = TrainerSpec(
         run_folder=tmp_path / "run",
-        model_spec=str(CONVENTIONS / "mnist_script.py"),
+        model=ModelRef(path=CONVENTIONS / "mnist_script.py"),
         data=DataSettings(channels=1, image_size=28, train_size=512, val_size=200),
         train=TrainSettings(device="cpu", hparams={"epochs": 2, "batch_size": 32, "optimizer": "Adam", "lr": 0.001}),
     )
@@ -188,7 +189,7 @@ def test_pause_evaluate_checkpoint_and_a_refused_change_while_paused(tmp_path: P
 
 def test_swap_carries_matching_weights_and_keeps_the_step_counter(tmp_path: Path, tiny_cnn: Path, write_model) -> None:
     head = write_model("tiny_head.py", TINY_CNN_WIDER_HEAD)
-    react = both(once(first_step, Pause()), once(paused, SwapModel(model_path=str(head), round=1), Resume()))
+    react = both(once(first_step, Pause()), once(paused, SwapModel(model=ModelRef(path=head), round=1), Resume()))
     run = tmp_path / "run"
     events = run_to_end(tiny_spec(run, tiny_cnn, hparams={"epochs": 2}), react=react)
     swapped = of_type(events, ModelSwapped)[0]
@@ -212,7 +213,7 @@ def test_a_swap_without_carrying_weights_trains_the_new_models_own_initialisatio
         "constant_init.py",
         TINY_CNN.replace("        self.fc = nn.Linear(width, 10)\n", "        self.fc = nn.Linear(width, 10)\n        nn.init.constant_(self.fc.weight, 0.5)\n"),
     )
-    swap = SwapModel(model_path=str(constant), round=1, carry_weights=carry_weights)
+    swap = SwapModel(model=ModelRef(path=constant), round=1, carry_weights=carry_weights)
     react = both(once(first_step, Pause()), once(paused, swap, CheckpointNow(), Resume()))
     events = run_to_end(tiny_spec(tmp_path / "run", tiny_cnn), react=react)
     swapped = of_type(events, ModelSwapped)[0]
@@ -224,7 +225,7 @@ def test_a_swap_without_carrying_weights_trains_the_new_models_own_initialisatio
 
 def test_a_swap_to_a_broken_model_is_refused_and_training_goes_on(tmp_path: Path, tiny_cnn: Path, write_model) -> None:
     broken = write_model("broken.py", "import torch\n\nclass Net(torch.nn.Module:\n    pass\n")
-    react = once(first_step, SwapModel(model_path=str(broken)))
+    react = once(first_step, SwapModel(model=ModelRef(path=broken)))
     events = run_to_end(tiny_spec(tmp_path / "run", tiny_cnn), react=react)
     error = of_type(events, TrainerError)[0]
     assert error.kind == "load" and error.message.startswith("model swap refused: syntax error in broken.py:3")
@@ -239,7 +240,7 @@ def test_a_swapped_model_failing_its_first_step_goes_back_to_the_old_one(tmp_pat
             "    def forward(self, x):\n", "    def forward(self, x):\n        if self.training:\n            raise RuntimeError('no training for me')\n"
         ),
     )
-    react = once(first_step, SwapModel(model_path=str(fragile), round=1))
+    react = once(first_step, SwapModel(model=ModelRef(path=fragile), round=1))
     events = run_to_end(tiny_spec(tmp_path / "run", tiny_cnn), react=react)
     there, back = of_type(events, ModelSwapped)
     assert there.model.class_name == "Fragile" and (there.transferred, there.total) == (4, 4)
@@ -295,8 +296,7 @@ def test_a_killed_trainer_is_reported_after_everything_it_sent(tmp_path: Path, t
 def test_a_nanogpt_style_model_trains_unchanged_on_the_text_set(tmp_path: Path) -> None:
     spec = TrainerSpec(
         run_folder=tmp_path / "run",
-        model_spec=str(CONVENTIONS / "nanogpt_style.py"),
-        model_args={"config.n_layer": 1, "config.n_head": 2, "config.n_embd": 16},
+        model=ModelRef(path=CONVENTIONS / "nanogpt_style.py", args={"config.n_layer": 1, "config.n_head": 2, "config.n_embd": 16}),
         data=DataSettings(dataset="text", train_size=32, val_size=16),
         train=TrainSettings.model_validate({"device": "cpu", "log_every": 1, "hparams": {"epochs": 1, "batch_size": 16}}),
     )

@@ -30,9 +30,9 @@ from copilot.advisor.trials.ranking import Noise, Ranking, needs_second_seed, no
 from copilot.advisor.trials.scoring import score_outputs, validation_targets
 from copilot.config import LaunchSettings, TrialSettings
 from copilot.errors import CopilotError
-from copilot.events import CheckpointWritten, Finished, SetHParams, SwapModel, Task, TrainerError, TrialOutputs
+from copilot.events import CheckpointWritten, Finished, ModelRef, SetHParams, SwapModel, Task, TrainerError, TrialOutputs
 from copilot.run_folder import RunFolder
-from copilot.training.launcher import TrainerProcess, TrainerSpec, TrialPlan, split_model_spec
+from copilot.training.launcher import TrainerProcess, TrainerSpec, TrialPlan
 
 INCUMBENT = "incumbent"
 SECOND_SEED = "incumbent-seed2"
@@ -134,31 +134,26 @@ class TrialRunner:
 
     # ------------------------------------------------------------------ one arm
 
-    def _arm_spec(self, arm: Arm, folder: Path, resume_from: Path | None) -> tuple[str, tuple[SetHParams | SwapModel, ...]]:
+    def _arm_spec(self, arm: Arm, folder: Path, resume_from: Path | None) -> tuple[ModelRef, tuple[SetHParams | SwapModel, ...]]:
         """The model the arm's trainer starts with and the changes it applies before its first step.
 
         A new model file is swapped in as an accepted round would swap it; with nothing
         trained to fork from, the trainer simply starts from the new file (the old one may
         not even load), and an empty hyperparameter change marks the round.
         """
-        model_spec = self._base.model_spec
+        model = self._base.model
         commands: list[SetHParams | SwapModel] = []
         if arm.model_code is not None:
             source = folder / "source" / (arm.file_name or "model.py")
             source.parent.mkdir(parents=True, exist_ok=True)
             source.write_text(arm.model_code, encoding="utf-8")
-            _path, class_name = split_model_spec(self._base.model_spec)
             if resume_from is None:
-                model_spec = f"{source}:{class_name}" if class_name else str(source)
+                model = model.at(source)
             else:
-                swap = SwapModel(
-                    model_path=str(source), model_name=class_name, model_args=dict(self._base.model_args),
-                    round=self._round, carry_weights=arm.carry_weights,
-                )  # fmt: skip
-                commands.append(swap)
+                commands.append(SwapModel(model=model.at(source), round=self._round, carry_weights=arm.carry_weights))
         if arm.hparam_changes or (arm.model_code is not None and not commands):
             commands.append(SetHParams(changes=dict(arm.hparam_changes), round=self._round))
-        return model_spec, tuple(commands)
+        return model, tuple(commands)
 
     def run_arm(self, arm: Arm, budget: TrialBudget, keep_going: KeepGoing) -> ArmResult:
         """One arm from the fork, told to `keep_going` at each scored point (a tune's trial): no
@@ -176,7 +171,7 @@ class TrialRunner:
         keep_going: KeepGoing | None = None,
     ) -> ArmResult:
         folder = self._folder / (folder_name or arm.name)
-        model_spec, changes = self._arm_spec(arm, folder, resume_from)
+        model, changes = self._arm_spec(arm, folder, resume_from)
         plan = TrialPlan(
             arm=arm.name,
             steps=budget.steps,
@@ -193,7 +188,7 @@ class TrialRunner:
         spec = self._base.model_copy(
             # Every arm behind the walls: a candidate runs code the user did not write, and the
             # unchanged run beside it pays the same costs, so the comparison stays paired.
-            update={"run_folder": folder, "model_spec": model_spec, "resume_from": resume_from, "train": train, "trial": plan, "walled": True}
+            update={"run_folder": folder, "model": model, "resume_from": resume_from, "train": train, "trial": plan, "walled": True}
         )
         collected = self._collect(spec, keep_going)
         return self._scored(arm.name, arm.summary, collected, folder)

@@ -22,6 +22,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from copilot.errors import DataError
+from copilot.events import split_file_reference
 
 CIFAR10_FOLDER = "cifar-10-batches-py"
 CIFAR10_TRAIN_FILES = tuple(f"data_batch_{index}" for index in range(1, 6))
@@ -162,17 +163,17 @@ def _load_module(path: Path) -> ModuleType:
 
 def custom_datasets(reference: str) -> tuple[Dataset, Dataset]:
     """The (train, val) Datasets returned by the `module.py:function` named in `reference`."""
-    path_text, separator, function_name = reference.rpartition(":")
-    if not separator or not path_text.endswith(".py") or not function_name:
+    path, function_name = split_file_reference(reference)
+    if function_name is None:
         raise DataError(
             f"custom data set '{reference}' is not 'module.py:function'",
             "set data.custom to e.g. 'my_data.py:load' (a function returning (train, val) datasets)",
         )
-    module = _load_module(Path(path_text))
+    module = _load_module(path)
     function = getattr(module, function_name, None)
     if not callable(function):
         raise DataError(
-            f"{path_text} has no function '{function_name}'", "name a function defined in that file"
+            f"{path} has no function '{function_name}'", "name a function defined in that file"
         )
     try:
         result = function()
