@@ -153,7 +153,12 @@ def test_a_steadier_candidate_wins_when_the_unchanged_runs_validation_swings() -
     momentum = arm("c2", 0.122, 0.117, 0.073, 0.101, 0.069, 0.068, 0.086, 0.070)
     decay = arm("c3", 0.135, 0.315, 0.166, 0.180, 0.050, 0.330, 0.119, 0.044)  # swings as the unchanged run does
     ranking = rank(swinging, [momentum, decay, adam], noise_of(swinging), min_gain=0.01)
-    assert ranking.winner == "c1" and ranking.won_by == "steadier"  # both steadier: the lower mean wins
+    assert ranking.winner == "c1" and ranking.won_by == "steadier"  # both steadier: the one that ends lower wins
+    # A change of optimizer jolts first, then leads: among steady candidates the end counts, not the mean.
+    jolted = arm("c6", 0.200, 0.160, 0.090, 0.060, 0.045, 0.040, 0.035, 0.030)
+    milder = arm("c7", 0.080, 0.075, 0.072, 0.070, 0.068, 0.066, 0.064, 0.062)
+    assert sum(point.val_loss for point in milder.points) < sum(point.val_loss for point in jolted.points)
+    assert rank(swinging, [milder, jolted], noise_of(swinging), min_gain=0.01).winner == "c6"
     assert "±" in ranking.reason and "8 evaluations" in ranking.reason
     assert rank(swinging, [decay], noise_of(swinging), min_gain=0.01).winner is None
     steady_but_worse = arm("c4", 0.30, 0.29, 0.28, 0.27, 0.26, 0.25, 0.24, 0.23)

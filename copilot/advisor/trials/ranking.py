@@ -24,7 +24,11 @@ its last point says little and its noise hides any gain in loss. There a candida
 wins by being steadier: the unchanged run's spread is at least `SWING_FRACTION` of its
 mean loss, the candidate's spread is at most 1/`STEADIER_RATIO` of it, and the
 candidate's mean loss over the same evaluations is no higher. The mean, not the last
-point: the swing is the thing measured.
+point, qualifies it: the swing is the thing measured. Among the candidates so qualified the
+lowest last loss wins: they do not swing, so their last point says where each one stands,
+while their mean would favour the mildest change (a change of optimizer starts with a jolt
+while its buffers fill, then leads: measured in the demo, a lower plain-SGD rate won on the
+mean at 99.0% and swung to 38% two epochs later, where momentum 0.9 at 0.01 ended lower).
 
 Pure functions of the measurements; no torch, no I/O.
 """
@@ -117,7 +121,7 @@ def rank(incumbent: ArmResult, candidates: Sequence[ArmResult], noise: Noise | N
 
 
 def _steadier(incumbent: ArmResult, candidates: Sequence[ArmResult]) -> Ranking | None:
-    """The steadiest-on-average candidate when the unchanged run swings and it does not; else None."""
+    """Of the candidates steadier than a swinging unchanged run, the one that ends lowest; else None."""
     if len(incumbent.points) < MIN_NOISE_POINTS:
         return None
     base = {point.trial_step: point.val_loss for point in incumbent.points}
@@ -135,7 +139,7 @@ def _steadier(incumbent: ArmResult, candidates: Sequence[ArmResult]) -> Ranking 
             steady.append((mean, spread, candidate))
     if not steady:
         return None
-    mean, spread, best = min(steady, key=lambda entry: entry[0])
+    mean, spread, best = min(steady, key=lambda entry: entry[2].points[-1].val_loss)
     reason = (
         f"{best.arm} steadies validation: loss {base_mean:.4g} ±{base_spread:.4g} -> {mean:.4g} ±{spread:.4g} "
         f"(mean and spread over {len(base)} evaluations)"
