@@ -3,16 +3,13 @@
 `run_trainer` is the process entry. It seeds, picks the device, loads the data and the
 user's model, checks one forward pass against the data, resolves the hyperparameters,
 and runs epochs of `loop.train_step`, reading commands between steps (without waiting
-while running, with a timeout while paused). Logged steps are coalesced into
-`StepBatch`es so at most `train.max_messages_per_sec` messages reach the parent. Every
-event except log lines is appended to `metrics.jsonl` (whole lines, marked with this
-start's attempt; see `copilot/metrics_file.py`) and described in `events.log` with full
-tracebacks. A watchdog (`train.watchdog_s`) ends a run whose model is stuck, naming the
+while running, with a timeout while paused). What it sends and writes goes through
+`reporter.py`. A watchdog (`train.watchdog_s`) ends a run whose model is stuck, naming the
 stage and the frame; a full disk ends it as a `DiskFullError`, with nothing half-written.
 
-Whatever goes wrong ends as one `TrainerError` (kind, one-line message, hint, traceback)
-followed by `Finished`; a non-finite loss and a swapped model that fails are reported
-without ending the run. Only rank 0 reports and writes the run folder.
+Whatever goes wrong ends as one `TrainerError` (classified in `failures.py`) followed by
+`Finished`; a non-finite loss and a swapped model that fails are reported without ending
+the run. Only rank 0 reports and writes the run folder.
 
 Under several ranks (started by `ranks.py`) every rank runs this same trainer on its
 shard, with `HParams.batch_size` split evenly across them and the model wrapped in DDP.
@@ -38,7 +35,6 @@ import queue
 import random
 import shutil
 import time
-import traceback
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,22 +43,18 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from copilot.errors import ConfigError, CopilotError, DataError, DiskFullError, EnvironmentSetupError, ModelLoadError, is_disk_full
+from copilot.errors import ConfigError, CopilotError, DataError, DiskFullError, is_disk_full
 from copilot.events import (
-    ActivationStats,
     CheckpointNow,
     CheckpointWritten,
     Command,
     EpochSummary,
-    ErrorKind,
     Evaluated,
     EvaluateNow,
     Finished,
     ForwardContract,
     HParams,
     HParamsApplied,
-    LogLine,
-    Message,
     ModelRef,
     ModelSummary,
     ModelSwapped,
@@ -72,15 +64,11 @@ from copilot.events import (
     RunStarted,
     SetHParams,
     StateChanged,
-    StepBatch,
-    StepRecord,
     Stop,
     SwapModel,
     TrainerError,
     TrialOutputs,
-    event_to_json,
 )
-from copilot.metrics_file import LineFile, open_for_append
 from copilot.run_folder import RunFolder
 from copilot.training import distributed
 from copilot.training.checkpoints import (
@@ -93,6 +81,7 @@ from copilot.training.checkpoints import (
     save_checkpoint,
 )
 from copilot.training.data import DataBundle, batches_per_epoch, iterate_batches, load_data
+from copilot.training.failures import error_event, nonfinite_error, swap_refused
 from copilot.training.hparams import apply_hparam_changes, build_optimizer, build_scheduler, resolve_hparams
 from copilot.training.instruments import Instruments
 from copilot.training.launcher import TrainerSpec
@@ -100,12 +89,12 @@ from copilot.training.loop import TrainState, evaluate, finish_epoch, make_loss_
 from copilot.training.model_outputs import OutputContract
 from copilot.training.models import (
     LoadedModel,
-    ModelCheckError,
     check_forward,
     load_model,
     summarize_model,
     transfer_weights,
 )
+from copilot.training.reporter import Reporter
 from copilot.training.watchdog import LOADING, StuckAt, Watchdog
 
 # Samples in the batch the model is checked and described with before training.
@@ -125,225 +114,6 @@ def run_trainer(spec: TrainerSpec, commands: Any, events: Any) -> None:
     in a thread with `queue.Queue`s.
     """
     _Trainer(spec, commands, events).run()
-
-
-# --------------------------------------------------------------------------- reporting
-
-
-class _Reporter:
-    """Sends events to the parent and writes them to the run folder; silent on ranks other than 0."""
-
-    def __init__(self, events: Any, folder: RunFolder, max_messages_per_sec: float, enabled: bool) -> None:
-        self._events = events
-        self._enabled = enabled
-        self._interval_s = 1.0 / max_messages_per_sec
-        self._pending_steps: list[StepRecord] = []
-        self._pending_activations: ActivationStats | None = None
-        self._last_flush = -math.inf
-        self._metrics: LineFile | None = None
-        self._log: LineFile | None = None
-        self.attempt = 1
-        self._files_failed = False  # a write into the run folder failed: events still reach the parent
-        if enabled:
-            folder.create()
-            self._metrics, self.attempt = open_for_append(folder.metrics)
-            self._log = LineFile(folder.events_log)
-
-    def emit(self, event: Message) -> None:
-        """Send one event now, after the steps still waiting (so the parent sees them in order)."""
-        self.flush_steps()
-        self._send(event)
-        if isinstance(event, (TrainerError, Finished)):
-            self.sync_files()
-
-    @property
-    def log_file(self) -> LineFile | None:
-        return self._log
-
-    def log(self, message: str, level: Literal["debug", "info", "warning", "error"] = "info") -> None:
-        self.emit(LogLine(level=level, message=message, time=time.time()))
-
-    def add_step(self, record: StepRecord | None, activations: ActivationStats | None) -> None:
-        """Queue a logged step (and an activation sample); send them once per message interval.
-
-        Activation samples are thinned to the latest one per interval, as steps are batched.
-        """
-        if record is not None:
-            self._pending_steps.append(record)
-        if activations is not None:
-            self._pending_activations = activations
-        if time.monotonic() - self._last_flush >= self._interval_s:
-            self.flush_steps()
-
-    def flush_steps(self) -> None:
-        if not self._pending_steps and self._pending_activations is None:
-            return
-        if self._pending_steps:
-            self._send(StepBatch(records=tuple(self._pending_steps), attempt=self.attempt))
-            self._pending_steps = []
-        if self._pending_activations is not None:
-            self._send(self._pending_activations)
-            self._pending_activations = None
-        self._last_flush = time.monotonic()
-
-    def sync_files(self) -> None:
-        """Everything measured so far, waiting steps included, into the files (the OS keeps it past a kill)."""
-        self.flush_steps()
-
-    def close(self) -> None:
-        self.flush_steps()
-        for file in (self._metrics, self._log):
-            if file is not None:
-                file.close()
-
-    def _send(self, event: Message) -> None:
-        if not self._enabled:
-            return
-        self._events.put(event)
-        if self._files_failed:
-            return
-        try:
-            if self._metrics is not None and not isinstance(event, LogLine):
-                self._metrics.append(event_to_json(event))
-            line = _describe(event)
-            if line is not None and self._log is not None:
-                level = event.level if isinstance(event, LogLine) else "error" if isinstance(event, TrainerError) else "info"
-                self._log.append(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {level.upper():<7} {line}")
-        except OSError:
-            # Once: what could not be written ends the run; its error still reaches the parent.
-            self._files_failed = True
-            raise
-
-
-def _percent(value: float | None) -> str:
-    return "-" if value is None else f"{100 * value:.1f}%"
-
-
-def _describe(event: Message) -> str | None:
-    """One human-readable line (a traceback for errors) for events.log; None for step data."""
-    if isinstance(event, RunStarted):
-        resumed = f", resumed after epoch {event.resumed_from_epoch}" if event.resumed_from_epoch is not None else ""
-        return (
-            f"run {event.run_id} on {event.device}{resumed}: {event.model.class_name} "
-            f"({event.model.total_params:,} parameters) on {event.data.name}, outputs {event.output_form}; "
-            f"{event.hparams.model_dump()}"
-        )
-    if isinstance(event, EpochSummary):
-        val_loss = "-" if event.val_loss is None else f"{event.val_loss:.4f}"
-        return (
-            f"epoch {event.epoch}: loss {event.train_loss:.4f} acc {_percent(event.train_accuracy)} "
-            f"val loss {val_loss} val acc {_percent(event.val_accuracy)} lr {event.lr:.3g} ({event.duration_s:.1f} s)"
-        )
-    if isinstance(event, Evaluated):
-        return f"evaluated at step {event.step}: val loss {event.val_loss:.4f} val acc {_percent(event.val_accuracy)}"
-    if isinstance(event, LogLine):
-        return event.message
-    if isinstance(event, TrainerError):
-        lines = [f"{event.kind} error: {event.message}"]
-        if event.hint:
-            lines.append(f"hint: {event.hint}")
-        if event.traceback:
-            lines.append(event.traceback.rstrip())
-        return "\n".join(lines)
-    if isinstance(event, CheckpointWritten):
-        return f"checkpoint {event.path} (epoch {event.epoch}, step {event.step})"
-    if isinstance(event, HParamsApplied):
-        return f"hyperparameters at step {event.step} (round {event.round}): {event.hparams.model_dump()}"
-    if isinstance(event, ModelSwapped):
-        return (
-            f"model is now {event.model.class_name} from {event.model.source_path} at step {event.step}: "
-            f"{event.transferred}/{event.total} tensors carried over"
-        )
-    if isinstance(event, StateChanged):
-        return f"state: {event.state}"
-    if isinstance(event, Finished):
-        return f"finished ({event.reason}) after {event.epoch} epochs, {event.step} steps"
-    return None
-
-
-# --------------------------------------------------------------------------- errors
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else ""
-
-
-def _is_out_of_memory(exc: BaseException) -> bool:
-    if isinstance(exc, (torch.cuda.OutOfMemoryError, MemoryError)):
-        return True
-    text = str(exc)
-    return isinstance(exc, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)
-
-
-def _error_event(exc: BaseException, user_files: set[str], *, epoch: int | None, step: int | None) -> TrainerError:
-    """Classify an exception: what kind, whether the user can fix it, and how."""
-    full = "".join(traceback.format_exception(exc))
-    if isinstance(exc, DiskFullError):  # nothing to debug, and events.log may not have room for it
-        return TrainerError(kind="disk", message=exc.message, hint=exc.hint, epoch=epoch, step=step)
-    if isinstance(exc, CopilotError):
-        kind: ErrorKind = (
-            exc.kind if isinstance(exc, ModelCheckError) else
-            "load" if isinstance(exc, ModelLoadError) else
-            "data" if isinstance(exc, DataError) else
-            "config" if isinstance(exc, ConfigError) else
-            "environment" if isinstance(exc, EnvironmentSetupError) else
-            "runtime"
-        )
-        return TrainerError(kind=kind, message=exc.message, hint=exc.hint, traceback=full, epoch=epoch, step=step)
-    message = f"{type(exc).__name__}: {_first_line(exc)}"
-    if is_disk_full(exc):
-        return TrainerError(
-            kind="disk",
-            message=f"the disk is full: {_first_line(exc)}",
-            hint=f"free space where the run writes ({exc.filename or 'the run folder'}), then continue with `copilot resume`",
-            traceback=full,
-            epoch=epoch,
-            step=step,
-        )
-    if _is_out_of_memory(exc):
-        return TrainerError(
-            kind="oom",
-            message=f"out of memory: {_first_line(exc)}",
-            hint="lower the batch size (--batch-size) or the model size",
-            traceback=full,
-            epoch=epoch,
-            step=step,
-        )
-    frames = traceback.extract_tb(exc.__traceback__)
-    user_frame = next((f for f in reversed(frames) if f.filename in user_files), None)
-    if user_frame is not None:
-        return TrainerError(
-            kind="forward",
-            message=f"{message} (at {Path(user_frame.filename).name}:{user_frame.lineno})",
-            hint="fix the model file; the full traceback is in events.log",
-            traceback=full,
-            epoch=epoch,
-            step=step,
-        )
-    return TrainerError(
-        kind="runtime",
-        message=message,
-        hint="this looks like a bug in copilot; the traceback is in events.log",
-        traceback=full,
-        epoch=epoch,
-        step=step,
-        user_error=False,
-    )
-
-
-def _nonfinite_error(nonfinite: NonFinite, state: TrainState) -> TrainerError:
-    if nonfinite.where == "loss":
-        where = "the loss"
-    else:
-        where = f"{nonfinite.where}s of module '{nonfinite.module}'"
-    return TrainerError(
-        kind="nonfinite",
-        message=f"NaN or infinity in {where} at step {state.step}; training is paused",
-        hint="lower the learning rate, set grad_clip or add normalisation, then resume",
-        epoch=state.epoch + 1,
-        step=state.step,
-    )
 
 
 # --------------------------------------------------------------------------- the trainer
@@ -393,7 +163,7 @@ class _Trainer:
         self.commands = commands
         self.folder = RunFolder(Path(spec.run_folder))
         self.group = distributed.RankGroup.current()
-        self.reporter = _Reporter(events, self.folder, spec.train.max_messages_per_sec, enabled=self.group.is_main)
+        self.reporter = Reporter(events, self.folder, spec.train.max_messages_per_sec, enabled=self.group.is_main)
         self.paused = False
         self.between_epochs = False  # an epoch ended and the next has not begun
         self.stop_request: Stop | None = None
@@ -429,7 +199,7 @@ class _Trainer:
             if is_disk_full(exc):
                 exc = DiskFullError(self.folder.path, f"copilot resume {self.folder.run_id}")
             self.reporter.emit(
-                _error_event(
+                error_event(
                     exc,
                     self.user_files,
                     epoch=state.epoch + 1 if state else None,
@@ -737,7 +507,7 @@ class _Trainer:
 
     def _report_nonfinite(self, nonfinite: NonFinite, state: TrainState) -> None:
         """Report and pause: the run stays alive so the advisor (or the user) can act on it."""
-        self.reporter.emit(_nonfinite_error(nonfinite, state))
+        self.reporter.emit(nonfinite_error(nonfinite, state))
         self.nonfinite_reported = True
         if self.trial is not None:  # a diverged trial has its answer; nobody will resume it
             self.stop_request = Stop(checkpoint=False)
@@ -832,7 +602,7 @@ class _Trainer:
         except CopilotError as exc:
             if self.trial is not None:
                 raise
-            self.reporter.emit(_swap_refused(exc, state))
+            self.reporter.emit(swap_refused(exc, state))
             return
         origin = self._keep_copy(command.model, round_number)
         if command.carry_weights:
@@ -866,7 +636,7 @@ class _Trainer:
         self.swap_backup = None
         state.instruments.close()
         self._install(state, backup)
-        error = _error_event(exc, self.user_files, epoch=state.epoch + 1, step=state.step)
+        error = error_event(exc, self.user_files, epoch=state.epoch + 1, step=state.step)
         self.reporter.emit(
             error.model_copy(
                 update={
@@ -916,17 +686,6 @@ class _Trainer:
 def _recorded(contract: OutputContract) -> ForwardContract:
     """The part of the output contract the advisor's proposals must keep, as the events carry it."""
     return ForwardContract(form=contract.form, passes_targets=contract.passes_targets)
-
-
-def _swap_refused(exc: CopilotError, state: TrainState) -> TrainerError:
-    kind: ErrorKind = exc.kind if isinstance(exc, ModelCheckError) else "load"
-    return TrainerError(
-        kind=kind,
-        message=f"model swap refused: {exc.message}",
-        hint=f"{exc.hint}; training goes on with the current model" if exc.hint else "training goes on with the current model",
-        epoch=state.epoch + 1,
-        step=state.step,
-    )
 
 
 def _seed_everything(seed: int) -> None:
