@@ -108,7 +108,7 @@ def test_headless_auto_accept_validated_takes_the_fix_that_won_its_trial(
          "--epochs", "3", "--batch-size", "16", "--run-name", "trialled"]
     )  # fmt: skip
     out = capsys.readouterr().out
-    assert code == 0
+    assert code == 0, out
     assert "trialling 1 candidate beside the unchanged run: 2 arms x 6 steps" in out
     assert "predicted: " in out and "measured: unchanged " in out and "winner: " in out
     assert "auto-accept (validated): accept" in out and "r1 committed as" in out
