@@ -12,44 +12,47 @@ the wrong kind of work:
 - "charts": the `ChartBuilder`, which builds the plotext charts one at a time.
 The screen in front redraws on a timer (`settings.tui.refresh_hz`) and only when the
 store's version or the app's own state moved. Blocking calls run in daemon threads
-that the worker waits on while watching for cancellation, so quitting never waits
-for an LLM or a slow trainer to answer.
+that the worker waits on while watching for cancellation (`workers.py`), so quitting
+never waits for an LLM or a slow trainer to answer. What the threads post back is in
+`messages.py`; editing a proposal in $EDITOR is `editor.py`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import gc
-import os
-import shlex
 import signal
-import subprocess
-import tempfile
 import threading
 import time
-import traceback
 from collections.abc import Callable, Iterable, Sequence
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pydantic import ValidationError
 from rich.console import Group
 from rich.text import Text
 from textual import work
-from textual.app import App, ScreenStackError, SuspendNotSupported, SystemCommand
+from textual.app import App, ScreenStackError, SystemCommand
 from textual.binding import ActiveBinding, Binding
-from textual.message import Message
 from textual.notifications import SeverityLevel
 from textual.screen import Screen
 from textual.worker import Worker, WorkerCancelled, get_current_worker
 
-from copilot.advisor.schemas import ArchitectureProposal, FinishProposal, HParamChange, HParamProposal, Verdict
+from copilot.advisor.schemas import ArchitectureProposal, FinishProposal, Verdict
 from copilot.config import Settings
 from copilot.errors import CopilotError
-from copilot.events import ENDED_STATES, Event, Finished, HParamsApplied, ModelSwapped, TrainerError
-from copilot.history.hparams_file import hparams_to_toml, read_hparams
+from copilot.events import ENDED_STATES, Finished, HParamsApplied, ModelSwapped, TrainerError
 from copilot.session.shutdown import STOPPING_SIGNALS, BoundedShutdown
+from copilot.tui.editor import edit_proposal
+from copilot.tui.messages import (
+    AssessmentDue,
+    BackgroundDone,
+    BackgroundFailed,
+    HistoryChanged,
+    ProposalWithdrawn,
+    TrainerNotice,
+    TrialsStarted,
+)
 from copilot.tui.screens.dialogs import ConfirmDialog, ReasonDialog, TextDialog
 from copilot.tui.screens.history import HistoryScreen
 from copilot.tui.screens.layers import LayersScreen
@@ -59,6 +62,7 @@ from copilot.tui.store import LogPaneEntry, LogSource, MetricsStore, StoreView
 from copilot.tui.widgets.charts import ChartBuilder
 from copilot.tui.widgets.proposal import sandbox_details
 from copilot.tui.widgets.status import AdvisorActivity, StatusInfo
+from copilot.tui.workers import call_interruptibly
 from copilot.tuning.study import TuneRequest
 from copilot.tuning.summary import table_lines, trial_line, verdict_line
 
@@ -72,10 +76,6 @@ if TYPE_CHECKING:
 TOAST_TIMEOUT_S: dict[SeverityLevel, float] = {"information": 4.0, "warning": 6.0, "error": 8.0}
 POLL_TIMEOUT_S = 0.1  # how long the ingest thread waits for events; bounds how late it sees a quit
 NOTABLE_EVENTS = (TrainerError, Finished, ModelSwapped, HParamsApplied)
-EDIT_HEADER = (
-    "# Edit the proposed hyperparameters, save and quit the editor.\n"
-    "# copilot applies the values that differ from the running ones; a bad value is refused with the reason.\n"
-)
 
 # Help text for the command palette, by action name; every binding of the app and its screens is listed.
 ACTION_HELP = {
@@ -115,104 +115,12 @@ PALETTE_ONLY = (
 )
 
 
-# --------------------------------------------------------------------------- messages from worker threads
-
-
-class AssessmentDue(Message):
-    """The session says the advisor should look now; repeated ones coalesce in the queue."""
-
-    def __init__(self, trigger: str) -> None:
-        super().__init__()
-        self.trigger = trigger
-
-    def can_replace(self, message: Message) -> bool:
-        return isinstance(message, AssessmentDue)
-
-
-class TrainerNotice(Message):
-    """Events that deserve more than a redraw: errors, the end of training, an applied round."""
-
-    def __init__(self, events: tuple[Event, ...]) -> None:
-        super().__init__()
-        self.events = events
-
-
-class TrialsStarted(Message):
-    """The assessment is trialling candidates (posted from its worker thread): what and for how long."""
-
-    def __init__(self, line: str) -> None:
-        super().__init__()
-        self.line = line
-
-
-class ProposalWithdrawn(Message):
-    """The session withdrew the waiting proposal (posted from whichever thread changed the run)."""
-
-    def __init__(self, turn: "AdvisorTurn", line: str) -> None:
-        super().__init__()
-        self.turn = turn
-        self.line = line
-
-
-class HistoryChanged(Message):
-    """The session wrote a round or a round's results into git; repeated ones coalesce in the queue."""
-
-    def can_replace(self, message: Message) -> bool:
-        return isinstance(message, HistoryChanged)
-
-
-class BackgroundDone(Message):
-    """A blocking call finished in a worker thread; `then` runs with its result on the UI thread."""
-
-    def __init__(self, then: Callable[[Any], None], result: Any) -> None:
-        super().__init__()
-        self.then = then
-        self.result = result
-
-
-class BackgroundFailed(Message):
-    def __init__(self, source: LogSource, what: str, error: BaseException, then: Callable[[], None] | None) -> None:
-        super().__init__()
-        self.source = source
-        self.what = what
-        self.error = error
-        self.detail = "".join(traceback.format_exception(error))
-        self.then = then
-
-
 def error_line(error: BaseException) -> str:
     """One line for the screen: a CopilotError's message and hint, anything else by type and first line."""
     if isinstance(error, CopilotError):
         return f"{error.message} (hint: {error.hint})" if error.hint else error.message
     first = str(error).splitlines()[0] if str(error) else ""
     return f"{type(error).__name__}: {first}" if first else type(error).__name__
-
-
-def call_interruptibly(function: Callable[..., Any], *args: Any) -> Any:
-    """Run a blocking call in a daemon thread and wait for it while the calling worker is not cancelled.
-
-    A cancelled worker returns at once by raising `WorkerCancelled`, so quitting never
-    waits for an LLM call or a git command; the daemon thread ends with the process.
-    """
-    worker = get_current_worker()
-    outcome: dict[str, Any] = {}
-    done = threading.Event()
-
-    def target() -> None:
-        try:
-            outcome["result"] = function(*args)
-        except BaseException as error:  # handed to the worker, which reports it
-            outcome["error"] = error
-        finally:
-            done.set()
-
-    threading.Thread(target=target, name=f"copilot-{getattr(function, '__name__', 'call')}", daemon=True).start()
-    while not done.wait(0.05):
-        if worker.is_cancelled:
-            raise WorkerCancelled()
-    if "error" in outcome:
-        raise outcome["error"]
-    return outcome["result"]
 
 
 class CopilotApp(App[int]):
@@ -595,49 +503,15 @@ class CopilotApp(App[int]):
         turn = self._waiting_turn()
         if turn is None or isinstance(turn.proposal, FinishProposal):
             return
-        proposal = turn.proposal
-        key = draft_key(proposal)
         try:
-            if isinstance(proposal, ArchitectureProposal):
-                opened = self.drafts.get(key, proposal.code)
-                edited = self._edit_text(opened, proposal.file_name)
-                if edited is not None and edited != opened:
-                    self.drafts[key] = edited
-                    self._decide(Verdict(decision="edit", edited_code=edited))
-                    return
-            else:
-                opened = self.drafts.get(key, EDIT_HEADER + hparams_to_toml(proposal.after.model_dump()))
-                edited = self._edit_text(opened, "hparams.toml")
-                if edited is not None and edited != opened:
-                    self.drafts[key] = edited  # kept before the check: a refused value is reopened to fix
-                    change = edited_hparam_change(proposal, edited)
-                    self._decide(Verdict(decision="edit", edited_change=change))
-                    return
+            verdict = edit_proposal(self, turn.proposal, self.drafts)
         except CopilotError as error:
             self.notify(error_line(error), severity="error")
             return
-        self.notify("Nothing changed in the editor; the proposal still waits.", severity="warning")
-
-    def _edit_text(self, text: str, file_name: str) -> str | None:
-        """Open `text` in $VISUAL/$EDITOR (the app suspends meanwhile); the edited text, or None if the editor failed."""
-        editor = os.environ.get("VISUAL") or os.environ.get("EDITOR") or "vi"
-        with tempfile.TemporaryDirectory(prefix="copilot-edit-") as folder:
-            path = Path(folder) / file_name
-            path.write_text(text, encoding="utf-8")
-            command = [*shlex.split(editor), str(path)]
-            try:
-                try:
-                    with self.suspend():
-                        completed = subprocess.run(command)
-                except SuspendNotSupported:
-                    if not self.is_headless:
-                        raise CopilotError("this terminal cannot hand the screen to an editor", "edit from a local terminal")
-                    completed = subprocess.run(command, stdin=subprocess.DEVNULL, capture_output=True)
-            except FileNotFoundError:
-                raise CopilotError(f"editor '{editor}' not found", "set $EDITOR, e.g. `export EDITOR=nano`") from None
-            if completed.returncode != 0:
-                raise CopilotError(f"the editor exited with status {completed.returncode}", "save and quit the editor normally")
-            return path.read_text(encoding="utf-8")
+        if verdict is None:
+            self.notify("Nothing changed in the editor; the proposal still waits.", severity="warning")
+            return
+        self._decide(verdict)
 
     def action_sandbox_report(self) -> None:
         turn = self._waiting_turn()
@@ -822,32 +696,6 @@ def _runner(app: App, action: str, node: Any) -> Callable[[], Any]:
         await app.run_action(action, node)
 
     return run
-
-
-def draft_key(proposal: ArchitectureProposal | HParamProposal) -> str:
-    """What names a proposal across its retries: a failed edit comes back with a new sandbox report, not new code."""
-    if isinstance(proposal, ArchitectureProposal):
-        return f"architecture\x00{proposal.summary}\x00{proposal.code}"
-    return f"hyperparameters\x00{proposal.summary}\x00{proposal.change.model_dump_json()}"
-
-
-def edited_hparam_change(proposal: HParamProposal, edited: str) -> HParamChange:
-    """The values in the edited TOML that differ from the running hyperparameters, validated."""
-    values = read_hparams(edited, where="the edited hyperparameters")
-    running = proposal.before.model_dump()
-    unknown = sorted(set(values) - set(running))
-    if unknown:
-        raise CopilotError(f"unknown hyperparameter '{unknown[0]}'", f"use one of: {', '.join(sorted(running))}")
-    changed = {key: value for key, value in values.items() if value != running[key]}
-    if not changed:
-        raise CopilotError("the edited values equal the running ones", "change at least one value, or reject instead")
-    try:
-        return HParamChange(**changed)
-    except ValidationError as error:
-        first = error.errors()[0]
-        raise CopilotError(
-            f"edited hyperparameter '{first['loc'][0] if first['loc'] else '?'}': {first['msg']}", "fix the value and edit again"
-        ) from None
 
 
 def run_app(session: "Session", settings: Settings, *, banner: Sequence[str] | None = None) -> int:
