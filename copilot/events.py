@@ -131,10 +131,6 @@ class ModelRef(Message):
         """The same pick and arguments in another copy of the file (the worktree's, a proposal's)."""
         return self.model_copy(update={"path": path})
 
-    def __str__(self) -> str:
-        """As the user writes it on the command line."""
-        return f"{self.path}:{self.name}" if self.name else str(self.path)
-
 
 # --------------------------------------------------------------------------- descriptions
 

@@ -23,10 +23,9 @@ from copilot.training.launcher import TrainerSpec, model_from_command_line, save
         ("weights:Net", "weights:Net", None),  # a pick follows a .py file only
     ],
 )
-def test_a_reference_splits_where_the_trainer_would_and_reads_back_as_written(text: str, path: str, name: str | None) -> None:
+def test_a_reference_splits_where_the_trainer_would(text: str, path: str, name: str | None) -> None:
     ref = ModelRef.parse(text, {"width": 8})
     assert (ref.path, ref.name, ref.args) == (Path(path), name, {"width": 8})
-    assert str(ref) == text
 
 
 def test_another_copy_of_the_file_keeps_the_pick_and_the_arguments(tmp_path: Path) -> None:
