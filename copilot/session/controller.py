@@ -285,6 +285,7 @@ class Session:
         self.trainer_state: TrainerState = "starting"
         self.paused_on_nonfinite = False
         self._holding = False  # we paused the trainer while a proposal waits for the human
+        self._user_paused = False  # the user's pause: nothing of ours resumes it, and we hold nothing under it
         # The trainer paused itself at an epoch's end (`hold_at_epoch_end`) and nothing decided yet
         # whether the advisor looks: `due_assessment` lets it go on when nothing is due.
         self._held_at_epoch_end = False
@@ -489,6 +490,7 @@ class Session:
             self._trainer = trainer
             self.trainer_state = "starting"
             self.paused_on_nonfinite = self._holding = self._held_at_epoch_end = False
+            self._user_paused = any(isinstance(command, Pause) for command in commands)  # started paused for the user
 
     def _replace_trainer(self, checkpoint: Path | None, commands: Sequence[Command], *, save_old: bool = True) -> None:
         """Stop the trainer (if it still runs) and start another from `checkpoint`, then send `commands`.
@@ -509,7 +511,7 @@ class Session:
             if alive and self.trainer_state in ("starting", "running", "paused"):
                 for command in commands:
                     self._trainer.send(command)
-                if self.paused_on_nonfinite or self._holding:
+                if (self.paused_on_nonfinite or self._holding) and not self._user_paused:
                     self._trainer.send(Resume())
                     self.paused_on_nonfinite = self._holding = False
                     return "training resumes with it"
@@ -550,7 +552,7 @@ class Session:
     @property
     def _paused_by_user(self) -> bool:
         """Paused by the user's `p` (a trainer that replaces it starts paused too), not held by us or on a NaN."""
-        return self.trainer_state == "paused" and not (self._holding or self.paused_on_nonfinite)
+        return self._user_paused or (self.trainer_state == "paused" and not (self._holding or self.paused_on_nonfinite))
 
     def _send_untrusted(self, commands: Sequence[Command]) -> str:
         """Give the trainer commands that run code the user did not write; says what happened.
@@ -628,7 +630,9 @@ class Session:
                 self._round_epoch = event
                 self._round_training_s += event.duration_s
         elif isinstance(event, StateChanged) and event.held_at_epoch_end:
-            self._holding = self._held_at_epoch_end = True
+            # It paused itself before it read a pause the user sent meanwhile: then the pause is the user's.
+            self._holding = not self._user_paused
+            self._held_at_epoch_end = True
         elif isinstance(event, StateChanged) and event.state == "running":
             self.paused_on_nonfinite = False
             turn = self._turn
@@ -666,10 +670,20 @@ class Session:
         return self._trainer.pid if self._trainer is not None else None
 
     def pause(self) -> None:
-        self._send_live(Pause())
+        """The user's pause. It outlasts a hold of ours: a verdict or an assessment that ends
+        afterwards leaves the trainer paused, for the user's `resume_training`."""
+        with self._trainer_lock:
+            self._send_live(Pause())
+            self._user_paused, self._holding = True, False
+
+    @property
+    def held_for_advisor(self) -> bool:
+        """Paused by us (an assessment, or a proposal waiting for the human), not by the user:
+        the user's pause key then pauses for the user rather than resuming."""
+        return self.trainer_state == "paused" and self._holding
 
     def resume_training(self) -> None:
-        self.paused_on_nonfinite = self._holding = False
+        self.paused_on_nonfinite = self._holding = self._user_paused = False
         self._send_live(Resume())
 
     def _hold(self, *, while_assessing: bool = False) -> None:
@@ -682,6 +696,7 @@ class Session:
                 and self._trainer is not None
                 and self._trainer.is_alive
                 and self.trainer_state in ("starting", "running")
+                and not self._user_paused
             ):
                 self._trainer.send(Pause())
                 self._holding = True
@@ -1000,7 +1015,7 @@ class Session:
             if healthy and trainer is not None and trainer.is_alive and self.trainer_state in ("starting", "running", "paused"):
                 trainer.send(Pause())
                 trainer.send(CheckpointNow())
-                self._holding = True
+                self._holding = not self._user_paused
                 deadline = time.monotonic() + FORK_CHECKPOINT_TIMEOUT_S
                 while trainer.is_alive and time.monotonic() < deadline:
                     events = trainer.poll(timeout=0.2)

@@ -365,9 +365,12 @@ class CopilotApp(App[int]):
         return self.run_worker(call, name=what, group=group, thread=True, exit_on_error=False)
 
     def on_background_done(self, message: BackgroundDone) -> None:
-        message.then(message.result)
+        if self.is_running:  # a result that lands while the app shuts down has no screen left to show it on
+            message.then(message.result)
 
     def on_background_failed(self, message: BackgroundFailed) -> None:
+        if not self.is_running:
+            return
         line = f"{message.what} failed: {error_line(message.error)}"
         detail = message.detail if not isinstance(message.error, CopilotError) else ""
         self.store.note(message.source, "error", line, detail)
@@ -527,9 +530,13 @@ class CopilotApp(App[int]):
         if state in ENDED_STATES:
             self.notify("Training is not running.", severity="warning")
             return
-        paused = state == "paused"
+        # Held for the advisor, the trainer shows paused, but the user asked for a pause of their own:
+        # it stays paused after the advisor's work, until `p` again.
+        held = self.session.held_for_advisor
+        paused = state == "paused" and not held
         call = self.session.resume_training if paused else self.session.pause
-        self.store.note("app", "info", "resuming training" if paused else "pausing training")
+        line = "resuming training" if paused else "pausing training (held for the advisor until now)" if held else "pausing training"
+        self.store.note("app", "info", line)
         self._in_background("trainer", "control", "resume" if paused else "pause", call, then=lambda _: self.touch())
         self.touch()
 

@@ -363,25 +363,54 @@ def test_held_at_each_epochs_end_a_change_applies_where_it_was_assessed_and_runs
     assert [(e.epoch, e.train_loss, e.val_loss) for e in again if isinstance(e, EpochSummary)] == losses
 
 
-def test_training_holds_while_a_proposal_waits_and_goes_on_after_the_verdict(project: Path) -> None:
+def _held_for_a_waiting_proposal(project: Path, run_name: str) -> tuple[Session, list[Event]]:
+    """A long run whose first assessment's proposal waits for the human, the trainer held for it:
+    the session (the caller stops it) and its events up to the hold."""
     settings = tiny_settings(project)
     settings = settings.model_copy(
         update={"train": settings.train.model_copy(update={"hparams": {"batch_size": 16, "epochs": 200}})}
     )
-    session = Session.start(settings, str(project / "bad_cnn.py"), run_name="hold")
+    session = Session.start(settings, str(project / "bad_cnn.py"), run_name=run_name)
     try:
         found: list[str] = []
         run_until(session, lambda _seen: bool(found.append(session.due_assessment() or "") or found[-1]))
         session.assess(found[-1])
-        held = run_until(session, lambda seen: any(isinstance(e, StateChanged) and e.state == "paused" for e in seen))
+        return session, run_until(session, lambda seen: any(isinstance(e, StateChanged) and e.state == "paused" for e in seen))
+    except BaseException:
+        session.stop()
+        raise
+
+
+def test_training_holds_while_a_proposal_waits_and_goes_on_after_the_verdict(project: Path) -> None:
+    session, held = _held_for_a_waiting_proposal(project, "hold")
+    try:
         last_step = max((r.step for e in held if isinstance(e, StepBatch) for r in e.records), default=0)
         quiet = run_until(session, lambda _seen: True, timeout=1.5) + session.poll_events(1.0)
         assert not any(isinstance(e, StepBatch) for e in quiet), "no training while the human decides"
-        assert session.trainer_state == "paused"
+        assert session.trainer_state == "paused" and session.held_for_advisor
 
         session.decide(Verdict(decision="reject", reason="not now"))
         run_until(session, stepped_past(last_step))
         assert session.trainer_state == "running"
+    finally:
+        session.stop()
+
+
+def test_a_pause_the_user_asks_for_while_a_proposal_holds_training_outlasts_the_verdict(project: Path) -> None:
+    session, _held = _held_for_a_waiting_proposal(project, "user-pause")
+    try:
+        session.pause()
+        assert not session.held_for_advisor, "the pause is the user's now"
+        session.decide(Verdict(decision="reject", reason="not now"))
+        # A resume sent with the verdict would reach the trainer before this checkpoint request.
+        session.checkpoint_now()
+        after = run_until(session, lambda seen: first(seen, CheckpointWritten) is not None)
+        before_checkpoint = after[: after.index(first(after, CheckpointWritten))]
+        assert not any(isinstance(e, StateChanged) and e.state == "running" for e in before_checkpoint)
+        assert session.trainer_state == "paused"
+
+        session.resume_training()
+        run_until(session, lambda seen: any(isinstance(e, StateChanged) and e.state == "running" for e in seen))
     finally:
         session.stop()
 

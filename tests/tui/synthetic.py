@@ -291,6 +291,7 @@ class SyntheticSession:
     advisor_name: str = "offline"
     round: int = 0
     tokens_spent: int = 0
+    held_for_advisor: bool = False
     rounds_list: list[RoundInfo] = field(default_factory=seeded_rounds)
     calls: list[tuple] = field(default_factory=list)
     assess_delay_s: float = 0.0
@@ -341,6 +342,7 @@ class SyntheticSession:
 
     def pause(self) -> None:
         self._record("pause")
+        self.held_for_advisor = False  # as the real session's: the user's pause outlasts a hold
         with self._lock:
             self.events.append(StateChanged(state="paused"))
 

@@ -23,7 +23,7 @@ from textual.widgets import DataTable, Input, Static, Tabs
 
 from copilot.advisor.schemas import Diagnosis, Verdict
 from copilot.config import Settings
-from copilot.events import TrainerError
+from copilot.events import StateChanged, TrainerError
 from copilot.tui.app import CopilotApp
 from copilot.tui.screens.dialogs import ConfirmDialog, ReasonDialog, TextDialog
 from copilot.tui.screens.history import HistoryScreen
@@ -335,6 +335,20 @@ async def test_p_pauses_and_resumes_the_trainer() -> None:
         await pilot.press("p")
         await pilot_until(pilot, lambda: app.store.view().state == "running")
         await pilot_until(pilot, lambda: "samples/s" in shown_text(app, "#status"))
+        assert [name for name in session.names() if name in ("pause", "resume_training")] == ["pause", "resume_training"]
+
+
+async def test_p_on_a_trainer_held_for_the_advisor_pauses_it_for_the_user_and_p_again_resumes() -> None:
+    """Held, the trainer shows paused; the key still means what the user asked for: a pause of their own."""
+    session = SyntheticSession(events=[*seeded_run_events(), StateChanged(state="paused")], held_for_advisor=True)
+    app = make_app(session)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot_until(pilot, lambda: app.store.view().state == "paused")
+        await pilot.press("p")
+        await pilot_until(pilot, lambda: "pause" in session.names())
+        assert any(entry.message == "pausing training (held for the advisor until now)" for entry in app.store.view().log_tail)
+        await pilot.press("p")
+        await pilot_until(pilot, lambda: app.store.view().state == "running")
         assert [name for name in session.names() if name in ("pause", "resume_training")] == ["pause", "resume_training"]
 
 

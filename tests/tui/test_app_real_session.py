@@ -85,7 +85,8 @@ async def test_watch_pause_accept_history_layers_quit(project: Path) -> None:
             assert app.store.view().model_name and isinstance(app.screen, RunScreen)
 
             await pilot.press("p")
-            await until(pilot, lambda: app.store.state == "paused")
+            # Paused for the user, which the schedule's hold at an epoch's end (also "paused") is not.
+            await until(pilot, lambda: app.store.state == "paused" and not session.held_for_advisor)
             await pilot.press("p")
             # Running again, unless the schedule came due meanwhile (two epochs are a few steps here):
             # then the assessment holds the trainer for its trials, and the proposal keeps it held.
@@ -215,7 +216,7 @@ async def test_a_reopened_run_brings_back_its_charts_round_markers_header_and_la
 async def test_the_tune_key_runs_the_study_beside_the_run_and_training_goes_on_after_it(project: Path) -> None:
     """One trial only (the current values): nothing can beat them, so the app says so and lets the trainer go on."""
     settings = tiny_settings(project).model_copy(
-        update={"advisor": Settings().advisor.model_copy(update={"assess_every": 1000}),  # no assessment of its own meanwhile
+        update={"advisor": Settings().advisor.model_copy(update={"assess_every": 1000, "plateau_window": 1000}),  # no assessment of its own meanwhile
                 "trials": Settings().trials.model_copy(update={"min_steps": 6, "evaluations": 3}),
                 "tune": Settings().tune.model_copy(update={"trials": 1})}
     )  # fmt: skip
