@@ -511,9 +511,10 @@ class Session:
             if alive and self.trainer_state in ("starting", "running", "paused"):
                 for command in commands:
                     self._trainer.send(command)
-                if (self.paused_on_nonfinite or self._holding) and not self._user_paused:
+                # Held by us, or paused on a NaN the change answers (over a pause of the user's too: accepting the fix is their go).
+                if self.paused_on_nonfinite or self._holding:
                     self._trainer.send(Resume())
-                    self.paused_on_nonfinite = self._holding = False
+                    self.paused_on_nonfinite = self._holding = self._user_paused = False
                     return "training resumes with it"
                 return "the trainer applies it now"
             # A trainer killed unseen (while the advisor worked) is crashed too; one that ended
@@ -552,7 +553,9 @@ class Session:
     @property
     def _paused_by_user(self) -> bool:
         """Paused by the user's `p` (a trainer that replaces it starts paused too), not held by us or on a NaN."""
-        return self._user_paused or (self.trainer_state == "paused" and not (self._holding or self.paused_on_nonfinite))
+        if self.paused_on_nonfinite:
+            return False  # a change that answers the NaN goes on at once, as `_send` resumes it
+        return self._user_paused or (self.trainer_state == "paused" and not self._holding)
 
     def _send_untrusted(self, commands: Sequence[Command]) -> str:
         """Give the trainer commands that run code the user did not write; says what happened.

@@ -261,7 +261,7 @@ class CopilotApp(App[int]):
             requested_model=self.session.requested_model,
             model=view.model_name,
             device=view.device,
-            trainer_state=view.state,
+            trainer_state="held" if view.state == "paused" and self.session.held_for_advisor else view.state,
             epoch=view.epoch,
             epochs_total=view.hparams.epochs if view.hparams else None,
             step=view.step,
@@ -530,12 +530,10 @@ class CopilotApp(App[int]):
         if state in ENDED_STATES:
             self.notify("Training is not running.", severity="warning")
             return
-        # Held for the advisor, the trainer shows paused, but the user asked for a pause of their own:
-        # it stays paused after the advisor's work, until `p` again.
-        held = self.session.held_for_advisor
-        paused = state == "paused" and not held
+        # Held for the advisor (the header says "held"), the key trains on anyway, as from the user's own pause.
+        paused = state == "paused"
         call = self.session.resume_training if paused else self.session.pause
-        line = "resuming training" if paused else "pausing training (held for the advisor until now)" if held else "pausing training"
+        line = "pausing training" if not paused else "training on: it was held for the advisor" if self.session.held_for_advisor else "resuming training"
         self.store.note("app", "info", line)
         self._in_background("trainer", "control", "resume" if paused else "pause", call, then=lambda _: self.touch())
         self.touch()

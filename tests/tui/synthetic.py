@@ -342,12 +342,12 @@ class SyntheticSession:
 
     def pause(self) -> None:
         self._record("pause")
-        self.held_for_advisor = False  # as the real session's: the user's pause outlasts a hold
         with self._lock:
             self.events.append(StateChanged(state="paused"))
 
     def resume_training(self) -> None:
         self._record("resume_training")
+        self.held_for_advisor = False
         with self._lock:
             self.events.append(StateChanged(state="running"))
 

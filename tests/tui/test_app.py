@@ -338,18 +338,16 @@ async def test_p_pauses_and_resumes_the_trainer() -> None:
         assert [name for name in session.names() if name in ("pause", "resume_training")] == ["pause", "resume_training"]
 
 
-async def test_p_on_a_trainer_held_for_the_advisor_pauses_it_for_the_user_and_p_again_resumes() -> None:
-    """Held, the trainer shows paused; the key still means what the user asked for: a pause of their own."""
+async def test_a_trainer_held_for_the_advisor_says_so_and_p_trains_on() -> None:
     session = SyntheticSession(events=[*seeded_run_events(), StateChanged(state="paused")], held_for_advisor=True)
     app = make_app(session)
     async with app.run_test(size=SIZE) as pilot:
-        await pilot_until(pilot, lambda: app.store.view().state == "paused")
-        await pilot.press("p")
-        await pilot_until(pilot, lambda: "pause" in session.names())
-        assert any(entry.message == "pausing training (held for the advisor until now)" for entry in app.store.view().log_tail)
+        await pilot_until(pilot, lambda: "held" in shown_text(app, "#status"))
+        assert "for the advisor (p: train on)" in shown_text(app, "#status")
         await pilot.press("p")
         await pilot_until(pilot, lambda: app.store.view().state == "running")
-        assert [name for name in session.names() if name in ("pause", "resume_training")] == ["pause", "resume_training"]
+        assert session.names().count("resume_training") == 1 and "pause" not in session.names()
+        assert any(entry.message == "training on: it was held for the advisor" for entry in app.store.view().log_tail)
 
 
 async def test_question_mark_asks_the_advisor_now() -> None:

@@ -81,12 +81,11 @@ async def test_watch_pause_accept_history_layers_quit(project: Path) -> None:
     app = CopilotApp(session, settings)
     try:
         async with app.run_test(size=(120, 40)) as pilot:
-            await until(pilot, lambda: app.store.view().step > 0)
-            assert app.store.view().model_name and isinstance(app.screen, RunScreen)
-
+            # Pressed before the first step, the pause is the user's: no epoch has ended for the
+            # advisor's schedule to hold training at (then `p` would train on instead).
             await pilot.press("p")
-            # Paused for the user, which the schedule's hold at an epoch's end (also "paused") is not.
             await until(pilot, lambda: app.store.state == "paused" and not session.held_for_advisor)
+            assert app.store.view().model_name and isinstance(app.screen, RunScreen)
             await pilot.press("p")
             # Running again, unless the schedule came due meanwhile (two epochs are a few steps here):
             # then the assessment holds the trainer for its trials, and the proposal keeps it held.

@@ -19,6 +19,7 @@ TRAINER_STATE_STYLES = {
     "starting": ("◌", "dim"),
     "running": ("●", "green"),
     "paused": ("❚❚", "yellow"),
+    "held": ("❚❚", "magenta"),  # paused by the advisor's work, not by the user
     "pausing": ("❚❚", "yellow dim"),
     "evaluating": ("●", "cyan"),
     "stopping": ("■", "yellow"),
@@ -58,6 +59,8 @@ def status_text(info: StatusInfo) -> Text:
     epochs = f"{info.epoch}/{info.epochs_total}" if info.epochs_total else str(info.epoch)
     if info.trainer_state == "paused":
         speed = "paused"  # not the rate it had before it stopped
+    elif info.trainer_state == "held":
+        speed = "for the advisor (p: train on)"
     else:
         speed = f"{info.samples_per_sec:,.0f} samples/s" if info.samples_per_sec is not None else "– samples/s"
     line = Text(no_wrap=True, overflow="ellipsis")
