@@ -21,7 +21,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from copilot import __version__
-from copilot.errors import CopilotError, DiskFullError, is_disk_full
+from copilot.errors import CopilotError, DiskFullError, error_summary, is_disk_full
 
 COMMAND_MODULES = (
     "copilot.commands.train",
@@ -89,8 +89,7 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except Exception as exc:  # our bug: one line on screen, the rest in a file
         log = _write_crash_log(exc)
-        summary = str(exc).splitlines()[0] if str(exc) else ""
-        stderr.print(f"[bold red]error:[/] internal error: {type(exc).__name__}: {escape(summary)}")
+        stderr.print(f"[bold red]error:[/] internal error: {escape(error_summary(exc))}")
         stderr.print(f"[bold]hint:[/] the traceback is in {escape(str(log))}; please report it")
         return 1
 

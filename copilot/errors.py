@@ -13,6 +13,19 @@ import shutil
 from pathlib import Path
 
 
+def first_line(text: object) -> str:
+    """The first non-blank line of `text` (an exception's message, a child's report), stripped;
+    "" when it has none. What fits on one line of a screen or an event: the rest goes to a log."""
+    lines = str(text).strip().splitlines()
+    return lines[0] if lines else ""
+
+
+def error_summary(exc: BaseException) -> str:
+    """`Type: first line` of an error we did not raise ourselves, or its type alone when it has no message."""
+    line = first_line(exc)
+    return f"{type(exc).__name__}: {line}" if line else type(exc).__name__
+
+
 class CopilotError(Exception):
     """A problem the user can fix: `message` says what is wrong, `hint` what to do."""
 

@@ -38,7 +38,7 @@ from typing import BinaryIO
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from copilot.advisor.schemas import FinishProposal, HParamChange, HParamProposal, LedgerEntry
-from copilot.errors import AdvisorError
+from copilot.errors import AdvisorError, first_line
 from copilot.run_folder import RunFolder
 
 EntryKey = tuple[str, int, float]
@@ -79,7 +79,7 @@ def read_ledger(run: RunFolder) -> list[LedgerEntry]:
             entry = LedgerEntry.model_validate(json.loads(line))
         except (ValueError, ValidationError) as exc:
             raise AdvisorError(
-                f"{run.ledger} line {number} is not a ledger entry: {str(exc).splitlines()[0]}",
+                f"{run.ledger} line {number} is not a ledger entry: {first_line(exc)}",
                 "fix or delete that line; the ledger is plain JSON lines",
             ) from None
         entries[entry_key(entry)] = entry

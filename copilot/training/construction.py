@@ -62,9 +62,11 @@ class UserCode:
         return f"{self.name}:{lines[-1]}" if lines else self.name
 
 
-def first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
+def _error_summary(exc: BaseException) -> str:
+    """`copilot.errors.error_summary`, which this file cannot import: the sandbox child loads it
+    by path, with the standard library and torch only."""
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
 
 
 def fields_from_data(task: str, input_shape: tuple[int, ...], num_classes: int) -> dict[str, int]:
@@ -153,7 +155,7 @@ def build_model(
         model = factory(**arguments.values)
     except Exception as exc:
         raise ConstructionError(
-            f"building {factory_name}() failed at {code.where(exc)}: {type(exc).__name__}: {first_line(exc)}",
+            f"building {factory_name}() failed at {code.where(exc)}: {_error_summary(exc)}",
             "fix the constructor or the model arguments (--model-arg key=value)",
             cause=exc,
         ) from None
@@ -352,7 +354,7 @@ def _build_config(
                 f"{config_class.__name__}: {parameter}.{location}: {first['msg']}", "fix that --model-arg value"
             ) from None
         raise ConstructionError(
-            f"building {config_class.__name__} failed at {code.where(exc)}: {type(exc).__name__}: {first_line(exc)}",
+            f"building {config_class.__name__} failed at {code.where(exc)}: {_error_summary(exc)}",
             f"fix the {parameter}.field=value arguments",
             cause=exc,
         ) from None

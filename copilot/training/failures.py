@@ -16,15 +16,10 @@ from pathlib import Path
 
 import torch
 
-from copilot.errors import ConfigError, CopilotError, DataError, DiskFullError, EnvironmentSetupError, ModelLoadError, is_disk_full
+from copilot.errors import ConfigError, CopilotError, DataError, DiskFullError, EnvironmentSetupError, ModelLoadError, error_summary, first_line, is_disk_full
 from copilot.events import ErrorKind, NonFinite, TrainerError
 from copilot.training.loop import TrainState
 from copilot.training.models import ModelCheckError
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else ""
 
 
 def _is_out_of_memory(exc: BaseException) -> bool:
@@ -49,11 +44,11 @@ def error_event(exc: BaseException, user_files: set[str], *, epoch: int | None, 
             "runtime"
         )
         return TrainerError(kind=kind, message=exc.message, hint=exc.hint, traceback=full, epoch=epoch, step=step)
-    message = f"{type(exc).__name__}: {_first_line(exc)}"
+    message = error_summary(exc)
     if is_disk_full(exc):
         return TrainerError(
             kind="disk",
-            message=f"the disk is full: {_first_line(exc)}",
+            message=f"the disk is full: {first_line(exc)}",
             hint=f"free space where the run writes ({exc.filename or 'the run folder'}), then continue with `copilot resume`",
             traceback=full,
             epoch=epoch,
@@ -62,7 +57,7 @@ def error_event(exc: BaseException, user_files: set[str], *, epoch: int | None, 
     if _is_out_of_memory(exc):
         return TrainerError(
             kind="oom",
-            message=f"out of memory: {_first_line(exc)}",
+            message=f"out of memory: {first_line(exc)}",
             hint="lower the batch size (--batch-size) or the model size",
             traceback=full,
             epoch=epoch,

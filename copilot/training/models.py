@@ -35,10 +35,10 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from copilot.config import DataSettings, SandboxSettings
-from copilot.errors import CopilotError, EnvironmentSetupError, ModelLoadError
+from copilot.errors import CopilotError, EnvironmentSetupError, ModelLoadError, error_summary, first_line
 from copilot.events import DataSpec, ModelRef, ModelSummary, ModuleInfo
 from copilot.training.data import IMAGE_INPUT_SHAPES, IMAGE_SETTINGS_HONOURED
-from copilot.training.construction import ConstructionError, UserCode, build_model, fields_from_data, find_factory, first_line
+from copilot.training.construction import ConstructionError, UserCode, build_model, fields_from_data, find_factory
 from copilot.training.launcher import ensure_model_file
 from copilot.training.model_outputs import OutputContract, UnreadableOutputs, class_dimension, passes_targets, read_outputs
 
@@ -172,18 +172,18 @@ def _import_error(exc: Exception, path: Path) -> CopilotError:
     package = _failing_package(exc, path)
     if statement is not None and package is not None:
         return EnvironmentSetupError(
-            f"{where} `{statement}` failed: {type(exc).__name__}: {first_line(exc)}",
+            f"{where} `{statement}` failed: {error_summary(exc)}",
             _torchvision_pair_hint(exc) or f"reinstall {package} in a version built for this Python and torch, or remove the import",
         )
     if statement is not None:
         return ModelLoadError(
-            f"{where} `{statement}` failed: {type(exc).__name__}: {first_line(exc)}",
+            f"{where} `{statement}` failed: {error_summary(exc)}",
             _torchvision_pair_hint(exc) or "fix the import in the model file, or the package it imports",
         )
     if isinstance(exc, ImportError):
-        return ModelLoadError(f"import failed at {where}: {first_line(exc)}", "fix the import in the model file")
+        return ModelLoadError(f"import failed at {where}: {first_line(exc) or type(exc).__name__}", "fix the import in the model file")
     return ModelLoadError(
-        f"running {where} failed: {type(exc).__name__}: {first_line(exc)}",
+        f"running {where} failed: {error_summary(exc)}",
         "the model file must import without errors; run `python FILE` to see the whole traceback",
     )
 
@@ -263,7 +263,7 @@ def check_forward(
     except Exception as exc:
         shape = list(inputs.shape)
         raise ModelCheckError(
-            f"forward pass failed on input {shape} at {_user_frame(exc, loaded.source_path)}: {first_line(exc)}",
+            f"forward pass failed on input {shape} at {_user_frame(exc, loaded.source_path)}: {first_line(exc) or type(exc).__name__}",
             _first_layer_mismatch(model, data, inputs)
             or f"make the layer sizes fit one sample of shape {list(data.input_shape)} "
             f"({data.name} data set, task {data.task})",

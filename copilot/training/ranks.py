@@ -40,7 +40,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict
 
 from copilot.config import LaunchSettings
-from copilot.errors import ConfigError
+from copilot.errors import ConfigError, first_line
 from copilot.events import TrainerError
 from copilot.run_folder import RunFolder
 
@@ -195,7 +195,7 @@ def agent_main(failure_file: str, torchrun_arguments: list[str]) -> None:
             cause, kind = f"killed by {process.signal_name()}", "killed"
         else:
             message = process.message.get("message", "") if isinstance(process.message, dict) else ""
-            cause, kind = (message.splitlines()[0] if message else f"exit code {process.exitcode}"), "runtime"
+            cause, kind = (first_line(message) or f"exit code {process.exitcode}"), "runtime"
         _write_failure(
             failure_file,
             TrainerError(

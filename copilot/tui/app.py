@@ -40,7 +40,7 @@ from textual.worker import Worker, WorkerCancelled, get_current_worker
 
 from copilot.advisor.schemas import ArchitectureProposal, FinishProposal, Verdict
 from copilot.config import Settings
-from copilot.errors import CopilotError
+from copilot.errors import CopilotError, error_summary
 from copilot.events import ENDED_STATES, Finished, HParamsApplied, ModelSwapped, TrainerError
 from copilot.session.shutdown import STOPPING_SIGNALS, BoundedShutdown
 from copilot.tui.editor import edit_proposal
@@ -119,8 +119,7 @@ def error_line(error: BaseException) -> str:
     """One line for the screen: a CopilotError's message and hint, anything else by type and first line."""
     if isinstance(error, CopilotError):
         return f"{error.message} (hint: {error.hint})" if error.hint else error.message
-    first = str(error).splitlines()[0] if str(error) else ""
-    return f"{type(error).__name__}: {first}" if first else type(error).__name__
+    return error_summary(error)
 
 
 class CopilotApp(App[int]):
