@@ -117,9 +117,7 @@ PALETTE_ONLY = (
 
 def error_line(error: BaseException) -> str:
     """One line for the screen: a CopilotError's message and hint, anything else by type and first line."""
-    if isinstance(error, CopilotError):
-        return f"{error.message} (hint: {error.hint})" if error.hint else error.message
-    return error_summary(error)
+    return str(error) if isinstance(error, CopilotError) else error_summary(error)  # a CopilotError's str is "message (hint: hint)"
 
 
 class CopilotApp(App[int]):

@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from copilot.errors import DataError, error_summary
+from copilot.errors import DataError, first_line
 from copilot.events import split_file_reference
 
 CIFAR10_FOLDER = "cifar-10-batches-py"
@@ -39,7 +39,7 @@ def _torchvision(purpose: str) -> ModuleType:
     try:
         import torchvision
     except Exception as exc:  # a broken install raises RuntimeError or OSError, not only ImportError
-        reason = error_summary(exc)
+        reason = first_line(exc) or type(exc).__name__
         raise DataError(
             f"{purpose} needs torchvision, which cannot be imported ({reason})",
             f"install the torchvision release built for torch {torch.__version__.split('+')[0]}"
