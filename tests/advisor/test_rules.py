@@ -291,6 +291,21 @@ def test_near_zero_losses_in_a_large_ratio_are_not_over_fitting(tmp_path: Path) 
     assert diagnosis.route == "continue"
 
 
+@pytest.mark.parametrize(("val_losses", "over_fitting"), [((0.12, 0.08, 0.01, 0.15), False), ((0.12, 0.01, 0.15, 0.2), True)])
+def test_over_fitting_needs_the_validation_loss_above_its_best_two_epochs_running(
+    tmp_path: Path, val_losses: tuple[float, ...], over_fitting: bool
+) -> None:
+    # CI's demo after its Adam round: 95.9%, 97.2%, 99.8%, then one epoch at 95.4% (it was 99.9% two epochs on).
+    epochs = [
+        epoch_summary(e, train_loss=0.01, val_loss=loss, train_accuracy=0.995, val_accuracy=0.954 if loss >= 0.15 else 0.99)
+        for e, loss in enumerate(val_losses, start=5)
+    ]
+    diagnosis = assess(_snapshot(tmp_path, [run_started(model_summary(2), hparams=HParams(optimizer="Adam", lr=1e-3)), *epochs]))
+
+    assert ("over-fitting" in _findings(diagnosis)) is over_fitting
+    assert diagnosis.route == ("hyperparameters" if over_fitting else "continue")
+
+
 def _healthy_run(tmp_path: Path, val_losses: list[float], **build) -> TrainingSnapshot:
     """An Adam run at 99% whose validation loss per epoch is `val_losses`; nothing wrong with it."""
     epochs = [

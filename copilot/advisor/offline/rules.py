@@ -74,6 +74,11 @@ SPIKE_PATTERN_STEPS = 3
 # 1.5x the training loss while rising (Goodfellow et al. 2016, ch. 7: the generalisation gap).
 OVERFIT_ACCURACY_GAP = 0.15
 OVERFIT_LOSS_RATIO = 1.5
+# "Rising" is early stopping's patience (Prechelt 1998, "Early stopping, but when?"): the
+# validation loss stayed above its best for OVERFIT_PATIENCE epochs in a row. One epoch's
+# spike is churn: CI measured the demo at 99.8%, 95.4%, 99.1%, 99.9% by epoch, and calling
+# the 95.4% epoch over-fitting cost it a third, useless round.
+OVERFIT_PATIENCE = 2
 # ...and only when the losses differ by at least 0.1 nats: the ratio of two near-zero losses
 # (0.05 against 0.01 at 99% accuracy) is noise, not memorisation. Our own threshold.
 OVERFIT_MIN_LOSS_GAP = 0.1
@@ -440,7 +445,8 @@ def _progress(snapshot: TrainingSnapshot) -> list[Observation]:
     if current and not unstable:
         row = current[-1]
         gap = (row.train_accuracy - row.val_accuracy) if row.train_accuracy is not None and row.val_accuracy is not None else None
-        rising = len(current) >= 2 and row.val_loss is not None and current[-2].val_loss is not None and row.val_loss > current[-2].val_loss
+        val_losses = [epoch.val_loss for epoch in current if epoch.val_loss is not None]
+        rising = len(val_losses) > OVERFIT_PATIENCE and min(val_losses[-OVERFIT_PATIENCE:]) > min(val_losses[:-OVERFIT_PATIENCE])
         ratio = row.val_loss / row.train_loss if row.val_loss is not None and row.train_loss > 0 else None
         evidence = []
         if gap is not None and gap > OVERFIT_ACCURACY_GAP:
